@@ -1,0 +1,44 @@
+// The CUDA runtime surface the core uses. Implemented in csrc/cuda/runtime.cu when the addon is built with
+// CUDA (GLM4_WITH_CUDA), and by stubs in csrc/core/no_cuda.cc otherwise (they report "no CUDA").
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor.h"
+
+namespace glm4 {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int major = 0, minor = 0;
+  int64_t total_bytes = 0, free_bytes = 0;
+  int multiprocessors = 0;
+  int64_t l2_bytes = 0;
+};
+
+namespace cudart {
+bool compiled();                       // built with CUDA at all
+int runtime_version();                 // cudaRuntimeGetVersion, 0 when not compiled
+int driver_version();                  // cudaDriverGetVersion, 0 when no driver
+std::string status();                  // "ok", or why no device can be used (no driver, no device, ...)
+std::vector<DeviceInfo> devices();     // empty where there is no GPU or no driver; never throws
+std::string architectures();           // e.g. "80;86;89;90a"
+
+std::shared_ptr<Allocator> make_allocator(int device);
+void* stream_create(int device);
+void stream_destroy(int device, void* stream);
+void stream_sync(int device, void* stream);
+void memcpy_h2d(int device, void* dst, const void* src, int64_t bytes, void* stream, bool sync);
+void memcpy_d2h(int device, void* dst, const void* src, int64_t bytes, void* stream);
+void memcpy_d2d(int device, void* dst, const void* src, int64_t bytes, void* stream);
+// Graphs: begin capture on the stream, run `record`, end capture and instantiate; launch replays it.
+void graph_capture(int device, void* stream, const std::function<void()>& record, void** graph, void** exec);
+void graph_launch(int device, void* stream, void* exec);
+void graph_destroy(void* graph, void* exec);
+void check_last(const char* what, const char* file, int line);
+}  // namespace cudart
+
+}  // namespace glm4

@@ -1,0 +1,300 @@
+// Validation and recording for every op (the one dispatch point). Checks here run synchronously when JS calls
+// the op, so a bad shape is an immediate error naming the shapes; the recorded closure then calls the backend
+// of the context's device.
+#include <cmath>
+#include <cstring>
+
+#include "ops.h"
+#include "core/backend_cuda.h"
+
+namespace glm4 {
+namespace ops {
+
+namespace {
+
+bool is_cuda(const Context& c) { return c.device().type == DeviceType::CUDA; }
+
+void on_ctx(const char* op, const Context& c, const Tensor& t, const char* arg) {
+  GLM4_CHECK(t.defined(), GLM4_E_INVALID_ARG, op, ": ", arg, " is missing");
+  GLM4_CHECK(t.device() == c.device(), GLM4_E_DEVICE, op, ": ", arg, " ", t.describe(), " is not on the context's device ",
+             c.device().name());
+  GLM4_CHECK(t.is_contiguous(), GLM4_E_SHAPE, op, ": ", arg, " must be contiguous, got ", t.describe());
+}
+
+void check_q(const char* op, const Context& c, const QWeight& q) {
+  on_ctx(op, c, q.codes, "codes");
+  on_ctx(op, c, q.scales, "scales");
+  on_ctx(op, c, q.zeros, "zeros");
+  GLM4_CHECK(valid_group(q.group), GLM4_E_INVALID_ARG, op, ": group size ", q.group, " is not 32, 64 or 128");
+  check_dtype(op, "codes", q.codes, DType::I4);
+  check_dtype(op, "scales", q.scales, DType::BF16);
+  check_dtype(op, "zeros", q.zeros, DType::BF16);
+  check_ndim(op, "codes", q.codes, 2);
+  GLM4_CHECK(q.codes.dim(0) == q.n && q.codes.dim(1) == q.k, GLM4_E_SHAPE, op, ": codes ", q.codes.describe(),
+             " do not match the weight shape [", q.n, ",", q.k, "]");
+  GLM4_CHECK(q.k % q.group == 0, GLM4_E_SHAPE, op, ": K=", q.k, " is not a multiple of group ", q.group);
+  const std::vector<int64_t> gs{q.n, q.k / q.group};
+  GLM4_CHECK(q.scales.shape() == gs, GLM4_E_SHAPE, op, ": scales must be ", shape_str(gs), ", got ", q.scales.describe());
+  GLM4_CHECK(q.zeros.shape() == gs, GLM4_E_SHAPE, op, ": zeros must be ", shape_str(gs), ", got ", q.zeros.describe());
+}
+
+void need_rows(const char* op, const char* arg, const Tensor& t, int64_t rows) {
+  GLM4_CHECK(t.dim(0) == rows, GLM4_E_SHAPE, op, ": ", arg, " must have ", rows, " rows, got ", t.describe());
+}
+
+void check_bias(const char* op, const Context& c, const Tensor& bias, int64_t n) {
+  if (!bias.defined()) return;
+  on_ctx(op, c, bias, "bias");
+  check_dtype2(op, "bias", bias, DType::F32, DType::BF16);
+  GLM4_CHECK(bias.ndim() == 1 && bias.dim(0) == n, GLM4_E_SHAPE, op, ": bias must be [", n, "], got ", bias.describe());
+}
+
+#if defined(GLM4_WITH_CUDA)
+#define GLM4_RECORD(c, NAME, ...)                                            \
+  do {                                                                      \
+    if (is_cuda(c))                                                         \
+      (c).enqueue([=](Context& cx) { cuda::NAME(cx, __VA_ARGS__); });       \
+    else                                                                    \
+      (c).enqueue([=](Context& cx) { cpu::NAME(cx, __VA_ARGS__); });        \
+  } while (0)
+#else
+#define GLM4_RECORD(c, NAME, ...)                                                                   \
+  do {                                                                                             \
+    GLM4_CHECK(!is_cuda(c), GLM4_E_NO_CUDA, #NAME ": this build of the addon has no CUDA backend"); \
+    (c).enqueue([=](Context& cx) { cpu::NAME(cx, __VA_ARGS__); });                                 \
+  } while (0)
+#endif
+
+}  // namespace
+
+void embedding(Context& c, const Tensor& out, const Tensor& table, const Tensor& ids) {
+  const char* op = "embedding";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, table, "table"); on_ctx(op, c, ids, "ids");
+  check_dtype(op, "out", out, DType::F32);
+  check_dtype2(op, "table", table, DType::BF16, DType::F32);
+  check_dtype(op, "ids", ids, DType::I32);
+  check_ndim(op, "table", table, 2); check_ndim(op, "out", out, 2); check_ndim(op, "ids", ids, 1);
+  need_rows(op, "out", out, ids.dim(0));
+  check_dim(op, "out", out, 1, table.dim(1), "hidden size of the table");
+  GLM4_RECORD(c, embedding, out, table, ids);
+}
+
+void rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+  const char* op = "rmsnorm";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x"); on_ctx(op, c, w, "weight");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_dtype2(op, "weight", w, DType::BF16, DType::F32);
+  check_ndim(op, "x", x, 2); check_ndim(op, "weight", w, 1);
+  GLM4_CHECK(out.shape() == x.shape(), GLM4_E_SHAPE, op, ": out ", out.describe(), " must match x ", x.describe());
+  check_dim(op, "weight", w, 0, x.dim(1), "hidden size of x");
+  GLM4_CHECK(eps > 0.f && std::isfinite(eps), GLM4_E_INVALID_ARG, op, ": eps must be positive and finite, got ", eps);
+  GLM4_RECORD(c, rmsnorm, out, x, w, eps);
+}
+
+void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
+  const char* op = "quantize_int4";
+  check_q(op, c, q);
+  GLM4_CHECK(q.layout == 0, GLM4_E_INVALID_ARG, op, ": quantization writes the canonical layout (0), got layout ", q.layout);
+  on_ctx(op, c, w, "w");
+  GLM4_CHECK(w.dtype() == DType::BF16 || w.dtype() == DType::F16 || w.dtype() == DType::F32, GLM4_E_DTYPE, op,
+             ": w must be bf16, f16 or f32, got ", w.describe());
+  check_ndim(op, "w", w, 2);
+  GLM4_CHECK(w.dim(0) == q.n && w.dim(1) == q.k, GLM4_E_SHAPE, op, ": w ", w.describe(), " does not match codes ",
+             q.codes.describe());
+  GLM4_RECORD(c, quantize_int4, q, w);
+}
+
+void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
+  const char* op = "dequantize_int4";
+  check_q(op, c, q);
+  GLM4_CHECK(q.layout == 0, GLM4_E_INVALID_ARG, op, ": needs the canonical layout (0), got layout ", q.layout);
+  on_ctx(op, c, out, "out");
+  check_dtype2(op, "out", out, DType::F32, DType::BF16);
+  GLM4_CHECK(out.ndim() == 2 && out.dim(0) == q.n && out.dim(1) == q.k, GLM4_E_SHAPE, op, ": out ", out.describe(),
+             " must be [", q.n, ",", q.k, "]");
+  GLM4_RECORD(c, dequantize_int4, out, q);
+}
+
+void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias) {
+  const char* op = "matmul_int4";
+  check_q(op, c, w);
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_ndim(op, "x", x, 2); check_ndim(op, "out", out, 2);
+  GLM4_CHECK(x.dim(1) == w.k, GLM4_E_SHAPE, op, ": x ", x.describe(), " has K=", x.dim(1), " but the weight is [", w.n,
+             ",", w.k, "]");
+  GLM4_CHECK(out.dim(0) == x.dim(0) && out.dim(1) == w.n, GLM4_E_SHAPE, op, ": out ", out.describe(), " must be [",
+             x.dim(0), ",", w.n, "]");
+  GLM4_CHECK(!is_cuda(c) || w.layout == 0 || w.layout == 1, GLM4_E_INVALID_ARG, op, ": unknown layout ", w.layout);
+  GLM4_CHECK(is_cuda(c) || w.layout == 0, GLM4_E_INVALID_ARG, op, ": the CPU backend needs the canonical layout");
+  check_bias(op, c, bias, w.n);
+  GLM4_RECORD(c, matmul_int4, out, x, w, bias);
+}
+
+void matmul(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* op = "matmul";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x"); on_ctx(op, c, w, "w");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_dtype2(op, "w", w, DType::BF16, DType::F32);
+  check_ndim(op, "x", x, 2); check_ndim(op, "w", w, 2); check_ndim(op, "out", out, 2);
+  GLM4_CHECK(x.dim(1) == w.dim(1), GLM4_E_SHAPE, op, ": x ", x.describe(), " and w ", w.describe(),
+             " disagree on K (x is [M,K], w is [N,K])");
+  GLM4_CHECK(out.dim(0) == x.dim(0) && out.dim(1) == w.dim(0), GLM4_E_SHAPE, op, ": out ", out.describe(), " must be [",
+             x.dim(0), ",", w.dim(0), "]");
+  check_bias(op, c, bias, w.dim(0));
+  GLM4_RECORD(c, matmul, out, x, w, bias);
+}
+
+void add_bias(Context& c, const Tensor& x, const Tensor& b) {
+  const char* op = "add_bias";
+  on_ctx(op, c, x, "x");
+  check_dtype(op, "x", x, DType::F32);
+  check_ndim(op, "x", x, 2);
+  GLM4_CHECK(b.defined(), GLM4_E_INVALID_ARG, op, ": bias is missing");
+  check_bias(op, c, b, x.dim(1));
+  GLM4_RECORD(c, add_bias, x, b);
+}
+
+static void check_pos(const char* op, const Context& c, const Tensor& pos, int64_t t) {
+  on_ctx(op, c, pos, "positions");
+  check_dtype(op, "positions", pos, DType::I32);
+  GLM4_CHECK(pos.ndim() == 1 && pos.dim(0) == t, GLM4_E_SHAPE, op, ": positions must be [", t, "], got ", pos.describe());
+}
+
+void rotary(Context& c, const Tensor& x, const Tensor& pos, int64_t rot_dim, float theta) {
+  const char* op = "rotary";
+  on_ctx(op, c, x, "x");
+  check_dtype(op, "x", x, DType::F32);
+  check_ndim(op, "x", x, 3);
+  check_pos(op, c, pos, x.dim(0));
+  GLM4_CHECK(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= x.dim(2), GLM4_E_INVALID_ARG, op, ": rot_dim ", rot_dim,
+             " must be even and at most the head dim ", x.dim(2));
+  GLM4_CHECK(theta > 1.f && std::isfinite(theta), GLM4_E_INVALID_ARG, op, ": theta must be > 1, got ", theta);
+  GLM4_RECORD(c, rotary, x, pos, rot_dim, theta);
+}
+
+static void check_cache(const char* op, const Context& c, const Tensor& kc, const Tensor& vc) {
+  on_ctx(op, c, kc, "kcache"); on_ctx(op, c, vc, "vcache");
+  check_dtype2(op, "kcache", kc, DType::BF16, DType::F32);
+  GLM4_CHECK(vc.dtype() == kc.dtype() && vc.shape() == kc.shape(), GLM4_E_SHAPE, op, ": vcache ", vc.describe(),
+             " must match kcache ", kc.describe());
+  check_ndim(op, "kcache", kc, 3);
+}
+
+void kv_write(Context& c, const Tensor& kc, const Tensor& vc, const Tensor& k, const Tensor& v, const Tensor& pos) {
+  const char* op = "kv_write";
+  check_cache(op, c, kc, vc);
+  on_ctx(op, c, k, "k"); on_ctx(op, c, v, "v");
+  check_dtype(op, "k", k, DType::F32); check_dtype(op, "v", v, DType::F32);
+  check_ndim(op, "k", k, 3);
+  GLM4_CHECK(v.shape() == k.shape(), GLM4_E_SHAPE, op, ": v ", v.describe(), " must match k ", k.describe());
+  GLM4_CHECK(k.dim(1) == kc.dim(1) && k.dim(2) == kc.dim(2), GLM4_E_SHAPE, op, ": k ", k.describe(),
+             " does not fit the cache ", kc.describe());
+  check_pos(op, c, pos, k.dim(0));
+  GLM4_RECORD(c, kv_write, kc, vc, k, v, pos);
+}
+
+void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
+               float scale) {
+  const char* op = "attention";
+  check_cache(op, c, kc, vc);
+  on_ctx(op, c, out, "out"); on_ctx(op, c, q, "q");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "q", q, DType::F32);
+  check_ndim(op, "q", q, 3);
+  GLM4_CHECK(out.shape() == q.shape(), GLM4_E_SHAPE, op, ": out ", out.describe(), " must match q ", q.describe());
+  GLM4_CHECK(q.dim(2) == kc.dim(2), GLM4_E_SHAPE, op, ": head dim of q ", q.describe(), " and cache ", kc.describe(), " differ");
+  GLM4_CHECK(q.dim(1) % kc.dim(1) == 0, GLM4_E_SHAPE, op, ": ", q.dim(1), " query heads are not a multiple of ", kc.dim(1),
+             " KV heads");
+  check_pos(op, c, pos, q.dim(0));
+  GLM4_CHECK(scale > 0.f && std::isfinite(scale), GLM4_E_INVALID_ARG, op, ": scale must be positive, got ", scale);
+  GLM4_RECORD(c, attention, out, q, kc, vc, pos, scale);
+}
+
+void swiglu(Context& c, const Tensor& out, const Tensor& gu) {
+  const char* op = "swiglu";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, gu, "gate_up");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "gate_up", gu, DType::F32);
+  check_ndim(op, "out", out, 2); check_ndim(op, "gate_up", gu, 2);
+  GLM4_CHECK(gu.dim(0) == out.dim(0) && gu.dim(1) == 2 * out.dim(1), GLM4_E_SHAPE, op, ": gate_up ", gu.describe(),
+             " must be [M, 2F] for out ", out.describe());
+  GLM4_RECORD(c, swiglu, out, gu);
+}
+
+void add(Context& c, const Tensor& out, const Tensor& a, const Tensor& b) {
+  const char* op = "add";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, a, "a"); on_ctx(op, c, b, "b");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "a", a, DType::F32); check_dtype(op, "b", b, DType::F32);
+  GLM4_CHECK(a.shape() == b.shape() && out.shape() == a.shape(), GLM4_E_SHAPE, op, ": shapes differ: out ", out.describe(),
+             ", a ", a.describe(), ", b ", b.describe());
+  GLM4_RECORD(c, add, out, a, b);
+}
+
+void argmax(Context& c, const Tensor& out, const Tensor& x) {
+  const char* op = "argmax";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
+  check_dtype(op, "out", out, DType::I32); check_dtype(op, "x", x, DType::F32);
+  check_ndim(op, "x", x, 2); check_ndim(op, "out", out, 1);
+  need_rows(op, "out", out, x.dim(0));
+  GLM4_CHECK(x.dim(1) > 0, GLM4_E_SHAPE, op, ": x ", x.describe(), " has empty rows");
+  GLM4_RECORD(c, argmax, out, x);
+}
+
+void softmax(Context& c, const Tensor& out, const Tensor& x, float temperature) {
+  const char* op = "softmax";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_ndim(op, "x", x, 2);
+  GLM4_CHECK(out.shape() == x.shape(), GLM4_E_SHAPE, op, ": out ", out.describe(), " must match x ", x.describe());
+  GLM4_CHECK(temperature > 0.f && std::isfinite(temperature), GLM4_E_INVALID_ARG, op, ": temperature must be > 0, got ",
+             temperature);
+  GLM4_RECORD(c, softmax, out, x, temperature);
+}
+
+void convert(Context& c, const Tensor& out, const Tensor& in) {
+  const char* op = "convert";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, in, "in");
+  for (const Tensor* t : {&out, &in})
+    GLM4_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16 || t->dtype() == DType::F16, GLM4_E_DTYPE, op,
+               ": only f32, bf16 and f16 convert, got ", t->describe());
+  GLM4_CHECK(out.numel() == in.numel(), GLM4_E_SHAPE, op, ": out ", out.describe(), " and in ", in.describe(),
+             " differ in size");
+  GLM4_RECORD(c, convert, out, in);
+}
+
+void fill_random(Context& c, const Tensor& out, uint64_t seed, float mean, float std) {
+  const char* op = "fill_random";
+  on_ctx(op, c, out, "out");
+  check_dtype2(op, "out", out, DType::F32, DType::BF16);
+  GLM4_CHECK(std::isfinite(mean) && std::isfinite(std) && std >= 0.f, GLM4_E_INVALID_ARG, op, ": bad mean/std ", mean, "/", std);
+  GLM4_RECORD(c, fill_random, out, seed, mean, std);
+}
+
+void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& params, const Tensor& top_k) {
+  const char* op = "sample";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, logits, "logits"); on_ctx(op, c, params, "params"); on_ctx(op, c, top_k, "top_k");
+  check_dtype(op, "out", out, DType::I32); check_dtype(op, "logits", logits, DType::F32);
+  check_dtype(op, "params", params, DType::F32); check_dtype(op, "top_k", top_k, DType::I32);
+  check_ndim(op, "logits", logits, 2);
+  const int64_t m = logits.dim(0);
+  GLM4_CHECK(out.ndim() == 1 && out.dim(0) == m, GLM4_E_SHAPE, op, ": out must be [", m, "], got ", out.describe());
+  GLM4_CHECK(params.ndim() == 2 && params.dim(0) == m && params.dim(1) == 4, GLM4_E_SHAPE, op, ": params must be [", m,
+             ",4], got ", params.describe());
+  GLM4_CHECK(top_k.ndim() == 1 && top_k.dim(0) == m, GLM4_E_SHAPE, op, ": top_k must be [", m, "], got ", top_k.describe());
+  GLM4_RECORD(c, sample, out, logits, params, top_k);
+}
+
+void copy(Context& c, const Tensor& dst, const Tensor& src) {
+  const char* op = "copy";
+  on_ctx(op, c, dst, "dst"); on_ctx(op, c, src, "src");
+  GLM4_CHECK(dst.dtype() == src.dtype() && dst.numel() == src.numel(), GLM4_E_SHAPE, op, ": dst ", dst.describe(),
+             " and src ", src.describe(), " differ in dtype or size");
+  c.enqueue([dst, src](Context& cx) {
+    if (cx.device().type == DeviceType::CUDA)
+      cudart::memcpy_d2d(cx.device().index, dst.raw(), src.raw(), src.nbytes(), cx.stream());
+    else
+      std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
+  });
+}
+
+}  // namespace ops
+}  // namespace glm4

@@ -1,0 +1,36 @@
+#include <cmath>
+
+#include "common.h"
+#include "core/random.h"
+#include "ops.h"
+
+namespace glm4 {
+namespace cpu {
+
+void swiglu(Context&, const Tensor& out, const Tensor& gu) {
+  const int64_t m = out.dim(0), f = out.dim(1);
+  for (int64_t i = 0; i < m; ++i) {
+    const float* g = gu.data<float>() + i * 2 * f;
+    const float* u = g + f;
+    float* o = out.data<float>() + i * f;
+    for (int64_t j = 0; j < f; ++j) o[j] = g[j] / (1.f + std::exp(-g[j])) * u[j];
+  }
+}
+
+void add(Context&, const Tensor& out, const Tensor& a, const Tensor& b) {
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) out.data<float>()[i] = a.data<float>()[i] + b.data<float>()[i];
+}
+
+void convert(Context&, const Tensor& out, const Tensor& in) {
+  const int64_t n = in.numel();
+  for (int64_t i = 0; i < n; ++i) store(out, i, load(in, i));
+}
+
+void fill_random(Context&, const Tensor& out, uint64_t seed, float mean, float std) {
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) store(out, i, mean + std * normal_at(seed, static_cast<uint64_t>(i)));
+}
+
+}  // namespace cpu
+}  // namespace glm4

@@ -1,0 +1,27 @@
+#include <cmath>
+#include <vector>
+
+#include "common.h"
+#include "ops.h"
+
+namespace glm4 {
+namespace cpu {
+
+void rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+  const int64_t t = x.dim(0), h = x.dim(1);
+  std::vector<float> wf(h);
+  load_row(w.reshape({1, h}), 0, wf.data());
+  c.pool().parallel_for(t, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xr = x.data<float>() + r * h;
+      float* yr = out.data<float>() + r * h;
+      double ss = 0;
+      for (int64_t i = 0; i < h; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(h) + eps));
+      for (int64_t i = 0; i < h; ++i) yr[i] = xr[i] * inv * wf[i];
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace glm4

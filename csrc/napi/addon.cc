@@ -1,0 +1,86 @@
+// Module entry: Context, Tensor, Plan, buildInfo(), devices().
+#include <napi.h>
+
+#include "convert.h"
+#include "core/backend_cuda.h"
+#include "tensor_wrap.h"
+
+#ifndef GLM4_VERSION
+#define GLM4_VERSION "0.0.0"
+#endif
+
+namespace glm4 {
+namespace napi {
+Napi::Function init_context(Napi::Env env);
+Napi::Function init_plan(Napi::Env env);
+
+static std::string version_str(int v) {
+  if (v <= 0) return "";
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+static Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", GLM4_VERSION);
+  Napi::Array backends = Napi::Array::New(env);
+  backends[uint32_t(0)] = Napi::String::New(env, "cpu");
+  if (cudart::compiled()) backends[uint32_t(1)] = Napi::String::New(env, "cuda");
+  o.Set("backends", backends);
+  Napi::Array archs = Napi::Array::New(env);
+  std::string a = cudart::architectures();
+  uint32_t n = 0;
+  for (size_t s = 0; s < a.size();) {
+    size_t e = a.find(';', s);
+    if (e == std::string::npos) e = a.size();
+    if (e > s) archs[n++] = Napi::String::New(env, a.substr(s, e - s));
+    s = e + 1;
+  }
+  o.Set("cudaArchitectures", archs);
+  std::string rt = version_str(cudart::runtime_version());
+  o.Set("cudaRuntimeVersion", rt.empty() ? env.Null() : Napi::String::New(env, rt));
+  std::string dv = version_str(cudart::driver_version());
+  o.Set("cudaDriverVersion", dv.empty() ? env.Null() : Napi::String::New(env, dv));
+  o.Set("cudaStatus", cudart::status());
+  o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+#if defined(__clang__)
+  o.Set("compiler", "clang " __clang_version__);
+#elif defined(__GNUC__)
+  o.Set("compiler", "gcc " __VERSION__);
+#endif
+  return o;
+}
+
+static Napi::Value Devices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto devs = cudart::devices();
+  Napi::Array arr = Napi::Array::New(env, devs.size());
+  for (size_t i = 0; i < devs.size(); ++i) {
+    const auto& d = devs[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", d.index);
+    o.Set("name", d.name);
+    o.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+    o.Set("totalMemory", Napi::Number::New(env, static_cast<double>(d.total_bytes)));
+    o.Set("freeMemory", Napi::Number::New(env, static_cast<double>(d.free_bytes)));
+    o.Set("multiprocessors", d.multiprocessors);
+    o.Set("l2CacheBytes", Napi::Number::New(env, static_cast<double>(d.l2_bytes)));
+    arr[uint32_t(i)] = o;
+  }
+  return arr;
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Tensor", TensorWrap::Init(env));
+  exports.Set("Plan", init_plan(env));
+  exports.Set("Context", init_context(env));
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("devices", Napi::Function::New(env, Devices));
+  return exports;
+}
+
+}  // namespace napi
+}  // namespace glm4
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return glm4::napi::Init(env, exports); }
+NODE_API_MODULE(glm4_native, InitAddon)

@@ -1,0 +1,351 @@
+/**
+ * config.json of either GLM-4 flavour -> one normalized Glm4Config, and the tensor shapes it implies.
+ *
+ * - "chatglm": the original THUDM/glm-4-9b-chat (model_type "chatglm", ChatGLMModel). Rotary on
+ *   kv_channels/2 dims of each head (RotaryEmbedding(kv_channels // 2)), base 10000 * rope_ratio.
+ * - "glm": the transformers port (model_type "glm", GlmForCausalLM). Rotary on head_dim *
+ *   partial_rotary_factor dims, base rope_theta.
+ * Both rotate interleaved pairs (x[2i], x[2i+1]) of the first rotaryDim dims.
+ *
+ * Missing structural numbers are errors; flags that the reference implementations default are defaulted the
+ * same way (e.g. chatglm rope_ratio 1, rmsnorm true). Architectures this library cannot run are rejected
+ * here, with ERR_GLM4_BAD_CONFIG, so that nothing downstream sees them.
+ */
+import { readFile } from "node:fs/promises";
+import * as path from "node:path";
+import { Glm4Error } from "./errors.js";
+
+export type Glm4Flavour = "chatglm" | "glm";
+
+export interface Glm4Config {
+  flavour: Glm4Flavour;
+  numLayers: number;
+  hiddenSize: number;
+  /** Query heads. */
+  numHeads: number;
+  headDim: number;
+  /** Key/value heads (GQA groups): 2 for GLM-4-9B, 4 for the 1M variant. */
+  numKvHeads: number;
+  ffnSize: number;
+  /** Rows of the embedding / output layer (the padded vocabulary). */
+  vocabSize: number;
+  rmsEps: number;
+  /** Rotary base: 10000 * rope_ratio (chatglm) or rope_theta (glm). */
+  ropeTheta: number;
+  /** Leading dims of each head that are rotated (64 of 128 for GLM-4). */
+  rotaryDim: number;
+  qkvBias: boolean;
+  maxPositions: number;
+  /** Stop ids from config.json, then those from generation_config.json not already listed. May be empty. */
+  eosTokenIds: number[];
+  padTokenId?: number;
+  torchDtype?: string;
+}
+
+export const CONFIG_FILE = "config.json";
+export const GENERATION_CONFIG_FILE = "generation_config.json";
+
+function badConfig(file: string, what: string, todo = "Fix the file or re-download it from the model's repository"): Glm4Error {
+  return new Glm4Error("ERR_GLM4_BAD_CONFIG", `${file}: ${what}. ${todo}`);
+}
+
+const UNSUPPORTED = "Only GLM-4-9B-style checkpoints (glm-4-9b, glm-4-9b-chat, glm-4-9b-chat-1m, or their -hf ports) are supported";
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/** Typed access to one JSON object; every complaint names the file and the key. */
+class Fields {
+  constructor(
+    private readonly o: Record<string, unknown>,
+    readonly file: string,
+  ) {}
+
+  has(key: string): boolean {
+    return Object.prototype.hasOwnProperty.call(this.o, key) && this.o[key] !== undefined && this.o[key] !== null;
+  }
+
+  raw(key: string): unknown {
+    return this.has(key) ? this.o[key] : undefined;
+  }
+
+  /** Positive (or, with min 0, non-negative) safe integer; required unless a default is given. */
+  int(key: string, opts: { min?: number; def?: number } = {}): number {
+    const min = opts.min ?? 1;
+    if (!this.has(key)) {
+      if (opts.def !== undefined) return opts.def;
+      throw badConfig(this.file, `"${key}" is missing (expected an integer >= ${min})`);
+    }
+    const v = this.o[key];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) {
+      throw badConfig(this.file, `"${key}" must be an integer >= ${min}, got ${show(v)}`);
+    }
+    return v;
+  }
+
+  /** Finite number > 0; required unless a default is given. */
+  pos(key: string, def?: number): number {
+    if (!this.has(key)) {
+      if (def !== undefined) return def;
+      throw badConfig(this.file, `"${key}" is missing (expected a positive number)`);
+    }
+    const v = this.o[key];
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw badConfig(this.file, `"${key}" must be a positive number, got ${show(v)}`);
+    return v;
+  }
+
+  bool(key: string, def: boolean): boolean {
+    if (!this.has(key)) return def;
+    const v = this.o[key];
+    if (typeof v !== "boolean") throw badConfig(this.file, `"${key}" must be true or false, got ${show(v)}`);
+    return v;
+  }
+
+  /** Token id list: a number or an array of numbers (absent -> []). */
+  ids(key: string): number[] {
+    if (!this.has(key)) return [];
+    const v = this.o[key];
+    const list = Array.isArray(v) ? v : [v];
+    for (const id of list) {
+      if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
+        throw badConfig(this.file, `"${key}" must be a token id or a list of token ids, got ${show(v)}`);
+      }
+    }
+    return list as number[];
+  }
+
+  str(key: string): string | undefined {
+    if (!this.has(key)) return undefined;
+    const v = this.o[key];
+    if (typeof v !== "string") throw badConfig(this.file, `"${key}" must be a string, got ${show(v)}`);
+    return v;
+  }
+
+  /** The first of `keys` that is present (they must agree when several are). */
+  alias(keys: string[]): string {
+    const present = keys.filter((k) => this.has(k));
+    for (const k of present.slice(1)) {
+      if (this.o[k] !== this.o[present[0]]) {
+        throw badConfig(this.file, `"${present[0]}" (${show(this.o[present[0]])}) and "${k}" (${show(this.o[k])}) disagree`);
+      }
+    }
+    return present[0] ?? keys[0];
+  }
+
+  require(key: string, expected: unknown, why: string): void {
+    if (this.has(key) && this.o[key] !== expected) {
+      throw badConfig(this.file, `"${key}" is ${show(this.o[key])}, but ${why}`, UNSUPPORTED);
+    }
+  }
+}
+
+/**
+ * Normalize a parsed config.json (`file` is used in messages). `generationConfig` (parsed
+ * generation_config.json, optional) contributes extra eos ids and a pad id the config lacks.
+ */
+export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationConfig?: unknown, generationFile = GENERATION_CONFIG_FILE): Glm4Config {
+  if (!isPlainObject(json)) throw badConfig(file, `must hold a JSON object, got ${show(json)}`);
+  const f = new Fields(json, file);
+
+  let modelType = f.raw("model_type");
+  if (modelType === undefined) {
+    const isChatglm = f.has("num_layers") || f.has("padded_vocab_size") || f.has("kv_channels");
+    const isGlm = f.has("num_hidden_layers") && f.has("intermediate_size");
+    if (isChatglm === isGlm) throw badConfig(file, `"model_type" is missing and the fields do not say which GLM-4 flavour this is`, `Add "model_type": "chatglm" or "glm"`);
+    modelType = isChatglm ? "chatglm" : "glm";
+  }
+  if (modelType === "glm4") {
+    throw badConfig(file, `"model_type" is "glm4" (the GLM-4-0414 family, with extra per-layer norms), which this library does not implement`, UNSUPPORTED);
+  }
+  if (modelType !== "chatglm" && modelType !== "glm") {
+    throw badConfig(file, `"model_type" is ${show(modelType)}; expected "chatglm" (original GLM-4) or "glm" (transformers GlmForCausalLM)`, UNSUPPORTED);
+  }
+
+  let cfg: Glm4Config;
+  if (modelType === "chatglm") {
+    f.require("add_bias_linear", false, "biases on the dense/MLP projections are not supported (GLM-4 has bias on QKV only)");
+    f.require("rmsnorm", true, "only RMSNorm is supported (rmsnorm false means LayerNorm)");
+    f.require("apply_residual_connection_post_layernorm", false, "the residual must be taken before the layernorm (pre-norm)");
+    f.require("post_layer_norm", true, "the model needs its final layernorm");
+    f.require("tie_word_embeddings", false, "the output layer must be separate from the embedding");
+    const numHeads = f.int("num_attention_heads");
+    const mqa = f.bool("multi_query_attention", false);
+    const headDim = f.int("kv_channels");
+    if (headDim % 4 !== 0) throw badConfig(file, `"kv_channels" is ${headDim}; the rotary half (${headDim / 2} dims) must be even`, UNSUPPORTED);
+    cfg = {
+      flavour: "chatglm",
+      numLayers: f.int(f.alias(["num_layers", "num_hidden_layers"])),
+      hiddenSize: f.int("hidden_size"),
+      numHeads,
+      headDim,
+      numKvHeads: mqa ? f.int("multi_query_group_num") : numHeads,
+      ffnSize: f.int("ffn_hidden_size"),
+      vocabSize: f.int("padded_vocab_size"),
+      rmsEps: f.pos("layernorm_epsilon", 1e-5),
+      ropeTheta: 10000 * f.pos("rope_ratio", 1),
+      // ChatGLM builds RotaryEmbedding(kv_channels // 2): the first half of each head is rotated.
+      rotaryDim: headDim / 2,
+      qkvBias: f.bool("add_qkv_bias", false),
+      maxPositions: f.int("seq_length", { def: 2048 }),
+      eosTokenIds: f.ids("eos_token_id"),
+    };
+  } else {
+    f.require("tie_word_embeddings", false, "the output layer must be separate from the embedding");
+    f.require("hidden_act", "silu", "the MLP must be SwiGLU (silu)");
+    if (f.has("rope_scaling")) throw badConfig(file, `"rope_scaling" is ${show(f.raw("rope_scaling"))}; rope scaling is not supported`, UNSUPPORTED);
+    if (f.bool("mlp_bias", false)) throw badConfig(file, `"mlp_bias" is true; biases on the MLP are not supported`, UNSUPPORTED);
+    const hiddenSize = f.int("hidden_size");
+    const numHeads = f.int("num_attention_heads");
+    const headDim = f.int("head_dim", { def: Number.isInteger(hiddenSize / numHeads) ? hiddenSize / numHeads : 0 });
+    const prf = f.pos("partial_rotary_factor", 0.5);
+    if (prf > 1) throw badConfig(file, `"partial_rotary_factor" is ${prf}; it must be in (0, 1]`);
+    const rotaryDim = headDim * prf;
+    if (!Number.isInteger(rotaryDim) || rotaryDim % 2 !== 0) {
+      throw badConfig(file, `head_dim ${headDim} * partial_rotary_factor ${prf} = ${rotaryDim} rotary dims; it must be an even integer`, UNSUPPORTED);
+    }
+    cfg = {
+      flavour: "glm",
+      numLayers: f.int("num_hidden_layers"),
+      hiddenSize,
+      numHeads,
+      headDim,
+      numKvHeads: f.int("num_key_value_heads"),
+      ffnSize: f.int("intermediate_size"),
+      vocabSize: f.int("vocab_size"),
+      rmsEps: f.pos("rms_norm_eps", 1.5625e-7),
+      ropeTheta: f.pos("rope_theta", 10000),
+      rotaryDim,
+      qkvBias: f.bool("attention_bias", true),
+      maxPositions: f.int("max_position_embeddings", { def: 131072 }),
+      eosTokenIds: f.ids("eos_token_id"),
+    };
+  }
+
+  if (cfg.numHeads % cfg.numKvHeads !== 0) {
+    throw badConfig(file, `${cfg.numHeads} attention heads are not divisible by ${cfg.numKvHeads} key/value heads`);
+  }
+  if (cfg.hiddenSize !== cfg.numHeads * cfg.headDim) {
+    throw badConfig(file, `hidden size ${cfg.hiddenSize} != ${cfg.numHeads} heads * head dim ${cfg.headDim}`, UNSUPPORTED);
+  }
+  if (cfg.rotaryDim <= 0 || cfg.rotaryDim > cfg.headDim) {
+    throw badConfig(file, `${cfg.rotaryDim} rotary dims do not fit in a head of ${cfg.headDim}`);
+  }
+
+  const pad = f.ids("pad_token_id");
+  if (pad.length > 1) throw badConfig(file, `"pad_token_id" must be a single token id, got ${show(f.raw("pad_token_id"))}`);
+  if (pad.length === 1) cfg.padTokenId = pad[0];
+  const dtype = f.str(f.alias(["torch_dtype", "dtype"]));
+  if (dtype !== undefined) cfg.torchDtype = dtype;
+
+  if (generationConfig !== undefined) {
+    if (!isPlainObject(generationConfig)) throw badConfig(generationFile, `must hold a JSON object, got ${show(generationConfig)}`);
+    const g = new Fields(generationConfig, generationFile);
+    for (const id of g.ids("eos_token_id")) if (!cfg.eosTokenIds.includes(id)) cfg.eosTokenIds.push(id);
+    const gpad = g.ids("pad_token_id");
+    if (cfg.padTokenId === undefined && gpad.length === 1) cfg.padTokenId = gpad[0];
+  }
+  for (const id of cfg.eosTokenIds) {
+    if (id >= cfg.vocabSize) throw badConfig(file, `eos token id ${id} is outside the vocabulary of ${cfg.vocabSize}`);
+  }
+  if (cfg.padTokenId !== undefined && cfg.padTokenId >= cfg.vocabSize) {
+    throw badConfig(file, `pad token id ${cfg.padTokenId} is outside the vocabulary of ${cfg.vocabSize}`);
+  }
+  return cfg;
+}
+
+async function readJson(file: string, required: boolean): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    const code = (e as { code?: unknown })?.code;
+    if (code === "ENOENT") {
+      if (!required) return undefined;
+      throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${file}: does not exist. Pass the model directory that holds config.json.`, { cause: e });
+    }
+    throw badConfig(file, `cannot be read (${(e as Error).message})`, "Check the file's permissions");
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw badConfig(file, `is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Read `dir/config.json` (and `dir/generation_config.json` when present) and normalize them. */
+export async function readConfig(dir: string): Promise<Glm4Config> {
+  const file = path.join(dir, CONFIG_FILE);
+  const json = await readJson(file, true);
+  const genFile = path.join(dir, GENERATION_CONFIG_FILE);
+  const gen = await readJson(genFile, false);
+  return normalizeConfig(json, file, gen, genFile);
+}
+
+/**
+ * Every normalized tensor with its shape, in model order:
+ * embed [V,H]; per layer attn_norm [H], qkv [(Hq+2Hkv)*D, H] (q heads, then k, then v), qkv_bias
+ * [(Hq+2Hkv)*D] (when qkvBias), attn_out [H, Hq*D], ffn_norm [H], gate_up [2F, H] (gate rows first),
+ * down [H, F]; final_norm [H]; output [V,H].
+ */
+export function expectedShapes(cfg: Glm4Config): Map<string, number[]> {
+  const { vocabSize: V, hiddenSize: H, headDim: D, numHeads: Hq, numKvHeads: Hkv, ffnSize: F } = cfg;
+  const qkvRows = (Hq + 2 * Hkv) * D;
+  const m = new Map<string, number[]>();
+  m.set("embed", [V, H]);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    m.set(`layers.${i}.attn_norm`, [H]);
+    m.set(`layers.${i}.qkv`, [qkvRows, H]);
+    if (cfg.qkvBias) m.set(`layers.${i}.qkv_bias`, [qkvRows]);
+    m.set(`layers.${i}.attn_out`, [H, Hq * D]);
+    m.set(`layers.${i}.ffn_norm`, [H]);
+    m.set(`layers.${i}.gate_up`, [2 * F, H]);
+    m.set(`layers.${i}.down`, [H, F]);
+  }
+  m.set("final_norm", [H]);
+  m.set("output", [V, H]);
+  return m;
+}
+
+export function shapesEqual(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * Check normalized tensors against the config: every expected one present with its shape, nothing else.
+ * Throws ERR_GLM4_MISSING_TENSOR, ERR_GLM4_SHAPE_MISMATCH or ERR_GLM4_UNEXPECTED_TENSOR; `source` names
+ * where the tensors came from in messages.
+ */
+export function checkShapes(cfg: Glm4Config, tensors: Iterable<{ name: string; shape: readonly number[] }>, source = "checkpoint"): void {
+  const expected = expectedShapes(cfg);
+  const seen = new Set<string>();
+  const dims = `${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads}x${cfg.headDim} q heads, ${cfg.numKvHeads} kv heads, ffn ${cfg.ffnSize}, vocab ${cfg.vocabSize}`;
+  for (const t of tensors) {
+    const want = expected.get(t.name);
+    if (want === undefined) {
+      throw new Glm4Error(
+        "ERR_GLM4_UNEXPECTED_TENSOR",
+        `${source}: tensor ${JSON.stringify(t.name)} is not part of the model the config describes (${dims}). Check that config.json belongs to these weights.`,
+      );
+    }
+    if (!shapesEqual(want, t.shape)) {
+      throw new Glm4Error(
+        "ERR_GLM4_SHAPE_MISMATCH",
+        `${source}: tensor ${JSON.stringify(t.name)} has shape [${t.shape.join(", ")}] but the config (${dims}) needs [${want.join(", ")}]. Check that config.json belongs to these weights.`,
+      );
+    }
+    seen.add(t.name);
+  }
+  const missing = [...expected.keys()].filter((n) => !seen.has(n));
+  if (missing.length > 0) {
+    throw new Glm4Error(
+      "ERR_GLM4_MISSING_TENSOR",
+      `${source}: tensor ${JSON.stringify(missing[0])}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ""} is missing for the config (${dims}). Re-download the weights or fix config.json.`,
+    );
+  }
+}
