@@ -42,7 +42,7 @@ sys.path.insert(0, HERE)
 import int4_ref  # noqa: E402
 from np_forward import Dims  # noqa: E402
 from np_forward import forward as np_forward  # noqa: E402
-from st_io import bf16_bits_to_f32, read_sharded  # noqa: E402
+from st_io import bf16_bits_to_f32, dump_json, read_sharded  # noqa: E402
 
 GROUP = 128
 N_NEW = 24
@@ -388,9 +388,7 @@ def main():
             "numpy_float64_forward": "max_abs_diff_vs_numpy_float64 per prompt and path",
         },
     }
-    with open(os.path.join(out_dir, "logits.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
+    dump_json(os.path.join(out_dir, "logits.json"), meta)
     total = sum(os.path.getsize(os.path.join(out_dir, fn)) for fn in os.listdir(out_dir) if fn.startswith(("logits", "steps")))
     print(f"\nwrote {out_dir}/logits.json and {2 * 2 * len(prompts)} .bin files, {total} bytes")
 

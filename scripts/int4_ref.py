@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_io import bf16_bits_to_f32, f32_to_bf16_bits  # noqa: E402
+from st_io import bf16_bits_to_f32, dump_json, f32_to_bf16_bits  # noqa: E402
 
 GROUP_SIZES = (32, 64, 128)
 
@@ -259,9 +259,7 @@ def main() -> None:
         "files": "little-endian, row-major, no header; bf16 stored as uint16 bits",
         "cases": listing,
     }
-    with open(os.path.join(args.out, "quant_cases.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+    dump_json(os.path.join(args.out, "quant_cases.json"), doc)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from np_forward import Dims, forward, greedy  # noqa: E402
-from st_io import bf16_bits_to_f32, f32_to_bf16_bits, read_sharded, write_safetensors  # noqa: E402
+from st_io import bf16_bits_to_f32, dump_json, f32_to_bf16_bits, read_sharded, write_safetensors  # noqa: E402
 
 SEED = 4_2025_1125
 
@@ -205,9 +205,7 @@ def generation_config():
 # ---------------------------------------------------------------- writing
 
 def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    dump_json(path, obj)
 
 
 def write_checkpoint(dirpath, tensors, config):

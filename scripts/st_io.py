@@ -149,3 +149,20 @@ def read_sharded(dirpath: str) -> Dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"tensors in index but not in shards: {sorted(missing)}")
     return out
+
+
+# ---------------------------------------------------------------- json
+
+def dump_json(path: str, obj, indent: int = 2) -> None:
+    """JSON (indented), but every list of plain numbers kept on one line."""
+    import re
+
+    text = json.dumps(obj, indent=indent)
+
+    def one_line(m):
+        return "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+
+    text = re.sub(r"\[\s*((?:-?[0-9][0-9.eE+-]*\s*,\s*)*-?[0-9][0-9.eE+-]*)\s*\]", one_line, text)
+    with open(path, "w") as f:
+        f.write(text)
+        f.write("\n")
