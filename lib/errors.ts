@@ -44,8 +44,9 @@ export class Glm4Error extends Error {
 /** Turn an error thrown by the addon (an Error with a string `code`) into a Glm4Error; others pass through. */
 export function wrapNative(e: unknown): unknown {
   if (e instanceof Glm4Error) return e;
-  if (e instanceof Error && typeof (e as { code?: unknown }).code === "string" && (e as { code: string }).code.startsWith("ERR_GLM4_")) {
-    return new Glm4Error((e as { code: Glm4ErrorCode }).code, e.message, { cause: e });
+  const code = e instanceof Error ? (e as unknown as { code?: unknown }).code : undefined;
+  if (e instanceof Error && typeof code === "string" && code.startsWith("ERR_GLM4_")) {
+    return new Glm4Error(code as Glm4ErrorCode, e.message, { cause: e });
   }
   return e;
 }

@@ -1,0 +1,446 @@
+/**
+ * The user-facing model: `loadGlm4(dir, options)` and what it returns.
+ *
+ *   const model = await loadGlm4("/models/glm-4-9b-chat");
+ *   const r = await model.generate("你好", { maxNewTokens: 64 });
+ *   for await (const chunk of model.chat([{ role: "user", content: "你好" }])) process.stdout.write(chunk.text);
+ *   await model.dispose();
+ */
+import { existsSync, statSync } from "node:fs";
+import path from "node:path";
+import { Glm4Error, wrapNative } from "./errors.js";
+import { readConfig, type Glm4Config } from "./config.js";
+import { native, type NativeContext } from "./native.js";
+import { Engine, disposeWeights, type ModelWeights, type Quantization } from "./model.js";
+import { createContext, glm4_9bConfig, linearBytes, loadCheckpointWeights, resolveDevice, syntheticWeights, tensorPlan, isLinearName, type DeviceOption, type LoadProgress } from "./loader.js";
+import { Glm4Tokenizer } from "./tokenizer.js";
+import { buildChatPrompt, chatStopIds, type ChatMessage } from "./chat-format.js";
+
+export interface LoadOptions {
+  /** "auto" (default): the first GPU where the addon has CUDA and one is present, else the CPU. */
+  device?: DeviceOption;
+  /** "int4" (default): linear layers quantized at load (group `groupSize`); "none": bf16 weights, the reference. */
+  quantization?: Quantization;
+  /** INT4 group size: 128 (default), 64 or 32. */
+  groupSize?: 32 | 64 | 128;
+  /** KV-cache capacity in tokens (default: min(8192, the model's context)). */
+  maxContext?: number;
+  /** Tokens per prefill chunk (default 512). */
+  prefillChunk?: number;
+  /** CPU worker threads (default: all cores). */
+  threads?: number;
+  /** Build GLM-4-9B's exact shapes with random weights on the device instead of reading `dir`. */
+  synthetic?: "glm-4-9b";
+  /** Seed of the synthetic weights (default 1234). */
+  syntheticSeed?: number;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate at most (default 256). */
+  maxNewTokens?: number;
+  /** 0 = greedy (default 0 for generate, 0.8 for chat). */
+  temperature?: number;
+  /** Keep the k most likely tokens (0 = off, default). */
+  topK?: number;
+  /** Nucleus sampling mass (1 = off, default). */
+  topP?: number;
+  /** Drop tokens below minP times the best token's probability (0 = off, default). */
+  minP?: number;
+  /** Penalize tokens already in the sequence (1 = off, default); > 1 discourages repeats. */
+  repetitionPenalty?: number;
+  /** Seed of the sampler: same seed, same prompt, same options → same output (default: random). */
+  seed?: number;
+  /** Stop strings (not included in the output) and extra stop token ids. */
+  stop?: (string | number)[];
+  /** Cancels generation; the result so far is returned with finishReason "abort". */
+  signal?: AbortSignal;
+  /** Called with each new piece of text as it is decoded. */
+  onTextChunk?: (text: string) => void;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  usage: { promptTokens: number; completionTokens: number; totalTokens: number };
+  timings: { prefillMs: number; decodeMs: number; prefillTokensPerSecond: number; decodeTokensPerSecond: number };
+}
+
+export interface TextChunk {
+  text: string;
+  tokens: number[];
+}
+
+/** A small seeded generator (mulberry32) for the sampler's uniforms. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function checkGenerateOptions(o: GenerateOptions): Required<Omit<GenerateOptions, "signal" | "onTextChunk" | "seed" | "stop">> & Pick<GenerateOptions, "signal" | "onTextChunk" | "seed" | "stop"> {
+  const num = (name: string, v: unknown, def: number, lo: number, hi: number, int = false): number => {
+    if (v === undefined) return def;
+    if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v))) {
+      throw new RangeError(`${name} must be ${int ? "an integer" : "a number"} in [${lo}, ${hi}], got ${String(v)}`);
+    }
+    return v;
+  };
+  if (o.stop !== undefined && (!Array.isArray(o.stop) || o.stop.some((s) => typeof s !== "string" && !(typeof s === "number" && Number.isInteger(s))))) {
+    throw new TypeError("stop must be an array of strings and token ids");
+  }
+  if (o.seed !== undefined && (!Number.isInteger(o.seed) || o.seed < 0)) throw new RangeError(`seed must be a non-negative integer, got ${String(o.seed)}`);
+  return {
+    maxNewTokens: num("maxNewTokens", o.maxNewTokens, 256, 0, 1 << 20, true),
+    temperature: num("temperature", o.temperature, 0, 0, 100),
+    topK: num("topK", o.topK, 0, 0, 1 << 20, true),
+    topP: num("topP", o.topP, 1, 0, 1),
+    minP: num("minP", o.minP, 0, 0, 1),
+    repetitionPenalty: num("repetitionPenalty", o.repetitionPenalty, 1, 0.01, 100),
+    seed: o.seed,
+    stop: o.stop,
+    signal: o.signal,
+    onTextChunk: o.onTextChunk,
+  };
+}
+
+/** Serializes work on one model: calls wait for the previous one (a model holds one KV cache). */
+class Queue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.tail.then(fn, fn);
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+}
+
+export class Glm4Model {
+  private readonly queue = new Queue();
+  private disposed = false;
+
+  /** @internal use loadGlm4 */
+  constructor(
+    readonly config: Glm4Config,
+    readonly tokenizer: Glm4Tokenizer | null,
+    private readonly ctx: NativeContext,
+    private readonly weights: ModelWeights,
+    private readonly engine: Engine,
+    readonly info: { dir: string | null; device: string; quantization: Quantization; groupSize: number; maxContext: number },
+  ) {}
+
+  get device(): string {
+    return this.info.device;
+  }
+
+  /** Device memory this model holds (bytes now and at the peak). */
+  memory(): { inUse: number; peak: number } {
+    this.check();
+    const m = this.ctx.memory();
+    return { inUse: m.inUse, peak: m.peak };
+  }
+
+  private check(): void {
+    if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "this model was disposed; load it again");
+  }
+
+  private needTokenizer(): Glm4Tokenizer {
+    if (!this.tokenizer) throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", "this model has no tokenizer (synthetic model); pass token ids instead of text");
+    return this.tokenizer;
+  }
+
+  /** Logits of every position of `tokens` as a fresh sequence: Float32Array of tokens.length × vocabSize. */
+  logits(tokens: readonly number[]): Promise<Float32Array> {
+    this.check();
+    return this.queue.run(async () => {
+      this.engine.reset();
+      const t = await this.engine.prefill(tokens, true);
+      try {
+        return t.read() as Float32Array;
+      } finally {
+        t.dispose();
+        this.engine.reset();
+      }
+    });
+  }
+
+  /** Generates a continuation of `prompt` (text, or token ids used as they are). */
+  generate(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerateResult> {
+    const opts = checkGenerateOptions(options);
+    this.check();
+    const ids = typeof prompt === "string" ? this.needTokenizer().encode(prompt) : Array.from(prompt);
+    return this.queue.run(() => this.run(ids, opts, options.onTextChunk));
+  }
+
+  /** Streams the continuation as text chunks (each with its token ids). */
+  async *stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<TextChunk, GenerateResult, undefined> {
+    const chunks: TextChunk[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    const result = this.generateTokens(prompt, options, (c) => {
+      chunks.push(c);
+      wake?.();
+    }).finally(() => {
+      done = true;
+      wake?.();
+    });
+    result.catch(() => undefined);
+    for (;;) {
+      while (chunks.length) yield chunks.shift()!;
+      if (done) break;
+      await new Promise<void>((r) => (wake = r));
+      wake = null;
+    }
+    return await result;
+  }
+
+  /** Chat in GLM-4's format; streams the reply. Stops on <|user|>, <|observation|> and <|endoftext|>. */
+  chat(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<TextChunk, GenerateResult, undefined> {
+    const tok = this.needTokenizer();
+    const ids = buildChatPrompt(tok, messages);
+    const stop = [...(options.stop ?? []), ...chatStopIds(tok)];
+    return this.stream(ids, { temperature: 0.8, topP: 0.8, ...options, stop });
+  }
+
+  private generateTokens(prompt: string | readonly number[], options: GenerateOptions, onChunk: (c: TextChunk) => void): Promise<GenerateResult> {
+    const opts = checkGenerateOptions(options);
+    this.check();
+    const ids = typeof prompt === "string" ? this.needTokenizer().encode(prompt) : Array.from(prompt);
+    return this.queue.run(() => this.run(ids, opts, options.onTextChunk, onChunk));
+  }
+
+  private async run(ids: number[], o: ReturnType<typeof checkGenerateOptions>, onText?: (t: string) => void, onChunk?: (c: TextChunk) => void): Promise<GenerateResult> {
+    this.check();
+    if (ids.length === 0) throw new RangeError("the prompt is empty: give at least one token");
+    const stopIds = new Set<number>(this.config.eosTokenIds);
+    const stopStrings: string[] = [];
+    for (const s of o.stop ?? []) (typeof s === "number" ? stopIds.add(s) : s.length && stopStrings.push(s));
+    const random = rng(o.seed ?? Math.floor(Math.random() * 2 ** 31));
+    const dec = this.tokenizer?.createStreamDecoder();
+    const out: number[] = [];
+    let text = "";
+    let emitted = 0; // characters of `text` already handed out (held back while a stop string may be forming)
+    let finish: FinishReason = "length";
+    const holdBack = stopStrings.reduce((a, s) => Math.max(a, s.length - 1), 0);
+    const emit = (final: boolean, pending: number[]) => {
+      const upto = final ? text.length : Math.max(emitted, text.length - holdBack);
+      if (upto > emitted || (pending.length && final)) {
+        const piece = text.slice(emitted, upto);
+        emitted = upto;
+        if (piece) onText?.(piece);
+        onChunk?.({ text: piece, tokens: pending.splice(0) });
+      }
+    };
+    const pendingTokens: number[] = [];
+
+    this.engine.reset();
+    const t0 = performance.now();
+    try {
+      await this.engine.prefill(ids);
+    } catch (e) {
+      this.engine.reset();
+      throw e;
+    }
+    const t1 = performance.now();
+    const seen = new Set<number>(ids);
+    try {
+      for (let i = 0; i < o.maxNewTokens; i++) {
+        if (o.signal?.aborted) {
+          finish = "abort";
+          break;
+        }
+        let next: number;
+        if (o.repetitionPenalty !== 1) next = this.pickOnHost(o, seen, random());
+        else next = await this.engine.pick({ temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: random() });
+        if (stopIds.has(next)) {
+          finish = "stop";
+          break;
+        }
+        out.push(next);
+        seen.add(next);
+        pendingTokens.push(next);
+        if (dec) {
+          text += dec.push(next);
+          const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, emitted - s.length))).filter((x) => x >= 0);
+          if (hit.length) {
+            text = text.slice(0, Math.min(...hit));
+            finish = "stop";
+            break;
+          }
+        }
+        emit(false, pendingTokens);
+        if (i + 1 === o.maxNewTokens) break;
+        if (this.engine.length >= this.info.maxContext) {
+          finish = "length";
+          break;
+        }
+        await this.engine.step(next);
+      }
+    } finally {
+      if (dec && finish !== "stop") text += dec.flush();
+      emit(true, pendingTokens);
+    }
+    const t2 = performance.now();
+    const prefillMs = t1 - t0, decodeMs = t2 - t1;
+    return {
+      text,
+      tokens: out,
+      finishReason: finish,
+      usage: { promptTokens: ids.length, completionTokens: out.length, totalTokens: ids.length + out.length },
+      timings: {
+        prefillMs,
+        decodeMs,
+        prefillTokensPerSecond: ids.length / (prefillMs / 1000),
+        decodeTokensPerSecond: out.length > 1 ? (out.length - 1) / (decodeMs / 1000) : 0,
+      },
+    };
+  }
+
+  /** Sampling with a repetition penalty: the logits come to the host (CTRL-style penalty, as in HF). */
+  private pickOnHost(o: ReturnType<typeof checkGenerateOptions>, seen: Set<number>, u: number): number {
+    const logits = this.engine.readLogits();
+    for (const id of seen) logits[id] = logits[id] > 0 ? logits[id] / o.repetitionPenalty : logits[id] * o.repetitionPenalty;
+    return sampleHost(logits, { ...o, u });
+  }
+
+  /** Frees the device memory; later calls throw ERR_GLM4_DISPOSED. Other models are unaffected. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    await this.queue.run(async () => {
+      this.disposed = true;
+      this.engine.dispose();
+      disposeWeights(this.weights);
+      this.ctx.dispose();
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+/** The documented sampling algorithm on the host (same as csrc/cpu/sampling.cc). */
+export function sampleHost(logits: Float32Array, p: { temperature: number; topK: number; topP: number; minP: number; u: number }): number {
+  const V = logits.length;
+  if (!(p.temperature > 0)) {
+    let best = 0;
+    for (let j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
+    return best;
+  }
+  let mx = -Infinity;
+  for (let j = 0; j < V; j++) mx = Math.max(mx, logits[j] / p.temperature);
+  const pr = new Float64Array(V);
+  let sum = 0;
+  for (let j = 0; j < V; j++) sum += pr[j] = Math.exp(logits[j] / p.temperature - mx);
+  for (let j = 0; j < V; j++) pr[j] /= sum;
+  const idx = Array.from({ length: V }, (_, j) => j).sort((a, b) => pr[b] - pr[a] || a - b);
+  let keep = V;
+  if (p.topK > 0) keep = Math.min(keep, p.topK);
+  if (p.minP > 0) {
+    const floor = p.minP * pr[idx[0]];
+    let n = 1;
+    while (n < keep && pr[idx[n]] >= floor) n++;
+    keep = n;
+  }
+  if (p.topP > 0 && p.topP < 1) {
+    let cum = 0, n = 0;
+    while (n < keep) {
+      cum += pr[idx[n++]];
+      if (cum >= p.topP) break;
+    }
+    keep = Math.max(n, 1);
+  }
+  let mass = 0;
+  for (let j = 0; j < keep; j++) mass += pr[idx[j]];
+  const target = p.u * mass;
+  let cum = 0;
+  for (let j = 0; j < keep; j++) {
+    cum += pr[idx[j]];
+    if (target < cum) return idx[j];
+  }
+  return idx[keep - 1];
+}
+
+/** Bytes a load needs on the device: weights, KV cache, scratch and the largest full-precision tensor in flight. */
+export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization; groupSize: number; maxContext: number; prefillChunk: number; kvBytes: number }): { weights: number; kvCache: number; scratch: number; transient: number; total: number } {
+  let weights = 0;
+  let largest = 0;
+  for (const t of tensorPlan(cfg)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (isLinearName(t.name)) weights += linearBytes(t.shape[0], t.shape[1], o.quantization, o.groupSize);
+    else weights += 2 * n;
+    if (isLinearName(t.name) && o.quantization === "int4") largest = Math.max(largest, 2 * n);
+  }
+  const kvCache = 2 * cfg.numLayers * o.maxContext * cfg.numKvHeads * cfg.headDim * o.kvBytes;
+  const T = o.prefillChunk;
+  const scratch = 4 * T * (3 * cfg.hiddenSize + 2 * (cfg.numHeads + cfg.numKvHeads) * cfg.headDim + 3 * cfg.ffnSize) + 4 * cfg.vocabSize * 2;
+  return { weights, kvCache, scratch, transient: largest, total: weights + kvCache + scratch + largest };
+}
+
+function gib(b: number): string {
+  return `${(b / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/**
+ * Loads GLM-4 from a directory (original THUDM or HF naming; sharded safetensors), quantizing linear layers
+ * to INT4 on the way unless `quantization: "none"`.
+ */
+export async function loadGlm4(dir: string | null, options: LoadOptions = {}): Promise<Glm4Model> {
+  const synthetic = options.synthetic;
+  if (synthetic !== undefined && synthetic !== "glm-4-9b") throw new TypeError(`synthetic must be "glm-4-9b", got ${String(synthetic)}`);
+  if (!synthetic) {
+    if (typeof dir !== "string" || dir.length === 0) throw new TypeError("loadGlm4(dir): dir must be the path of a checkpoint directory");
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${dir}: no such directory; pass the folder that holds config.json and the *.safetensors files`);
+  }
+  const quantization = options.quantization ?? "int4";
+  if (quantization !== "int4" && quantization !== "none") throw new TypeError(`quantization must be "int4" or "none", got ${String(quantization)}`);
+  const groupSize = options.groupSize ?? 128;
+  if (![32, 64, 128].includes(groupSize)) throw new RangeError(`groupSize must be 32, 64 or 128, got ${String(groupSize)}`);
+  const prefillChunk = options.prefillChunk ?? 512;
+  if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new RangeError(`prefillChunk must be a positive integer, got ${String(prefillChunk)}`);
+
+  const cfg = synthetic ? glm4_9bConfig() : await readConfig(dir!);
+  const maxContext = options.maxContext ?? Math.min(8192, cfg.maxPositions);
+  if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > cfg.maxPositions) throw new RangeError(`maxContext must be an integer in [1, ${cfg.maxPositions}], got ${String(maxContext)}`);
+  const tokenizer = synthetic ? null : await Glm4Tokenizer.fromDir(dir!);
+  const device = resolveDevice(options.device ?? "auto");
+  const onGpu = device.startsWith("cuda");
+
+  if (onGpu) {
+    const need = estimateMemory(cfg, { quantization, groupSize, maxContext, prefillChunk, kvBytes: 2 });
+    const idx = Number(device.slice(5));
+    const free = native().devices()[idx]?.freeMemory ?? 0;
+    if (need.total > free) {
+      throw new Glm4Error(
+        "ERR_GLM4_OUT_OF_MEMORY",
+        `loading needs about ${gib(need.total)} on ${device} (weights ${gib(need.weights)}, KV cache ${gib(need.kvCache)} for maxContext ${maxContext}, scratch ${gib(need.scratch)}, largest tensor in flight ${gib(need.transient)}) but ${gib(free)} is free. Lower maxContext, free GPU memory, or use device "cpu".`,
+      );
+    }
+  }
+
+  const ctx = createContext(device, options.threads);
+  let weights: ModelWeights | undefined;
+  try {
+    const wopts = { quantization, groupSize: groupSize as 32 | 64 | 128, onProgress: options.onProgress, signal: options.signal };
+    weights = synthetic ? await syntheticWeights(cfg, ctx, { ...wopts, seed: options.syntheticSeed }) : await loadCheckpointWeights(dir!, cfg, ctx, wopts);
+    const engine = new Engine(ctx, cfg, weights, { maxContext, kvDtype: onGpu ? "bf16" : "f32", prefillChunk });
+    ctx.flush();
+    return new Glm4Model(cfg, tokenizer, ctx, weights, engine, { dir: synthetic ? null : path.resolve(dir!), device, quantization, groupSize, maxContext });
+  } catch (e) {
+    if (weights) disposeWeights(weights);
+    try {
+      ctx.dispose();
+    } catch {
+      /* the original error matters more */
+    }
+    throw wrapNative(e);
+  }
+}

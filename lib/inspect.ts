@@ -1,0 +1,97 @@
+/**
+ * `glm4-int4 inspect --model DIR`: what a checkpoint holds (format, naming, config, dtypes, tensors, bytes,
+ * parameters) and the device memory an INT4 load needs; every problem found is listed, and a malformed
+ * directory exits with status 1 and a one-line error naming the file and the problem.
+ * `glm4-int4 inspect gpu`: the addon in use, its CUDA architectures, the driver and each GPU.
+ */
+import { parseArgs } from "node:util";
+import path from "node:path";
+import { readConfig } from "./config.js";
+import { Checkpoint } from "./safetensors.js";
+import { checkCheckpoint } from "./weights.js";
+import { estimateMemory } from "./glm4.js";
+import { buildInfo, devices, native } from "./native.js";
+import { Glm4Error } from "./errors.js";
+
+const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+
+export interface InspectReport {
+  dir: string;
+  format: string;
+  naming: string;
+  config: Record<string, unknown>;
+  dtypes: Record<string, number>;
+  tensors: number;
+  bytes: number;
+  parameters: number;
+  memory: Record<string, ReturnType<typeof estimateMemory>>;
+  problems: string[];
+}
+
+export async function inspectCheckpoint(dir: string, maxContext?: number): Promise<InspectReport> {
+  const cfg = await readConfig(dir);
+  const ckpt = await Checkpoint.open(dir);
+  try {
+    const problems: string[] = [];
+    const { naming, unused } = checkCheckpoint(ckpt, cfg);
+    for (const u of unused) problems.push(`unused tensor ${u}`);
+    const dtypes: Record<string, number> = {};
+    let bytes = 0, params = 0;
+    for (const t of ckpt.tensors.values()) {
+      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+      bytes += t.byteLength;
+      params += t.shape.reduce((a, b) => a * b, 1);
+    }
+    const ctxLen = maxContext ?? Math.min(8192, cfg.maxPositions);
+    const memory: InspectReport["memory"] = {};
+    for (const [name, q] of [["int4 g128", "int4"], ["bf16", "none"]] as const)
+      memory[name] = estimateMemory(cfg, { quantization: q, groupSize: 128, maxContext: ctxLen, prefillChunk: 512, kvBytes: 2 });
+    return { dir: path.resolve(dir), format: `safetensors (${ckpt.layout}, ${ckpt.shards.length} file(s))`, naming, config: { ...cfg, maxContextForEstimate: ctxLen }, dtypes, tensors: ckpt.tensors.size, bytes, parameters: params, memory, problems };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export async function cmdInspect(argv: string[]): Promise<void> {
+  const { values: o, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { model: { type: "string" }, "max-context": { type: "string" }, json: { type: "boolean" } } });
+  if (positionals[0] === "gpu") return inspectGpu(Boolean(o.json));
+  if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "inspect needs --model DIR (or `inspect gpu`)");
+  const r = await inspectCheckpoint(o.model, o["max-context"] ? Number(o["max-context"]) : undefined);
+  if (o.json) return void process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+  const c = r.config as Record<string, number | string | boolean>;
+  const lines = [
+    `model       ${r.dir}`,
+    `format      ${r.format}, naming ${r.naming} (${c.flavour})`,
+    `shape       ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads of ${c.headDim}, ${c.numKvHeads} KV groups, FFN ${c.ffnSize}, vocab ${c.vocabSize}`,
+    `rotary      first ${c.rotaryDim} dims, base ${c.ropeTheta}; context ${c.maxPositions}; rms eps ${c.rmsEps}`,
+    `tensors     ${r.tensors} (${Object.entries(r.dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${(r.parameters / 1e9).toFixed(3)} B parameters, ${gib(r.bytes)} on disk`,
+    ...Object.entries(r.memory).map(([k, m]) => `memory      ${k}: ${gib(m.total)} at maxContext ${c.maxContextForEstimate} (weights ${gib(m.weights)}, KV cache ${gib(m.kvCache)}, scratch ${gib(m.scratch)}, in flight ${gib(m.transient)})`),
+    r.problems.length ? `problems    ${r.problems.join("; ")}` : "problems    none found",
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+function inspectGpu(json: boolean): void {
+  const info = buildInfo();
+  const devs = devices();
+  const override = process.env.GLM4_NATIVE_PATH;
+  let file = "";
+  try {
+    native();
+    file = override ?? "node-gyp-build (prebuilds/ first, then build/Release)";
+  } catch (e) {
+    file = `none: ${(e as Error).message}`;
+  }
+  const useGpu = info.backends.includes("cuda") && devs.length > 0;
+  const report = { binary: file, buildInfo: info, devices: devs, gpuPathUsed: useGpu, why: useGpu ? "CUDA backend compiled in and a GPU is visible" : info.backends.includes("cuda") ? `no usable GPU: ${info.cudaStatus}` : "this addon was built without CUDA" };
+  if (json) return void process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+  const lines = [
+    `addon        ${report.binary} (version ${info.version}, N-API ${info.napiVersion}, ${info.compiler ?? "?"})`,
+    `backends     ${info.backends.join(", ")}`,
+    `CUDA archs   ${info.cudaArchitectures.join(", ") || "none"}`,
+    `CUDA runtime ${info.cudaRuntimeVersion ?? "none"}, driver ${info.cudaDriverVersion ?? "none"} (${info.cudaStatus})`,
+    ...devs.map((d) => `GPU ${d.index}        ${d.name}, compute ${d.computeCapability}, ${d.multiprocessors} SMs, ${gib(d.freeMemory)} free of ${gib(d.totalMemory)}`),
+    `GPU path     ${useGpu ? "yes" : "no"}: ${report.why}`,
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
+}

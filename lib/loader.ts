@@ -1,0 +1,269 @@
+/**
+ * Loading: a checkpoint directory (either naming, sharded safetensors, BF16/F16/F32) or a synthetic model of
+ * GLM-4-9B's exact shapes, onto one device. Load-time quantization goes one tensor at a time: the tensor is
+ * read from disk, uploaded, quantized on the device and its full-precision copy freed, so neither the host
+ * nor the device ever holds the whole full-precision model.
+ */
+import { Glm4Error, wrapNative } from "./errors.js";
+import { readConfig, type Glm4Config } from "./config.js";
+import { Checkpoint } from "./safetensors.js";
+import { iterateWeights, type WeightTensor } from "./weights.js";
+import { native, type DType, type NativeContext, type NativeTensor } from "./native.js";
+import { createContext, disposeLinear, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./model.js";
+
+export interface LoadProgress {
+  /** "weights" while tensors load; "done" once. */
+  stage: "weights" | "done";
+  /** Bytes of the checkpoint (or synthetic parameters) processed so far, and in all. */
+  loaded: number;
+  total: number;
+  /** The tensor just finished (normalized name). */
+  tensor?: string;
+}
+
+export type DeviceOption = "auto" | "cpu" | "cuda" | `cuda:${number}`;
+
+/** Pick the device: "auto" is the first GPU when the addon has CUDA and a GPU is there, else the CPU. */
+export function resolveDevice(device: DeviceOption = "auto"): string {
+  if (device === "cpu") return "cpu";
+  const m = native();
+  const info = m.buildInfo();
+  const hasCuda = info.backends.includes("cuda");
+  const devs = hasCuda ? m.devices() : [];
+  if (device === "auto") return devs.length > 0 ? "cuda:0" : "cpu";
+  const idx = device === "cuda" ? 0 : Number(device.slice(5));
+  if (!hasCuda) throw new Glm4Error("ERR_GLM4_NO_CUDA", `device "${device}" was asked for, but this build of the addon has no CUDA backend (${info.cudaStatus}); use device "cpu" or "auto", or rebuild with nvcc present`);
+  if (!(idx >= 0 && idx < devs.length)) throw new Glm4Error("ERR_GLM4_NO_CUDA", `device "${device}" was asked for, but ${devs.length} CUDA device(s) are visible (${info.cudaStatus}); use "auto" or "cpu"`);
+  return `cuda:${idx}`;
+}
+
+const DISK_DTYPE: Record<string, DType> = { BF16: "bf16", F16: "f16", F32: "f32" };
+
+export interface WeightLoadOptions {
+  quantization: Quantization;
+  groupSize: 32 | 64 | 128;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** Which normalized tensors are linear layers (quantized at INT4); the embedding, norms and biases are not. */
+export function isLinearName(name: string): boolean {
+  return name === "output" || /^layers\.\d+\.(qkv|attn_out|gate_up|down)$/.test(name);
+}
+
+/** Bytes a linear [n, k] weight takes on the device. */
+export function linearBytes(n: number, k: number, q: Quantization, group: number): number {
+  return q === "int4" ? (n * k) / 2 + 2 * 2 * n * (k / group) : 2 * n * k;
+}
+
+/** Uploads one on-disk tensor, converting f16 to f32 (the ops take bf16 or f32 weights). */
+function upload(ctx: NativeContext, t: { dtype: string; shape: number[]; data: Buffer }): NativeTensor {
+  const dt = DISK_DTYPE[t.dtype];
+  if (!dt) throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `tensor dtype ${t.dtype} cannot be loaded (BF16, F16, F32 only)`);
+  const raw = ctx.fromBuffer(dt, t.shape, t.data);
+  if (dt !== "f16") return raw;
+  const f = ctx.empty("f32", t.shape);
+  ctx.convert(f, raw);
+  ctx.flush();
+  raw.dispose();
+  return f;
+}
+
+/** A full-precision weight on the device -> an INT4 Linear (the full-precision copy is freed). */
+export function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, group: 32 | 64 | 128): Linear {
+  const [n, k] = w.shape;
+  if (k % group !== 0) throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `a linear weight [${n}, ${k}] cannot be quantized with group ${group}: ${k} is not a multiple of ${group}; use a group size that divides ${k}`);
+  const q = { codes: ctx.empty("i4", [n, k]), scales: ctx.empty("bf16", [n, k / group]), zeros: ctx.empty("bf16", [n, k / group]), groupSize: group };
+  try {
+    ctx.quantizeInt4(q, w);
+    ctx.flush();
+  } catch (e) {
+    q.codes.dispose();
+    q.scales.dispose();
+    q.zeros.dispose();
+    throw e;
+  }
+  w.dispose();
+  return { kind: "int4", q, n, k };
+}
+
+/** Accumulates normalized tensors into ModelWeights (q/k/v become row views of the fused QKV weight). */
+export class WeightAssembler {
+  readonly w: Omit<Partial<ModelWeights>, "layers"> & { layers: Partial<LayerWeights>[] };
+  constructor(
+    readonly ctx: NativeContext,
+    readonly cfg: Glm4Config,
+    readonly opts: { quantization: Quantization; groupSize: 32 | 64 | 128 },
+  ) {
+    this.w = { layers: Array.from({ length: cfg.numLayers }, () => ({})) };
+  }
+
+  /** Takes ownership of `t` (a device tensor with the normalized name's shape). */
+  add(name: string, t: NativeTensor): void {
+    const cfg = this.cfg;
+    let lin: Linear | undefined;
+    if (isLinearName(name)) {
+      lin = this.opts.quantization === "int4" ? quantizeOnDevice(this.ctx, t, this.opts.groupSize) : { kind: "dense", w: t, n: t.shape[0], k: t.shape[1] };
+    }
+    if (name === "embed") this.w.embed = t;
+    else if (name === "final_norm") this.w.finalNorm = t;
+    else if (name === "output") this.w.output = lin!;
+    else {
+      const m = /^layers\.(\d+)\.(\w+)$/.exec(name);
+      if (!m) throw new Glm4Error("ERR_GLM4_INTERNAL", `unexpected tensor ${name}`);
+      const L = this.w.layers[Number(m[1])];
+      const qRows = cfg.numHeads * cfg.headDim, kvRows = cfg.numKvHeads * cfg.headDim;
+      switch (m[2]) {
+        case "attn_norm": L.attnNorm = t; break;
+        case "ffn_norm": L.ffnNorm = t; break;
+        case "attn_out": L.attnOut = lin!; break;
+        case "gate_up": L.gateUp = lin!; break;
+        case "down": L.down = lin!; break;
+        case "qkv": {
+          L.q = sliceLinear(lin!, 0, qRows);
+          L.k = sliceLinear(lin!, qRows, qRows + kvRows);
+          L.v = sliceLinear(lin!, qRows + kvRows, qRows + 2 * kvRows);
+          disposeLinear(lin!); // the views keep the memory
+          break;
+        }
+        case "qkv_bias": {
+          L.qBias = t.slice0(0, qRows);
+          L.kBias = t.slice0(qRows, qRows + kvRows);
+          L.vBias = t.slice0(qRows + kvRows, qRows + 2 * kvRows);
+          t.dispose();
+          break;
+        }
+        default:
+          throw new Glm4Error("ERR_GLM4_INTERNAL", `unexpected tensor ${name}`);
+      }
+    }
+  }
+
+  finish(): ModelWeights {
+    const w = this.w;
+    const missing: string[] = [];
+    if (!w.embed) missing.push("embed");
+    if (!w.finalNorm) missing.push("final_norm");
+    if (!w.output) missing.push("output");
+    w.layers.forEach((L, i) => {
+      for (const k of ["attnNorm", "q", "k", "v", "attnOut", "ffnNorm", "gateUp", "down"] as const) if (!L[k]) missing.push(`layers.${i}.${k}`);
+      if (this.cfg.qkvBias && !L.qBias) missing.push(`layers.${i}.qkv_bias`);
+    });
+    if (missing.length) throw new Glm4Error("ERR_GLM4_MISSING_TENSOR", `the checkpoint lacks ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`);
+    return w as ModelWeights;
+  }
+
+  dispose(): void {
+    disposeWeights(this.w as Partial<ModelWeights>);
+  }
+}
+
+/** Loads every tensor of a checkpoint directory onto ctx. */
+export async function loadCheckpointWeights(dir: string, cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions): Promise<ModelWeights> {
+  const ckpt = await Checkpoint.open(dir);
+  const asm = new WeightAssembler(ctx, cfg, opts);
+  try {
+    let total = 0;
+    for (const t of ckpt.tensors.values()) total += t.byteLength;
+    let loaded = 0;
+    for await (const t of iterateWeights(ckpt, cfg, { signal: opts.signal }) as AsyncGenerator<WeightTensor>) {
+      if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
+      let dev: NativeTensor;
+      try {
+        dev = upload(ctx, t);
+      } catch (e) {
+        throw wrapNative(e);
+      }
+      loaded += t.data.byteLength;
+      try {
+        asm.add(t.name, dev);
+      } catch (e) {
+        throw wrapNative(e);
+      }
+      opts.onProgress?.({ stage: "weights", loaded, total, tensor: t.name });
+    }
+    const w = asm.finish();
+    opts.onProgress?.({ stage: "done", loaded: total, total });
+    return w;
+  } catch (e) {
+    asm.dispose();
+    throw e;
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** GLM-4-9B(-chat)'s configuration (from its config.json). */
+export function glm4_9bConfig(): Glm4Config {
+  return {
+    flavour: "chatglm",
+    numLayers: 40,
+    hiddenSize: 4096,
+    numHeads: 32,
+    headDim: 128,
+    numKvHeads: 2,
+    ffnSize: 13696,
+    vocabSize: 151552,
+    rmsEps: 1.5625e-7,
+    ropeTheta: 10000 * 500,
+    rotaryDim: 64,
+    qkvBias: true,
+    maxPositions: 131072,
+    eosTokenIds: [151329, 151336, 151338],
+    padTokenId: 151329,
+    torchDtype: "bfloat16",
+  };
+}
+
+/** The normalized tensors of a config, in load order, with their shapes. */
+export function tensorPlan(cfg: Glm4Config): { name: string; shape: number[] }[] {
+  const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F, vocabSize: V } = cfg;
+  const out: { name: string; shape: number[] }[] = [{ name: "embed", shape: [V, H] }];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    out.push({ name: `layers.${i}.attn_norm`, shape: [H] });
+    out.push({ name: `layers.${i}.qkv`, shape: [(Hq + 2 * Hkv) * D, H] });
+    if (cfg.qkvBias) out.push({ name: `layers.${i}.qkv_bias`, shape: [(Hq + 2 * Hkv) * D] });
+    out.push({ name: `layers.${i}.attn_out`, shape: [H, Hq * D] });
+    out.push({ name: `layers.${i}.ffn_norm`, shape: [H] });
+    out.push({ name: `layers.${i}.gate_up`, shape: [2 * F, H] });
+    out.push({ name: `layers.${i}.down`, shape: [H, F] });
+  }
+  out.push({ name: "final_norm", shape: [H] });
+  out.push({ name: "output", shape: [V, H] });
+  return out;
+}
+
+/**
+ * Random weights of the config's exact shapes, made on the device (bf16, then quantized like a real load):
+ * for speed and memory measurements without an 18 GB file. Scales keep activations healthy (linear std
+ * 1/sqrt(fan_in), norms 1, biases small) so that no NaN or Inf appears over long generations.
+ */
+export async function syntheticWeights(cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions & { seed?: number }): Promise<ModelWeights> {
+  const asm = new WeightAssembler(ctx, cfg, opts);
+  const plan = tensorPlan(cfg);
+  const total = plan.reduce((a, t) => a + 2 * t.shape.reduce((x, y) => x * y, 1), 0);
+  let loaded = 0;
+  let seed = opts.seed ?? 1234;
+  try {
+    for (const t of plan) {
+      if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", "building the synthetic model was aborted", { cause: opts.signal.reason });
+      const isNorm = /norm$/.test(t.name);
+      const isBias = /bias$/.test(t.name);
+      const dev = ctx.empty("bf16", t.shape);
+      const std = isNorm ? 0.02 : isBias ? 0.02 : t.name === "embed" ? 1 : 1 / Math.sqrt(t.shape[1]);
+      ctx.fillRandom(dev, seed++, isNorm ? 1 : 0, std);
+      ctx.flush();
+      asm.add(t.name, dev);
+      loaded += 2 * t.shape.reduce((x, y) => x * y, 1);
+      opts.onProgress?.({ stage: "weights", loaded, total, tensor: t.name });
+    }
+    const w = asm.finish();
+    opts.onProgress?.({ stage: "done", loaded: total, total });
+    return w;
+  } catch (e) {
+    asm.dispose();
+    throw wrapNative(e);
+  }
+}
+
+export { createContext, readConfig };

@@ -1,0 +1,328 @@
+/**
+ * GLM-4 assembled from the native ops: embedding, N layers (RMSNorm, QKV with bias, partial interleaved
+ * rotary, KV-cache write, GQA attention, output projection, residual, RMSNorm, fused gate|up, SwiGLU, down,
+ * residual), final norm and output layer. One `Context` per model: several models live side by side, each
+ * with its own memory and stream.
+ *
+ * A decode step (one token) is recorded once into a Plan and replayed for every token: the token id and its
+ * position live in device tensors written before each replay, so on CUDA the whole step is one graph launch.
+ */
+import { Glm4Error, wrapNative } from "./errors.js";
+import type { Glm4Config } from "./config.js";
+import { native, type DType, type NativeContext, type NativePlan, type NativeTensor, type QWeight } from "./native.js";
+
+export type Quantization = "int4" | "none";
+
+/** A linear layer's weight: INT4 (canonical layout) or full precision (bf16/f32). */
+export type Linear = { kind: "int4"; q: QWeight; n: number; k: number } | { kind: "dense"; w: NativeTensor; n: number; k: number };
+
+export interface LayerWeights {
+  attnNorm: NativeTensor;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  qBias?: NativeTensor;
+  kBias?: NativeTensor;
+  vBias?: NativeTensor;
+  attnOut: Linear;
+  ffnNorm: NativeTensor;
+  gateUp: Linear;
+  down: Linear;
+}
+
+export interface ModelWeights {
+  embed: NativeTensor;
+  layers: LayerWeights[];
+  finalNorm: NativeTensor;
+  output: Linear;
+}
+
+/** Rows [a, b) of a linear weight, sharing memory (q, k and v are row ranges of the fused QKV weight). */
+export function sliceLinear(l: Linear, a: number, b: number): Linear {
+  if (l.kind === "dense") return { kind: "dense", w: l.w.slice0(a, b), n: b - a, k: l.k };
+  const q = l.q;
+  return {
+    kind: "int4",
+    q: { codes: q.codes.slice0(a, b), scales: q.scales.slice0(a, b), zeros: q.zeros.slice0(a, b), groupSize: q.groupSize, layout: q.layout },
+    n: b - a,
+    k: l.k,
+  };
+}
+
+export function disposeLinear(l: Linear): void {
+  if (l.kind === "dense") l.w.dispose();
+  else {
+    l.q.codes.dispose();
+    l.q.scales.dispose();
+    l.q.zeros.dispose();
+  }
+}
+
+/** Scratch activations for T tokens. */
+class Scratch {
+  readonly x: NativeTensor; // f32 [T, H] residual stream
+  readonly h: NativeTensor; // f32 [T, H] normed
+  readonly q: NativeTensor; // f32 [T, Hq, D]
+  readonly k: NativeTensor; // f32 [T, Hkv, D]
+  readonly v: NativeTensor; // f32 [T, Hkv, D]
+  readonly attn: NativeTensor; // f32 [T, Hq, D]
+  readonly o: NativeTensor; // f32 [T, H]
+  readonly gu: NativeTensor; // f32 [T, 2F]
+  readonly act: NativeTensor; // f32 [T, F]
+  readonly ids: NativeTensor; // i32 [T]
+  readonly pos: NativeTensor; // i32 [T]
+  constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number) {
+    const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
+    this.x = ctx.empty("f32", [t, H]);
+    this.h = ctx.empty("f32", [t, H]);
+    this.q = ctx.empty("f32", [t, Hq, D]);
+    this.k = ctx.empty("f32", [t, Hkv, D]);
+    this.v = ctx.empty("f32", [t, Hkv, D]);
+    this.attn = ctx.empty("f32", [t, Hq, D]);
+    this.o = ctx.empty("f32", [t, H]);
+    this.gu = ctx.empty("f32", [t, 2 * F]);
+    this.act = ctx.empty("f32", [t, F]);
+    this.ids = ctx.empty("i32", [t]);
+    this.pos = ctx.empty("i32", [t]);
+  }
+  dispose(): void {
+    for (const t of [this.x, this.h, this.q, this.k, this.v, this.attn, this.o, this.gu, this.act, this.ids, this.pos]) t.dispose();
+  }
+}
+
+export interface EngineOptions {
+  maxContext: number;
+  /** KV-cache dtype: bf16 on the GPU (half the memory), f32 on the CPU reference. */
+  kvDtype: DType;
+  /** Tokens per prefill chunk (bounds the scratch memory of long prompts). */
+  prefillChunk: number;
+}
+
+/**
+ * The forward pass over one sequence with its KV cache. Not safe for concurrent use: callers serialize
+ * (the model's queue does).
+ */
+export class Engine {
+  readonly kcache: NativeTensor[] = [];
+  readonly vcache: NativeTensor[] = [];
+  /** Tokens currently in the cache (the next token goes to this position). */
+  length = 0;
+  private decode?: { scratch: Scratch; plan: NativePlan; logits: NativeTensor; tok: NativeTensor; params: NativeTensor; topK: NativeTensor; hLast: NativeTensor };
+  private disposed = false;
+
+  constructor(
+    readonly ctx: NativeContext,
+    readonly cfg: Glm4Config,
+    readonly w: ModelWeights,
+    readonly opts: EngineOptions,
+  ) {
+    const { numKvHeads: Hkv, headDim: D } = cfg;
+    for (let i = 0; i < cfg.numLayers; i++) {
+      this.kcache.push(ctx.empty(opts.kvDtype, [opts.maxContext, Hkv, D]));
+      this.vcache.push(ctx.empty(opts.kvDtype, [opts.maxContext, Hkv, D]));
+    }
+  }
+
+  private linear(out: NativeTensor, x: NativeTensor, l: Linear, bias?: NativeTensor): void {
+    if (l.kind === "int4") this.ctx.matmulInt4(out, x, l.q, bias ?? null);
+    else this.ctx.matmul(out, x, l.w, bias ?? null);
+  }
+
+  /** Records the layers for the tokens in s.ids at positions s.pos; leaves the final hidden states in s.x. */
+  private recordLayers(s: Scratch): void {
+    const { ctx, cfg, w } = this;
+    const T = s.t;
+    const scale = 1 / Math.sqrt(cfg.headDim);
+    ctx.embedding(s.x, w.embed, s.ids);
+    const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
+    const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
+    const v2 = s.v.reshape([T, cfg.numKvHeads * cfg.headDim]);
+    const a2 = s.attn.reshape([T, cfg.numHeads * cfg.headDim]);
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const L = w.layers[i];
+      ctx.rmsnorm(s.h, s.x, L.attnNorm, cfg.rmsEps);
+      this.linear(q2, s.h, L.q, L.qBias);
+      this.linear(k2, s.h, L.k, L.kBias);
+      this.linear(v2, s.h, L.v, L.vBias);
+      ctx.rotary(s.q, s.pos, cfg.rotaryDim, cfg.ropeTheta);
+      ctx.rotary(s.k, s.pos, cfg.rotaryDim, cfg.ropeTheta);
+      ctx.kvWrite(this.kcache[i], this.vcache[i], s.k, s.v, s.pos);
+      ctx.attention(s.attn, s.q, this.kcache[i], this.vcache[i], s.pos, scale);
+      this.linear(s.o, a2, L.attnOut);
+      ctx.add(s.x, s.x, s.o);
+      ctx.rmsnorm(s.h, s.x, L.ffnNorm, cfg.rmsEps);
+      this.linear(s.gu, s.h, L.gateUp);
+      ctx.swiglu(s.act, s.gu);
+      this.linear(s.o, s.act, L.down);
+      ctx.add(s.x, s.x, s.o);
+    }
+    for (const t of [q2, k2, v2, a2]) t.dispose();
+  }
+
+  private checkRoom(n: number): void {
+    if (this.length + n > this.opts.maxContext) {
+      throw new Glm4Error(
+        "ERR_GLM4_CONTEXT_FULL",
+        `the sequence would reach ${this.length + n} tokens but the KV cache holds ${this.opts.maxContext}; load the model with a larger maxContext or shorten the prompt`,
+      );
+    }
+  }
+
+  private checkIds(ids: readonly number[]): void {
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) {
+        throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.cfg.vocabSize})`);
+      }
+    }
+  }
+
+  reset(): void {
+    this.length = 0;
+  }
+
+  /**
+   * Feeds tokens at the current position. Returns the logits of the last token (f32 [1, V] device tensor
+   * owned by the engine, valid until the next call) or, with allLogits, a new f32 [T, V] tensor (caller disposes).
+   */
+  async prefill(ids: readonly number[], allLogits = false): Promise<NativeTensor> {
+    if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the model was disposed");
+    if (ids.length === 0) throw new RangeError("prefill needs at least one token");
+    this.checkIds(ids);
+    this.checkRoom(ids.length);
+    const { ctx, cfg } = this;
+    const all = allLogits ? ctx.empty("f32", [ids.length, cfg.vocabSize]) : null;
+    try {
+      for (let start = 0; start < ids.length; start += this.opts.prefillChunk) {
+        const chunk = ids.slice(start, start + this.opts.prefillChunk);
+        if (chunk.length === 1 && !allLogits) {
+          // A single token goes through the captured decode step.
+          await this.step(chunk[0]);
+          continue;
+        }
+        const s = new Scratch(ctx, cfg, chunk.length);
+        try {
+          s.ids.write(Int32Array.from(chunk));
+          s.pos.write(Int32Array.from(chunk, (_, j) => this.length + j));
+          this.recordLayers(s);
+          const d = this.ensureDecode();
+          if (all) {
+            const dst = all.slice0(start, start + chunk.length);
+            ctx.rmsnorm(s.h, s.x, this.w.finalNorm, cfg.rmsEps);
+            this.linear(dst, s.h, this.w.output);
+            dst.dispose();
+          }
+          // Logits of the chunk's last token into the decode step's logits buffer.
+          const last = s.x.slice0(chunk.length - 1, chunk.length);
+          ctx.rmsnorm(d.hLast, last, this.w.finalNorm, cfg.rmsEps);
+          this.linear(d.logits, d.hLast, this.w.output);
+          last.dispose();
+          await ctx.flushAsync();
+        } finally {
+          s.dispose();
+        }
+        this.length += chunk.length;
+      }
+    } catch (e) {
+      all?.dispose();
+      throw wrapNative(e);
+    }
+    return all ?? this.ensureDecode().logits;
+  }
+
+  private ensureDecode() {
+    if (this.decode) return this.decode;
+    const { ctx, cfg } = this;
+    const scratch = new Scratch(ctx, cfg, 1);
+    const logits = ctx.empty("f32", [1, cfg.vocabSize]);
+    const hLast = ctx.empty("f32", [1, cfg.hiddenSize]);
+    const tok = ctx.empty("i32", [1]);
+    const params = ctx.empty("f32", [1, 4]);
+    const topK = ctx.empty("i32", [1]);
+    ctx.flush();
+    ctx.beginCapture();
+    let plan: NativePlan;
+    try {
+      this.recordLayers(scratch);
+      ctx.rmsnorm(hLast, scratch.x, this.w.finalNorm, cfg.rmsEps);
+      this.linear(logits, hLast, this.w.output);
+    } finally {
+      plan = ctx.endCapture();
+    }
+    this.decode = { scratch, plan, logits, tok, params, topK, hLast };
+    return this.decode;
+  }
+
+  /** One token through the captured step; its logits land in the engine's logits buffer. */
+  async step(id: number): Promise<NativeTensor> {
+    if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the model was disposed");
+    this.checkIds([id]);
+    this.checkRoom(1);
+    const d = this.ensureDecode();
+    try {
+      d.scratch.ids.write(Int32Array.of(id));
+      d.scratch.pos.write(Int32Array.of(this.length));
+      this.ctx.replay(d.plan);
+      await this.ctx.flushAsync();
+    } catch (e) {
+      throw wrapNative(e);
+    }
+    this.length += 1;
+    return d.logits;
+  }
+
+  /**
+   * Picks the next token from the current logits on the device: argmax when temperature <= 0, else the
+   * sampling op with (temperature, topP, minP, u) and topK.
+   */
+  async pick(p: { temperature: number; topK: number; topP: number; minP: number; u: number }): Promise<number> {
+    const d = this.ensureDecode();
+    try {
+      if (p.temperature <= 0) this.ctx.argmax(d.tok, d.logits);
+      else {
+        d.params.write(Float32Array.of(p.temperature, p.topP, p.minP, p.u));
+        d.topK.write(Int32Array.of(p.topK));
+        this.ctx.sample(d.tok, d.logits, d.params, d.topK);
+      }
+      await this.ctx.flushAsync();
+      return (d.tok.read() as Int32Array)[0];
+    } catch (e) {
+      throw wrapNative(e);
+    }
+  }
+
+  /** The current logits (of the last token fed) copied to the host. */
+  readLogits(): Float32Array {
+    return this.ensureDecode().logits.read() as Float32Array;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.decode) {
+      this.decode.plan.dispose();
+      this.decode.scratch.dispose();
+      for (const t of [this.decode.logits, this.decode.tok, this.decode.params, this.decode.topK, this.decode.hLast]) t.dispose();
+    }
+    for (const t of [...this.kcache, ...this.vcache]) t.dispose();
+  }
+}
+
+export function disposeWeights(w: Partial<ModelWeights>): void {
+  w.embed?.dispose();
+  w.finalNorm?.dispose();
+  if (w.output) disposeLinear(w.output);
+  for (const L of w.layers ?? []) {
+    L.attnNorm.dispose();
+    L.ffnNorm.dispose();
+    for (const b of [L.qBias, L.kBias, L.vBias]) b?.dispose();
+    for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) disposeLinear(l);
+  }
+}
+
+export function createContext(device: string, threads?: number): NativeContext {
+  try {
+    return new (native().Context)(device, threads);
+  } catch (e) {
+    throw wrapNative(e);
+  }
+}
