@@ -267,7 +267,8 @@ export class Glm4Model {
         out.push(next);
         seen.add(next);
         pendingTokens.push(next);
-        if (dec) {
+        // Ids past the tokenizer's vocabulary (the padding rows of the output layer) decode to nothing.
+        if (dec && next < this.tokenizer!.vocabSize) {
           text += dec.push(next);
           const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, emitted - s.length))).filter((x) => x >= 0);
           if (hit.length) {
