@@ -1,4 +1,260 @@
-/** `glm4-int4 bench` — filled in by the CUDA backend work (issue 5). */
-export async function cmdBench(_argv: string[]): Promise<void> {
-  throw new Error("bench: not implemented yet");
+/**
+ * `glm4-int4 bench` / `npm run bench`: in one run, on one device,
+ *   1. the device's copy bandwidth (a large device-to-device copy, bytes read + written),
+ *   2. prefill speed for 512- and 2048-token prompts,
+ *   3. decode speed at batch 1 (256 new tokens after a warm-up, median of several runs) at contexts 128 and 2048,
+ *   4. memory: weights, KV cache, the context's peak, and the process's whole GPU use (CUDA context included),
+ *   5. the time of each op in one decode step,
+ *   6. the floor in tok/s (bytes a token / measured bandwidth) and the share of it reached.
+ * Default: the synthetic GLM-4-9B at INT4 on the GPU; `--model DIR` for a checkpoint.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { Glm4Error } from "./errors.js";
+import { loadGlm4, type Glm4Model } from "./glm4.js";
+import { buildInfo, devices, packageRoot } from "./native.js";
+import type { Linear, ModelWeights } from "./model.js";
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function linearBytes(l: Linear): number {
+  return l.kind === "int4" ? l.q.codes.nbytes + l.q.scales.nbytes + l.q.zeros.nbytes : l.w.nbytes;
+}
+
+/** Bytes one decode step must read: every linear weight once, one embedding row, norms, biases, the KV cache up to `ctxLen`. */
+export function bytesPerToken(w: ModelWeights, cfg: { hiddenSize: number; numLayers: number; numKvHeads: number; headDim: number }, ctxLen: number, kvBytes: number): { weights: number; kv: number; total: number } {
+  let weights = linearBytes(w.output) + w.finalNorm.nbytes + (w.embed.nbytes / w.embed.shape[0]);
+  for (const L of w.layers) {
+    for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) weights += linearBytes(l);
+    weights += L.attnNorm.nbytes + L.ffnNorm.nbytes + (L.qBias?.nbytes ?? 0) + (L.kBias?.nbytes ?? 0) + (L.vBias?.nbytes ?? 0);
+  }
+  const kv = 2 * cfg.numLayers * ctxLen * cfg.numKvHeads * cfg.headDim * kvBytes;
+  return { weights, kv, total: weights + kv };
+}
+
+function processGpuMemory(): number | null {
+  try {
+    const out = execFileSync("nvidia-smi", ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 10_000 });
+    for (const line of out.trim().split("\n")) {
+      const [pid, mib] = line.split(",").map((s) => s.trim());
+      if (Number(pid) === process.pid) return Number(mib) * 2 ** 20;
+    }
+  } catch {
+    /* no nvidia-smi */
+  }
+  return null;
+}
+
+function randomIds(n: number, vocab: number, seed: number): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s % Math.min(vocab, 150000);
+  });
+}
+
+export interface BenchResult {
+  date: string;
+  card: string;
+  device: string;
+  build: ReturnType<typeof buildInfo>;
+  model: string;
+  quantization: string;
+  groupSize: number;
+  copyBandwidthGBs: number | null;
+  loadSeconds: number;
+  prefill: { tokens: number; tokensPerSecond: number; ms: number }[];
+  decode: { context: number; tokensPerSecond: number; msPerToken: number; runs: number[]; bytesPerToken: number; floorTokensPerSecond: number | null; shareOfFloor: number | null }[];
+  memory: { weightsBytes: number; kvCacheBytes: number; contextPeakBytes: number; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
+  decodeStepOps: { op: string; calls: number; ms: number; share: number }[];
+  decodeStepMs: number;
+}
+
+async function copyBandwidth(model: Glm4Model): Promise<number> {
+  const { ctx } = model._internals();
+  const n = 256 * 2 ** 20; // 1 GiB of f32
+  const a = ctx.empty("f32", [n]);
+  const b = ctx.empty("f32", [n]);
+  try {
+    ctx.fillRandom(a, 7, 0, 1);
+    ctx.copy(b, a);
+    ctx.flush(); // warm-up
+    const reps = 10;
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) ctx.copy(i % 2 ? a : b, i % 2 ? b : a);
+    ctx.flush();
+    const s = (performance.now() - t0) / 1000;
+    return (2 * 4 * n * reps) / s / 1e9;
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+}
+
+export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; log?: (s: string) => void }): Promise<BenchResult> {
+  const log = o.log ?? (() => undefined);
+  const contexts = o.contexts ?? [128, 2048];
+  const prefills = o.prefills ?? [512, 2048];
+  const newTokens = o.newTokens ?? 256;
+  const runs = o.runs ?? 3;
+  const maxContext = Math.max(...contexts, ...prefills) + newTokens + 16;
+  const t0 = performance.now();
+  log(`loading ${o.model ?? "synthetic GLM-4-9B"} ...`);
+  const model = await loadGlm4(o.model ?? null, { device: (o.device as "auto") ?? "auto", quantization: o.quantization ?? "int4", groupSize: o.groupSize ?? 128, maxContext, synthetic: o.model ? undefined : "glm-4-9b", prefillChunk: 2048 });
+  const loadSeconds = (performance.now() - t0) / 1000;
+  try {
+    const { ctx, engine, weights } = model._internals();
+    const cfg = model.config;
+    const onGpu = model.device.startsWith("cuda");
+    const kvBytes = onGpu ? 2 : 4;
+    const weightsBytes = ctx.memory().inUse - engine.kcache.reduce((a, t) => a + 2 * t.nbytes, 0);
+    log("measuring copy bandwidth ...");
+    const bw = onGpu ? await copyBandwidth(model) : null;
+
+    const prefill: BenchResult["prefill"] = [];
+    for (const n of prefills) {
+      const ids = randomIds(n, cfg.vocabSize, n);
+      const times: number[] = [];
+      for (let r = 0; r < runs + 1; r++) {
+        engine.reset();
+        const t = performance.now();
+        await engine.prefill(ids);
+        ctx.flush();
+        if (r > 0) times.push(performance.now() - t); // the first run is the warm-up
+      }
+      const ms = median(times);
+      prefill.push({ tokens: n, ms, tokensPerSecond: n / (ms / 1000) });
+      log(`prefill ${n}: ${(n / (ms / 1000)).toFixed(0)} tok/s`);
+    }
+
+    const decode: BenchResult["decode"] = [];
+    for (const L of contexts) {
+      const ids = randomIds(L, cfg.vocabSize, 1000 + L);
+      const rates: number[] = [];
+      for (let r = 0; r < runs + 1; r++) {
+        engine.reset();
+        await engine.prefill(ids);
+        let next = await engine.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
+        const steps = r === 0 ? 16 : newTokens; // warm-up run: short
+        const t = performance.now();
+        for (let i = 0; i < steps; i++) {
+          await engine.step(next);
+          next = await engine.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
+        }
+        const s = (performance.now() - t) / 1000;
+        if (r > 0) rates.push(steps / s);
+      }
+      const tps = median(rates);
+      const bpt = bytesPerToken(weights, cfg, L + newTokens / 2, kvBytes);
+      const floor = bw ? (bw * 1e9) / bpt.total : null;
+      decode.push({ context: L, tokensPerSecond: tps, msPerToken: 1000 / tps, runs: rates, bytesPerToken: bpt.total, floorTokensPerSecond: floor, shareOfFloor: floor ? tps / floor : null });
+      log(`decode at ${L}: ${tps.toFixed(1)} tok/s${floor ? ` (${((100 * tps) / floor).toFixed(1)}% of ${floor.toFixed(0)} tok/s floor)` : ""}`);
+    }
+
+    // Per-op profile of one decode step at the last context measured.
+    const prof = ctx.profile(engine.decodePlan(), 5);
+    const byOp = new Map<string, { calls: number; ms: number }>();
+    for (const p of prof) {
+      const e = byOp.get(p.op) ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += p.ms;
+      byOp.set(p.op, e);
+    }
+    const stepMs = prof.reduce((a, p) => a + p.ms, 0);
+    const decodeStepOps = [...byOp.entries()].map(([op, e]) => ({ op, calls: e.calls, ms: e.ms, share: e.ms / stepMs })).sort((a, b) => b.ms - a.ms);
+
+    const dev = onGpu ? devices()[Number(model.device.slice(5))] : undefined;
+    const mem = ctx.memory();
+    const result: BenchResult = {
+      date: new Date().toISOString(),
+      card: dev?.name ?? "cpu",
+      device: model.device,
+      build: buildInfo(),
+      model: o.model ?? "synthetic glm-4-9b",
+      quantization: model.info.quantization,
+      groupSize: model.info.groupSize,
+      copyBandwidthGBs: bw,
+      loadSeconds,
+      prefill,
+      decode,
+      memory: {
+        weightsBytes,
+        kvCacheBytes: engine.kcache.reduce((a, t) => a + 2 * t.nbytes, 0),
+        contextPeakBytes: mem.peak,
+        processGpuBytes: onGpu ? processGpuMemory() : null,
+        deviceUsedBytes: dev ? dev.totalMemory - dev.freeMemory : null,
+        maxContext,
+      },
+      decodeStepOps,
+      decodeStepMs: stepMs,
+    };
+    return result;
+  } finally {
+    await model.dispose();
+  }
+}
+
+export function formatBench(r: BenchResult): string {
+  const gib = (b: number | null) => (b === null ? "n/a" : `${(b / 2 ** 30).toFixed(2)} GiB`);
+  const lines = [
+    `bench: ${r.model}, ${r.quantization}${r.quantization === "int4" ? ` g${r.groupSize}` : ""} on ${r.device} (${r.card}), ${r.date}`,
+    `copy bandwidth (read+write): ${r.copyBandwidthGBs ? `${r.copyBandwidthGBs.toFixed(0)} GB/s` : "n/a"}; load ${r.loadSeconds.toFixed(1)} s`,
+    "",
+    "prefill   tokens   tok/s      ms",
+    ...r.prefill.map((p) => `          ${String(p.tokens).padStart(6)} ${p.tokensPerSecond.toFixed(0).padStart(7)} ${p.ms.toFixed(1).padStart(7)}`),
+    "",
+    "decode    context  tok/s   ms/tok  MB/tok  floor tok/s  share of floor",
+    ...r.decode.map((d) => `          ${String(d.context).padStart(7)} ${d.tokensPerSecond.toFixed(1).padStart(6)} ${d.msPerToken.toFixed(2).padStart(8)} ${(d.bytesPerToken / 1e6).toFixed(0).padStart(7)} ${d.floorTokensPerSecond ? d.floorTokensPerSecond.toFixed(0).padStart(12) : "         n/a"} ${d.shareOfFloor ? `${(100 * d.shareOfFloor).toFixed(1)}%`.padStart(15) : "            n/a"}`),
+    "",
+    `memory: weights ${gib(r.memory.weightsBytes)}, KV cache ${gib(r.memory.kvCacheBytes)} (maxContext ${r.memory.maxContext}), context peak ${gib(r.memory.contextPeakBytes)}, process GPU total ${gib(r.memory.processGpuBytes)}, device used ${gib(r.memory.deviceUsedBytes)}`,
+    "",
+    `one decode step, ops timed one by one (sum ${r.decodeStepMs.toFixed(3)} ms; the graph replay overlaps launch gaps):`,
+    ...r.decodeStepOps.map((o) => `  ${o.op.padEnd(16)} x${String(o.calls).padEnd(4)} ${o.ms.toFixed(3).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}%`),
+  ];
+  return lines.join("\n") + "\n";
+}
+
+export async function cmdBench(argv: string[]): Promise<void> {
+  const { values: o } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" },
+      device: { type: "string" },
+      quantization: { type: "string" },
+      "group-size": { type: "string" },
+      runs: { type: "string" },
+      "new-tokens": { type: "string" },
+      contexts: { type: "string" },
+      prefills: { type: "string" },
+      json: { type: "boolean" },
+      save: { type: "boolean" },
+      synthetic: { type: "string" },
+    },
+  });
+  if (!o.model && (o.device === "cpu" || !(buildInfo().backends.includes("cuda") && devices().length > 0))) {
+    throw new Glm4Error("ERR_GLM4_NO_CUDA", "bench: the default (synthetic GLM-4-9B) needs a GPU and none is usable here; give --model DIR (e.g. fixtures/tiny-glm4/original) to bench a checkpoint on the CPU");
+  }
+  const list = (s: unknown) => (typeof s === "string" ? s.split(",").map(Number) : undefined);
+  const r = await runBench({
+    model: o.model,
+    device: o.device,
+    quantization: o.quantization as "int4" | undefined,
+    groupSize: o["group-size"] ? (Number(o["group-size"]) as 128) : undefined,
+    runs: o.runs ? Number(o.runs) : undefined,
+    newTokens: o["new-tokens"] ? Number(o["new-tokens"]) : undefined,
+    contexts: list(o.contexts),
+    prefills: list(o.prefills),
+    log: o.json ? undefined : (s) => process.stderr.write(s + "\n"),
+  });
+  if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+  else process.stdout.write(formatBench(r));
+  if (o.save) {
+    const dir = path.join(packageRoot(), "bench", "results");
+    mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `${r.card.replace(/[^A-Za-z0-9]+/g, "-")}_${r.date.replace(/[:.]/g, "-")}.json`);
+    writeFileSync(file, JSON.stringify(r, null, 2) + "\n");
+    process.stderr.write(`saved ${file}\n`);
+  }
 }

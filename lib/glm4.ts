@@ -141,6 +141,17 @@ export class Glm4Model {
     return this.info.device;
   }
 
+  /** @internal for the bench and tests: the context, the engine and the weights. */
+  _internals(): { ctx: NativeContext; engine: Engine; weights: ModelWeights } {
+    this.check();
+    return { ctx: this.ctx, engine: this.engine, weights: this.weights };
+  }
+
+  /** Runs fn with exclusive use of the model (no generate interleaves). @internal */
+  _exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(fn);
+  }
+
   /** Device memory this model holds (bytes now and at the peak). */
   memory(): { inUse: number; peak: number } {
     this.check();

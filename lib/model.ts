@@ -290,6 +290,11 @@ export class Engine {
     }
   }
 
+  /** The captured decode step (built on first use). @internal for the bench's per-op profile. */
+  decodePlan(): NativePlan {
+    return this.ensureDecode().plan;
+  }
+
   /** The current logits (of the last token fed) copied to the host. */
   readLogits(): Float32Array {
     return this.ensureDecode().logits.read() as Float32Array;

@@ -88,6 +88,8 @@ export interface NativeContext {
   beginCapture(): void;
   endCapture(): NativePlan;
   replay(plan: NativePlan): void;
+  /** Each op of the plan timed on its own (device events on CUDA), mean of `reps` runs, in plan order. */
+  profile(plan: NativePlan, reps?: number): { op: string; ms: number }[];
   dispose(): void;
 
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor): void;

@@ -39,6 +39,11 @@ void graph_capture(int device, void* stream, const std::function<void()>& record
 void graph_launch(int device, void* stream, void* exec);
 void graph_destroy(void* graph, void* exec);
 void check_last(const char* what, const char* file, int line);
+// Events for the bench's per-op profile.
+void* event_create(int device);
+void event_record(int device, void* ev, void* stream);
+double event_elapsed_ms(int device, void* start, void* stop);  // waits for stop
+void event_destroy(void* ev);
 }  // namespace cudart
 
 }  // namespace glm4

@@ -1,6 +1,7 @@
 #include "context.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "backend_cuda.h"
@@ -118,13 +119,48 @@ void* Context::scratch(int64_t bytes) {
   return scratch_.raw();
 }
 
-void Context::enqueue(Op op) {
+void Context::enqueue(Op op, const char* name) {
   GLM4_CHECK(!disposed_, GLM4_E_DISPOSED, "the context was disposed");
   std::lock_guard<std::mutex> lk(queue_mu_);
-  if (capture_)
+  if (capture_) {
     capture_->push_back(std::move(op));
-  else
+    capture_names_.push_back(name);
+  } else {
     queue_.push_back(std::move(op));
+  }
+}
+
+std::vector<std::pair<std::string, double>> Context::profile(Plan& plan, int reps) {
+  flush();
+  std::lock_guard<std::mutex> ex(exec_mu_);
+  std::vector<double> ms(plan.ops.size(), 0.0);
+  const bool gpu = device_.type == DeviceType::CUDA;
+  void* a = gpu ? cudart::event_create(device_.index) : nullptr;
+  void* b = gpu ? cudart::event_create(device_.index) : nullptr;
+  try {
+    for (int r = 0; r < reps; ++r) {
+      for (size_t i = 0; i < plan.ops.size(); ++i) {
+        if (gpu) {
+          cudart::event_record(device_.index, a, stream_);
+          plan.ops[i](*this);
+          cudart::event_record(device_.index, b, stream_);
+          ms[i] += cudart::event_elapsed_ms(device_.index, a, b);
+        } else {
+          auto t0 = std::chrono::steady_clock::now();
+          plan.ops[i](*this);
+          ms[i] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        }
+      }
+    }
+  } catch (...) {
+    if (gpu) { cudart::event_destroy(a); cudart::event_destroy(b); }
+    throw;
+  }
+  if (gpu) { cudart::event_destroy(a); cudart::event_destroy(b); }
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t i = 0; i < ms.size(); ++i)
+    out.emplace_back(i < plan.names.size() ? plan.names[i] : "op", ms[i] / std::max(1, reps));
+  return out;
 }
 
 void Context::run_ops(std::vector<Op>& ops) {
@@ -161,8 +197,10 @@ std::shared_ptr<Plan> Context::end_capture() {
   GLM4_CHECK(capture_ != nullptr, GLM4_E_INVALID_ARG, "end_capture: no capture is open");
   auto plan = std::make_shared<Plan>();
   plan->ops = std::move(*capture_);
+  plan->names = std::move(capture_names_);
   plan->device = device_;
   capture_.reset();
+  capture_names_.clear();
   return plan;
 }
 
@@ -181,7 +219,7 @@ void Context::run_plan(Plan& plan) {
 
 void Context::replay(const std::shared_ptr<Plan>& plan) {
   GLM4_CHECK(plan && plan->device == device_, GLM4_E_DEVICE, "replay: the plan belongs to another device");
-  enqueue([plan](Context& c) { c.run_plan(*plan); });
+  enqueue([plan](Context& c) { c.run_plan(*plan); }, "replay");
 }
 
 void Context::upload(const Tensor& dst, const void* src, int64_t bytes) {

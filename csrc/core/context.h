@@ -45,6 +45,7 @@ class ThreadPool {
 
 struct Plan {
   std::vector<Op> ops;
+  std::vector<const char*> names;  // op names, for profiles
   void* graph_exec = nullptr;  // cudaGraphExec_t once captured
   void* graph = nullptr;       // cudaGraph_t
   Device device;
@@ -60,12 +61,15 @@ class Context : public std::enable_shared_from_this<Context> {
   const std::shared_ptr<Allocator>& allocator() const { return alloc_; }
   Tensor empty(DType dt, const std::vector<int64_t>& shape) { return glm4::empty(alloc_, dt, shape); }
 
-  void enqueue(Op op);
+  void enqueue(Op op, const char* name = "op");
   void flush();  // runs everything recorded so far; rethrows the first failure
   bool capturing() const { return capture_ != nullptr; }
   void begin_capture();
   std::shared_ptr<Plan> end_capture();
   void replay(const std::shared_ptr<Plan>& plan);  // records a replay of the plan
+  // Runs each op of the plan on its own `reps` times (device-timed on CUDA) and returns the mean
+  // milliseconds per op, in plan order. For the bench's per-op decode profile; not for the hot path.
+  std::vector<std::pair<std::string, double>> profile(Plan& plan, int reps);
 
   // Copies between host memory and a tensor of this context (flushes first on reads).
   void upload(const Tensor& dst, const void* src, int64_t bytes);    // immediate (dst must be unused)
@@ -87,6 +91,7 @@ class Context : public std::enable_shared_from_this<Context> {
   std::mutex queue_mu_, exec_mu_;
   std::vector<Op> queue_;
   std::unique_ptr<std::vector<Op>> capture_;
+  std::vector<const char*> capture_names_;
   std::unique_ptr<ThreadPool> pool_;
   int threads_ = 0;
   void* stream_ = nullptr;

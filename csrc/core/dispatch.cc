@@ -53,15 +53,15 @@ void check_bias(const char* op, const Context& c, const Tensor& bias, int64_t n)
 #define GLM4_RECORD(c, NAME, ...)                                            \
   do {                                                                      \
     if (is_cuda(c))                                                         \
-      (c).enqueue([=](Context& cx) { cuda::NAME(cx, __VA_ARGS__); });       \
+      (c).enqueue([=](Context& cx) { cuda::NAME(cx, __VA_ARGS__); }, #NAME); \
     else                                                                    \
-      (c).enqueue([=](Context& cx) { cpu::NAME(cx, __VA_ARGS__); });        \
+      (c).enqueue([=](Context& cx) { cpu::NAME(cx, __VA_ARGS__); }, #NAME);  \
   } while (0)
 #else
 #define GLM4_RECORD(c, NAME, ...)                                                                   \
   do {                                                                                             \
     GLM4_CHECK(!is_cuda(c), GLM4_E_NO_CUDA, #NAME ": this build of the addon has no CUDA backend"); \
-    (c).enqueue([=](Context& cx) { cpu::NAME(cx, __VA_ARGS__); });                                 \
+    (c).enqueue([=](Context& cx) { cpu::NAME(cx, __VA_ARGS__); }, #NAME);                          \
   } while (0)
 #endif
 
@@ -293,7 +293,7 @@ void copy(Context& c, const Tensor& dst, const Tensor& src) {
       cudart::memcpy_d2d(cx.device().index, dst.raw(), src.raw(), src.nbytes(), cx.stream());
     else
       std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
-  });
+  }, "copy");
 }
 
 }  // namespace ops

@@ -22,6 +22,10 @@ void graph_capture(int, void*, const std::function<void()>&, void**, void**) { n
 void graph_launch(int, void*, void*) { none(); }
 void graph_destroy(void*, void*) {}
 void check_last(const char*, const char*, int) {}
+void* event_create(int) { none(); }
+void event_record(int, void*, void*) { none(); }
+double event_elapsed_ms(int, void*, void*) { none(); }
+void event_destroy(void*) {}
 }  // namespace cudart
 }  // namespace glm4
 #endif

@@ -186,6 +186,27 @@ void graph_launch(int device, void* stream, void* exec) {
   DeviceGuard g(device);
   CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), static_cast<cudaStream_t>(stream)));
 }
+void* event_create(int device) {
+  DeviceGuard g(device);
+  cudaEvent_t e;
+  CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+void event_record(int device, void* ev, void* stream) {
+  DeviceGuard g(device);
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ev), static_cast<cudaStream_t>(stream)));
+}
+double event_elapsed_ms(int device, void* start, void* stop) {
+  DeviceGuard g(device);
+  CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(stop)));
+  float ms = 0.f;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(stop)));
+  return ms;
+}
+void event_destroy(void* ev) {
+  if (ev) (void)cudaEventDestroy(static_cast<cudaEvent_t>(ev));
+  (void)cudaGetLastError();
+}
 void graph_destroy(void* graph, void* exec) {
   if (exec) (void)cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
   if (graph) (void)cudaGraphDestroy(static_cast<cudaGraph_t>(graph));

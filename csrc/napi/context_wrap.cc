@@ -77,6 +77,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
             InstanceMethod<&ContextWrap::BeginCapture>("beginCapture"),
             InstanceMethod<&ContextWrap::EndCapture>("endCapture"),
             InstanceMethod<&ContextWrap::Replay>("replay"),
+            InstanceMethod<&ContextWrap::Profile>("profile"),
             InstanceMethod<&ContextWrap::Dispose>("dispose"),
             InstanceMethod<&ContextWrap::Embedding>("embedding"),
             InstanceMethod<&ContextWrap::RmsNorm>("rmsnorm"),
@@ -198,6 +199,25 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     if (!plan) type_error(env, "replay(plan): the plan was disposed");
     guard(env, [&] { c.replay(plan); });
     return env.Undefined();
+  }
+  // profile(plan, reps): [{op, ms}] per op of the plan (mean of reps runs, each op timed on its own).
+  Napi::Value Profile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Context& c = ctx(env);
+    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(PlanWrap::ctor->Value()))
+      type_error(env, "profile(plan, reps): plan must come from endCapture()");
+    auto plan = Napi::ObjectWrap<PlanWrap>::Unwrap(info[0].As<Napi::Object>())->plan;
+    if (!plan) type_error(env, "profile(plan): the plan was disposed");
+    int reps = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 10;
+    auto res = guard(env, [&] { return c.profile(*plan, reps); });
+    Napi::Array arr = Napi::Array::New(env, res.size());
+    for (size_t i = 0; i < res.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("op", res[i].first);
+      o.Set("ms", res[i].second);
+      arr[uint32_t(i)] = o;
+    }
+    return arr;
   }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     if (ctx_) guard(info.Env(), [&] { ctx_->dispose(); });
