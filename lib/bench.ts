@@ -23,9 +23,9 @@ function linearBytes(l: Linear): number {
   return l.kind === "int4" ? l.q.codes.nbytes + l.q.scales.nbytes + l.q.zeros.nbytes : l.w.nbytes;
 }
 
-/** Bytes one decode step must read: every linear weight once, one embedding row, norms, biases, the KV cache up to `ctxLen`. */
+/** Bytes one decode step must read from device memory: every linear weight once, norms, biases, the KV cache up to `ctxLen`. */
 export function bytesPerToken(w: ModelWeights, cfg: { hiddenSize: number; numLayers: number; numKvHeads: number; headDim: number }, ctxLen: number, kvBytes: number): { weights: number; kv: number; total: number } {
-  let weights = linearBytes(w.output) + w.finalNorm.nbytes + (w.embed.nbytes / w.embed.shape[0]);
+  let weights = linearBytes(w.output) + w.finalNorm.nbytes; // the embedding row comes from host memory
   for (const L of w.layers) {
     for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) weights += linearBytes(l);
     weights += L.attnNorm.nbytes + L.ffnNorm.nbytes + (L.qBias?.nbytes ?? 0) + (L.kBias?.nbytes ?? 0) + (L.vBias?.nbytes ?? 0);

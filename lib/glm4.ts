@@ -387,9 +387,11 @@ export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization;
   let largest = 0;
   for (const t of tensorPlan(cfg)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.name === "embed") continue; // host memory
     if (isLinearName(t.name)) weights += linearBytes(t.shape[0], t.shape[1], o.quantization, o.groupSize);
     else weights += 2 * n;
-    if (isLinearName(t.name) && o.quantization === "int4") largest = Math.max(largest, 2 * n);
+    // INT4 linears go up in chunks of at most 64 MiB of full precision (loader.chunkRows).
+    if (isLinearName(t.name) && o.quantization === "int4") largest = Math.max(largest, Math.min(2 * n, 64 * 2 ** 20));
   }
   const kvCache = 2 * cfg.numLayers * o.maxContext * cfg.numKvHeads * cfg.headDim * o.kvBytes;
   const T = o.prefillChunk;

@@ -9,7 +9,7 @@ import { readConfig, type Glm4Config } from "./config.js";
 import { Checkpoint } from "./safetensors.js";
 import { iterateWeights, type WeightTensor } from "./weights.js";
 import { native, type DType, type NativeContext, type NativeTensor } from "./native.js";
-import { createContext, disposeLinear, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./model.js";
+import { HostEmbedding, createContext, disposeLinear, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./model.js";
 
 export interface LoadProgress {
   /** "weights" while tensors load; "done" once. */
@@ -69,22 +69,59 @@ function upload(ctx: NativeContext, t: { dtype: string; shape: number[]; data: B
   return f;
 }
 
-/** A full-precision weight on the device -> an INT4 Linear (the full-precision copy is freed). */
-export function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, group: 32 | 64 | 128): Linear {
-  const [n, k] = w.shape;
+/** Rows per upload chunk: at most 64 MiB of full-precision weight on the device at a time. */
+export function chunkRows(k: number, bytesPerElement: number): number {
+  return Math.max(1, Math.floor((64 * 2 ** 20) / (k * bytesPerElement)));
+}
+
+/**
+ * An INT4 linear [n, k] quantized on the device, chunk by chunk: `chunk(r0, r1)` returns rows [r0, r1) in full
+ * precision on the device (the caller's upload or a random fill); it is quantized into those rows of the codes
+ * and freed before the next chunk, so the device never holds more than one chunk of full-precision weight.
+ */
+export function quantizeRows(ctx: NativeContext, n: number, k: number, group: 32 | 64 | 128, rows: number, chunk: (r0: number, r1: number) => NativeTensor): Linear {
   if (k % group !== 0) throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `a linear weight [${n}, ${k}] cannot be quantized with group ${group}: ${k} is not a multiple of ${group}; use a group size that divides ${k}`);
   const q = { codes: ctx.empty("i4", [n, k]), scales: ctx.empty("bf16", [n, k / group]), zeros: ctx.empty("bf16", [n, k / group]), groupSize: group };
   try {
-    ctx.quantizeInt4(q, w);
-    ctx.flush();
+    for (let r0 = 0; r0 < n; r0 += rows) {
+      const r1 = Math.min(n, r0 + rows);
+      const w = chunk(r0, r1);
+      const part = { codes: q.codes.slice0(r0, r1), scales: q.scales.slice0(r0, r1), zeros: q.zeros.slice0(r0, r1), groupSize: group };
+      try {
+        ctx.quantizeInt4(part, w);
+        ctx.flush();
+      } finally {
+        w.dispose();
+        part.codes.dispose();
+        part.scales.dispose();
+        part.zeros.dispose();
+      }
+    }
   } catch (e) {
     q.codes.dispose();
     q.scales.dispose();
     q.zeros.dispose();
     throw e;
   }
-  w.dispose();
   return { kind: "int4", q, n, k };
+}
+
+/** A full-precision weight on the device -> an INT4 Linear (the full-precision copy is freed). */
+export function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, group: 32 | 64 | 128): Linear {
+  const [n, k] = w.shape;
+  try {
+    return quantizeRows(ctx, n, k, group, n, () => w);
+  } finally {
+    w.dispose();
+  }
+}
+
+/** A tensor read from disk, in host memory. */
+export interface HostTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Buffer;
 }
 
 /** Accumulates normalized tensors into ModelWeights (q/k/v become row views of the fused QKV weight). */
@@ -98,14 +135,75 @@ export class WeightAssembler {
     this.w = { layers: Array.from({ length: cfg.numLayers }, () => ({})) };
   }
 
+  /** A tensor from disk: the embedding stays on the host, INT4 linears are uploaded and quantized by row chunks. */
+  addHost(t: HostTensor): void {
+    const ctx = this.ctx;
+    if (t.name === "embed") {
+      if (t.dtype !== "BF16" && t.dtype !== "F16" && t.dtype !== "F32") throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `embedding dtype ${t.dtype} cannot be loaded (BF16, F16, F32 only)`);
+      this.w.embed = new HostEmbedding(t.data, t.dtype, t.shape[0], t.shape[1]);
+      return;
+    }
+    if (isLinearName(t.name) && this.opts.quantization === "int4") {
+      const dt = DISK_DTYPE[t.dtype];
+      if (!dt) throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `tensor ${t.name}: dtype ${t.dtype} cannot be loaded (BF16, F16, F32 only)`);
+      const [n, k] = t.shape;
+      const rowBytes = k * (dt === "f32" ? 4 : 2);
+      const lin = quantizeRows(ctx, n, k, this.opts.groupSize, chunkRows(k, dt === "f32" ? 4 : 2), (r0, r1) => ctx.fromBuffer(dt, [r1 - r0, k], t.data.subarray(r0 * rowBytes, r1 * rowBytes)));
+      this.addLinear(t.name, lin);
+      return;
+    }
+    this.add(t.name, upload(ctx, t));
+  }
+
+  /** Random weights of `shape` (synthetic model), made on the device; the embedding is brought to the host. */
+  addRandom(name: string, shape: number[], seed: number, mean: number, std: number): void {
+    const ctx = this.ctx;
+    if (name === "embed") {
+      const [n, k] = shape;
+      const data = Buffer.allocUnsafe(n * k * 2);
+      const rows = chunkRows(k, 2);
+      for (let r0 = 0; r0 < n; r0 += rows) {
+        const r1 = Math.min(n, r0 + rows);
+        const c = ctx.empty("bf16", [r1 - r0, k]);
+        ctx.fillRandom(c, seed * 65536 + r0, mean, std);
+        const h = c.read() as Uint16Array;
+        Buffer.from(h.buffer, h.byteOffset, h.byteLength).copy(data, r0 * k * 2);
+        c.dispose();
+      }
+      this.w.embed = new HostEmbedding(data, "BF16", n, k);
+      return;
+    }
+    if (isLinearName(name) && this.opts.quantization === "int4") {
+      const [n, k] = shape;
+      this.addLinear(name, quantizeRows(ctx, n, k, this.opts.groupSize, chunkRows(k, 2), (r0, r1) => {
+        const c = ctx.empty("bf16", [r1 - r0, k]);
+        ctx.fillRandom(c, seed * 65536 + r0, mean, std);
+        return c;
+      }));
+      return;
+    }
+    const t = ctx.empty("bf16", shape);
+    ctx.fillRandom(t, seed, mean, std);
+    ctx.flush();
+    this.add(name, t);
+  }
+
+  private addLinear(name: string, lin: Linear): void {
+    this.place(name, undefined, lin);
+  }
+
   /** Takes ownership of `t` (a device tensor with the normalized name's shape). */
   add(name: string, t: NativeTensor): void {
-    const cfg = this.cfg;
     let lin: Linear | undefined;
     if (isLinearName(name)) {
       lin = this.opts.quantization === "int4" ? quantizeOnDevice(this.ctx, t, this.opts.groupSize) : { kind: "dense", w: t, n: t.shape[0], k: t.shape[1] };
     }
-    if (name === "embed") this.w.embed = t;
+    this.place(name, t, lin);
+  }
+
+  private place(name: string, t: NativeTensor | undefined, lin: Linear | undefined): void {
+    const cfg = this.cfg;
+    if (name === "embed") throw new Glm4Error("ERR_GLM4_INTERNAL", "the embedding goes through addHost/addRandom");
     else if (name === "final_norm") this.w.finalNorm = t;
     else if (name === "output") this.w.output = lin!;
     else {
@@ -114,8 +212,8 @@ export class WeightAssembler {
       const L = this.w.layers[Number(m[1])];
       const qRows = cfg.numHeads * cfg.headDim, kvRows = cfg.numKvHeads * cfg.headDim;
       switch (m[2]) {
-        case "attn_norm": L.attnNorm = t; break;
-        case "ffn_norm": L.ffnNorm = t; break;
+        case "attn_norm": L.attnNorm = t!; break;
+        case "ffn_norm": L.ffnNorm = t!; break;
         case "attn_out": L.attnOut = lin!; break;
         case "gate_up": L.gateUp = lin!; break;
         case "down": L.down = lin!; break;
@@ -127,10 +225,10 @@ export class WeightAssembler {
           break;
         }
         case "qkv_bias": {
-          L.qBias = t.slice0(0, qRows);
-          L.kBias = t.slice0(qRows, qRows + kvRows);
-          L.vBias = t.slice0(qRows + kvRows, qRows + 2 * kvRows);
-          t.dispose();
+          L.qBias = t!.slice0(0, qRows);
+          L.kBias = t!.slice0(qRows, qRows + kvRows);
+          L.vBias = t!.slice0(qRows + kvRows, qRows + 2 * kvRows);
+          t!.dispose();
           break;
         }
         default:
@@ -168,18 +266,12 @@ export async function loadCheckpointWeights(dir: string, cfg: Glm4Config, ctx: N
     let loaded = 0;
     for await (const t of iterateWeights(ckpt, cfg, { signal: opts.signal }) as AsyncGenerator<WeightTensor>) {
       if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
-      let dev: NativeTensor;
       try {
-        dev = upload(ctx, t);
+        asm.addHost(t);
       } catch (e) {
         throw wrapNative(e);
       }
       loaded += t.data.byteLength;
-      try {
-        asm.add(t.name, dev);
-      } catch (e) {
-        throw wrapNative(e);
-      }
       opts.onProgress?.({ stage: "weights", loaded, total, tensor: t.name });
     }
     const w = asm.finish();
@@ -249,11 +341,8 @@ export async function syntheticWeights(cfg: Glm4Config, ctx: NativeContext, opts
       if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", "building the synthetic model was aborted", { cause: opts.signal.reason });
       const isNorm = /norm$/.test(t.name);
       const isBias = /bias$/.test(t.name);
-      const dev = ctx.empty("bf16", t.shape);
       const std = isNorm ? 0.02 : isBias ? 0.02 : t.name === "embed" ? 1 : 1 / Math.sqrt(t.shape[1]);
-      ctx.fillRandom(dev, seed++, isNorm ? 1 : 0, std);
-      ctx.flush();
-      asm.add(t.name, dev);
+      asm.addRandom(t.name, t.shape, seed++, isNorm ? 1 : 0, std);
       loaded += 2 * t.shape.reduce((x, y) => x * y, 1);
       opts.onProgress?.({ stage: "weights", loaded, total, tensor: t.name });
     }
