@@ -15,6 +15,10 @@ import { Engine, disposeWeights, type ModelWeights, type Quantization } from "./
 import { createContext, glm4_9bConfig, linearBytes, loadCheckpointWeights, resolveDevice, syntheticWeights, tensorPlan, isLinearName, type DeviceOption, type LoadProgress } from "./loader.js";
 import { Glm4Tokenizer } from "./tokenizer.js";
 import { buildChatPrompt, chatStopIds, type ChatMessage } from "./chat-format.js";
+import { Generation, checkGenerateOptions, streamChunks, type CheckedGenerateOptions } from "./generation.js";
+import { Session, type SessionOptions } from "./session.js";
+
+export { sampleHost } from "./generation.js";
 
 export interface LoadOptions {
   /** "auto" (default): the first GPU where the addon has CUDA and one is present, else the CPU. */
@@ -66,7 +70,8 @@ export interface GenerateResult {
   text: string;
   tokens: number[];
   finishReason: FinishReason;
-  usage: { promptTokens: number; completionTokens: number; totalTokens: number };
+  /** cachedTokens: prompt tokens that were already in the KV cache (a session's earlier turns), not prefilled again. */
+  usage: { promptTokens: number; completionTokens: number; totalTokens: number; cachedTokens: number };
   timings: { prefillMs: number; decodeMs: number; prefillTokensPerSecond: number; decodeTokensPerSecond: number };
 }
 
@@ -75,45 +80,7 @@ export interface TextChunk {
   tokens: number[];
 }
 
-/** A small seeded generator (mulberry32) for the sampler's uniforms. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function checkGenerateOptions(o: GenerateOptions): Required<Omit<GenerateOptions, "signal" | "onTextChunk" | "seed" | "stop">> & Pick<GenerateOptions, "signal" | "onTextChunk" | "seed" | "stop"> {
-  const num = (name: string, v: unknown, def: number, lo: number, hi: number, int = false): number => {
-    if (v === undefined) return def;
-    if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v))) {
-      throw new RangeError(`${name} must be ${int ? "an integer" : "a number"} in [${lo}, ${hi}], got ${String(v)}`);
-    }
-    return v;
-  };
-  if (o.stop !== undefined && (!Array.isArray(o.stop) || o.stop.some((s) => typeof s !== "string" && !(typeof s === "number" && Number.isInteger(s))))) {
-    throw new TypeError("stop must be an array of strings and token ids");
-  }
-  if (o.seed !== undefined && (!Number.isInteger(o.seed) || o.seed < 0)) throw new RangeError(`seed must be a non-negative integer, got ${String(o.seed)}`);
-  return {
-    maxNewTokens: num("maxNewTokens", o.maxNewTokens, 256, 0, 1 << 20, true),
-    temperature: num("temperature", o.temperature, 0, 0, 100),
-    topK: num("topK", o.topK, 0, 0, 1 << 20, true),
-    topP: num("topP", o.topP, 1, 0, 1),
-    minP: num("minP", o.minP, 0, 0, 1),
-    repetitionPenalty: num("repetitionPenalty", o.repetitionPenalty, 1, 0.01, 100),
-    seed: o.seed,
-    stop: o.stop,
-    signal: o.signal,
-    onTextChunk: o.onTextChunk,
-  };
-}
-
-/** Serializes work on one model: calls wait for the previous one (a model holds one KV cache). */
+/** Serializes work on one model: calls wait for the previous one (all engines of a model share one context and stream). */
 class Queue {
   private tail: Promise<unknown> = Promise.resolve();
   run<T>(fn: () => Promise<T>): Promise<T> {
@@ -126,6 +93,8 @@ class Queue {
 export class Glm4Model {
   private readonly queue = new Queue();
   private disposed = false;
+  /** Engines of sessions and server slots (freed with the model). */
+  private readonly engines = new Set<Engine>();
 
   /** @internal use loadGlm4 */
   constructor(
@@ -185,32 +154,12 @@ export class Glm4Model {
 
   /** Generates a continuation of `prompt` (text, or token ids used as they are). */
   generate(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerateResult> {
-    const opts = checkGenerateOptions(options);
-    this.check();
-    const ids = typeof prompt === "string" ? this.needTokenizer().encode(prompt) : Array.from(prompt);
-    return this.queue.run(() => this.run(ids, opts, options.onTextChunk));
+    return this._run(this.engine, prompt, options);
   }
 
   /** Streams the continuation as text chunks (each with its token ids). */
-  async *stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<TextChunk, GenerateResult, undefined> {
-    const chunks: TextChunk[] = [];
-    let wake: (() => void) | null = null;
-    let done = false;
-    const result = this.generateTokens(prompt, options, (c) => {
-      chunks.push(c);
-      wake?.();
-    }).finally(() => {
-      done = true;
-      wake?.();
-    });
-    result.catch(() => undefined);
-    for (;;) {
-      while (chunks.length) yield chunks.shift()!;
-      if (done) break;
-      await new Promise<void>((r) => (wake = r));
-      wake = null;
-    }
-    return await result;
+  stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<TextChunk, GenerateResult, undefined> {
+    return streamChunks((onChunk) => this._run(this.engine, prompt, options, { onChunk }));
   }
 
   /** Chat in GLM-4's format; streams the reply. Stops on <|user|>, <|observation|> and <|endoftext|>. */
@@ -221,106 +170,53 @@ export class Glm4Model {
     return this.stream(ids, { temperature: 0.8, topP: 0.8, ...options, stop });
   }
 
-  private generateTokens(prompt: string | readonly number[], options: GenerateOptions, onChunk: (c: TextChunk) => void): Promise<GenerateResult> {
+  /**
+   * A conversation with its own KV cache (sharing this model's weights): each turn prefills only the tokens
+   * that are not in the cache yet. Sessions run through the model's queue like every other call.
+   */
+  createSession(options: SessionOptions = {}): Session {
+    this.check();
+    return new Session(this, options);
+  }
+
+  /**
+   * A new engine (its own KV cache of `maxContext` tokens, default the model's) on this model's context and
+   * weights; freed by `_releaseEngine` or with the model. @internal for sessions and the server.
+   */
+  _newEngine(maxContext = this.info.maxContext): Engine {
+    this.check();
+    if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > this.config.maxPositions) {
+      throw new RangeError(`maxContext must be an integer in [1, ${this.config.maxPositions}], got ${String(maxContext)}`);
+    }
+    const e = new Engine(this.ctx, this.config, this.weights, { ...this.engine.opts, maxContext });
+    this.engines.add(e);
+    return e;
+  }
+
+  /** Frees an engine from `_newEngine` once the work queued before has finished. @internal */
+  async _releaseEngine(e: Engine): Promise<void> {
+    if (!this.engines.delete(e)) return;
+    await this.queue.run(async () => e.dispose());
+  }
+
+  /**
+   * Runs one generation on `engine` through the queue. With `reuse`, the prompt's longest prefix already in
+   * the engine's cache is kept (usage.cachedTokens) instead of clearing the cache. @internal
+   */
+  _run(engine: Engine, prompt: string | readonly number[], options: GenerateOptions, how: { reuse?: boolean; onChunk?: (c: TextChunk) => void } = {}): Promise<GenerateResult> {
     const opts = checkGenerateOptions(options);
     this.check();
     const ids = typeof prompt === "string" ? this.needTokenizer().encode(prompt) : Array.from(prompt);
-    return this.queue.run(() => this.run(ids, opts, options.onTextChunk, onChunk));
-  }
-
-  private async run(ids: number[], o: ReturnType<typeof checkGenerateOptions>, onText?: (t: string) => void, onChunk?: (c: TextChunk) => void): Promise<GenerateResult> {
-    this.check();
     if (ids.length === 0) throw new RangeError("the prompt is empty: give at least one token");
-    const stopIds = new Set<number>(this.config.eosTokenIds);
-    const stopStrings: string[] = [];
-    for (const s of o.stop ?? []) (typeof s === "number" ? stopIds.add(s) : s.length && stopStrings.push(s));
-    const random = rng(o.seed ?? Math.floor(Math.random() * 2 ** 31));
-    const dec = this.tokenizer?.createStreamDecoder();
-    const out: number[] = [];
-    let text = "";
-    let emitted = 0; // characters of `text` already handed out (held back while a stop string may be forming)
-    let finish: FinishReason = "length";
-    const holdBack = stopStrings.reduce((a, s) => Math.max(a, s.length - 1), 0);
-    const emit = (final: boolean, pending: number[]) => {
-      const upto = final ? text.length : Math.max(emitted, text.length - holdBack);
-      if (upto > emitted || (pending.length && final)) {
-        const piece = text.slice(emitted, upto);
-        emitted = upto;
-        if (piece) onText?.(piece);
-        onChunk?.({ text: piece, tokens: pending.splice(0) });
-      }
-    };
-    const pendingTokens: number[] = [];
-
-    this.engine.reset();
-    const t0 = performance.now();
-    try {
-      await this.engine.prefill(ids);
-    } catch (e) {
-      this.engine.reset();
-      throw e;
-    }
-    const t1 = performance.now();
-    const seen = new Set<number>(ids);
-    try {
-      for (let i = 0; i < o.maxNewTokens; i++) {
-        if (o.signal?.aborted) {
-          finish = "abort";
-          break;
-        }
-        let next: number;
-        if (o.repetitionPenalty !== 1) next = this.pickOnHost(o, seen, random());
-        else next = await this.engine.pick({ temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: random() });
-        if (stopIds.has(next)) {
-          finish = "stop";
-          break;
-        }
-        out.push(next);
-        seen.add(next);
-        pendingTokens.push(next);
-        // Ids past the tokenizer's vocabulary (the padding rows of the output layer) decode to nothing.
-        if (dec && next < this.tokenizer!.vocabSize) {
-          text += dec.push(next);
-          const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, emitted - s.length))).filter((x) => x >= 0);
-          if (hit.length) {
-            text = text.slice(0, Math.min(...hit));
-            finish = "stop";
-            break;
-          }
-        }
-        emit(false, pendingTokens);
-        if (i + 1 === o.maxNewTokens) break;
-        if (this.engine.length >= this.info.maxContext) {
-          finish = "length";
-          break;
-        }
-        await this.engine.step(next);
-      }
-    } finally {
-      if (dec && finish !== "stop") text += dec.flush();
-      emit(true, pendingTokens);
-    }
-    const t2 = performance.now();
-    const prefillMs = t1 - t0, decodeMs = t2 - t1;
-    return {
-      text,
-      tokens: out,
-      finishReason: finish,
-      usage: { promptTokens: ids.length, completionTokens: out.length, totalTokens: ids.length + out.length },
-      timings: {
-        prefillMs,
-        decodeMs,
-        prefillTokensPerSecond: ids.length / (prefillMs / 1000),
-        decodeTokensPerSecond: out.length > 1 ? (out.length - 1) / (decodeMs / 1000) : 0,
-      },
-    };
+    return this.queue.run(() => {
+      this.check();
+      return this._generation(engine, ids, opts, how.onChunk).run(how.reuse ?? false);
+    });
   }
 
-  /** Sampling with a repetition penalty: the logits come to the host (CTRL-style penalty, as in HF). */
-  private pickOnHost(o: ReturnType<typeof checkGenerateOptions>, seen: Set<number>, u: number): number {
-    const logits = this.engine.readLogits();
-    for (const id of seen) logits[id] = logits[id] > 0 ? logits[id] / o.repetitionPenalty : logits[id] * o.repetitionPenalty;
-    return sampleHost(logits, { ...o, u });
+  /** A Generation of `ids` on `engine` with this model's tokenizer and eos ids (not started). @internal */
+  _generation(engine: Engine, ids: readonly number[], opts: CheckedGenerateOptions, onChunk?: (c: TextChunk) => void): Generation {
+    return new Generation(engine, this.tokenizer, this.config.eosTokenIds, ids, opts, { onText: opts.onTextChunk, onChunk });
   }
 
   /** Frees the device memory; later calls throw ERR_GLM4_DISPOSED. Other models are unaffected. */
@@ -328,6 +224,8 @@ export class Glm4Model {
     if (this.disposed) return;
     await this.queue.run(async () => {
       this.disposed = true;
+      for (const e of this.engines) e.dispose();
+      this.engines.clear();
       this.engine.dispose();
       disposeWeights(this.weights);
       this.ctx.dispose();
@@ -337,48 +235,6 @@ export class Glm4Model {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
-}
-
-/** The documented sampling algorithm on the host (same as csrc/cpu/sampling.cc). */
-export function sampleHost(logits: Float32Array, p: { temperature: number; topK: number; topP: number; minP: number; u: number }): number {
-  const V = logits.length;
-  if (!(p.temperature > 0)) {
-    let best = 0;
-    for (let j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
-    return best;
-  }
-  let mx = -Infinity;
-  for (let j = 0; j < V; j++) mx = Math.max(mx, logits[j] / p.temperature);
-  const pr = new Float64Array(V);
-  let sum = 0;
-  for (let j = 0; j < V; j++) sum += pr[j] = Math.exp(logits[j] / p.temperature - mx);
-  for (let j = 0; j < V; j++) pr[j] /= sum;
-  const idx = Array.from({ length: V }, (_, j) => j).sort((a, b) => pr[b] - pr[a] || a - b);
-  let keep = V;
-  if (p.topK > 0) keep = Math.min(keep, p.topK);
-  if (p.minP > 0) {
-    const floor = p.minP * pr[idx[0]];
-    let n = 1;
-    while (n < keep && pr[idx[n]] >= floor) n++;
-    keep = n;
-  }
-  if (p.topP > 0 && p.topP < 1) {
-    let cum = 0, n = 0;
-    while (n < keep) {
-      cum += pr[idx[n++]];
-      if (cum >= p.topP) break;
-    }
-    keep = Math.max(n, 1);
-  }
-  let mass = 0;
-  for (let j = 0; j < keep; j++) mass += pr[idx[j]];
-  const target = p.u * mass;
-  let cum = 0;
-  for (let j = 0; j < keep; j++) {
-    cum += pr[idx[j]];
-    if (target < cum) return idx[j];
-  }
-  return idx[keep - 1];
 }
 
 /** Bytes a load needs on the device: weights, KV cache, scratch and the largest full-precision tensor in flight. */

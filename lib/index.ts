@@ -1,6 +1,8 @@
 /** glm4-int4-native: GLM-4-9B(-chat) at 4 bits from Node.js. */
 export { loadGlm4, Glm4Model, estimateMemory, sampleHost } from "./glm4.js";
 export type { LoadOptions, GenerateOptions, GenerateResult, TextChunk, FinishReason } from "./glm4.js";
+export { Session } from "./session.js";
+export type { SessionOptions } from "./session.js";
 export type { LoadProgress, DeviceOption } from "./loader.js";
 export { Glm4Error } from "./errors.js";
 export type { Glm4ErrorCode } from "./errors.js";

@@ -153,6 +153,8 @@ export class Engine {
   readonly vcache: NativeTensor[] = [];
   /** Tokens currently in the cache (the next token goes to this position). */
   length = 0;
+  /** The ids in the cache, position by position (kept in step with `length` by prefill, step, truncate, reset). */
+  private ids: number[] = [];
   private decode?: { scratch: Scratch; plan: NativePlan; logits: NativeTensor; tok: NativeTensor; params: NativeTensor; topK: NativeTensor; hLast: NativeTensor };
   private disposed = false;
 
@@ -223,6 +225,37 @@ export class Engine {
 
   reset(): void {
     this.length = 0;
+    this.ids = [];
+  }
+
+  /** The token ids in the KV cache (empty when `length` was moved by hand and no longer matches them). */
+  get tokens(): readonly number[] {
+    return this.ids.length === this.length ? this.ids : [];
+  }
+
+  /**
+   * Keeps the first n tokens of the cache and drops the rest: attention reads rows 0..pos only, so the rows
+   * past n are simply overwritten by the next prefill or step.
+   */
+  truncate(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.length) throw new RangeError(`truncate(${n}): the cache holds ${this.length} tokens`);
+    this.length = n;
+    this.ids.length = Math.min(this.ids.length, n);
+  }
+
+  /**
+   * Keeps the longest prefix of the cache that `prompt` starts with, at most prompt.length - 1 tokens (the last
+   * token of the prompt is always fed again: its logits are what the next pick reads). Returns how many tokens
+   * were kept; the caller prefills prompt.slice(kept).
+   */
+  reusePrefix(prompt: readonly number[]): number {
+    const have = this.tokens;
+    const limit = Math.min(have.length, prompt.length - 1);
+    let n = 0;
+    while (n < limit && have[n] === prompt[n]) n++;
+    if (n === 0) this.reset();
+    else this.truncate(n);
+    return n;
   }
 
   /**
@@ -266,6 +299,7 @@ export class Engine {
           s.dispose();
         }
         this.length += chunk.length;
+        this.ids.push(...chunk);
       }
     } catch (e) {
       all?.dispose();
@@ -312,6 +346,7 @@ export class Engine {
       throw wrapNative(e);
     }
     this.length += 1;
+    this.ids.push(id);
     return d.logits;
   }
 

@@ -1,0 +1,282 @@
+/**
+ * One sequence's generation, as a state machine that a caller drives token by token:
+ *
+ *   const g = new Generation(engine, tokenizer, eosIds, promptIds, checkGenerateOptions(o));
+ *   await g.prefill(reuse);                 // feeds the prompt (only what the cache lacks when reuse)
+ *   for (let t; (t = await g.sample()) !== null; ) await g.feed(t);
+ *   const result = g.result();
+ *
+ * `sample` reads the logits of the last token fed, picks the next token and hands out its text; `feed`
+ * runs one decode step. They are separate so that a scheduler serving many sequences can sample all of them
+ * and then feed all of them in one batched decode step (the seam where a batched engine slots in).
+ * `Glm4Model.generate` and sessions run one Generation from start to end; the server's scheduler interleaves
+ * several (lib/scheduler.ts).
+ */
+import type { Engine } from "./model.js";
+import type { Glm4Tokenizer, StreamDecoder } from "./tokenizer.js";
+import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "./glm4.js";
+
+/** A small seeded generator (mulberry32) for the sampler's uniforms. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export type CheckedGenerateOptions = Required<Omit<GenerateOptions, "signal" | "onTextChunk" | "seed" | "stop">> &
+  Pick<GenerateOptions, "signal" | "onTextChunk" | "seed" | "stop">;
+
+/** Validates generation options (TypeError/RangeError naming the option) and fills in the defaults. */
+export function checkGenerateOptions(o: GenerateOptions): CheckedGenerateOptions {
+  const num = (name: string, v: unknown, def: number, lo: number, hi: number, int = false): number => {
+    if (v === undefined) return def;
+    if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v))) {
+      throw new RangeError(`${name} must be ${int ? "an integer" : "a number"} in [${lo}, ${hi}], got ${String(v)}`);
+    }
+    return v;
+  };
+  if (o.stop !== undefined && (!Array.isArray(o.stop) || o.stop.some((s) => typeof s !== "string" && !(typeof s === "number" && Number.isInteger(s))))) {
+    throw new TypeError("stop must be an array of strings and token ids");
+  }
+  if (o.seed !== undefined && (!Number.isInteger(o.seed) || o.seed < 0)) throw new RangeError(`seed must be a non-negative integer, got ${String(o.seed)}`);
+  return {
+    maxNewTokens: num("maxNewTokens", o.maxNewTokens, 256, 0, 1 << 20, true),
+    temperature: num("temperature", o.temperature, 0, 0, 100),
+    topK: num("topK", o.topK, 0, 0, 1 << 20, true),
+    topP: num("topP", o.topP, 1, 0, 1),
+    minP: num("minP", o.minP, 0, 0, 1),
+    repetitionPenalty: num("repetitionPenalty", o.repetitionPenalty, 1, 0.01, 100),
+    seed: o.seed,
+    stop: o.stop,
+    signal: o.signal,
+    onTextChunk: o.onTextChunk,
+  };
+}
+
+/** The documented sampling algorithm on the host (same as csrc/cpu/sampling.cc). */
+export function sampleHost(logits: Float32Array, p: { temperature: number; topK: number; topP: number; minP: number; u: number }): number {
+  const V = logits.length;
+  if (!(p.temperature > 0)) {
+    let best = 0;
+    for (let j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
+    return best;
+  }
+  let mx = -Infinity;
+  for (let j = 0; j < V; j++) mx = Math.max(mx, logits[j] / p.temperature);
+  const pr = new Float64Array(V);
+  let sum = 0;
+  for (let j = 0; j < V; j++) sum += pr[j] = Math.exp(logits[j] / p.temperature - mx);
+  for (let j = 0; j < V; j++) pr[j] /= sum;
+  const idx = Array.from({ length: V }, (_, j) => j).sort((a, b) => pr[b] - pr[a] || a - b);
+  let keep = V;
+  if (p.topK > 0) keep = Math.min(keep, p.topK);
+  if (p.minP > 0) {
+    const floor = p.minP * pr[idx[0]];
+    let n = 1;
+    while (n < keep && pr[idx[n]] >= floor) n++;
+    keep = n;
+  }
+  if (p.topP > 0 && p.topP < 1) {
+    let cum = 0, n = 0;
+    while (n < keep) {
+      cum += pr[idx[n++]];
+      if (cum >= p.topP) break;
+    }
+    keep = Math.max(n, 1);
+  }
+  let mass = 0;
+  for (let j = 0; j < keep; j++) mass += pr[idx[j]];
+  const target = p.u * mass;
+  let cum = 0;
+  for (let j = 0; j < keep; j++) {
+    cum += pr[idx[j]];
+    if (target < cum) return idx[j];
+  }
+  return idx[keep - 1];
+}
+
+export interface GenerationCallbacks {
+  /** Each new piece of text (never a split UTF-8 character; held back while a stop string may be forming). */
+  onText?: (text: string) => void;
+  /** Each piece of text with the token ids that produced it. */
+  onChunk?: (c: TextChunk) => void;
+}
+
+export class Generation {
+  /** Generated ids (stop tokens excluded). */
+  readonly tokens: number[] = [];
+  text = "";
+  finishReason: FinishReason | null = null;
+  /** Prompt tokens found in the KV cache and not fed again. */
+  cachedTokens = 0;
+  private readonly stopIds: Set<number>;
+  private readonly stopStrings: string[] = [];
+  private readonly holdBack: number;
+  private readonly random: () => number;
+  private readonly dec?: StreamDecoder;
+  private readonly seen: Set<number>;
+  private readonly pending: number[] = [];
+  private emitted = 0; // characters of `text` already handed out
+  private t0 = 0;
+  private t1 = 0;
+  private t2 = 0;
+
+  constructor(
+    readonly engine: Engine,
+    private readonly tokenizer: Glm4Tokenizer | null,
+    eosTokenIds: readonly number[],
+    readonly prompt: readonly number[],
+    private readonly o: CheckedGenerateOptions,
+    private readonly cb: GenerationCallbacks = {},
+  ) {
+    if (prompt.length === 0) throw new RangeError("the prompt is empty: give at least one token");
+    this.stopIds = new Set<number>(eosTokenIds);
+    for (const s of o.stop ?? []) (typeof s === "number" ? this.stopIds.add(s) : s.length && this.stopStrings.push(s));
+    this.holdBack = this.stopStrings.reduce((a, s) => Math.max(a, s.length - 1), 0);
+    this.random = rng(o.seed ?? Math.floor(Math.random() * 2 ** 31));
+    this.dec = tokenizer?.createStreamDecoder();
+    this.seen = new Set<number>(prompt);
+  }
+
+  get done(): boolean {
+    return this.finishReason !== null;
+  }
+
+  /**
+   * Feeds the prompt. With `reuse`, the longest prefix already in the engine's cache is kept and only the
+   * rest is prefilled (`cachedTokens` says how many were kept); otherwise the cache is cleared first.
+   */
+  async prefill(reuse = false): Promise<void> {
+    const e = this.engine;
+    this.t0 = performance.now();
+    if (reuse) this.cachedTokens = e.reusePrefix(this.prompt);
+    else e.reset();
+    try {
+      await e.prefill(this.prompt.slice(this.cachedTokens));
+    } catch (err) {
+      e.reset();
+      throw err;
+    }
+    this.t1 = performance.now();
+  }
+
+  /**
+   * Picks the next token from the logits of the last token fed and hands out its text. Returns the token to
+   * feed next, or null when the sequence has ended (then `finishReason` says why).
+   */
+  async sample(): Promise<number | null> {
+    if (this.done) return null;
+    const o = this.o;
+    if (this.tokens.length >= o.maxNewTokens) return this.finish("length");
+    if (o.signal?.aborted) return this.finish("abort");
+    let next: number;
+    if (o.repetitionPenalty !== 1) next = this.pickOnHost();
+    else next = await this.engine.pick({ temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: this.random() });
+    if (this.stopIds.has(next)) return this.finish("stop");
+    this.tokens.push(next);
+    this.seen.add(next);
+    this.pending.push(next);
+    // Ids past the tokenizer's vocabulary (the padding rows of the output layer) decode to nothing.
+    if (this.dec && next < this.tokenizer!.vocabSize) {
+      this.text += this.dec.push(next);
+      const hit = this.stopStrings.map((s) => this.text.indexOf(s, Math.max(0, this.emitted - s.length))).filter((x) => x >= 0);
+      if (hit.length) {
+        this.text = this.text.slice(0, Math.min(...hit));
+        return this.finish("stop");
+      }
+    }
+    this.emit(false);
+    if (this.tokens.length === o.maxNewTokens) return this.finish("length");
+    if (this.engine.length >= this.engine.opts.maxContext) return this.finish("length");
+    return next;
+  }
+
+  /** One decode step with the token `sample` returned. */
+  async feed(token: number): Promise<void> {
+    await this.engine.step(token);
+  }
+
+  /** Prefill, then sample and feed until the end. */
+  async run(reuse = false): Promise<GenerateResult> {
+    await this.prefill(reuse);
+    for (let t = await this.sample(); t !== null; t = await this.sample()) await this.feed(t);
+    return this.result();
+  }
+
+  /** Ends the sequence (idempotent): flushes the decoder and hands out what was held back. */
+  finish(reason: FinishReason): null {
+    if (this.done) return null;
+    this.finishReason = reason;
+    if (this.dec && reason !== "stop") this.text += this.dec.flush();
+    this.emit(true);
+    this.t2 = performance.now();
+    return null;
+  }
+
+  result(): GenerateResult {
+    if (!this.done) throw new Error("Generation.result() before the sequence ended");
+    const n = this.prompt.length, out = this.tokens.length;
+    const prefillMs = this.t1 - this.t0, decodeMs = this.t2 - this.t1;
+    const fed = n - this.cachedTokens;
+    return {
+      text: this.text,
+      tokens: this.tokens.slice(),
+      finishReason: this.finishReason!,
+      usage: { promptTokens: n, completionTokens: out, totalTokens: n + out, cachedTokens: this.cachedTokens },
+      timings: {
+        prefillMs,
+        decodeMs,
+        prefillTokensPerSecond: fed / (prefillMs / 1000),
+        decodeTokensPerSecond: out > 1 ? (out - 1) / (decodeMs / 1000) : 0,
+      },
+    };
+  }
+
+  private emit(final: boolean): void {
+    const upto = final ? this.text.length : Math.max(this.emitted, this.text.length - this.holdBack);
+    if (upto > this.emitted || (this.pending.length && final)) {
+      const piece = this.text.slice(this.emitted, upto);
+      this.emitted = upto;
+      if (piece) this.cb.onText?.(piece);
+      this.cb.onChunk?.({ text: piece, tokens: this.pending.splice(0) });
+    }
+  }
+
+  /** Sampling with a repetition penalty: the logits come to the host (CTRL-style penalty, as in HF). */
+  private pickOnHost(): number {
+    const o = this.o;
+    const logits = this.engine.readLogits();
+    for (const id of this.seen) logits[id] = logits[id] > 0 ? logits[id] / o.repetitionPenalty : logits[id] * o.repetitionPenalty;
+    return sampleHost(logits, { ...o, u: this.random() });
+  }
+}
+
+/**
+ * Turns a generation that reports chunks through a callback into an async iterable of those chunks whose
+ * return value is the GenerateResult (errors are thrown from the iteration).
+ */
+export async function* streamChunks(start: (onChunk: (c: TextChunk) => void) => Promise<GenerateResult>): AsyncGenerator<TextChunk, GenerateResult, undefined> {
+  const chunks: TextChunk[] = [];
+  let wake: (() => void) | null = null;
+  let done = false;
+  const result = start((c) => {
+    chunks.push(c);
+    wake?.();
+  }).finally(() => {
+    done = true;
+    wake?.();
+  });
+  result.catch(() => undefined);
+  for (;;) {
+    while (chunks.length) yield chunks.shift()!;
+    if (done) break;
+    await new Promise<void>((r) => (wake = r));
+    wake = null;
+  }
+  return await result;
+}
