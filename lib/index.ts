@@ -11,5 +11,7 @@ export type { BuildInfo, DeviceInfo } from "./native.js";
 export { Glm4Tokenizer } from "./tokenizer.js";
 export { buildChatPrompt, chatStopIds } from "./chat-format.js";
 export type { ChatMessage, ChatRole } from "./chat-format.js";
+export { buildToolPrompt, parseReply, toolsSystemText, toolCallTurns, checkTools } from "./tools.js";
+export type { Tool, ToolCall, Glm4Turn, ParsedReply, ToolPromptOptions } from "./tools.js";
 export { readConfig, normalizeConfig } from "./config.js";
 export type { Glm4Config } from "./config.js";
