@@ -36,8 +36,13 @@ export interface StreamDecoder {
   flush(): string;
 }
 
+/** Non-streaming UTF-8 decoder; ignoreBOM: a leading U+FEFF is text here, not a byte order mark to drop. */
+const UTF8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+
 /** Pieces cached per tokenizer; the cache is dropped when it reaches this size. */
 const PIECE_CACHE_LIMIT = 65536;
+/** Longer pieces (long whitespace runs, long words) are not cached: they rarely repeat and cost memory. */
+const PIECE_CACHE_MAX_CHARS = 256;
 
 export class Glm4Tokenizer {
   /** "tiktoken" (tokenizer.model + tokenizer_config.json) or "tokenizer.json" (HF). */
@@ -92,8 +97,10 @@ export class Glm4Tokenizer {
       let ids = this.#cache.get(piece);
       if (ids === undefined) {
         ids = this.#encodePiece(piece);
-        if (this.#cache.size >= PIECE_CACHE_LIMIT) this.#cache = new Map();
-        this.#cache.set(piece, ids);
+        if (piece.length <= PIECE_CACHE_MAX_CHARS) {
+          if (this.#cache.size >= PIECE_CACHE_LIMIT) this.#cache = new Map();
+          this.#cache.set(piece, ids);
+        }
       }
       for (const id of ids) out.push(id);
     }
@@ -112,10 +119,29 @@ export class Glm4Tokenizer {
 
   /** Text of `ids`. Invalid UTF-8 (e.g. a character cut off at the end) becomes U+FFFD. */
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
-    const dec = this.createStreamDecoder(opts);
+    const skipSpecial = opts.skipSpecialTokens === true;
     let text = "";
-    for (let i = 0; i < ids.length; i++) text += dec.push(ids[i]);
-    return text + dec.flush();
+    let chunks: Uint8Array[] = [];
+    // Bytes of ordinary tokens run together and are decoded at once; an added token ends the run (GLM-4's
+    // convert_tokens_to_string does the same, so a character cut off before a special token is U+FFFD).
+    const flush = () => {
+      if (chunks.length > 0) text += UTF8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+      chunks = [];
+    };
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      const added = this.#addedById.get(id);
+      if (added !== undefined) {
+        flush();
+        if (!(skipSpecial && this.#specialById.has(id))) text += added;
+        continue;
+      }
+      const bytes = this.tokenBytes(id);
+      if (bytes === undefined) throw new RangeError(`token id ${String(id)} is not in the vocabulary (size ${this.vocabSize})`);
+      chunks.push(bytes);
+    }
+    flush();
+    return text;
   }
 
   /** Id of a special token, e.g. "<|user|>". Throws Glm4Error ERR_GLM4_BAD_TOKENIZER when it has none. */
