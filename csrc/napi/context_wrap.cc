@@ -282,9 +282,17 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value Convert(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::convert(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "in")))
   }
+  // The seed is read as a double (exact for integers below 2^53): through num()'s float, seeds above 2^24 collapsed
+  // onto each other (2^31 + 5 and 2^31 + 6 gave the same fill).
+  static uint64_t seed_arg(const Napi::CallbackInfo& info, size_t i) {
+    const double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1.0;
+    if (!(d >= 0 && d < 9007199254740992.0 && d == static_cast<double>(static_cast<uint64_t>(d))))
+      type_error(info.Env(), "seed must be a non-negative integer below 2^53");
+    return static_cast<uint64_t>(d);
+  }
   Napi::Value FillRandom(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::fill_random(c, tensor_arg(info, 0, "out"), static_cast<uint64_t>(num(info, 1, "seed")),
-                                  num(info, 2, "mean"), num(info, 3, "std")))
+    GLM4_OP_BODY(ops::fill_random(c, tensor_arg(info, 0, "out"), seed_arg(info, 1), num(info, 2, "mean"),
+                                  num(info, 3, "std")))
   }
   Napi::Value Sample(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::sample(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "logits"), tensor_arg(info, 2, "params"),

@@ -1,0 +1,134 @@
+/**
+ * The op table of test/helpers/cases.ts on "cuda": every case against the float64 reference with the GPU
+ * thresholds (cases.ts says why each is what it is) AND against the CPU backend on the same inputs (same seed per
+ * case). Plus what only CUDA does: out-of-vocab ids give zero rows, and a captured step replays as a CUDA graph.
+ *
+ * Runs only where the addon was built with CUDA and a device is present; elsewhere the whole file is skipped and
+ * the suite name says why. Run with `npm run test:gpu` (one process, one file at a time).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { type NativeContext, native } from "../../lib/native.js";
+import {
+  OP_CASES,
+  crossFailures,
+  loadQuantFixture,
+  makeDecodeStep,
+  quantFixtures,
+  readF64,
+  referenceFailures,
+  runCase,
+} from "../helpers/cases.js";
+import { normError } from "../helpers/reference.js";
+import { encodeFloats } from "../helpers/rng.js";
+
+const N = native();
+const info = N.buildInfo();
+const devices = N.devices();
+const skipReason = !info.backends.includes("cuda")
+  ? `this build of the addon has no CUDA backend (${info.cudaStatus})`
+  : devices.length === 0
+    ? `no CUDA device is visible (${info.cudaStatus})`
+    : null;
+
+const suite = skipReason ? describe.skip : describe;
+
+suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devices[0].name}, sm_${devices[0].computeCapability})`, () => {
+  let gpu: NativeContext;
+  let cpu: NativeContext;
+  beforeAll(() => {
+    gpu = new N.Context("cuda");
+    cpu = new N.Context("cpu");
+  });
+  afterAll(() => {
+    gpu?.dispose();
+    cpu?.dispose();
+  });
+
+  describe("op table: cuda vs float64 and cuda vs cpu", () => {
+    for (const c of OP_CASES) {
+      it(c.name, () => {
+        const rg = runCase(c, gpu);
+        expect(referenceFailures(rg, "gpu"), "cuda vs the float64 reference").toEqual([]);
+        const rc = runCase(c, cpu);
+        expect(referenceFailures(rc, "cpu"), "cpu vs the float64 reference (the baseline itself)").toEqual([]);
+        expect(crossFailures(rg, rc, "gpu"), "cuda vs the cpu backend").toEqual([]);
+      });
+    }
+  });
+
+  describe("quantization on cuda matches the numpy fixtures bit for bit (the layout is the same on every backend)", () => {
+    for (const fc of quantFixtures().cases) {
+      it(`${fc.name} (N=${fc.N},K=${fc.K},G=${fc.G})`, () => {
+        const { N: n, K: k, G: g, input, packed, scales, zeros, deq } = loadQuantFixture(fc);
+        const w = gpu.fromBuffer("bf16", [n, k], input);
+        const q = {
+          codes: gpu.fromBuffer("i4", [n, k], new Uint8Array((n * k) / 2).fill(0xa5)),
+          scales: gpu.fromBuffer("bf16", [n, k / g], new Uint16Array((n * k) / g).fill(0x7fc0)),
+          zeros: gpu.fromBuffer("bf16", [n, k / g], new Uint16Array((n * k) / g).fill(0x7fc0)),
+          groupSize: g,
+        };
+        gpu.quantizeInt4(q, w);
+        const out = gpu.fromBuffer("f32", [n, k], new Float32Array(n * k).fill(NaN));
+        gpu.dequantizeInt4(out, q);
+        expect(Buffer.from(q.codes.read() as Uint8Array).equals(Buffer.from(packed)), "codes").toBe(true);
+        expect(Array.from(q.scales.read()), "scales").toEqual(Array.from(scales));
+        expect(Array.from(q.zeros.read()), "zeros").toEqual(Array.from(zeros));
+        const d = out.read() as Float32Array;
+        expect(Array.from(new Uint32Array(d.buffer, d.byteOffset, d.length)), "dequantized").toEqual(Array.from(deq));
+        for (const t of [w, q.codes, q.scales, q.zeros, out]) t.dispose();
+      });
+    }
+  });
+
+  it("embedding: ids outside [0, V) give rows of zeros on CUDA (ops.h), not an error", () => {
+    const V = 10;
+    const H = 8;
+    const tableVals = Array.from({ length: V * H }, (_, i) => 1 + i / 7);
+    const table = gpu.fromBuffer("bf16", [V, H], encodeFloats("bf16", tableVals));
+    const ids = gpu.fromBuffer("i32", [4], Int32Array.of(-1, 3, V, 2147483647));
+    const out = gpu.fromBuffer("f32", [4, H], new Float32Array(4 * H).fill(NaN));
+    gpu.embedding(out, table, ids);
+    const got = readF64(out);
+    const want = new Float64Array(4 * H);
+    for (let j = 0; j < H; ++j) want[H + j] = readF64(table)[3 * H + j];
+    expect(Array.from(got)).toEqual(Array.from(want));
+    for (const t of [table, ids, out]) t.dispose();
+  });
+
+  it("a captured decode step replays (as a CUDA graph) like direct calls", () => {
+    const a = new N.Context("cuda");
+    const b = new N.Context("cuda");
+    const sa = makeDecodeStep(a);
+    const sb = makeDecodeStep(b);
+    a.beginCapture();
+    const nOps = sa.record();
+    const plan = a.endCapture();
+    expect(plan.ops).toBe(nOps);
+    const tokens = [3, 17, 42, 7, 7, 0, 49, 11];
+    const us = [0.5, 0.1, 0.9, 0.33, 0.77, 0.01, 0.6, 0.45];
+    tokens.forEach((tok, step) => {
+      for (const s of [sa, sb]) {
+        s.ids.write(Int32Array.of(tok));
+        s.pos.write(Int32Array.of(step));
+        s.params.write(Float32Array.of(0.8, 0.9, 0.05, us[step]));
+      }
+      a.replay(plan);
+      sb.record();
+      const la = readF64(sa.logits);
+      const lb = readF64(sb.logits);
+      // Same kernels on the same inputs: identical unless a kernel reduces with atomics in a varying order,
+      // which moves float32 sums by ~1e-7 relative (1e-14 squared); 1e-10 allows that and nothing more.
+      const e = normError(la, lb);
+      expect(e.badIndex, `step ${step}: non-finite logits from the replay`).toBe(-1);
+      expect(e.err, `step ${step}: replayed logits vs direct`).toBeLessThanOrEqual(1e-10);
+      expect(sa.next.read()[0], `step ${step}: argmax`).toBe(sb.next.read()[0]);
+      expect(sa.sampled.read()[0], `step ${step}: sample`).toBe(sb.sampled.read()[0]);
+    });
+    plan.dispose();
+    sa.dispose();
+    sb.dispose();
+    a.dispose();
+    b.dispose();
+  });
+});

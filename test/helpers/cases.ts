@@ -1,0 +1,1265 @@
+/**
+ * The op case table and a runner that works on any device (test/ops.test.ts runs it on "cpu",
+ * test/gpu/ops.test.ts on "cuda" and compares with the CPU backend as well).
+ *
+ * Every case has a readable name, draws its inputs from an Rng seeded by that name (so each device sees the same
+ * inputs), never uses zeros as inputs, fills its outputs with NaN (or another poison) through write() before the
+ * op so that unwritten elements show, reads the results back and returns them beside a float64 reference
+ * (test/helpers/reference.ts) or exact expected values.
+ *
+ * Error measure: ||out - ref||^2 / ||ref||^2 against a per-op threshold (TOL below, each with its reason). A NaN or
+ * Inf in an output fails at once, whatever the threshold.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+
+import { type DType, type NativeContext, type NativeTensor, type QWeight, packageRoot } from "../../lib/native.js";
+import * as R from "./reference.js";
+import {
+  type FloatDType,
+  Rng,
+  decodeFloats,
+  encodeFloats,
+  f32Bits,
+  f32FromBits,
+  f32ToBf16Bits,
+  isNaNBits,
+  seedOf,
+} from "./rng.js";
+
+export type Backend = "cpu" | "gpu";
+/** Thresholds on the normalized squared error, for the CPU backend and for the CUDA backend. */
+export interface Tol {
+  cpu: number;
+  gpu: number;
+}
+
+export interface Output {
+  name: string;
+  /**
+   * norm: normalized squared error of got vs the float64 ref within tol.
+   * exact: got[i] === ref[i] for every i (bits or integers); with nanClass, any NaN bit pattern of that dtype
+   *        matches any other.
+   * stat: verify(got) returns null when the statistics hold, else what is wrong.
+   */
+  mode: "norm" | "exact" | "stat";
+  got: ArrayLike<number>;
+  ref?: ArrayLike<number>;
+  tol?: Tol;
+  nanClass?: FloatDType;
+  verify?: (got: ArrayLike<number>) => string | null;
+  /**
+   * How two backends' outputs compare (GPU vs CPU): "exact", "skip", or a Tol on the normalized squared error of
+   * one against the other. Default: exact outputs compare exactly, norm outputs with their tol, stat outputs skip.
+   */
+  cross?: "exact" | "skip" | Tol;
+}
+
+export interface OpCase {
+  /** e.g. `matmul_int4(M=3,N=96,K=256,G=64)` */
+  name: string;
+  /** The op family (for grouping). */
+  op: string;
+  build(env: CaseEnv): Output[];
+}
+
+export interface CaseResult {
+  name: string;
+  device: string;
+  outputs: Output[];
+}
+
+// ------------------------------------------------------------------ thresholds
+
+const EPS32 = 2 ** -24; // unit roundoff of float32
+
+/**
+ * Per-op thresholds on ||out - ref||^2 / ||ref||^2. The cpu values assume what the reference backend does (float32
+ * storage, float64 or short float32 accumulations); the gpu values allow what a fast kernel may reasonably do
+ * (bf16/f16 tensor-core inputs, fast exp/rsqrt intrinsics, float32 tree reductions) and are still far below what a
+ * structural bug produces: a missing tail, a wrong group or head, or an off-by-one row shifts the result by
+ * O(1/K) to O(1) relative, i.e. >= 1e-4 squared for the shapes here.
+ */
+export const TOL = {
+  /**
+   * add, add_bias, swiglu: one to a few float32 roundings per element (relative <= ~4 * 2^-24, squared <~ 1e-14);
+   * 1e-12 leaves 100x. GPU: __expf in silu is within a few ulp for these arguments: 1e-10.
+   */
+  elementwise: { cpu: 1e-12, gpu: 1e-10 },
+  /** rmsnorm: float64 sum of squares, then three float32 roundings per element; GPU: float32 reduction + rsqrtf (2 ulp). */
+  rmsnorm: { cpu: 1e-12, gpu: 1e-10 },
+  /**
+   * matmul / matmul_int4: the CPU accumulates in float64 and rounds once (plus the bias add): relative ~2^-23,
+   * squared ~1e-14. GPU: activations may be rounded to bf16 for tensor cores (f16 is 4x better). With random
+   * signs the normalized squared output error is the mean squared relative rounding error of the inputs: ~3e-6
+   * for normal samples rounded to bf16 (measured with test/helpers/reference.ts on these shapes: 2.7e-6 to
+   * 3.0e-6 on average, up to 8e-6 on the smallest, M=1 N=5 K=7), twice that when the f32 or dequantized weights
+   * are rounded as well. 5e-5 leaves >= 3x over the worst seen; a dropped K tail or a wrong scale group costs
+   * ~1/K >= 1e-3.
+   */
+  matmul: { cpu: 1e-12, gpu: 5e-5 },
+  /**
+   * attention: the CPU sums p * v in float32 over up to len ~ 4096 rows: a random-walk rounding error of
+   * ~2^-24 * sqrt(len / 2) relative to the output, squared ~1e-11 at most here, plus float32 scores and exp
+   * (~1e-13): 1e-10. GPU: q rounded to bf16 for q.k and P rounded to bf16 for P.V (a flash-attention kernel's
+   * usual choices) give 4e-6 to 6e-6 on the decode shapes here (emulated in float64 with the bf16 rounding of
+   * test/helpers/rng.ts); 5e-5 leaves ~10x. Deep decode cases give the first and the current row a large score
+   * (weight ~3% each), so dropping either costs >= 1e-1 (measured), reading past pos meets NaN.
+   */
+  attention: { cpu: 1e-10, gpu: 5e-5 },
+} as const;
+
+/**
+ * rotary: the angle a = pos * theta^(-2i/rot) is formed in float32 (inv_freq rounded, then the product rounded:
+ * HF does the same), an error of up to a * 2^-23 radians, which turns pair i of token t by that much. The
+ * normalized squared error is then the energy-weighted mean of delta^2 over all elements:
+ * sum_t sum_i 2 * delta(t,i)^2 / (T * D) for unit-variance x. Threshold: that sum with delta = a * 2^-22 (2x the
+ * worst angle error), 4x for the spread of pair energies, + 1e-12 for cos/sin and the products. At deep positions
+ * (131071) this allows ~4e-5; the error measured on the CPU is ~6e-8. GPU: sincosf / __sincosf and a device-side
+ * pow may double the angle error again: 4x more, + 1e-10.
+ */
+export function rotaryTol(pos: number[], d: number, rotDim: number, theta: number): Tol {
+  let s = 0;
+  for (const p of pos)
+    for (let i = 0; i < rotDim / 2; ++i) s += 2 * (p * Math.pow(theta, (-2 * i) / rotDim) * 2 ** -22) ** 2;
+  const a = (4 * s) / (pos.length * d);
+  return { cpu: 1e-12 + a, gpu: 1e-10 + 4 * a };
+}
+
+/**
+ * softmax: x / temperature is rounded to float32 (absolute error |x/T| * 2^-24), which scales each probability by
+ * exp(that): relative error ~ max|x/T| * 2^-24; plus a few roundings in exp and the division. Threshold: twice the
+ * first, squared, + 1e-12 (measured: <= 4e-14). GPU: __expf adds a few ulp and may double the rest: 4x, + 1e-9.
+ */
+export function softmaxTol(maxAbsOverT: number): Tol {
+  const a = (maxAbsOverT * 2 * EPS32) ** 2;
+  return { cpu: 1e-12 + a, gpu: 1e-9 + 4 * a };
+}
+
+// ------------------------------------------------------------------ environment
+
+export interface Stored {
+  t: NativeTensor;
+  /** The exact values the tensor holds (bf16/f16 decoded). */
+  v: Float64Array;
+}
+
+function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Tensors of one case on one context: created from seeded inputs, poisoned outputs, all disposed at the end. */
+export class CaseEnv {
+  private readonly owned: NativeTensor[] = [];
+  constructor(
+    readonly ctx: NativeContext,
+    readonly rng: Rng,
+  ) {}
+
+  track(t: NativeTensor): NativeTensor {
+    this.owned.push(t);
+    return t;
+  }
+
+  /** A float tensor holding `values` rounded to dtype, with the exact values it holds. */
+  floats(dtype: FloatDType, shape: number[], values: ArrayLike<number>): Stored {
+    if (values.length !== numel(shape)) throw new Error(`floats: ${values.length} values for [${shape}]`);
+    const data = encodeFloats(dtype, values);
+    const t = this.track(this.ctx.fromBuffer(dtype, shape, data));
+    return { t, v: decodeFloats(dtype, data) };
+  }
+
+  /** normal(mean, std) values in a float tensor (never all zeros). */
+  randn(dtype: FloatDType, shape: number[], std = 1, mean = 0): Stored {
+    return this.floats(dtype, shape, this.rng.normals(numel(shape), std, mean));
+  }
+
+  ints(shape: number[], values: ArrayLike<number>): NativeTensor {
+    return this.track(this.ctx.fromBuffer("i32", shape, Int32Array.from(values as ArrayLike<number>)));
+  }
+
+  bytes(dtype: "u8" | "i4", shape: number[], data: Uint8Array): NativeTensor {
+    return this.track(this.ctx.fromBuffer(dtype, shape, data));
+  }
+
+  /** An output tensor, poisoned through write(): NaN for floats, -1 for i32, 0xA5 bytes for u8/i4. */
+  out(dtype: DType, shape: number[]): NativeTensor {
+    const t = this.track(this.ctx.empty(dtype, shape));
+    poison(t);
+    return t;
+  }
+
+  /** A QWeight [n, k] at group g with poisoned codes, scales and zeros. */
+  qweight(n: number, k: number, g: 32 | 64 | 128): QWeight {
+    return { codes: this.out("i4", [n, k]), scales: this.out("bf16", [n, k / g]), zeros: this.out("bf16", [n, k / g]), groupSize: g };
+  }
+
+  dispose(): void {
+    for (const t of this.owned) t.dispose();
+    this.owned.length = 0;
+  }
+}
+
+/** Fill a tensor with a poison through write(). */
+export function poison(t: NativeTensor): void {
+  const n = numel(t.shape);
+  switch (t.dtype) {
+    case "f32":
+      t.write(new Float32Array(n).fill(NaN));
+      break;
+    case "bf16":
+      t.write(new Uint16Array(n).fill(0x7fc0));
+      break;
+    case "f16":
+      t.write(new Uint16Array(n).fill(0x7e00));
+      break;
+    case "i32":
+      t.write(new Int32Array(n).fill(-1));
+      break;
+    default:
+      t.write(new Uint8Array(t.nbytes).fill(0xa5));
+  }
+}
+
+/** Values of a float tensor as float64 (exact). */
+export function readF64(t: NativeTensor): Float64Array {
+  const d = t.read();
+  if (t.dtype === "f32" || t.dtype === "bf16" || t.dtype === "f16") return decodeFloats(t.dtype, d);
+  return Float64Array.from(d);
+}
+
+/** Raw bits of a tensor: f32 -> Uint32Array, bf16/f16 -> Uint16Array, i32 -> Int32Array, u8/i4 -> Uint8Array. */
+export function readBits(t: NativeTensor): Uint32Array | Uint16Array | Int32Array | Uint8Array {
+  const d = t.read();
+  if (d instanceof Float32Array) return new Uint32Array(d.buffer, d.byteOffset, d.length);
+  return d;
+}
+
+/** Expected bits of values stored as dtype (float32 bits for f32). */
+function bitsOf(dtype: FloatDType, values: ArrayLike<number>): Uint32Array | Uint16Array {
+  if (dtype === "f32") {
+    const f = Float32Array.from(values as ArrayLike<number>);
+    return new Uint32Array(f.buffer);
+  }
+  return encodeFloats(dtype, values) as Uint16Array;
+}
+
+// ------------------------------------------------------------------ runner
+
+/** Runs one case on a context; tensors of the case are disposed afterwards. */
+export function runCase(c: OpCase, ctx: NativeContext): CaseResult {
+  const env = new CaseEnv(ctx, new Rng(seedOf(c.name)));
+  try {
+    return { name: c.name, device: ctx.device, outputs: c.build(env) };
+  } finally {
+    env.dispose();
+  }
+}
+
+function fmt(x: number): string {
+  return Number.isFinite(x) ? x.toExponential(3) : String(x);
+}
+
+function exactFailures(name: string, got: ArrayLike<number>, want: ArrayLike<number>, nanClass?: FloatDType): string[] {
+  if (got.length !== want.length) return [`${name}: ${got.length} values, expected ${want.length}`];
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < want.length; ++i) {
+    const g = got[i];
+    const w = want[i];
+    const same = g === w || (Number.isNaN(g) && Number.isNaN(w)) || (nanClass !== undefined && isNaNBits(nanClass, g) && isNaNBits(nanClass, w));
+    if (!same) {
+      if (first < 0) first = i;
+      ++bad;
+    }
+  }
+  if (!bad) return [];
+  const hex = nanClass !== undefined;
+  const show = (x: number) => (hex ? `0x${(x >>> 0).toString(16)}` : String(x));
+  return [`${name}: ${bad} of ${want.length} differ; first at ${first}: got ${show(got[first])}, expected ${show(want[first])}`];
+}
+
+function normFailures(name: string, got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): string[] {
+  for (let i = 0; i < ref.length; ++i)
+    if (!Number.isFinite(ref[i])) return [`${name}: the ${what} is not finite at ${i} (${ref[i]}): damaged inputs or codes`];
+  const e = R.normError(got, ref);
+  if (e.badIndex >= 0) return [`${name}: non-finite output ${got[e.badIndex]} at index ${e.badIndex} (${what} ${ref[e.badIndex]})`];
+  if (!(e.err <= tol)) return [`${name}: normalized squared error vs ${what} ${fmt(e.err)} > ${fmt(tol)}`];
+  return [];
+}
+
+/** Failures of a result against its float64 reference / exact expectations, for a backend's thresholds. */
+export function referenceFailures(r: CaseResult, backend: Backend): string[] {
+  const out: string[] = [];
+  for (const o of r.outputs) {
+    if (o.mode === "norm") out.push(...normFailures(o.name, o.got, o.ref!, o.tol![backend], "float64 reference"));
+    else if (o.mode === "exact") out.push(...exactFailures(o.name, o.got, o.ref!, o.nanClass));
+    else {
+      const msg = o.verify!(o.got);
+      if (msg) out.push(`${o.name}: ${msg}`);
+    }
+  }
+  return out;
+}
+
+/** Failures of one backend's result against another's (e.g. CUDA against the CPU backend) on the same case. */
+export function crossFailures(r: CaseResult, base: CaseResult, backend: Backend = "gpu"): string[] {
+  const out: string[] = [];
+  if (r.outputs.length !== base.outputs.length) return [`${r.name}: ${r.outputs.length} outputs vs ${base.outputs.length}`];
+  r.outputs.forEach((o, i) => {
+    const b = base.outputs[i];
+    const cross = o.cross ?? (o.mode === "exact" ? "exact" : o.mode === "norm" ? o.tol! : "skip");
+    if (cross === "skip") return;
+    if (cross === "exact") out.push(...exactFailures(`${o.name} (${r.device} vs ${base.device})`, o.got, b.got, o.nanClass));
+    else out.push(...normFailures(`${o.name} (${r.device} vs ${base.device})`, o.got, b.got, cross[backend], `${base.device} result`));
+  });
+  return out;
+}
+
+// ------------------------------------------------------------------ cases: embedding, rmsnorm
+
+function embeddingCase(t: number, v: number, h: number, table: "bf16" | "f32"): OpCase {
+  return {
+    name: `embedding(T=${t},V=${v},H=${h},table=${table})`,
+    op: "embedding",
+    build(env) {
+      const tab = env.randn(table, [v, h]);
+      const ids = Array.from({ length: t }, (_, i) => (i === 0 ? v - 1 : i === 1 ? 0 : env.rng.int(v)));
+      if (t > 3) ids[3] = ids[2]; // a repeated id
+      const out = env.out("f32", [t, h]);
+      env.ctx.embedding(out, tab.t, env.ints([t], ids));
+      // A copy: exact (bf16 -> f32 is exact).
+      return [{ name: "out", mode: "exact", got: readF64(out), ref: R.embeddingRef(tab.v, v, h, ids) }];
+    },
+  };
+}
+
+function rmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, opts: { alias?: boolean; tinyRow?: boolean } = {}): OpCase {
+  const extra = (opts.alias ? ",out=x" : "") + (opts.tinyRow ? ",tiny row" : "");
+  return {
+    name: `rmsnorm(T=${t},H=${h},w=${w},eps=${eps}${extra})`,
+    op: "rmsnorm",
+    build(env) {
+      const xv = env.rng.normals(t * h, 3);
+      if (opts.tinyRow) for (let j = 0; j < h; ++j) xv[(t - 1) * h + j] *= 1e-4; // mean(x^2) ~ 1e-7: eps matters
+      const x = env.floats("f32", [t, h], xv);
+      const wt = env.randn(w, [h], 0.5, 1);
+      const out = opts.alias ? x.t : env.out("f32", [t, h]);
+      env.ctx.rmsnorm(out, x.t, wt.t, eps);
+      const ref = R.rmsnormRef(x.v, t, h, wt.v, Math.fround(eps));
+      return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.rmsnorm }];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ cases: INT4
+
+function quantizeCase(n: number, k: number, g: 32 | 64 | 128, w: FloatDType, kind: "normal" | "special" = "normal"): OpCase {
+  return {
+    name: `quantize_int4(N=${n},K=${k},G=${g},w=${w}${kind === "special" ? ",special groups" : ""})`,
+    op: "quantize_int4",
+    build(env) {
+      const vals = env.rng.normals(n * k, w === "f16" ? 0.5 : 0.02);
+      if (kind === "special") {
+        // row 0: constant positive groups; row 1: all positive; row 2: all negative; row 3: exact rounding
+        // midpoints (lo = -7, hi = 8 gives scale 1 and zero 7, so w + 7 = x.5: ties must go to the even code);
+        // row 4: one spike per group.
+        for (let j = 0; j < k; ++j) {
+          const i = j % g;
+          vals[j] = 0.375;
+          vals[k + j] = Math.abs(vals[k + j]) + 0.01;
+          vals[2 * k + j] = -Math.abs(vals[2 * k + j]) - 0.01;
+          vals[3 * k + j] = i === 0 ? -7 : i === 1 ? 8 : ((i * 7) % 15) - 7 + 0.5;
+          vals[4 * k + j] = i === 7 ? 2.5 : vals[4 * k + j] * 0.01;
+        }
+      }
+      const wt = env.floats(w, [n, k], vals);
+      const q = env.qweight(n, k, g);
+      env.ctx.quantizeInt4(q, wt.t);
+      const want = R.quantizeInt4Ref(wt.v, n, k, g);
+      return [
+        { name: "codes", mode: "exact", got: readBits(q.codes), ref: want.packed },
+        { name: "scales", mode: "exact", got: readBits(q.scales), ref: want.scales, nanClass: "bf16" },
+        { name: "zeros", mode: "exact", got: readBits(q.zeros), ref: want.zeros, nanClass: "bf16" },
+      ];
+    },
+  };
+}
+
+/** Random canonical INT4 weights: random codes, bf16 scales in [1e-3, 0.1), bf16 zeros in [0.5, 15.5) or 0. */
+function givenQWeight(env: CaseEnv, n: number, k: number, g: 32 | 64 | 128): { q: QWeight; packed: Uint8Array; scales: Uint16Array; zeros: Uint16Array } {
+  const packed = new Uint8Array((n * k) / 2);
+  for (let i = 0; i < packed.length; ++i) packed[i] = env.rng.u32() & 0xff;
+  const ng = (n * k) / g;
+  const scales = new Uint16Array(ng);
+  const zeros = new Uint16Array(ng);
+  for (let i = 0; i < ng; ++i) {
+    scales[i] = f32ToBf16Bits(1e-3 + 0.099 * env.rng.uniform());
+    zeros[i] = i % 5 === 4 ? 0 : f32ToBf16Bits(0.5 + 15 * env.rng.uniform());
+  }
+  const q: QWeight = {
+    codes: env.bytes("i4", [n, k], packed),
+    scales: env.track(env.ctx.fromBuffer("bf16", [n, k / g], scales)),
+    zeros: env.track(env.ctx.fromBuffer("bf16", [n, k / g], zeros)),
+    groupSize: g,
+  };
+  return { q, packed, scales, zeros };
+}
+
+function dequantizeCase(n: number, k: number, g: 32 | 64 | 128, out: "f32" | "bf16"): OpCase {
+  return {
+    name: `dequantize_int4(N=${n},K=${k},G=${g},out=${out})`,
+    op: "dequantize_int4",
+    build(env) {
+      const { q, packed, scales, zeros } = givenQWeight(env, n, k, g);
+      const o = env.out(out, [n, k]);
+      env.ctx.dequantizeInt4(o, q);
+      // (code - zero) * scale is exact in float32 for these zeros (see dequantizeInt4Ref); bf16 output = its RNE.
+      const want = R.dequantizeInt4Ref(packed, scales, zeros, n, k, g);
+      return [{ name: "out", mode: "exact", got: readBits(o), ref: bitsOf(out, want), nanClass: out }];
+    },
+  };
+}
+
+function matmulInt4Case(m: number, n: number, k: number, g: 32 | 64 | 128, opts: { bias?: "f32" | "bf16"; given?: boolean } = {}): OpCase {
+  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.given ? ",codes=given" : "");
+  return {
+    name: `matmul_int4(M=${m},N=${n},K=${k},G=${g}${extra})`,
+    op: "matmul_int4",
+    build(env) {
+      const x = env.randn("f32", [m, k]);
+      let q: QWeight;
+      if (opts.given) {
+        q = givenQWeight(env, n, k, g).q;
+      } else {
+        const w = env.randn("bf16", [n, k], 0.02);
+        q = env.qweight(n, k, g);
+        env.ctx.quantizeInt4(q, w.t);
+      }
+      const b = opts.bias ? env.randn(opts.bias, [n], 0.3) : null;
+      const out = env.out("f32", [m, n]);
+      env.ctx.matmulInt4(out, x.t, q, b ? b.t : null);
+      const got = readF64(out);
+      // The reference multiplies by the weights the codes on the device stand for.
+      const deq = R.dequantizeInt4Ref(readBits(q.codes), readBits(q.scales), readBits(q.zeros), n, k, g);
+      return [{ name: "out", mode: "norm", got, ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ cases: matmul, add_bias
+
+function matmulCase(m: number, n: number, k: number, w: "bf16" | "f32", bias?: "bf16" | "f32"): OpCase {
+  return {
+    name: `matmul(M=${m},N=${n},K=${k},w=${w}${bias ? `,bias=${bias}` : ""})`,
+    op: "matmul",
+    build(env) {
+      const x = env.randn("f32", [m, k]);
+      const wt = env.randn(w, [n, k], 0.05);
+      const b = bias ? env.randn(bias, [n], 0.3) : null;
+      const out = env.out("f32", [m, n]);
+      env.ctx.matmul(out, x.t, wt.t, b ? b.t : null);
+      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.matmulRef(x.v, m, k, wt.v, n, b ? b.v : null), tol: TOL.matmul }];
+    },
+  };
+}
+
+function addBiasCase(m: number, n: number, bias: "bf16" | "f32"): OpCase {
+  return {
+    name: `add_bias(M=${m},N=${n},bias=${bias})`,
+    op: "add_bias",
+    build(env) {
+      const x = env.randn("f32", [m, n]);
+      const b = env.randn(bias, [n]);
+      env.ctx.addBias(x.t, b.t); // in place
+      return [{ name: "x", mode: "norm", got: readF64(x.t), ref: R.addBiasRef(x.v, m, n, b.v), tol: TOL.elementwise }];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ cases: rotary, kv_write, attention
+
+function rotaryCase(t: number, heads: number, d: number, rotDim: number, theta: number, pos: number[] | "causal" | { below: number }): OpCase {
+  const posName = pos === "causal" ? `0..${t - 1}` : Array.isArray(pos) ? pos.join(";") : `random<${pos.below}`;
+  return {
+    name: `rotary(T=${t},H=${heads},D=${d},rot=${rotDim},theta=${theta},pos=${posName})`,
+    op: "rotary",
+    build(env) {
+      const p = pos === "causal" ? Array.from({ length: t }, (_, i) => i) : Array.isArray(pos) ? pos : Array.from({ length: t }, () => env.rng.int(pos.below));
+      const x = env.randn("f32", [t, heads, d]);
+      const inBits = new Uint32Array(Float32Array.from(x.v).buffer);
+      env.ctx.rotary(x.t, env.ints([t], p), rotDim, theta);
+      const gotBits = readBits(x.t) as Uint32Array;
+      const got = Float64Array.from(new Float32Array(gotBits.buffer));
+      const ref = R.rotaryRef(x.v, t, heads, d, p, rotDim, Math.fround(theta));
+      // Dims at and beyond rotDim of every head must come back bit-identical.
+      const keepIdx: number[] = [];
+      for (let i = 0; i < t * heads; ++i) for (let j = rotDim; j < d; ++j) keepIdx.push(i * d + j);
+      const outs: Output[] = [{ name: "x", mode: "norm", got, ref, tol: rotaryTol(p, d, rotDim, Math.fround(theta)) }];
+      if (keepIdx.length)
+        outs.push({ name: `x[..., ${rotDim}:] unchanged`, mode: "exact", got: keepIdx.map((i) => gotBits[i]), ref: keepIdx.map((i) => inBits[i]), nanClass: "f32" });
+      return outs;
+    },
+  };
+}
+
+/** Distinct positions in [0, s), including 0 and s - 1 when t >= 2, in shuffled order. */
+function scatteredPositions(rng: Rng, t: number, s: number): number[] {
+  const all = Array.from({ length: s }, (_, i) => i);
+  for (let i = s - 1; i > 0; --i) {
+    const j = rng.int(i + 1);
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  const p = all.slice(0, t);
+  if (t >= 2 && !p.includes(0)) p[0] = 0;
+  if (t >= 2 && !p.includes(s - 1)) p[1] = s - 1;
+  return p;
+}
+
+function kvWriteCase(t: number, hkv: number, d: number, s: number, cache: "bf16" | "f32", pos?: number[]): OpCase {
+  return {
+    name: `kv_write(T=${t},Hkv=${hkv},D=${d},S=${s},cache=${cache}${pos ? `,pos=${pos.join(";")}` : ""})`,
+    op: "kv_write",
+    build(env) {
+      const p = pos ?? scatteredPositions(env.rng, t, s);
+      const row = hkv * d;
+      // Caches start with random contents: rows not written must come back unchanged.
+      const kc = env.randn(cache, [s, hkv, d]);
+      const vc = env.randn(cache, [s, hkv, d]);
+      const k = env.randn("f32", [t, hkv, d]);
+      const v = env.randn("f32", [t, hkv, d]);
+      env.ctx.kvWrite(kc.t, vc.t, k.t, v.t, env.ints([t], p));
+      const wantK = Float64Array.from(kc.v);
+      const wantV = Float64Array.from(vc.v);
+      for (let i = 0; i < t; ++i)
+        for (let j = 0; j < row; ++j) {
+          wantK[p[i] * row + j] = k.v[i * row + j];
+          wantV[p[i] * row + j] = v.v[i * row + j];
+        }
+      return [
+        { name: "kcache", mode: "exact", got: readBits(kc.t), ref: bitsOf(cache, wantK), nanClass: cache },
+        { name: "vcache", mode: "exact", got: readBits(vc.t), ref: bitsOf(cache, wantV), nanClass: cache },
+      ];
+    },
+  };
+}
+
+/**
+ * Decode: one query at position `pos` over a cache whose rows 0..pos hold random values and whose rows beyond pos
+ * hold NaN: a kernel that reads (even multiplies by zero) a row past pos fails, as it would on real uninitialized
+ * memory. Rows 0 and pos get keys aligned with their group's queries (score ~ +4), so that dropping either of
+ * them is a visible error even with the GPU threshold.
+ */
+function attentionDecodeCase(hq: number, hkv: number, d: number, pos: number, s: number, cache: "bf16" | "f32"): OpCase {
+  return {
+    name: `attention(T=1,Hq=${hq},Hkv=${hkv},D=${d},pos=${pos},S=${s},cache=${cache})`,
+    op: "attention",
+    build(env) {
+      const scale = Math.fround(1 / Math.sqrt(d));
+      const q = env.randn("f32", [1, hq, d]);
+      const per = hq / hkv;
+      const kv = env.rng.normals(s * hkv * d);
+      const vv = env.rng.normals(s * hkv * d);
+      for (let g = 0; g < hkv; ++g) {
+        const mean = new Float64Array(d);
+        for (let h = g * per; h < (g + 1) * per; ++h) for (let x = 0; x < d; ++x) mean[x] += q.v[h * d + x] / per;
+        let nn = 0;
+        for (let x = 0; x < d; ++x) nn += mean[x] * mean[x];
+        for (const row of pos > 0 ? [0, pos] : [0])
+          for (let x = 0; x < d; ++x) kv[(row * hkv + g) * d + x] = (4 / scale) * (mean[x] / nn);
+      }
+      for (let i = (pos + 1) * hkv * d; i < s * hkv * d; ++i) kv[i] = vv[i] = NaN;
+      const kc = env.floats(cache, [s, hkv, d], kv);
+      const vc = env.floats(cache, [s, hkv, d], vv);
+      const out = env.out("f32", [1, hq, d]);
+      env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([1], [pos]), scale);
+      const ref = R.attentionRef(q.v, 1, hq, d, kc.v, vc.v, hkv, [pos], scale);
+      return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+    },
+  };
+}
+
+/**
+ * Prefill of T tokens at positions start..start+T-1 through kv_write then attention. With start > 0, rows
+ * 0..start-1 were written by an earlier kv_write (an earlier prefill). The caches start as NaN everywhere: every
+ * row attention reads must have been written.
+ */
+function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, start: number, s: number, cache: "bf16" | "f32"): OpCase {
+  return {
+    name: `attention(T=${t},Hq=${hq},Hkv=${hkv},D=${d},pos=${start}..${start + t - 1},S=${s},cache=${cache})`,
+    op: "attention",
+    build(env) {
+      const scale = Math.fround(1 / Math.sqrt(d));
+      const kc = env.out(cache, [s, hkv, d]);
+      const vc = env.out(cache, [s, hkv, d]);
+      const row = hkv * d;
+      const kAll = new Float64Array(s * row).fill(NaN);
+      const vAll = new Float64Array(s * row).fill(NaN);
+      const write = (t0: number, first: number) => {
+        const k = env.randn("f32", [t0, hkv, d]);
+        const v = env.randn("f32", [t0, hkv, d]);
+        const p = Array.from({ length: t0 }, (_, i) => first + i);
+        env.ctx.kvWrite(kc, vc, k.t, v.t, env.ints([t0], p));
+        const kr = decodeFloats(cache, encodeFloats(cache, k.v));
+        const vr = decodeFloats(cache, encodeFloats(cache, v.v));
+        kAll.set(kr, first * row);
+        vAll.set(vr, first * row);
+      };
+      if (start > 0) write(start, 0);
+      const q = env.randn("f32", [t, hq, d]);
+      write(t, start);
+      const pos = Array.from({ length: t }, (_, i) => start + i);
+      const out = env.out("f32", [t, hq, d]);
+      env.ctx.attention(out, q.t, kc, vc, env.ints([t], pos), scale);
+      const ref = R.attentionRef(q.v, t, hq, d, kAll, vAll, hkv, pos, scale);
+      return [
+        { name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention },
+        { name: "kcache", mode: "exact", got: readBits(kc), ref: bitsOf(cache, kAll), nanClass: cache },
+        { name: "vcache", mode: "exact", got: readBits(vc), ref: bitsOf(cache, vAll), nanClass: cache },
+      ];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ cases: elementwise
+
+function swigluCase(m: number, f: number): OpCase {
+  return {
+    name: `swiglu(M=${m},F=${f})`,
+    op: "swiglu",
+    build(env) {
+      const gu = env.randn("f32", [m, 2 * f], 2);
+      const out = env.out("f32", [m, f]);
+      env.ctx.swiglu(out, gu.t);
+      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.swigluRef(gu.v, m, f), tol: TOL.elementwise }];
+    },
+  };
+}
+
+function addCase(shape: number[], alias: "none" | "out=a" | "out=b" | "out=a=b"): OpCase {
+  return {
+    name: `add(shape=[${shape}]${alias === "none" ? "" : `,${alias}`})`,
+    op: "add",
+    build(env) {
+      const a = env.randn("f32", shape);
+      const b = alias === "out=a=b" ? a : env.randn("f32", shape);
+      const out = alias === "none" ? env.out("f32", shape) : alias === "out=b" ? b.t : a.t;
+      env.ctx.add(out, a.t, b.t);
+      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.addRef(a.v, b.v), tol: TOL.elementwise }];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ cases: argmax, softmax, sample
+
+function argmaxCase(m: number, v: number, ties = false): OpCase {
+  return {
+    name: `argmax(M=${m},V=${v}${ties ? ",ties" : ""})`,
+    op: "argmax",
+    build(env) {
+      const xv = env.rng.normals(m * v, 2);
+      if (ties) {
+        // row 0: all equal -> 0; row 1: the max at 3 places; row 2: max at first and last; row 3: -Inf entries and
+        // the max at the last index only; row 4: two maxima far apart in the second half.
+        for (let j = 0; j < v; ++j) xv[j] = 0.5;
+        xv[v + 17] = xv[v + 18] = xv[v + v - 1] = 9;
+        xv[2 * v] = xv[2 * v + v - 1] = 9;
+        for (let j = 0; j < v; j += 3) xv[3 * v + j] = -Infinity;
+        xv[3 * v + v - 1] = 9;
+        xv[4 * v + Math.floor(v / 2) + 1] = xv[4 * v + v - 2] = 9;
+      }
+      const x = env.floats("f32", [m, v], xv);
+      const out = env.out("i32", [m]);
+      env.ctx.argmax(out, x.t);
+      return [{ name: "out", mode: "exact", got: out.read(), ref: R.argmaxRef(x.v, m, v) }];
+    },
+  };
+}
+
+function softmaxCase(m: number, v: number, temperature: number | undefined): OpCase {
+  return {
+    name: `softmax(M=${m},V=${v},T=${temperature ?? "default"})`,
+    op: "softmax",
+    build(env) {
+      const x = env.randn("f32", [m, v], 2);
+      const out = env.out("f32", [m, v]);
+      if (temperature === undefined) env.ctx.softmax(out, x.t);
+      else env.ctx.softmax(out, x.t, temperature);
+      const T = Math.fround(temperature ?? 1);
+      let mx = 0;
+      for (const a of x.v) mx = Math.max(mx, Math.abs(a / T));
+      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.softmaxRef(x.v, m, v, T), tol: softmaxTol(mx) }];
+    },
+  };
+}
+
+/** Margin (probability units) that u and the top-p / min-p cuts keep from decision boundaries, for exact picks. */
+const SAMPLE_MARGIN = 1e-4;
+
+type SampleRow = R.SampleParams;
+
+function sampleInputs(env: CaseEnv, rows: SampleRow[]): { params: NativeTensor; topK: NativeTensor } {
+  const m = rows.length;
+  const pv = new Float32Array(m * 4);
+  rows.forEach((r, i) => pv.set([r.temperature, r.topP, r.minP, r.u], i * 4));
+  return {
+    params: env.track(env.ctx.fromBuffer("f32", [m, 4], pv)),
+    topK: env.ints([m], rows.map((r) => r.topK)),
+  };
+}
+
+function rowOf(x: Float64Array, i: number, v: number): Float64Array {
+  return x.subarray(i * v, (i + 1) * v);
+}
+
+/** Float32-rounded params, as the op sees them. */
+function f32Row(r: SampleRow): SampleRow {
+  const f = Math.fround;
+  return { temperature: f(r.temperature), topP: f(r.topP), minP: f(r.minP), u: f(r.u), topK: r.topK };
+}
+
+/** Greedy rows (temperature 0 or below) and top_k = 1 rows: the pick is the first maximum, whatever u. */
+function sampleGreedyCase(m: number, v: number): OpCase {
+  return {
+    name: `sample(greedy: temperature<=0 or top_k=1,M=${m},V=${v})`,
+    op: "sample",
+    build(env) {
+      const xv = env.rng.normals(m * v, 2);
+      // rows 1 and 4: the maximum appears twice -> the first index.
+      xv[v + 10] = xv[v + v - 3] = 12;
+      if (m > 4) xv[4 * v + 2] = xv[4 * v + 3] = 12;
+      const logits = env.floats("f32", [m, v], xv);
+      const rows: SampleRow[] = Array.from({ length: m }, (_, i) => ({
+        temperature: i % 3 === 0 ? 0 : i % 3 === 1 ? -1 : 0.5 + env.rng.uniform() * 1.5,
+        topP: i % 2 ? 0.9 : 1,
+        minP: i % 4 === 3 ? 0.1 : 0,
+        u: env.rng.uniform() * 0.999,
+        topK: i % 3 === 2 ? 1 : 0,
+      }));
+      const { params, topK } = sampleInputs(env, rows);
+      const out = env.out("i32", [m]);
+      env.ctx.sample(out, logits.t, params, topK);
+      return [{ name: "picks", mode: "exact", got: out.read(), ref: R.argmaxRef(logits.v, m, v) }];
+    },
+  };
+}
+
+/**
+ * Fixed u with top-k / top-p / min-p: the pick equals the TS reference of the documented algorithm. Parameters
+ * are redrawn (deterministically) while u or a cut lies within SAMPLE_MARGIN of a decision boundary, so that a
+ * float32 implementation must agree exactly.
+ */
+function sampleFixedCase(m: number, v: number, opts: { peaky?: number } = {}): OpCase {
+  return {
+    name: `sample(fixed u,top-k/top-p/min-p,M=${m},V=${v})`,
+    op: "sample",
+    build(env) {
+      const xv = env.rng.normals(m * v, 1.5);
+      if (opts.peaky) for (let i = 0; i < m; ++i) for (let j = 0; j < opts.peaky; ++j) xv[i * v + env.rng.int(v)] += 12;
+      const logits = env.floats("f32", [m, v], xv);
+      const draw = (): SampleRow => {
+        const pick = <T>(a: T[]) => a[env.rng.int(a.length)];
+        return {
+          temperature: pick([0.6, 0.8, 1, 1.3]),
+          topP: pick([1, 0.95, 0.8, 0.5, 0.2]),
+          minP: pick([0, 0, 0.05, 0.2]),
+          u: env.rng.uniform(),
+          topK: pick([0, 0, 1, 5, 20, 50]),
+        };
+      };
+      const rows: SampleRow[] = [];
+      const want: number[] = [];
+      for (let i = 0; i < m; ++i) {
+        for (let tries = 0; ; ++tries) {
+          if (tries > 1000) throw new Error(`case setup: no sampling parameters with margin for row ${i}`);
+          const r = f32Row(draw());
+          const pk = R.sampleRef(rowOf(logits.v, i, v), r);
+          if (pk.uMargin < SAMPLE_MARGIN || pk.cutMargin < SAMPLE_MARGIN) continue;
+          rows.push(r);
+          want.push(pk.id);
+          break;
+        }
+      }
+      const { params, topK } = sampleInputs(env, rows);
+      const out = env.out("i32", [m]);
+      env.ctx.sample(out, logits.t, params, topK);
+      return [{ name: "picks", mode: "exact", got: out.read(), ref: want }];
+    },
+  };
+}
+
+/**
+ * Distribution over many u: M rows of the same small-vocab logits, u drawn uniformly; the counts must follow the
+ * renormalized candidate probabilities (chi-square below 30 for <= 5 degrees of freedom: p < 1e-4 by chance,
+ * and the seed is fixed) and tokens cut by top-k / top-p / min-p never appear.
+ */
+function sampleDistributionCase(m: number): OpCase {
+  const v = 8;
+  return {
+    name: `sample(distribution,M=${m},V=${v},top_k=6,top_p=0.97,min_p=0.02)`,
+    op: "sample",
+    build(env) {
+      const row = [1.2, -0.3, 0.4, 2.0, -2.5, 0.9, 0.0, -4.0];
+      const xv = new Float64Array(m * v);
+      for (let i = 0; i < m; ++i) xv.set(row, i * v);
+      const logits = env.floats("f32", [m, v], xv);
+      const base = f32Row({ temperature: 0.9, topP: 0.97, minP: 0.02, u: 0, topK: 6 });
+      const cand = R.sampleCandidates(rowOf(logits.v, 0, v), base);
+      if (cand.cutMargin < 1e-3) throw new Error("case setup: the cuts are too close to their thresholds");
+      const rows = Array.from({ length: m }, () => ({ ...base, u: Math.fround(env.rng.uniform()) }));
+      const { params, topK } = sampleInputs(env, rows);
+      const out = env.out("i32", [m]);
+      env.ctx.sample(out, logits.t, params, topK);
+      const verify = (got: ArrayLike<number>): string | null => {
+        const counts = new Array<number>(v).fill(0);
+        for (let i = 0; i < got.length; ++i) {
+          if (!(got[i] >= 0 && got[i] < v)) return `pick ${got[i]} at row ${i} is not a token id`;
+          counts[got[i]]++;
+        }
+        let chi2 = 0;
+        for (let j = 0; j < v; ++j) {
+          const c = cand.ids.indexOf(j);
+          if (c < 0) {
+            if (counts[j]) return `token ${j} was cut by top-k/top-p/min-p but picked ${counts[j]} times`;
+            continue;
+          }
+          const e = cand.probs[c] * m;
+          chi2 += (counts[j] - e) ** 2 / e;
+        }
+        if (cand.ids.length - 1 > 5) return `case setup: ${cand.ids.length} candidates`;
+        return chi2 < 30 ? null : `chi-square ${chi2.toFixed(2)} >= 30 (counts ${counts}, expected ${cand.ids.map((id, c) => `${id}:${(cand.probs[c] * m).toFixed(1)}`)})`;
+      };
+      return [{ name: "picks", mode: "stat", got: out.read(), verify }];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ cases: convert, fill_random, copy
+
+/** Interesting float32 inputs (as bits): specials, format boundaries, exact ties for bf16 and f16, random bits. */
+function convertF32Inputs(rng: Rng): Uint32Array {
+  const v: number[] = [0, -0, Infinity, -Infinity, NaN, -NaN, 1, -1, 3.4028234663852886e38, -3.4028234663852886e38];
+  v.push(f32FromBits(1), f32FromBits(0x807fffff), 1.1754943508222875e-38);
+  // bf16: ties (exactly half way between two bf16) in both parities, just above/below, and the overflow edge.
+  for (const b of [0x3f80, 0x3f81, 0x4049, 0xc2f7, 0x0001, 0x0080, 0x7f7e, 0x7f7f]) {
+    const tie = (b << 16) | 0x8000;
+    v.push(f32FromBits(tie), f32FromBits(tie + 1), f32FromBits(tie - 1), f32FromBits(tie | 0x80000000));
+  }
+  // f16: max 65504, the overflow tie 65520, subnormal ties, smallest subnormal and its half.
+  v.push(65504, 65519, 65519.99609375, 65520, 65536, -65520, 1e5, 6.103515625e-5, 6.097555160522461e-5);
+  for (let m = 0; m < 8; ++m) v.push((m + 0.5) * 2 ** -24, -(m + 0.5) * 2 ** -24, (m + 0.25) * 2 ** -24, (m + 0.75) * 2 ** -24);
+  v.push(2 ** -25, 2 ** -26, 3 * 2 ** -26, 2 ** -25 * (1 + 2 ** -20), 2 ** -14 - 2 ** -25);
+  for (let e = -14; e <= 15; ++e) {
+    const q = 2 ** (e - 10);
+    for (const m of [1024, 1025, 1500, 2047]) v.push((m + 0.5) * q, -(m + 0.5) * q, (m + 0.5) * q * (1 + 2 ** -22));
+  }
+  // log-uniform magnitudes across both formats' ranges, and raw random bit patterns (NaN payloads, subnormals).
+  for (let i = 0; i < 4000; ++i) v.push((rng.uniform() < 0.5 ? -1 : 1) * 2 ** (-30 + 50 * rng.uniform()));
+  const bits = v.map(f32Bits);
+  bits.push(0x7f800001, 0xffc00001, 0x7fbfffff); // NaN payloads, signalling and quiet
+  for (let i = 0; i < 8000; ++i) bits.push(rng.u32()); // raw patterns: subnormals, NaNs, everything
+  return Uint32Array.from(bits);
+}
+
+function convertCase(from: FloatDType, to: FloatDType): OpCase {
+  return {
+    name: `convert(${from}->${to})`,
+    op: "convert",
+    build(env) {
+      let inBits: Uint16Array | Uint32Array;
+      let inT: NativeTensor;
+      if (from === "f32") {
+        inBits = convertF32Inputs(env.rng);
+        inT = env.track(env.ctx.fromBuffer("f32", [inBits.length], inBits));
+      } else {
+        // every bit pattern of the 16-bit format
+        inBits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+        inT = env.track(env.ctx.fromBuffer(from, [256, 256], inBits));
+      }
+      const n = inBits.length;
+      const values = from === "f32" ? Float64Array.from(new Float32Array(inBits.buffer)) : decodeFloats(from, inBits);
+      const out = env.out(to, from === "f32" ? [n] : [65536]);
+      env.ctx.convert(out, inT);
+      // Conversion to a wider or equal format is exact; to a narrower one it rounds to nearest even. NaN stays NaN
+      // (the payload and sign of a NaN are not specified).
+      return [{ name: "out", mode: "exact", got: readBits(out), ref: bitsOf(to, values), nanClass: to }];
+    },
+  };
+}
+
+function fillRandomCase(dtype: "f32" | "bf16", n: number, mean: number, std: number, seed: number): OpCase {
+  return {
+    name: `fill_random(${dtype},n=${n},mean=${mean},std=${std},seed=${seed})`,
+    op: "fill_random",
+    build(env) {
+      const a = env.out(dtype, [n]);
+      const b = env.out(dtype, [n]);
+      const prefix = env.out(dtype, [Math.min(n, 1000)]);
+      const other = env.out(dtype, [n]);
+      env.ctx.fillRandom(a, seed, mean, std);
+      env.ctx.fillRandom(b, seed, mean, std);
+      env.ctx.fillRandom(prefix, seed, mean, std);
+      env.ctx.fillRandom(other, seed + 1, mean, std);
+      const av = readF64(a);
+      const ov = readF64(other);
+      const stats = (got: ArrayLike<number>): string | null => {
+        let s = 0;
+        let s2 = 0;
+        let within = 0;
+        for (let i = 0; i < got.length; ++i) {
+          if (!Number.isFinite(got[i])) return `non-finite ${got[i]} at ${i}`;
+          s += got[i];
+        }
+        const m = s / got.length;
+        for (let i = 0; i < got.length; ++i) {
+          s2 += (got[i] - m) ** 2;
+          if (Math.abs(got[i] - mean) <= std) ++within;
+        }
+        const sd = Math.sqrt(s2 / (got.length - 1));
+        if (std === 0) return m === Math.fround(mean) && sd === 0 ? null : `std 0 should give the mean everywhere (got mean ${m}, sd ${sd})`;
+        // 6-sigma bounds for a fixed seed (bf16 rounding adds < std * 2^-8 of bias at most)
+        const tolMean = (6 * std) / Math.sqrt(got.length) + (dtype === "bf16" ? Math.abs(mean) * 2 ** -8 : 0);
+        const tolSd = (6 * std) / Math.sqrt(2 * got.length) + (dtype === "bf16" ? std * 2 ** -7 : 0);
+        const frac = within / got.length;
+        const tolFrac = 6 * Math.sqrt((0.6827 * 0.3173) / got.length) + (dtype === "bf16" ? 0.05 : 0);
+        if (Math.abs(m - mean) > tolMean) return `mean ${m} not within ${tolMean} of ${mean}`;
+        if (Math.abs(sd - std) > tolSd) return `std ${sd} not within ${tolSd} of ${std}`;
+        if (Math.abs(frac - 0.6827) > tolFrac) return `fraction within one std ${frac}, expected 0.6827 +- ${tolFrac}`;
+        return null;
+      };
+      const outs: Output[] = [
+        // CPU and CUDA share the counter-based generator; they may differ by libm's last bits (logf/cosf).
+        { name: "stats", mode: "stat", got: av, verify: stats, cross: { cpu: 0, gpu: dtype === "f32" ? 1e-10 : 1e-6 } },
+        { name: "same seed, same values", mode: "exact", got: readBits(b), ref: readBits(a), cross: "skip" },
+        { name: "a shorter fill is a prefix", mode: "exact", got: readBits(prefix), ref: readBits(a).slice(0, Math.min(n, 1000)), cross: "skip" },
+      ];
+      if (std > 0)
+        outs.push({
+          name: "seed + 1 differs",
+          mode: "stat",
+          got: ov,
+          verify: (got) => {
+            let same = 0;
+            for (let i = 0; i < got.length; ++i) if (got[i] === av[i]) ++same;
+            // bf16 has few values within a few std of the mean: equal neighbours are common there
+            const maxSame = dtype === "f32" ? got.length / 50 : got.length * 0.6;
+            return same <= maxSame ? null : `${same} of ${got.length} values equal those of the previous seed`;
+          },
+        });
+      return outs;
+    },
+  };
+}
+
+function copyCase(dtype: DType, shape: number[], dstShape: number[] = shape): OpCase {
+  return {
+    name: `copy(${dtype},[${shape}]->[${dstShape}])`,
+    op: "copy",
+    build(env) {
+      const nb = dtype === "i4" ? Math.ceil(numel(shape) / 2) : numel(shape) * (dtype === "f32" || dtype === "i32" ? 4 : dtype === "u8" ? 1 : 2);
+      // random bytes (for float dtypes that includes NaN payloads and subnormals: a copy moves bits, not values)
+      const data = new Uint8Array(nb);
+      for (let i = 0; i < nb; ++i) data[i] = env.rng.u32() & 0xff;
+      const src = env.track(env.ctx.fromBuffer(dtype, shape, data));
+      const dst = env.out(dtype, dstShape);
+      env.ctx.copy(dst, src);
+      return [{ name: "dst", mode: "exact", got: new Uint8Array(readBits(dst).buffer), ref: data }];
+    },
+  };
+}
+
+/** copy into a row range (slice0 view) of a bigger tensor: only those rows change. */
+function copySliceCase(): OpCase {
+  return {
+    name: "copy(f32,[3,8]->rows 2..4 of [9,8])",
+    op: "copy",
+    build(env) {
+      const big = env.randn("f32", [9, 8]);
+      const src = env.randn("f32", [3, 8]);
+      const view = env.track(big.t.slice0(2, 5));
+      env.ctx.copy(view, src.t);
+      const want = Float64Array.from(big.v);
+      want.set(src.v, 16);
+      return [{ name: "big", mode: "exact", got: readF64(big.t), ref: want }];
+    },
+  };
+}
+
+// ------------------------------------------------------------------ the table
+
+const G_ALL = [32, 64, 128] as const;
+const M_ALL = [1, 3, 17, 118];
+
+function buildTable(): OpCase[] {
+  const c: OpCase[] = [];
+  // embedding (odd T; ids include 0, V-1 and a repeat)
+  c.push(embeddingCase(1, 37, 64, "bf16"), embeddingCase(3, 1000, 200, "bf16"), embeddingCase(17, 37, 96, "f32"), embeddingCase(5, 151, 33, "f32"));
+  // rmsnorm (odd T and M = 118; GLM-4's eps; aliasing)
+  c.push(
+    rmsnormCase(1, 128, "bf16", 1.5625e-7),
+    rmsnormCase(3, 200, "f32", 1e-5),
+    rmsnormCase(17, 96, "bf16", 1.5625e-7, { tinyRow: true }),
+    rmsnormCase(118, 64, "f32", 1.5625e-7),
+    rmsnormCase(17, 33, "bf16", 1e-6, { alias: true }),
+  );
+  // quantize / dequantize: every group size, every input dtype
+  c.push(
+    quantizeCase(5, 256, 32, "bf16"),
+    quantizeCase(3, 384, 128, "f32"),
+    quantizeCase(7, 192, 64, "f16"),
+    quantizeCase(5, 256, 64, "bf16", "special"),
+    quantizeCase(5, 128, 32, "f32", "special"),
+    quantizeCase(5, 256, 128, "f16", "special"),
+  );
+  for (const g of G_ALL) c.push(dequantizeCase(5, 2 * g + 128, g, "f32"));
+  c.push(dequantizeCase(3, 256, 64, "bf16"), dequantizeCase(2, 128, 128, "bf16"));
+  // matmul_int4: every M for every group size; N and K tails (odd N, K = 3 groups); biases; given codes; a GEMV
+  for (const g of G_ALL) for (const m of M_ALL) c.push(matmulInt4Case(m, 96, 256, g));
+  c.push(
+    matmulInt4Case(3, 97, 96, 32, { bias: "f32" }),
+    matmulInt4Case(17, 33, 192, 64, { bias: "bf16" }),
+    matmulInt4Case(1, 101, 384, 128, { bias: "bf16" }),
+    matmulInt4Case(17, 64, 128, 32, { given: true }),
+    matmulInt4Case(118, 40, 256, 128, { given: true, bias: "f32" }),
+    matmulInt4Case(1, 512, 1024, 128),
+  );
+  // matmul with bf16 / f32 weights, K and N tails, biases
+  c.push(
+    matmulCase(1, 96, 256, "bf16"),
+    matmulCase(3, 97, 100, "f32", "f32"),
+    matmulCase(17, 64, 33, "bf16", "bf16"),
+    matmulCase(118, 96, 256, "bf16", "bf16"),
+    matmulCase(118, 33, 129, "f32"),
+    matmulCase(1, 5, 7, "f32", "bf16"),
+    matmulCase(1, 64, 1000, "bf16"),
+  );
+  c.push(addBiasCase(1, 96, "bf16"), addBiasCase(17, 97, "f32"), addBiasCase(118, 64, "bf16"), addBiasCase(3, 5, "f32"));
+  // rotary: GLM-4 (rot = D/2, theta 10000 * 500), full rotation, the smallest rot, deep positions
+  c.push(
+    rotaryCase(1, 2, 128, 64, 5e6, [1500]),
+    rotaryCase(3, 4, 64, 32, 5e6, "causal"),
+    rotaryCase(17, 2, 32, 16, 1e4, { below: 4096 }),
+    rotaryCase(17, 3, 64, 64, 1e4, { below: 64 }),
+    rotaryCase(5, 2, 128, 64, 5e6, [131071, 100000, 65536, 77777, 4097]),
+    rotaryCase(3, 2, 32, 2, 5e6, [1, 2, 3]),
+    rotaryCase(17, 32, 128, 64, 5e6, "causal"),
+  );
+  // kv_write: odd T, scattered positions incl. 0 and S-1, both cache dtypes, the very last row
+  c.push(kvWriteCase(3, 2, 64, 40, "bf16"), kvWriteCase(17, 4, 32, 64, "f32"), kvWriteCase(1, 2, 128, 2048, "bf16", [2047]), kvWriteCase(5, 1, 128, 9, "f32"));
+  // attention decode: GQA 1, 4, 16; D 32, 64, 128; deep positions; both caches; the first token
+  c.push(
+    attentionDecodeCase(2, 2, 128, 1037, 1100, "bf16"),
+    attentionDecodeCase(8, 2, 64, 700, 800, "f32"),
+    attentionDecodeCase(32, 2, 128, 1500, 1600, "bf16"),
+    attentionDecodeCase(16, 1, 32, 333, 400, "f32"),
+    attentionDecodeCase(4, 4, 32, 0, 8, "bf16"),
+    attentionDecodeCase(8, 2, 128, 4095, 4096, "bf16"),
+    attentionDecodeCase(32, 2, 64, 2500, 2600, "f32"),
+  );
+  // attention prefill: causal from 0, and an offset start over a cache prefilled earlier
+  c.push(
+    attentionPrefillCase(17, 8, 2, 64, 0, 32, "bf16"),
+    attentionPrefillCase(17, 32, 2, 128, 0, 17, "f32"),
+    attentionPrefillCase(3, 2, 2, 32, 0, 8, "f32"),
+    attentionPrefillCase(7, 8, 2, 64, 5, 16, "bf16"),
+    attentionPrefillCase(9, 32, 2, 128, 5, 20, "f32"),
+    attentionPrefillCase(5, 4, 4, 32, 5, 12, "bf16"),
+    attentionPrefillCase(1, 16, 1, 64, 5, 8, "f32"),
+  );
+  for (const m of M_ALL) c.push(swigluCase(m, [96, 97, 64, 50][M_ALL.indexOf(m)]));
+  c.push(addCase([17, 96], "none"), addCase([3, 5, 7], "none"), addCase([118, 33], "out=a"), addCase([1, 64], "out=b"), addCase([5, 5], "out=a=b"));
+  c.push(argmaxCase(1, 151552), argmaxCase(3, 1000), argmaxCase(118, 37), argmaxCase(5, 300, true), argmaxCase(17, 64));
+  c.push(
+    softmaxCase(1, 151552, 1),
+    softmaxCase(3, 1000, 0.7),
+    softmaxCase(17, 64, 2.5),
+    softmaxCase(118, 37, 0.1),
+    softmaxCase(3, 100, undefined),
+  );
+  c.push(
+    sampleGreedyCase(9, 1000),
+    sampleFixedCase(1, 1000),
+    sampleFixedCase(17, 64),
+    sampleFixedCase(118, 64),
+    sampleFixedCase(3, 151552, { peaky: 60 }),
+    sampleDistributionCase(4000),
+  );
+  for (const from of ["f32", "bf16", "f16"] as const) for (const to of ["f32", "bf16", "f16"] as const) c.push(convertCase(from, to));
+  c.push(
+    fillRandomCase("f32", 65536, 0.5, 2, 1234),
+    fillRandomCase("bf16", 40000, -1, 0.02, 7),
+    fillRandomCase("f32", 1001, 3, 0, 99),
+    fillRandomCase("f32", 20000, 0, 1, 2 ** 31 + 5),
+  );
+  c.push(
+    copyCase("f32", [17, 33]),
+    copyCase("bf16", [5, 7], [35]),
+    copyCase("f16", [3, 3]),
+    copyCase("i32", [13]),
+    copyCase("u8", [31]),
+    copyCase("i4", [6, 64], [3, 128]),
+    copySliceCase(),
+  );
+  return c;
+}
+
+/** Every op case, in a fixed order. */
+export const OP_CASES: readonly OpCase[] = buildTable();
+
+/** The ops that the table covers (for a completeness check). */
+export const OPS_COVERED: readonly string[] = [...new Set(OP_CASES.map((c) => c.op))];
+
+// ------------------------------------------------------------------ a recorded decode step (capture / replay tests)
+
+/**
+ * A small decode step touching most ops: embedding -> rmsnorm -> q/k/v projections (bf16 and int4 weights, bias)
+ * -> rotary -> kv_write -> attention -> o projection -> residual add -> rmsnorm -> gate|up -> swiglu -> down ->
+ * residual -> final norm -> logits -> argmax and sample. Positions and ids are device tensors, so one recorded
+ * plan serves every step.
+ */
+export interface DecodeStep {
+  ids: NativeTensor;
+  pos: NativeTensor;
+  params: NativeTensor;
+  topK: NativeTensor;
+  logits: NativeTensor;
+  next: NativeTensor;
+  sampled: NativeTensor;
+  kc: NativeTensor;
+  record(): number; // records the ops, returns how many
+  dispose(): void;
+}
+
+export function makeDecodeStep(c: NativeContext): DecodeStep {
+  const rng = new Rng("capture/replay weights");
+  const [V, H, HQ, HKV, D, F, S] = [50, 64, 4, 2, 16, 96, 12];
+  const owned: NativeTensor[] = [];
+  const t = (x: NativeTensor) => (owned.push(x), x);
+  const bf = (shape: number[], std: number) =>
+    t(c.fromBuffer("bf16", shape, encodeFloats("bf16", rng.normals(shape.reduce((a, b) => a * b, 1), std))));
+  const f = (shape: number[]) => t(c.empty("f32", shape));
+  const table = bf([V, H], 1);
+  const ln1 = bf([H], 0.1);
+  const ln2 = bf([H], 0.1);
+  const lnf = bf([H], 0.1);
+  const wq = bf([HQ * D, H], 0.1);
+  const bq = bf([HQ * D], 0.1);
+  const wk = bf([HKV * D, H], 0.1);
+  const wv = bf([HKV * D, H], 0.1);
+  const wo = bf([H, HQ * D], 0.1);
+  const quant = (n: number, k: number): QWeight => {
+    const q: QWeight = { codes: t(c.empty("i4", [n, k])), scales: t(c.empty("bf16", [n, k / 32])), zeros: t(c.empty("bf16", [n, k / 32])), groupSize: 32 };
+    c.quantizeInt4(q, bf([n, k], 0.1));
+    return q;
+  };
+  const wgu = quant(2 * F, H);
+  const wd = quant(H, F);
+  const wlm = bf([V, H], 0.2);
+  const kc = t(c.fromBuffer("bf16", [S, HKV, D], new Uint16Array(S * HKV * D).fill(0x7fc0)));
+  const vc = t(c.fromBuffer("bf16", [S, HKV, D], new Uint16Array(S * HKV * D).fill(0x7fc0)));
+  const ids = t(c.fromBuffer("i32", [1], Int32Array.of(0)));
+  const pos = t(c.fromBuffer("i32", [1], Int32Array.of(0)));
+  const params = t(c.fromBuffer("f32", [1, 4], Float32Array.of(0.8, 0.9, 0.05, 0.5)));
+  const topK = t(c.fromBuffer("i32", [1], Int32Array.of(10)));
+  const h = f([1, H]);
+  const hn = f([1, H]);
+  const q = f([1, HQ * D]);
+  const k = f([1, HKV * D]);
+  const v = f([1, HKV * D]);
+  const att = f([1, HQ, D]);
+  const o = f([1, H]);
+  const gu = f([1, 2 * F]);
+  const act = f([1, F]);
+  const logits = f([1, V]);
+  const next = t(c.empty("i32", [1]));
+  const sampled = t(c.empty("i32", [1]));
+  const q3 = t(q.reshape([1, HQ, D]));
+  const k3 = t(k.reshape([1, HKV, D]));
+  const v3 = t(v.reshape([1, HKV, D]));
+  const att2 = t(att.reshape([1, HQ * D]));
+  c.flush();
+  const record = (): number => {
+    c.embedding(h, table, ids);
+    c.rmsnorm(hn, h, ln1, 1.5625e-7);
+    c.matmul(q, hn, wq, bq);
+    c.matmul(k, hn, wk);
+    c.matmul(v, hn, wv);
+    c.rotary(q3, pos, D / 2, 5e6);
+    c.rotary(k3, pos, D / 2, 5e6);
+    c.kvWrite(kc, vc, k3, v3, pos);
+    c.attention(att, q3, kc, vc, pos, 1 / Math.sqrt(D));
+    c.matmul(o, att2, wo);
+    c.add(h, h, o);
+    c.rmsnorm(hn, h, ln2, 1.5625e-7);
+    c.matmulInt4(gu, hn, wgu);
+    c.swiglu(act, gu);
+    c.matmulInt4(o, act, wd);
+    c.add(h, h, o);
+    c.rmsnorm(hn, h, lnf, 1.5625e-7);
+    c.matmul(logits, hn, wlm);
+    c.argmax(next, logits);
+    c.sample(sampled, logits, params, topK);
+    return 20; // the op calls above
+  };
+  return { ids, pos, params, topK, logits, next, sampled, kc, record, dispose: () => owned.forEach((x) => x.dispose()) };
+}
+
+
+// ------------------------------------------------------------------ the numpy quantizer fixtures
+
+/** One entry of fixtures/tiny-glm4/golden/quant_cases.json (written by scripts/int4_ref.py). */
+export interface QuantFixtureFile {
+  file: string;
+  dtype: string;
+  shape: number[];
+}
+export interface QuantFixtureCase {
+  name: string;
+  description: string;
+  N: number;
+  K: number;
+  G: 32 | 64 | 128;
+  input: QuantFixtureFile;
+  packed: QuantFixtureFile;
+  scales: QuantFixtureFile;
+  zeros: QuantFixtureFile;
+  dequant: QuantFixtureFile;
+  stats: { codes_histogram: number[] };
+}
+
+const goldenDir = path.join(packageRoot(), "fixtures", "tiny-glm4", "golden");
+
+export function quantFixtures(): { format: string; cases: QuantFixtureCase[] } {
+  return JSON.parse(readFileSync(path.join(goldenDir, "quant_cases.json"), "utf8")) as { format: string; cases: QuantFixtureCase[] };
+}
+
+function loadFixtureFile(f: QuantFixtureFile): ArrayBuffer {
+  const b = readFileSync(path.join(goldenDir, f.file));
+  const per = f.dtype === "float32" ? 4 : f.dtype === "bf16" ? 2 : 1;
+  const want = f.shape.reduce((a, c) => a * c, 1) * per;
+  if (b.length !== want) throw new Error(`${f.file}: ${b.length} bytes, the listing says ${want}`);
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.length);
+}
+
+/** The arrays of one fixture case: bf16 input bits, packed codes, bf16 scale/zero bits, float32 dequant bits. */
+export function loadQuantFixture(fc: QuantFixtureCase): {
+  N: number;
+  K: number;
+  G: 32 | 64 | 128;
+  input: Uint16Array;
+  packed: Uint8Array;
+  scales: Uint16Array;
+  zeros: Uint16Array;
+  deq: Uint32Array;
+} {
+  return {
+    N: fc.N,
+    K: fc.K,
+    G: fc.G,
+    input: new Uint16Array(loadFixtureFile(fc.input)),
+    packed: new Uint8Array(loadFixtureFile(fc.packed)),
+    scales: new Uint16Array(loadFixtureFile(fc.scales)),
+    zeros: new Uint16Array(loadFixtureFile(fc.zeros)),
+    deq: new Uint32Array(loadFixtureFile(fc.dequant)),
+  };
+}

@@ -1,0 +1,399 @@
+/**
+ * Float64 references for every op of csrc/ops.h, written from the math stated there (and, for INT4, from the
+ * layout in csrc/core/int4_layout.h / fixtures/tiny-glm4/golden/quant_cases.json), not from the C++ code.
+ *
+ * Inputs are the exact values held by the native tensors (bf16/f16 decoded exactly), so a reference sees the same
+ * rounded numbers as the op. Arrays are flat, row-major.
+ */
+import { bf16BitsToF32, f32ToBf16Bits } from "./rng.js";
+
+// ------------------------------------------------------------------ error measure
+
+export interface NormError {
+  /** ||got - ref||^2 / ||ref||^2 (plain ||got - ref||^2 when ref is all zeros). */
+  err: number;
+  /** Index of the first non-finite value of got where ref is finite, or -1. */
+  badIndex: number;
+}
+
+/** Normalized squared error; a NaN or Inf in `got` (where ref is finite) is reported, never averaged away. */
+export function normError(got: ArrayLike<number>, ref: ArrayLike<number>): NormError {
+  if (got.length !== ref.length) throw new Error(`normError: length ${got.length} vs ${ref.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; ++i) {
+    const g = got[i];
+    const r = ref[i];
+    if (!Number.isFinite(g) && Number.isFinite(r)) return { err: Infinity, badIndex: i };
+    num += (g - r) * (g - r);
+    den += r * r;
+  }
+  return { err: den > 0 ? num / den : num, badIndex: -1 };
+}
+
+// ------------------------------------------------------------------ ops
+
+/** out[t, :] = table[ids[t], :]. */
+export function embeddingRef(table: ArrayLike<number>, v: number, h: number, ids: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(ids.length * h);
+  for (let t = 0; t < ids.length; ++t) {
+    const id = ids[t];
+    if (id < 0 || id >= v) throw new Error(`embeddingRef: id ${id} outside [0, ${v})`);
+    for (let j = 0; j < h; ++j) out[t * h + j] = table[id * h + j];
+  }
+  return out;
+}
+
+/** out = x / sqrt(mean(x^2) + eps) * w, per row of x [T, H]. */
+export function rmsnormRef(x: ArrayLike<number>, t: number, h: number, w: ArrayLike<number>, eps: number): Float64Array {
+  const out = new Float64Array(t * h);
+  for (let r = 0; r < t; ++r) {
+    let ss = 0;
+    for (let j = 0; j < h; ++j) ss += x[r * h + j] * x[r * h + j];
+    const inv = 1 / Math.sqrt(ss / h + eps);
+    for (let j = 0; j < h; ++j) out[r * h + j] = x[r * h + j] * inv * w[j];
+  }
+  return out;
+}
+
+/** y [M, N] = x [M, K] * w[N, K]^T (+ bias[N]). */
+export function matmulRef(
+  x: ArrayLike<number>,
+  m: number,
+  k: number,
+  w: ArrayLike<number>,
+  n: number,
+  bias?: ArrayLike<number> | null,
+): Float64Array {
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; ++i) {
+    for (let r = 0; r < n; ++r) {
+      let acc = 0;
+      const xo = i * k;
+      const wo = r * k;
+      for (let j = 0; j < k; ++j) acc += x[xo + j] * w[wo + j];
+      out[i * n + r] = acc + (bias ? bias[r] : 0);
+    }
+  }
+  return out;
+}
+
+/** x [M, N] + b [N]. */
+export function addBiasRef(x: ArrayLike<number>, m: number, n: number, b: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; ++i) for (let j = 0; j < n; ++j) out[i * n + j] = x[i * n + j] + b[j];
+  return out;
+}
+
+/**
+ * GLM-4 rotary on x [T, heads, D] (returns a new array): on the first rotDim dims of each head, interleaved
+ * pairs (x[2i], x[2i+1]) rotated by a = pos[t] * theta^(-2i/rotDim), i < rotDim/2; dims >= rotDim unchanged.
+ */
+export function rotaryRef(
+  x: ArrayLike<number>,
+  t: number,
+  heads: number,
+  d: number,
+  pos: ArrayLike<number>,
+  rotDim: number,
+  theta: number,
+): Float64Array {
+  const out = Float64Array.from(x as ArrayLike<number>);
+  for (let i = 0; i < t; ++i) {
+    for (let j = 0; j < rotDim / 2; ++j) {
+      const a = pos[i] * Math.pow(theta, (-2 * j) / rotDim);
+      const c = Math.cos(a);
+      const s = Math.sin(a);
+      for (let h = 0; h < heads; ++h) {
+        const o = (i * heads + h) * d + 2 * j;
+        const x0 = x[o];
+        const x1 = x[o + 1];
+        out[o] = x0 * c - x1 * s;
+        out[o + 1] = x1 * c + x0 * s;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Causal GQA attention: q [T, Hq, D] over cache rows 0..pos[t] of k, v [S, Hkv, D]; query head h reads KV group
+ * h / (Hq / Hkv); out = softmax(scale * q.k) v.
+ */
+export function attentionRef(
+  q: ArrayLike<number>,
+  t: number,
+  hq: number,
+  d: number,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  hkv: number,
+  pos: ArrayLike<number>,
+  scale: number,
+): Float64Array {
+  const out = new Float64Array(t * hq * d);
+  const per = hq / hkv;
+  for (let i = 0; i < t; ++i) {
+    const len = pos[i] + 1;
+    const sc = new Float64Array(len);
+    for (let h = 0; h < hq; ++h) {
+      const g = Math.floor(h / per);
+      const qo = (i * hq + h) * d;
+      let mx = -Infinity;
+      for (let j = 0; j < len; ++j) {
+        const ko = (j * hkv + g) * d;
+        let dot = 0;
+        for (let x = 0; x < d; ++x) dot += q[qo + x] * k[ko + x];
+        sc[j] = dot * scale;
+        if (sc[j] > mx) mx = sc[j];
+      }
+      let sum = 0;
+      for (let j = 0; j < len; ++j) sum += sc[j] = Math.exp(sc[j] - mx);
+      for (let j = 0; j < len; ++j) {
+        const p = sc[j] / sum;
+        const vo = (j * hkv + g) * d;
+        for (let x = 0; x < d; ++x) out[qo + x] += p * v[vo + x];
+      }
+    }
+  }
+  return out;
+}
+
+/** out [M, F] = silu(gu[:, :F]) * gu[:, F:]. */
+export function swigluRef(gu: ArrayLike<number>, m: number, f: number): Float64Array {
+  const out = new Float64Array(m * f);
+  for (let i = 0; i < m; ++i) {
+    for (let j = 0; j < f; ++j) {
+      const g = gu[i * 2 * f + j];
+      const u = gu[i * 2 * f + f + j];
+      out[i * f + j] = (g / (1 + Math.exp(-g))) * u;
+    }
+  }
+  return out;
+}
+
+export function addRef(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(a.length);
+  for (let i = 0; i < a.length; ++i) out[i] = a[i] + b[i];
+  return out;
+}
+
+/** Index of the first maximum of each row of x [M, V]. */
+export function argmaxRef(x: ArrayLike<number>, m: number, v: number): Int32Array {
+  const out = new Int32Array(m);
+  for (let i = 0; i < m; ++i) {
+    let best = 0;
+    for (let j = 1; j < v; ++j) if (x[i * v + j] > x[i * v + best]) best = j;
+    out[i] = best;
+  }
+  return out;
+}
+
+/** softmax(x / temperature) per row of x [M, V]. */
+export function softmaxRef(x: ArrayLike<number>, m: number, v: number, temperature: number): Float64Array {
+  const out = new Float64Array(m * v);
+  for (let i = 0; i < m; ++i) {
+    let mx = -Infinity;
+    for (let j = 0; j < v; ++j) mx = Math.max(mx, x[i * v + j] / temperature);
+    let sum = 0;
+    for (let j = 0; j < v; ++j) sum += out[i * v + j] = Math.exp(x[i * v + j] / temperature - mx);
+    for (let j = 0; j < v; ++j) out[i * v + j] /= sum;
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ sampling
+
+export interface SampleParams {
+  temperature: number;
+  topP: number;
+  minP: number;
+  u: number;
+  topK: number;
+}
+
+export interface SampleCandidates {
+  /** Token ids kept after top-k, min-p and top-p, most probable first. */
+  ids: number[];
+  /** Their probabilities after renormalization (sum 1). */
+  probs: number[];
+  /**
+   * Distance of the cut decisions from their thresholds (top-p cumulative mass vs p, min-p probability vs
+   * min_p * p_max), in probability units; Infinity when no cut applies. A pick is only compared exactly when the
+   * margin is comfortably above float32 rounding.
+   */
+  cutMargin: number;
+}
+
+/**
+ * The documented sampling algorithm: p = softmax(logits / temperature); candidates sorted by p (descending, ties
+ * by lower id); keep the first top_k (0 = off); then min-p keeps those with p >= min_p * p_max (min_p <= 0 = off);
+ * then top-p keeps the smallest prefix whose mass reaches top_p (top_p outside (0, 1) = off, at least one token);
+ * renormalize.
+ */
+export function sampleCandidates(logits: ArrayLike<number>, p: SampleParams): SampleCandidates {
+  const v = logits.length;
+  let mx = -Infinity;
+  for (let j = 0; j < v; ++j) mx = Math.max(mx, logits[j] / p.temperature);
+  const pr = new Float64Array(v);
+  let sum = 0;
+  for (let j = 0; j < v; ++j) sum += pr[j] = Math.exp(logits[j] / p.temperature - mx);
+  for (let j = 0; j < v; ++j) pr[j] /= sum;
+  const order = Array.from({ length: v }, (_, j) => j).sort((a, b) => pr[b] - pr[a] || a - b);
+  let keep = v;
+  let margin = Infinity;
+  if (p.topK > 0) keep = Math.min(keep, p.topK);
+  if (p.minP > 0) {
+    const floor = p.minP * pr[order[0]];
+    let n = 1;
+    while (n < keep && pr[order[n]] >= floor) ++n;
+    for (let j = 1; j < keep; ++j) margin = Math.min(margin, Math.abs(pr[order[j]] - floor));
+    keep = n;
+  }
+  if (p.topP > 0 && p.topP < 1) {
+    let cum = 0;
+    let n = 0;
+    while (n < keep) {
+      cum += pr[order[n++]];
+      margin = Math.min(margin, Math.abs(cum - p.topP));
+      if (cum >= p.topP) break;
+    }
+    keep = Math.max(n, 1);
+  }
+  const ids = order.slice(0, keep);
+  let mass = 0;
+  for (const id of ids) mass += pr[id];
+  return { ids, probs: ids.map((id) => pr[id] / mass), cutMargin: margin };
+}
+
+export interface SamplePick {
+  id: number;
+  /** Distance of u from the nearest boundary of the inverse CDF over the candidates (probability units). */
+  uMargin: number;
+  cutMargin: number;
+}
+
+/** The token picked by u in [0, 1) by inverse CDF over the candidates; temperature <= 0 means argmax. */
+export function sampleRef(logits: ArrayLike<number>, p: SampleParams): SamplePick {
+  if (!(p.temperature > 0)) return { id: argmaxRef(logits, 1, logits.length)[0], uMargin: Infinity, cutMargin: Infinity };
+  const c = sampleCandidates(logits, p);
+  let cum = 0;
+  let id = c.ids[c.ids.length - 1];
+  let uMargin = Infinity;
+  let picked = false;
+  for (let j = 0; j < c.ids.length; ++j) {
+    cum += c.probs[j];
+    if (j < c.ids.length - 1) uMargin = Math.min(uMargin, Math.abs(p.u - cum));
+    if (!picked && p.u < cum) {
+      id = c.ids[j];
+      picked = true;
+    }
+  }
+  return { id, uMargin, cutMargin: c.cutMargin };
+}
+
+// ------------------------------------------------------------------ INT4 (canonical layout)
+
+/** codes [N, K] (0..15) -> bytes [N, K/2], byte (n, k/2) = code(n, k) | code(n, k+1) << 4 for even k. */
+export function packInt4(codes: ArrayLike<number>, n: number, k: number): Uint8Array {
+  if (k % 2 !== 0) throw new Error("packInt4: K must be even");
+  const out = new Uint8Array((n * k) / 2);
+  for (let r = 0; r < n; ++r)
+    for (let j = 0; j < k; j += 2) out[(r * k + j) / 2] = (codes[r * k + j] & 15) | ((codes[r * k + j + 1] & 15) << 4);
+  return out;
+}
+
+/** bytes [N, K/2] -> codes [N, K]. */
+export function unpackInt4(bytes: ArrayLike<number>, n: number, k: number): Uint8Array {
+  const out = new Uint8Array(n * k);
+  for (let i = 0; i < (n * k) / 2; ++i) {
+    out[2 * i] = bytes[i] & 15;
+    out[2 * i + 1] = bytes[i] >> 4;
+  }
+  return out;
+}
+
+/** Round half to even (for doubles holding float32 values). */
+function rintHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+export interface Int4Ref {
+  packed: Uint8Array; // [N, K/2]
+  scales: Uint16Array; // bf16 bits [N, K/G]
+  zeros: Uint16Array; // bf16 bits [N, K/G]
+}
+
+/**
+ * Canonical INT4 quantization, every step in float32 (Math.fround after each operation; for +, -, *, / of float32
+ * operands double arithmetic followed by one rounding to float32 is the correctly rounded float32 result):
+ *   lo = min(min(w), 0), hi = max(max(w), 0); s = (hi - lo) / 15, 1 when 0; scale = bf16(s);
+ *   zero = bf16(-lo / scale); code = clamp(rint_half_even(w / scale + zero), 0, 15).
+ * w holds float32 values [N, K]. Throws on NaN/Inf.
+ */
+export function quantizeInt4Ref(w: ArrayLike<number>, n: number, k: number, g: number): Int4Ref {
+  if (k % g !== 0) throw new Error(`quantizeInt4Ref: K=${k} not a multiple of ${g}`);
+  const ng = k / g;
+  const codes = new Uint8Array(n * k);
+  const scales = new Uint16Array(n * ng);
+  const zeros = new Uint16Array(n * ng);
+  const f = Math.fround;
+  for (let r = 0; r < n; ++r) {
+    for (let gi = 0; gi < ng; ++gi) {
+      let lo = 0;
+      let hi = 0;
+      for (let i = 0; i < g; ++i) {
+        const x = w[r * k + gi * g + i];
+        if (!Number.isFinite(x)) throw new Error(`quantizeInt4Ref: non-finite weight at row ${r}`);
+        lo = Math.min(lo, x);
+        hi = Math.max(hi, x);
+      }
+      let s = f(f(hi - lo) / 15);
+      if (s === 0) s = 1;
+      const sb = f32ToBf16Bits(s);
+      const sf = bf16BitsToF32(sb);
+      const zb = f32ToBf16Bits(f(-lo / sf));
+      const zf = bf16BitsToF32(zb);
+      scales[r * ng + gi] = sb;
+      zeros[r * ng + gi] = zb;
+      for (let i = 0; i < g; ++i) {
+        const idx = r * k + gi * g + i;
+        const t = f(f(w[idx] / sf) + zf);
+        codes[idx] = Math.min(15, Math.max(0, rintHalfEven(t)));
+      }
+    }
+  }
+  return { packed: packInt4(codes, n, k), scales, zeros };
+}
+
+/**
+ * Dequantization W(n, k) = (code - zero) * scale, evaluated as float32 (code - zero) then float32 product, the
+ * order the layout states. When zero is 0 or a bf16 in [2^-3, 16) both steps are exact (code - zero then has at
+ * most 14 significant bits, times the 8 of a bf16 scale makes at most 22 < 24), so this is the exact product and
+ * any correct evaluation order gives the same float32.
+ */
+export function dequantizeInt4Ref(
+  packed: ArrayLike<number>,
+  scales: ArrayLike<number>,
+  zeros: ArrayLike<number>,
+  n: number,
+  k: number,
+  g: number,
+): Float64Array {
+  const codes = unpackInt4(packed, n, k);
+  const ng = k / g;
+  const out = new Float64Array(n * k);
+  for (let r = 0; r < n; ++r) {
+    for (let j = 0; j < k; ++j) {
+      const gi = Math.floor(j / g);
+      const s = bf16BitsToF32(scales[r * ng + gi]);
+      const z = bf16BitsToF32(zeros[r * ng + gi]);
+      out[r * k + j] = Math.fround(Math.fround(codes[r * k + j] - z) * s);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,288 @@
+/**
+ * The native core: buildInfo() and devices(), tensors (dtype, shape, bytes, views sharing memory), memory
+ * accounting, flushAsync(), and capture/replay of a recorded step on the CPU.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+
+import { type NativeContext, native, packageRoot } from "../lib/native.js";
+import { makeDecodeStep } from "./helpers/cases.js";
+import { Rng, encodeFloats } from "./helpers/rng.js";
+
+const N = native();
+const ctx: NativeContext = new N.Context("cpu");
+afterAll(() => ctx.dispose());
+
+describe("buildInfo() and devices()", () => {
+  const info = N.buildInfo();
+  it("has the documented shape", () => {
+    const pkg = JSON.parse(readFileSync(path.join(packageRoot(), "package.json"), "utf8")) as { version: string };
+    expect(info.version).toBe(pkg.version);
+    expect(Array.isArray(info.backends)).toBe(true);
+    expect(info.backends).toContain("cpu");
+    for (const b of info.backends) expect(["cpu", "cuda"]).toContain(b);
+    expect(Array.isArray(info.cudaArchitectures)).toBe(true);
+    for (const a of info.cudaArchitectures) expect(typeof a).toBe("string");
+    expect(typeof info.cudaStatus).toBe("string");
+    expect(info.cudaStatus.length).toBeGreaterThan(0);
+    expect(Number.isInteger(info.napiVersion) && info.napiVersion >= 8).toBe(true);
+    for (const v of [info.cudaRuntimeVersion, info.cudaDriverVersion]) expect(v === null || typeof v === "string").toBe(true);
+  });
+  it("a CUDA build lists its architectures, Hopper's sm_90a among them; a CPU build lists none", () => {
+    if (info.backends.includes("cuda")) {
+      expect(info.cudaArchitectures.length).toBeGreaterThan(0);
+      expect(info.cudaArchitectures).toContain("90a");
+      expect(info.cudaRuntimeVersion).toMatch(/^\d+\.\d+$/);
+    } else {
+      expect(info.cudaArchitectures).toEqual([]);
+      expect(info.cudaRuntimeVersion).toBeNull();
+      expect(N.devices()).toEqual([]);
+    }
+  });
+  it("devices() is an array of device descriptions", () => {
+    const devs = N.devices();
+    expect(Array.isArray(devs)).toBe(true);
+    devs.forEach((d, i) => {
+      expect(d.index).toBe(i);
+      expect(typeof d.name).toBe("string");
+      expect(d.computeCapability).toMatch(/^\d+\.\d+$/);
+      expect(d.totalMemory).toBeGreaterThan(0);
+      expect(d.freeMemory).toBeGreaterThan(0);
+      expect(d.freeMemory).toBeLessThanOrEqual(d.totalMemory);
+      expect(d.multiprocessors).toBeGreaterThan(0);
+    });
+  });
+});
+
+describe("tensors", () => {
+  it("dtype, shape, device, nbytes and what read() returns", () => {
+    const cases: [string, number[], number, string][] = [
+      ["f32", [3, 5], 60, "Float32Array"],
+      ["bf16", [7], 14, "Uint16Array"],
+      ["f16", [2, 2, 2], 16, "Uint16Array"],
+      ["i32", [4], 16, "Int32Array"],
+      ["u8", [9], 9, "Uint8Array"],
+      ["i4", [3, 5], 8, "Uint8Array"],
+      ["f32", [0, 4], 0, "Float32Array"],
+    ];
+    for (const [dtype, shape, nbytes, kind] of cases) {
+      const t = ctx.empty(dtype as "f32", shape);
+      expect(t.dtype).toBe(dtype);
+      expect(t.shape).toEqual(shape);
+      expect(t.device).toBe("cpu");
+      expect(t.nbytes).toBe(nbytes);
+      expect(t.disposed).toBe(false);
+      const r = t.read();
+      expect(r.constructor.name).toBe(kind);
+      expect(r.byteLength).toBe(nbytes);
+      t.dispose();
+    }
+    expect(ctx.device).toBe("cpu");
+  });
+
+  it("write() then read() round-trips the bytes; write copies at once", () => {
+    const t = ctx.empty("bf16", [4]);
+    const src = Uint16Array.of(0x3f80, 0x7fc1, 0x8000, 0x0001);
+    t.write(src);
+    src.fill(0); // the caller may reuse its buffer at once
+    expect(Array.from(t.read())).toEqual([0x3f80, 0x7fc1, 0x8000, 0x0001]);
+    t.dispose();
+  });
+
+  it("slice0 views share memory with their tensor, both ways, and slices of slices compose", () => {
+    const t = ctx.fromBuffer("f32", [5, 2], Float32Array.from({ length: 10 }, (_, i) => i));
+    const s = t.slice0(1, 4);
+    expect(s.shape).toEqual([3, 2]);
+    expect(Array.from(s.read())).toEqual([2, 3, 4, 5, 6, 7]);
+    s.write(Float32Array.of(-1, -2, -3, -4, -5, -6));
+    expect(Array.from(t.read())).toEqual([0, 1, -1, -2, -3, -4, -5, -6, 8, 9]);
+    t.write(Float32Array.from({ length: 10 }, (_, i) => 100 + i));
+    expect(Array.from(s.read())).toEqual([102, 103, 104, 105, 106, 107]);
+    const ss = s.slice0(1, 2);
+    expect(Array.from(ss.read())).toEqual([104, 105]);
+    // an op writing into a view writes the rows of the tensor
+    ctx.add(ss, ss, ctx.fromBuffer("f32", [1, 2], Float32Array.of(1000, 1000)));
+    expect(Array.from(t.read())).toEqual([100, 101, 102, 103, 1104, 1105, 106, 107, 108, 109]);
+    const empty = t.slice0(2, 2);
+    expect(empty.shape).toEqual([0, 2]);
+    for (const x of [t, s, ss, empty]) x.dispose();
+  });
+
+  it("reshape views share memory and keep the element count", () => {
+    const t = ctx.fromBuffer("i32", [2, 6], Int32Array.from({ length: 12 }, (_, i) => i));
+    const r = t.reshape([3, 2, 2]);
+    expect(r.shape).toEqual([3, 2, 2]);
+    expect(Array.from(r.read())).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    r.write(Int32Array.from({ length: 12 }, (_, i) => -i));
+    expect(Array.from(t.read())).toEqual(Array.from({ length: 12 }, (_, i) => -i | 0));
+    // a reshaped slice
+    const v = t.slice0(1, 2).reshape([3, 2]);
+    expect(Array.from(v.read())).toEqual([-6, -7, -8, -9, -10, -11]);
+    for (const x of [t, r, v]) x.dispose();
+  });
+});
+
+describe("memory()", () => {
+  it("counts the bytes of every allocation, and frees them when the last view is disposed", () => {
+    const c = new N.Context("cpu");
+    const m0 = c.memory();
+    expect(m0).toEqual({ inUse: 0, peak: 0, allocations: 0 });
+    const a = c.empty("f32", [10, 10]);
+    let m = c.memory();
+    expect(m.inUse).toBe(400);
+    expect(m.allocations).toBe(1);
+    const b = c.fromBuffer("bf16", [7], new Uint16Array(7));
+    const q = c.empty("i4", [3, 5]);
+    m = c.memory();
+    expect(m.inUse).toBe(400 + 14 + 8);
+    expect(m.allocations).toBe(3);
+    expect(m.peak).toBe(422);
+
+    // views allocate nothing and keep their storage alive
+    const s = a.slice0(2, 4);
+    const r = a.reshape([100]);
+    expect(c.memory().inUse).toBe(422);
+    a.dispose();
+    r.dispose();
+    expect(c.memory().inUse).toBe(422); // s still holds a's storage
+    s.dispose();
+    expect(c.memory()).toMatchObject({ inUse: 22, allocations: 2 });
+    b.dispose();
+    q.dispose();
+    expect(c.memory()).toMatchObject({ inUse: 0, allocations: 0, peak: 422 });
+
+    c.resetPeak();
+    expect(c.memory().peak).toBe(0);
+    const big = c.empty("f32", [1000]);
+    big.dispose();
+    expect(c.memory()).toEqual({ inUse: 0, peak: 4000, allocations: 0 });
+    c.dispose();
+  });
+});
+
+describe("flushAsync()", () => {
+  it("resolves, and the work queued before it is visible after", async () => {
+    const a = ctx.fromBuffer("f32", [2, 3], Float32Array.of(1, 2, 3, 4, 5, 6));
+    const o = ctx.empty("f32", [2, 3]);
+    ctx.add(o, a, a);
+    ctx.add(o, o, a);
+    await expect(ctx.flushAsync()).resolves.toBeUndefined();
+    // later work does not run again what was flushed: a changes, o keeps 3a
+    a.write(Float32Array.of(0, 0, 0, 0, 0, 0));
+    expect(Array.from(o.read())).toEqual([3, 6, 9, 12, 15, 18]);
+    await Promise.all([ctx.flushAsync(), ctx.flushAsync()]); // nothing queued, twice at once: fine
+    a.dispose();
+    o.dispose();
+  });
+
+  it("returns before the work is done (the work runs off the JS thread)", async () => {
+    const c = new N.Context("cpu");
+    const rng = new Rng("flushAsync");
+    const x = c.fromBuffer("f32", [16, 1024], Float32Array.from(rng.normals(16 * 1024)));
+    const w = c.fromBuffer("bf16", [1024, 1024], encodeFloats("bf16", rng.normals(1024 * 1024, 0.03)));
+    const y = c.empty("f32", [16, 1024]);
+    const queue = () => {
+      c.matmul(y, x, w);
+    };
+    queue();
+    let t0 = performance.now();
+    c.flush();
+    const syncMs = performance.now() - t0;
+    const want = Array.from(y.read());
+    y.write(new Float32Array(16 * 1024).fill(NaN));
+    queue();
+    t0 = performance.now();
+    const p = c.flushAsync();
+    const callMs = performance.now() - t0;
+    await p;
+    if (syncMs > 40) expect(callMs).toBeLessThan(syncMs / 2);
+    expect(Array.from(y.read())).toEqual(want);
+    c.dispose();
+  });
+});
+
+describe("fill_random seeds", () => {
+  it("seeds above 2^24 give different fills (they were once rounded to float32)", () => {
+    const a = ctx.empty("f32", [64]);
+    const b = ctx.empty("f32", [64]);
+    ctx.fillRandom(a, 2 ** 24, 0, 1);
+    ctx.fillRandom(b, 2 ** 24 + 1, 0, 1);
+    expect(Array.from(a.read())).not.toEqual(Array.from(b.read()));
+    ctx.fillRandom(b, 2 ** 24, 0, 1);
+    expect(Array.from(a.read())).toEqual(Array.from(b.read()));
+    a.dispose();
+    b.dispose();
+  });
+});
+
+// ------------------------------------------------------------------ capture / replay
+
+describe("capture / replay on the CPU", () => {
+  it("records without running, and replaying reproduces direct calls step by step", () => {
+    const a = new N.Context("cpu");
+    const b = new N.Context("cpu");
+    const sa = makeDecodeStep(a);
+    const sb = makeDecodeStep(b);
+    a.beginCapture();
+    const nOps = sa.record();
+    const plan = a.endCapture();
+    expect(plan.ops).toBe(nOps);
+    // nothing ran: the cache still holds its NaN poison, the logits are untouched
+    expect(new Set(sa.kc.read())).toEqual(new Set([0x7fc0]));
+
+    const tokens = [3, 17, 42, 7, 7, 0, 49, 11];
+    const us = [0.5, 0.1, 0.9, 0.33, 0.77, 0.01, 0.6, 0.45];
+    tokens.forEach((tok, step) => {
+      for (const s of [sa, sb]) {
+        s.ids.write(Int32Array.of(tok));
+        s.pos.write(Int32Array.of(step));
+        s.params.write(Float32Array.of(0.8, 0.9, 0.05, us[step]));
+      }
+      a.replay(plan);
+      sb.record();
+      const la = sa.logits.read() as Float32Array;
+      const lb = sb.logits.read() as Float32Array;
+      expect(la.every(Number.isFinite), `step ${step}: logits finite`).toBe(true);
+      expect(Array.from(la), `step ${step}: logits`).toEqual(Array.from(lb));
+      expect(sa.next.read()[0], `step ${step}: argmax`).toBe(sb.next.read()[0]);
+      expect(sa.sampled.read()[0], `step ${step}: sample`).toBe(sb.sampled.read()[0]);
+    });
+    // the caches were written by the replays exactly as by the direct calls
+    expect(Array.from(sa.kc.read())).toEqual(Array.from(sb.kc.read()));
+
+    // a plan can be replayed several times before a flush (each replay sees the writes recorded before it)
+    sa.pos.write(Int32Array.of(8));
+    a.replay(plan);
+    a.replay(plan);
+    expect(sa.logits.read().every(Number.isFinite)).toBe(true);
+
+    plan.dispose();
+    sa.dispose();
+    sb.dispose();
+    a.dispose();
+    b.dispose();
+  });
+
+  it("an empty capture gives an empty plan; replaying it is a no-op", () => {
+    ctx.beginCapture();
+    const p = ctx.endCapture();
+    expect(p.ops).toBe(0);
+    ctx.replay(p);
+    ctx.flush();
+    p.dispose();
+  });
+});
+
+describe("several contexts live side by side", () => {
+  it("each has its own memory accounting and queue", () => {
+    const c1 = new N.Context("cpu", 1);
+    const c2 = new N.Context("cpu", 2);
+    const t1 = c1.empty("f32", [16]);
+    expect(c1.memory().inUse).toBe(64);
+    expect(c2.memory().inUse).toBe(0);
+    t1.dispose();
+    c2.dispose();
+    c1.dispose();
+  });
+});
