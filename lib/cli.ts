@@ -6,6 +6,8 @@
  *   glm4-int4 inspect --model DIR [--max-context N]
  *   glm4-int4 inspect gpu
  *   glm4-int4 bench [--model DIR | --synthetic glm-4-9b] [--json] ...
+ *   glm4-int4 chat --model DIR ...                 (lib/chat-cli.ts)
+ *   glm4-int4 serve --model DIR [--port N] ...     (lib/serve-cli.ts)
  * Errors print one line (the file and the problem) and exit with status 1.
  */
 import { parseArgs } from "node:util";
@@ -16,6 +18,7 @@ const HELP = `glm4-int4 <command> [options]
 Commands:
   generate   --model DIR --prompt TEXT   generate a continuation and print tokens per second
   chat       --model DIR                 interactive chat (/reset, /exit; Ctrl-C stops the reply)
+  serve      --model DIR [--port 8000]   OpenAI-compatible server (/v1/chat/completions, /v1/completions)
   inspect    --model DIR | gpu           what a checkpoint holds, or what the GPU setup is
   bench      [--model DIR]               prefill/decode speed, memory and share of the hardware limit
 
@@ -163,6 +166,10 @@ async function main(): Promise<void> {
     case "chat": {
       const { cmdChat } = await import("./chat-cli.js");
       return cmdChat(rest, loadFromOpts);
+    }
+    case "serve": {
+      const { cmdServe } = await import("./serve-cli.js");
+      return cmdServe(rest, loadFromOpts);
     }
     case undefined:
     case "help":

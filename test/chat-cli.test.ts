@@ -1,7 +1,8 @@
 /**
  * `glm4-int4 chat` driven through stdin of a child process (the tiny checkpoint on the CPU): replies stream,
  * the conversation is kept (the second turn comes from the cache), /reset and /exit work, Ctrl-C stops a
- * reply without ending the program and exits at the prompt.
+ * reply without ending the program and exits at the prompt. And `glm4-int4 serve` as a process: it binds
+ * 127.0.0.1, answers, and stops on SIGINT.
  */
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureBuilt, runCli, type Cli } from "./helpers/cli.js";
@@ -68,5 +69,32 @@ describe("glm4-int4 chat", () => {
     cli = runCli([...ARGS, "--max-new-tokens", "lots"]);
     expect(await cli.exited).toBe(1);
     expect(cli.stderr()).toMatch(/--max-new-tokens must be a number/);
+  });
+});
+
+describe("glm4-int4 serve", () => {
+  it("listens on 127.0.0.1 (port 0: any free one), answers with the key, stops cleanly on SIGINT", async () => {
+    cli = runCli(["serve", "--model", "fixtures/tiny-glm4/original", "--device", "cpu", "--port", "0", "--api-key", "k1", "--max-tokens", "4"]);
+    const c = cli;
+    await c.waitFor((_, e) => /serve: http:\/\/\S+\/v1/.test(e));
+    const base = /serve: (http:\/\/\S+)\/v1/.exec(c.stderr())![1];
+    expect(base).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const res = await fetch(`${base}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer k1" },
+      body: JSON.stringify({ prompt: "hi", max_tokens: 4, temperature: 0 }),
+    });
+    expect(res.status).toBe(200);
+    expect((await res.json()).usage.completion_tokens).toBeGreaterThan(0);
+    expect((await fetch(`${base}/v1/models`)).status).toBe(401);
+    c.child.kill("SIGINT");
+    expect(await c.exited).toBe(0);
+    expect(c.stderr()).toContain("stopping");
+  });
+
+  it("a bad option fails with one line and status 1", async () => {
+    cli = runCli(["serve", "--model", "fixtures/tiny-glm4/original", "--device", "cpu", "--port", "eighty"]);
+    expect(await cli.exited).toBe(1);
+    expect(cli.stderr()).toMatch(/--port must be a non-negative integer/);
   });
 });
