@@ -85,7 +85,7 @@ describe("glm4-int4 serve", () => {
       body: JSON.stringify({ prompt: "hi", max_tokens: 4, temperature: 0 }),
     });
     expect(res.status).toBe(200);
-    expect((await res.json()).usage.completion_tokens).toBeGreaterThan(0);
+    expect(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBeGreaterThan(0);
     expect((await fetch(`${base}/v1/models`)).status).toBe(401);
     c.child.kill("SIGINT");
     expect(await c.exited).toBe(0);

@@ -33,6 +33,9 @@ async function start(opts: ServerOptions = {}) {
   return { app, base, client, health };
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const json = async (r: Response) => (await r.json()) as any;
+
 const post = (base: string, route: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${base}${route}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
 
@@ -162,12 +165,12 @@ describe("OpenAI-compatible server", () => {
     // 400 shape, exactly
     let res = await post(base, "/v1/chat/completions", { model: "glm" }, auth);
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { message: "messages must be a non-empty array", type: "invalid_request_error", param: "messages", code: null } });
+    expect(await json(res)).toEqual({ error: { message: "messages must be a non-empty array", type: "invalid_request_error", param: "messages", code: null } });
     res = await post(base, "/v1/chat/completions", "{not json", auth);
     expect(res.status).toBe(400);
-    expect((await res.json()).error).toMatchObject({ type: "invalid_request_error" });
+    expect((await json(res)).error).toMatchObject({ type: "invalid_request_error" });
     res = await post(base, "/v1/chat/completions", { messages: [{ role: "wizard", content: "x" }] }, auth);
-    expect((await res.json()).error).toMatchObject({ param: "messages[0].role" });
+    expect((await json(res)).error).toMatchObject({ param: "messages[0].role" });
 
     const c = client;
     await expect(c.chat.completions.create({ model: "glm", messages: user("hi"), n: 2 })).rejects.toMatchObject({ status: 400, error: { param: "n" } });
@@ -185,13 +188,13 @@ describe("OpenAI-compatible server", () => {
     // 401: no key, a wrong key; /health needs none
     res = await post(base, "/v1/chat/completions", { messages: user("hi") });
     expect(res.status).toBe(401);
-    expect(await res.json()).toEqual({ error: { message: expect.any(String), type: "invalid_request_error", param: null, code: "invalid_api_key" } });
+    expect(await json(res)).toEqual({ error: { message: expect.any(String), type: "invalid_request_error", param: null, code: "invalid_api_key" } });
     const wrong = new OpenAI({ baseURL: `${base}/v1`, apiKey: "sk-wrong", maxRetries: 0 });
     await expect(wrong.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
     expect((await fetch(`${base}/health`)).status).toBe(200);
     res = await fetch(`${base}/v1/nothing`, { headers: auth });
     expect(res.status).toBe(404);
-    expect((await res.json()).error.code).toBe("not_found");
+    expect((await json(res)).error.code).toBe("not_found");
   });
 
   it("a full queue answers 429; a client that goes away mid-stream frees its slot", async () => {
