@@ -395,11 +395,12 @@ export class Engine {
 export function disposeWeights(w: Partial<ModelWeights>): void {
   w.finalNorm?.dispose();
   if (w.output) disposeLinear(w.output);
-  for (const L of w.layers ?? []) {
-    L.attnNorm.dispose();
-    L.ffnNorm.dispose();
+  // Also called on the partial weights of a load that failed half-way: any field may be missing.
+  for (const L of (w.layers ?? []) as Partial<LayerWeights>[]) {
+    L.attnNorm?.dispose();
+    L.ffnNorm?.dispose();
     for (const b of [L.qBias, L.kBias, L.vBias]) b?.dispose();
-    for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) disposeLinear(l);
+    for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) if (l) disposeLinear(l);
   }
 }
 
