@@ -5,6 +5,7 @@
  *                      [--min-p P] [--repetition-penalty R] [--seed S] [--device auto|cpu|cuda] [--quantization int4|none]
  *   glm4-int4 inspect --model DIR [--max-context N]
  *   glm4-int4 inspect gpu
+ *   glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--force] [--device D] [--max-shard-size 2GB]
  *   glm4-int4 bench [--model DIR | --synthetic glm-4-9b] [--json] ...
  *   glm4-int4 chat --model DIR ...                 (lib/chat-cli.ts)
  *   glm4-int4 serve --model DIR [--port N] ...     (lib/serve-cli.ts)
@@ -20,6 +21,7 @@ Commands:
   chat       --model DIR                 interactive chat (/reset, /exit; Ctrl-C stops the reply)
   serve      --model DIR [--port 8000]   OpenAI-compatible server (/v1/chat/completions, /v1/completions)
   inspect    --model DIR | gpu           what a checkpoint holds, or what the GPU setup is
+  quantize   --model DIR --out DIR       write an INT4 checkpoint (--group-size, --force to replace --out)
   bench      [--model DIR]               prefill/decode speed, memory and share of the hardware limit
 
 Common options:
@@ -70,11 +72,11 @@ async function loadFromOpts(o: Opts, synthetic?: string) {
 }
 
 /** A progress bar on stderr when it is a terminal (cli-progress), silent otherwise. */
-async function progressBar(): Promise<{ update: (p: { loaded: number; total: number; stage: string }) => void; stop: () => void }> {
+async function progressBar(label = "loading"): Promise<{ update: (p: { loaded: number; total: number; stage: string }) => void; stop: () => void }> {
   if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
   const { default: cliProgress } = await import("cli-progress");
   const bar = new cliProgress.SingleBar(
-    { stream: process.stderr, format: "loading [{bar}] {percentage}% | {value}/{total} MiB | {eta_formatted}", hideCursor: true, clearOnComplete: true },
+    { stream: process.stderr, format: `${label} [{bar}] {percentage}% | {value}/{total} MiB | {eta_formatted}`, hideCursor: true, clearOnComplete: true },
     cliProgress.Presets.shades_classic,
   );
   let started = false;
@@ -158,6 +160,10 @@ async function main(): Promise<void> {
     case "inspect": {
       const { cmdInspect } = await import("./inspect.js");
       return cmdInspect(rest);
+    }
+    case "quantize": {
+      const { cmdQuantize } = await import("./quantize.js");
+      return cmdQuantize(rest, progressBar);
     }
     case "bench": {
       const { cmdBench } = await import("./bench.js");

@@ -14,6 +14,7 @@ import { native, type NativeContext } from "./native.js";
 import { Engine, disposeWeights, type ModelWeights, type Quantization } from "./model.js";
 import { createContext, glm4_9bConfig, linearBytes, loadCheckpointWeights, resolveDevice, syntheticWeights, tensorPlan, isLinearName, type DeviceOption, type LoadProgress } from "./loader.js";
 import { Glm4Tokenizer } from "./tokenizer.js";
+import { detectPrequantized } from "./prequantized.js";
 import { buildChatPrompt, chatStopIds, type ChatMessage } from "./chat-format.js";
 import { Generation, checkGenerateOptions, streamChunks, type CheckedGenerateOptions } from "./generation.js";
 import { Session, type SessionOptions } from "./session.js";
@@ -278,6 +279,7 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new RangeError(`prefillChunk must be a positive integer, got ${String(prefillChunk)}`);
 
   const cfg = synthetic ? glm4_9bConfig() : await readConfig(dir!);
+  const pre = synthetic ? null : await detectPrequantized(dir!, { quantization, groupSize: options.groupSize }); // glm4_int4.json or GPTQ: loaded as INT4 directly
   const maxContext = options.maxContext ?? Math.min(8192, cfg.maxPositions);
   if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > cfg.maxPositions) throw new RangeError(`maxContext must be an integer in [1, ${cfg.maxPositions}], got ${String(maxContext)}`);
   const tokenizer = synthetic ? null : await Glm4Tokenizer.fromDir(dir!);
@@ -299,11 +301,11 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   const ctx = createContext(device, options.threads);
   let weights: ModelWeights | undefined;
   try {
-    const wopts = { quantization, groupSize: groupSize as 32 | 64 | 128, onProgress: options.onProgress, signal: options.signal };
-    weights = synthetic ? await syntheticWeights(cfg, ctx, { ...wopts, seed: options.syntheticSeed }) : await loadCheckpointWeights(dir!, cfg, ctx, wopts);
+    const wopts = { quantization, groupSize: pre?.groupSize ?? (groupSize as 32 | 64 | 128), onProgress: options.onProgress, signal: options.signal };
+    weights = synthetic ? await syntheticWeights(cfg, ctx, { ...wopts, seed: options.syntheticSeed }) : pre ? await pre.load(cfg, ctx, wopts) : await loadCheckpointWeights(dir!, cfg, ctx, wopts);
     const engine = new Engine(ctx, cfg, weights, { maxContext, kvDtype: onGpu ? "bf16" : "f32", prefillChunk });
     ctx.flush();
-    return new Glm4Model(cfg, tokenizer, ctx, weights, engine, { dir: synthetic ? null : path.resolve(dir!), device, quantization, groupSize, maxContext });
+    return new Glm4Model(cfg, tokenizer, ctx, weights, engine, { dir: synthetic ? null : path.resolve(dir!), device, quantization, groupSize: wopts.groupSize, maxContext });
   } catch (e) {
     if (weights) disposeWeights(weights);
     try {

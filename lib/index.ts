@@ -4,6 +4,8 @@ export type { LoadOptions, GenerateOptions, GenerateResult, TextChunk, FinishRea
 export { Session } from "./session.js";
 export type { SessionOptions } from "./session.js";
 export type { LoadProgress, DeviceOption } from "./loader.js";
+export { quantizeCheckpoint } from "./quantize.js";
+export type { QuantizeOptions, QuantizeResult, QuantizeProgress } from "./quantize.js";
 export { Glm4Error } from "./errors.js";
 export type { Glm4ErrorCode } from "./errors.js";
 export { buildInfo, devices } from "./native.js";

@@ -10,6 +10,8 @@ import { readConfig } from "./config.js";
 import { Checkpoint } from "./safetensors.js";
 import { checkCheckpoint } from "./weights.js";
 import { estimateMemory } from "./glm4.js";
+import { checkPrequantized, detectPrequantized } from "./prequantized.js";
+import { checkHostFits } from "./loader.js";
 import { buildInfo, devices, native } from "./native.js";
 import { Glm4Error } from "./errors.js";
 
@@ -25,15 +27,19 @@ export interface InspectReport {
   bytes: number;
   parameters: number;
   memory: Record<string, ReturnType<typeof estimateMemory>>;
+  /** Set for a checkpoint that is already quantized (glm4_int4.json or GPTQ). */
+  quantization?: string;
   problems: string[];
 }
 
 export async function inspectCheckpoint(dir: string, maxContext?: number): Promise<InspectReport> {
   const cfg = await readConfig(dir);
+  const pre = await detectPrequantized(dir);
   const ckpt = await Checkpoint.open(dir);
   try {
     const problems: string[] = [];
-    const { naming, unused } = checkCheckpoint(ckpt, cfg);
+    const { naming, unused } = pre ? await checkPrequantized(pre, ckpt, cfg) : checkCheckpoint(ckpt, cfg);
+    checkHostFits(ckpt);
     for (const u of unused) problems.push(`unused tensor ${u}`);
     const dtypes: Record<string, number> = {};
     let bytes = 0, params = 0;
@@ -44,9 +50,9 @@ export async function inspectCheckpoint(dir: string, maxContext?: number): Promi
     }
     const ctxLen = maxContext ?? Math.min(8192, cfg.maxPositions);
     const memory: InspectReport["memory"] = {};
-    for (const [name, q] of [["int4 g128", "int4"], ["bf16", "none"]] as const)
-      memory[name] = estimateMemory(cfg, { quantization: q, groupSize: 128, maxContext: ctxLen, prefillChunk: 512, kvBytes: 2 });
-    return { dir: path.resolve(dir), format: `safetensors (${ckpt.layout}, ${ckpt.shards.length} file(s))`, naming, config: { ...cfg, maxContextForEstimate: ctxLen }, dtypes, tensors: ckpt.tensors.size, bytes, parameters: params, memory, problems };
+    for (const [name, q] of [[`int4 g${pre?.groupSize ?? 128}`, "int4"], ...(pre ? [] : [["bf16", "none"]])] as [string, "int4" | "none"][])
+      memory[name] = estimateMemory(cfg, { quantization: q, groupSize: pre?.groupSize ?? 128, maxContext: ctxLen, prefillChunk: 512, kvBytes: 2 });
+    return { dir: path.resolve(dir), format: `safetensors (${ckpt.layout}, ${ckpt.shards.length} file(s))`, naming, config: { ...cfg, maxContextForEstimate: ctxLen }, dtypes, tensors: ckpt.tensors.size, bytes, parameters: params, memory, ...(pre ? { quantization: pre.describe } : {}), problems };
   } finally {
     await ckpt.close();
   }
@@ -62,6 +68,7 @@ export async function cmdInspect(argv: string[]): Promise<void> {
   const lines = [
     `model       ${r.dir}`,
     `format      ${r.format}, naming ${r.naming} (${c.flavour})`,
+    ...(r.quantization ? [`quantized   ${r.quantization}`] : []),
     `shape       ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads of ${c.headDim}, ${c.numKvHeads} KV groups, FFN ${c.ffnSize}, vocab ${c.vocabSize}`,
     `rotary      first ${c.rotaryDim} dims, base ${c.ropeTheta}; context ${c.maxPositions}; rms eps ${c.rmsEps}`,
     `tensors     ${r.tensors} (${Object.entries(r.dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${(r.parameters / 1e9).toFixed(3)} B parameters, ${gib(r.bytes)} on disk`,

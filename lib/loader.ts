@@ -4,10 +4,14 @@
  * read from disk, uploaded, quantized on the device and its full-precision copy freed, so neither the host
  * nor the device ever holds the whole full-precision model.
  */
+import path from "node:path";
+import { totalmem } from "node:os";
+import { constants as bufferConstants } from "node:buffer";
 import { Glm4Error, wrapNative } from "./errors.js";
 import { readConfig, type Glm4Config } from "./config.js";
 import { Checkpoint } from "./safetensors.js";
 import { iterateWeights, type WeightTensor } from "./weights.js";
+import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, u16View, type Int4Record } from "./int4-format.js";
 import { native, type DType, type NativeContext, type NativeTensor } from "./native.js";
 import { HostEmbedding, createContext, disposeLinear, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./model.js";
 
@@ -116,6 +120,19 @@ export function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, group: 32 
   }
 }
 
+/**
+ * A full-precision linear weight in host memory -> INT4 on ctx, quantized by row chunks (at most 64 MiB of
+ * full precision on the device at a time). The one path shared by load-time quantization and `quantize`,
+ * so that both give the same codes bit for bit.
+ */
+export function quantizeHostLinear(ctx: NativeContext, t: { name: string; dtype: string; shape: number[]; data: Buffer }, group: 32 | 64 | 128): Linear {
+  const dt = DISK_DTYPE[t.dtype];
+  if (!dt) throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `tensor ${t.name}: dtype ${t.dtype} cannot be loaded (BF16, F16, F32 only)`);
+  const [n, k] = t.shape;
+  const rowBytes = k * (dt === "f32" ? 4 : 2);
+  return quantizeRows(ctx, n, k, group, chunkRows(k, dt === "f32" ? 4 : 2), (r0, r1) => ctx.fromBuffer(dt, [r1 - r0, k], t.data.subarray(r0 * rowBytes, r1 * rowBytes)));
+}
+
 /** A tensor read from disk, in host memory. */
 export interface HostTensor {
   name: string;
@@ -144,12 +161,7 @@ export class WeightAssembler {
       return;
     }
     if (isLinearName(t.name) && this.opts.quantization === "int4") {
-      const dt = DISK_DTYPE[t.dtype];
-      if (!dt) throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `tensor ${t.name}: dtype ${t.dtype} cannot be loaded (BF16, F16, F32 only)`);
-      const [n, k] = t.shape;
-      const rowBytes = k * (dt === "f32" ? 4 : 2);
-      const lin = quantizeRows(ctx, n, k, this.opts.groupSize, chunkRows(k, dt === "f32" ? 4 : 2), (r0, r1) => ctx.fromBuffer(dt, [r1 - r0, k], t.data.subarray(r0 * rowBytes, r1 * rowBytes)));
-      this.addLinear(t.name, lin);
+      this.addLinear(t.name, quantizeHostLinear(ctx, t, this.opts.groupSize));
       return;
     }
     this.add(t.name, upload(ctx, t));
@@ -188,7 +200,8 @@ export class WeightAssembler {
     this.add(name, t);
   }
 
-  private addLinear(name: string, lin: Linear): void {
+  /** Takes ownership of a linear layer's weight (INT4 or dense) made elsewhere (INT4 checkpoints, GPTQ import). */
+  addLinear(name: string, lin: Linear): void {
     this.place(name, undefined, lin);
   }
 
@@ -256,9 +269,28 @@ export class WeightAssembler {
   }
 }
 
+/**
+ * Loading reads one tensor at a time into host memory: a tensor larger than the machine's memory, or than
+ * the largest Buffer Node can allocate, cannot be loaded. A header may claim terabytes (a sparse file makes
+ * the claim cheap), so this is checked from the headers before anything that size is allocated.
+ */
+export function checkHostFits(ckpt: Checkpoint): void {
+  const limit = Math.min(totalmem(), bufferConstants.MAX_LENGTH);
+  let big: { name: string; byteLength: number; file: string } | undefined;
+  for (const t of ckpt.tensors.values()) if (!big || t.byteLength > big.byteLength) big = t;
+  if (big && big.byteLength > limit) {
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    throw new Glm4Error(
+      "ERR_GLM4_OUT_OF_MEMORY",
+      `${big.file}: tensor ${JSON.stringify(big.name)} is ${gib(big.byteLength)}; loading reads a tensor whole into host memory, and this machine allows ${gib(limit)} at once (memory ${gib(totalmem())}, largest Node Buffer ${gib(bufferConstants.MAX_LENGTH)}). The header claims an impossible size, or the checkpoint is not a GLM-4-9B.`,
+    );
+  }
+}
+
 /** Loads every tensor of a checkpoint directory onto ctx. */
 export async function loadCheckpointWeights(dir: string, cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions): Promise<ModelWeights> {
   const ckpt = await Checkpoint.open(dir);
+  checkHostFits(ckpt);
   const asm = new WeightAssembler(ctx, cfg, opts);
   try {
     let total = 0;
@@ -356,3 +388,60 @@ export async function syntheticWeights(cfg: Glm4Config, ctx: NativeContext, opts
 }
 
 export { createContext, readConfig };
+
+/**
+ * Loads an INT4 checkpoint written by `glm4-int4 quantize` (lib/int4-format.ts): codes, scales and zeros go
+ * onto ctx as they are (no full-precision step); scales and zeros are checked on the host first. The
+ * embedding, norms and biases load as from a BF16 checkpoint.
+ */
+export async function loadInt4CheckpointWeights(dir: string, cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions, record: Int4Record): Promise<ModelWeights> {
+  const recordFile = path.join(dir, INT4_RECORD_FILE);
+  if (opts.quantization !== "int4") {
+    throw new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${recordFile}: this checkpoint is already quantized to INT4 (group ${record.group_size}), so quantization "${opts.quantization}" cannot load it: its full-precision weights are not in it. Load it with quantization "int4" (the default), or load the BF16 source checkpoint with quantization "none".`);
+  }
+  const ckpt = await Checkpoint.open(dir);
+  const asm = new WeightAssembler(ctx, cfg, { quantization: "int4", groupSize: record.group_size });
+  try {
+    const entries = checkInt4Checkpoint(ckpt, cfg, record, recordFile);
+    checkHostFits(ckpt);
+    let total = 0;
+    for (const t of ckpt.tensors.values()) total += t.byteLength;
+    let loaded = 0;
+    for (const e of entries) {
+      if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
+      if (e.kind === "int4") {
+        const [qw, sc, zr] = [await ckpt.read(e.qweight), await ckpt.read(e.scales), await ckpt.read(e.zeros)];
+        const scales = u16View(sc.data), zeros = u16View(zr.data);
+        checkInt4Params(ckpt.info(e.scales).file, e.name, scales, zeros, e.k / e.groupSize);
+        const parts: NativeTensor[] = [];
+        try {
+          parts.push(ctx.fromBuffer("i4", [e.n, e.k], qw.data));
+          parts.push(ctx.fromBuffer("bf16", [e.n, e.k / e.groupSize], scales));
+          parts.push(ctx.fromBuffer("bf16", [e.n, e.k / e.groupSize], zeros));
+        } catch (err) {
+          for (const p of parts) p.dispose();
+          throw wrapNative(err);
+        }
+        asm.addLinear(e.name, { kind: "int4", q: { codes: parts[0], scales: parts[1], zeros: parts[2], groupSize: e.groupSize }, n: e.n, k: e.k });
+        loaded += qw.data.byteLength + sc.data.byteLength + zr.data.byteLength;
+      } else {
+        const t = await ckpt.read(e.tensor);
+        try {
+          asm.addHost({ name: e.name, dtype: t.dtype, shape: t.shape, data: t.data });
+        } catch (err) {
+          throw wrapNative(err);
+        }
+        loaded += t.data.byteLength;
+      }
+      opts.onProgress?.({ stage: "weights", loaded, total, tensor: e.name });
+    }
+    const w = asm.finish();
+    opts.onProgress?.({ stage: "done", loaded: total, total });
+    return w;
+  } catch (e) {
+    asm.dispose();
+    throw e;
+  } finally {
+    await ckpt.close();
+  }
+}
