@@ -2,7 +2,9 @@
  * `glm4-int4 inspect --model DIR`: what a checkpoint holds (format, naming, config, dtypes, tensors, bytes,
  * parameters) and the device memory an INT4 load needs; every problem found is listed, and a malformed
  * directory exits with status 1 and a one-line error naming the file and the problem.
- * `glm4-int4 inspect gpu`: the addon in use, its CUDA architectures, the driver and each GPU.
+ * `glm4-int4 inspect gpu`: the binary in use and why (and those skipped, with the reason), its CUDA
+ * architectures, the CUDA runtime and driver, each GPU with the code that runs on it and its free memory, and
+ * whether the GPU path will be used; `--json` prints the same as JSON. Exit status 1 when no binary loads.
  */
 import { parseArgs } from "node:util";
 import path from "node:path";
@@ -12,7 +14,8 @@ import { checkCheckpoint } from "./weights.js";
 import { estimateMemory } from "./glm4.js";
 import { checkPrequantized, detectPrequantized } from "./prequantized.js";
 import { checkHostFits } from "./loader.js";
-import { buildInfo, devices, native } from "./native.js";
+import { native, nativeSelection, runnableCode, type BuildInfo, type DeviceInfo, type NativeSource } from "./native.js";
+import { resolveDevice } from "./loader.js";
 import { Glm4Error } from "./errors.js";
 
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
@@ -78,27 +81,76 @@ export async function cmdInspect(argv: string[]): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-function inspectGpu(json: boolean): void {
-  const info = buildInfo();
-  const devs = devices();
-  const override = process.env.GLM4_NATIVE_PATH;
-  let file = "";
+export interface GpuReport {
+  /** The binary in use (null when none could be loaded), where it came from and why it was chosen. */
+  binary: { file: string | null; source: NativeSource | null; why: string; checkMs: number | null; cachedVerdict: boolean };
+  /** Binaries passed over, each with the reason (crashed, timed out, does not load, wrong version, ...). */
+  skipped: { file: string; source: NativeSource; reason: string }[];
+  /** Every place looked at, in order. */
+  candidates: { file: string; source: NativeSource; present: boolean }[];
+  buildInfo: BuildInfo | null;
+  devices: (DeviceInfo & { runs: string | null })[];
+  /** What device "auto" resolves to ("cuda:0" or "cpu"), and whether that is the GPU path. */
+  autoDevice: string | null;
+  gpuPathUsed: boolean;
+  why: string;
+}
+
+/** What `inspect gpu` reports; never throws (a missing or broken binary is part of the report). */
+export function gpuReport(): GpuReport {
+  const sel = nativeSelection();
+  let info: BuildInfo | null = null;
+  let devs: DeviceInfo[] = [];
+  let auto: string | null = null;
+  let err = "";
   try {
-    native();
-    file = override ?? "node-gyp-build (prebuilds/ first, then build/Release)";
+    const m = native();
+    info = m.buildInfo();
+    devs = info.backends.includes("cuda") ? m.devices() : [];
+    auto = resolveDevice("auto");
   } catch (e) {
-    file = `none: ${(e as Error).message}`;
+    err = (e as Error).message;
   }
-  const useGpu = info.backends.includes("cuda") && devs.length > 0;
-  const report = { binary: file, buildInfo: info, devices: devs, gpuPathUsed: useGpu, why: useGpu ? "CUDA backend compiled in and a GPU is visible" : info.backends.includes("cuda") ? `no usable GPU: ${info.cudaStatus}` : "this addon was built without CUDA" };
-  if (json) return void process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+  const archs = info?.cudaArchitectures ?? [];
+  const devices = devs.map((d) => ({ ...d, runs: runnableCode(d.computeCapability, archs) }));
+  const gpu0 = devices[0];
+  let why: string;
+  if (!info) why = `no usable addon: ${err}`;
+  else if (!info.backends.includes("cuda")) why = "this binary was built without the CUDA backend";
+  else if (!devices.length) why = info.cudaStatus;
+  else if (!gpu0!.runs) why = `GPU 0 (compute ${gpu0!.computeCapability}) has no code in this binary (architectures ${archs.join(", ")})`;
+  else why = `CUDA backend and ${devices.length} GPU(s): device "auto" is ${auto}, running ${gpu0!.runs} code`;
+  return {
+    binary: { file: sel.file, source: sel.source, why: sel.why, checkMs: sel.check && !sel.check.cached ? sel.check.ms : null, cachedVerdict: Boolean(sel.check?.cached) },
+    skipped: sel.skipped,
+    candidates: sel.candidates.map(({ file, source, present }) => ({ file, source, present })),
+    buildInfo: info,
+    devices,
+    autoDevice: auto,
+    gpuPathUsed: Boolean(auto?.startsWith("cuda") && gpu0?.runs),
+    why,
+  };
+}
+
+function inspectGpu(json: boolean): void {
+  const r = gpuReport();
+  if (!r.buildInfo) process.exitCode = 1;
+  if (json) return void process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+  const info = r.buildInfo;
   const lines = [
-    `addon        ${report.binary} (version ${info.version}, N-API ${info.napiVersion}, ${info.compiler ?? "?"})`,
-    `backends     ${info.backends.join(", ")}`,
-    `CUDA archs   ${info.cudaArchitectures.join(", ") || "none"}`,
-    `CUDA runtime ${info.cudaRuntimeVersion ?? "none"}, driver ${info.cudaDriverVersion ?? "none"} (${info.cudaStatus})`,
-    ...devs.map((d) => `GPU ${d.index}        ${d.name}, compute ${d.computeCapability}, ${d.multiprocessors} SMs, ${gib(d.freeMemory)} free of ${gib(d.totalMemory)}`),
-    `GPU path     ${useGpu ? "yes" : "no"}: ${report.why}`,
+    `binary       ${r.binary.file ?? "none"}`,
+    `             ${r.binary.why}`,
+    ...r.skipped.map((s) => `skipped      ${s.file} (${s.source}): ${s.reason}`),
+    `looked at    ${r.candidates.map((c) => `${c.source}${c.present ? "" : " (absent)"}`).join(", ")}`,
   ];
+  if (info) {
+    lines.push(
+      `addon        version ${info.version}, N-API ${info.napiVersion}, ${info.compiler ?? "?"}; backends ${info.backends.join(", ")}`,
+      `CUDA archs   ${info.cudaArchitectures.join(", ") || "none"}`,
+      `CUDA         runtime ${info.cudaRuntimeVersion ?? "none"}, driver ${info.cudaDriverVersion ?? "none"} (${info.cudaStatus})`,
+      ...r.devices.map((d) => `GPU ${d.index}        ${d.name}, compute ${d.computeCapability} (${d.runs ? `runs ${d.runs}` : "NO compiled code for it"}), ${d.multiprocessors} SMs, ${gib(d.freeMemory)} free of ${gib(d.totalMemory)}`),
+    );
+  }
+  lines.push(`GPU path     ${r.gpuPathUsed ? "yes" : "no"}: ${r.why}`);
   process.stdout.write(lines.join("\n") + "\n");
 }
