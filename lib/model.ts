@@ -331,7 +331,7 @@ export class Engine {
     return this.decode;
   }
 
-  /** One token through the captured step; its logits land in the engine's logits buffer. */
+  /** Records one token through the captured step; its logits land in the engine's logits buffer once the next pick(), readLogits() or flush runs. */
   async step(id: number): Promise<NativeTensor> {
     if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the model was disposed");
     this.checkIds([id]);
@@ -340,8 +340,9 @@ export class Engine {
     try {
       d.scratch.x.write(this.w.embed.gather([id]));
       d.scratch.pos.write(Int32Array.of(this.length));
+      // Recorded, not run: the next pick()/readLogits() runs the step and the token choice in one flush
+      // (one trip through the worker thread a token instead of two).
       this.ctx.replay(d.plan);
-      await this.ctx.flushAsync();
     } catch (e) {
       throw wrapNative(e);
     }
