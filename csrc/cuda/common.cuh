@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "core/context.h"  // stream_of(Context&)
 #include "core/error.h"
 #include "core/tensor.h"
 
