@@ -139,7 +139,7 @@ export class Glm4Model {
   }
 
   /** Logits of every position of `tokens` as a fresh sequence: Float32Array of tokens.length × vocabSize. */
-  logits(tokens: readonly number[]): Promise<Float32Array> {
+  async logits(tokens: readonly number[]): Promise<Float32Array> {
     this.check();
     return this.queue.run(async () => {
       this.engine.reset();
@@ -154,7 +154,7 @@ export class Glm4Model {
   }
 
   /** Generates a continuation of `prompt` (text, or token ids used as they are). */
-  generate(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerateResult> {
+  async generate(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerateResult> {
     return this._run(this.engine, prompt, options);
   }
 

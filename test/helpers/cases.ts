@@ -1132,7 +1132,7 @@ export interface DecodeStep {
 
 export function makeDecodeStep(c: NativeContext): DecodeStep {
   const rng = new Rng("capture/replay weights");
-  const [V, H, HQ, HKV, D, F, S] = [50, 64, 4, 2, 16, 96, 12];
+  const [V, H, HQ, HKV, D, F, S] = [50, 64, 4, 2, 32, 96, 12]; // D = 32: the CUDA attention supports head dims 32, 64, 128
   const owned: NativeTensor[] = [];
   const t = (x: NativeTensor) => (owned.push(x), x);
   const bf = (shape: number[], std: number) =>
