@@ -67,7 +67,7 @@ export interface BenchResult {
   loadSeconds: number;
   prefill: { tokens: number; tokensPerSecond: number; ms: number }[];
   decode: { context: number; tokensPerSecond: number; msPerToken: number; runs: number[]; bytesPerToken: number; floorTokensPerSecond: number | null; shareOfFloor: number | null }[];
-  memory: { weightsBytes: number; kvCacheBytes: number; contextPeakBytes: number; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
+  memory: { weightsBytes: number; kvCacheBytes: number; loadPeakBytes: number; contextPeakBytes: number; processGpuAfterLoadBytes: number | null; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
   decodeStepOps: { op: string; calls: number; ms: number; share: number }[];
   decodeStepMs: number;
 }
@@ -93,13 +93,14 @@ async function copyBandwidth(model: Glm4Model): Promise<number> {
   }
 }
 
-export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; log?: (s: string) => void }): Promise<BenchResult> {
+export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; maxContext?: number; log?: (s: string) => void }): Promise<BenchResult> {
   const log = o.log ?? (() => undefined);
   const contexts = o.contexts ?? [128, 2048];
   const prefills = o.prefills ?? [512, 2048];
   const newTokens = o.newTokens ?? 256;
   const runs = o.runs ?? 3;
-  const maxContext = Math.max(...contexts, ...prefills) + newTokens + 16;
+  const needed = Math.max(...contexts, ...prefills) + newTokens + 16;
+  const maxContext = Math.max(o.maxContext ?? 8192, needed);
   const t0 = performance.now();
   log(`loading ${o.model ?? "synthetic GLM-4-9B"} ...`);
   const model = await loadGlm4(o.model ?? null, { device: (o.device as "auto") ?? "auto", quantization: o.quantization ?? "int4", groupSize: o.groupSize ?? 128, maxContext, synthetic: o.model ? undefined : "glm-4-9b", prefillChunk: 2048 });
@@ -110,6 +111,10 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
     const onGpu = model.device.startsWith("cuda");
     const kvBytes = onGpu ? 2 : 4;
     const weightsBytes = ctx.memory().inUse - engine.kcache.reduce((a, t) => a + 2 * t.nbytes, 0);
+    // The process's whole GPU use right after the load (weights, cache, CUDA context), before the bench's own
+    // 2 GiB copy buffers and prefill scratch inflate it.
+    const loadPeak = ctx.memory().peak;
+    const processAfterLoad = onGpu ? processGpuMemory() : null;
     log("measuring copy bandwidth ...");
     const bw = onGpu ? await copyBandwidth(model) : null;
 
@@ -182,7 +187,9 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       memory: {
         weightsBytes,
         kvCacheBytes: engine.kcache.reduce((a, t) => a + 2 * t.nbytes, 0),
+        loadPeakBytes: loadPeak,
         contextPeakBytes: mem.peak,
+        processGpuAfterLoadBytes: processAfterLoad,
         processGpuBytes: onGpu ? processGpuMemory() : null,
         deviceUsedBytes: dev ? dev.totalMemory - dev.freeMemory : null,
         maxContext,
@@ -208,7 +215,8 @@ export function formatBench(r: BenchResult): string {
     "decode    context  tok/s   ms/tok  MB/tok  floor tok/s  share of floor",
     ...r.decode.map((d) => `          ${String(d.context).padStart(7)} ${d.tokensPerSecond.toFixed(1).padStart(6)} ${d.msPerToken.toFixed(2).padStart(8)} ${(d.bytesPerToken / 1e6).toFixed(0).padStart(7)} ${d.floorTokensPerSecond ? d.floorTokensPerSecond.toFixed(0).padStart(12) : "         n/a"} ${d.shareOfFloor ? `${(100 * d.shareOfFloor).toFixed(1)}%`.padStart(15) : "            n/a"}`),
     "",
-    `memory: weights ${gib(r.memory.weightsBytes)}, KV cache ${gib(r.memory.kvCacheBytes)} (maxContext ${r.memory.maxContext}), context peak ${gib(r.memory.contextPeakBytes)}, process GPU total ${gib(r.memory.processGpuBytes)}, device used ${gib(r.memory.deviceUsedBytes)}`,
+    `memory: weights ${gib(r.memory.weightsBytes)}, KV cache ${gib(r.memory.kvCacheBytes)} (maxContext ${r.memory.maxContext}), allocator peak during load ${gib(r.memory.loadPeakBytes)}`,
+    `        process GPU total (CUDA context included) after load ${gib(r.memory.processGpuAfterLoadBytes)}, at the end ${gib(r.memory.processGpuBytes)} (the bench's 2 GiB copy buffers and 2048-token prefill scratch included; allocator peak ${gib(r.memory.contextPeakBytes)})`,
     "",
     `one decode step, ops timed one by one (sum ${r.decodeStepMs.toFixed(3)} ms; the graph replay overlaps launch gaps):`,
     ...r.decodeStepOps.map((o) => `  ${o.op.padEnd(16)} x${String(o.calls).padEnd(4)} ${o.ms.toFixed(3).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}%`),
@@ -228,6 +236,7 @@ export async function cmdBench(argv: string[]): Promise<void> {
       "new-tokens": { type: "string" },
       contexts: { type: "string" },
       prefills: { type: "string" },
+      "max-context": { type: "string" },
       json: { type: "boolean" },
       save: { type: "boolean" },
       synthetic: { type: "string" },
@@ -246,6 +255,7 @@ export async function cmdBench(argv: string[]): Promise<void> {
     newTokens: o["new-tokens"] ? Number(o["new-tokens"]) : undefined,
     contexts: list(o.contexts),
     prefills: list(o.prefills),
+    maxContext: o["max-context"] ? Number(o["max-context"]) : undefined,
     log: o.json ? undefined : (s) => process.stderr.write(s + "\n"),
   });
   if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");
