@@ -54,13 +54,15 @@ struct AttnShape {
      for i < rot_dim/2, a = pos[t] * theta^(-2i/rot_dim):                                                     \
      (x[2i], x[2i+1]) <- (x[2i] cos a - x[2i+1] sin a, x[2i+1] cos a + x[2i] sin a). */                      \
   void rotary(Context& c, const Tensor& x, const Tensor& pos, int64_t rot_dim, float theta);                 \
-  /* kcache/vcache bf16|f32 [S, Hkv, D]; k, v f32 [T, Hkv, D]; cache[pos[t]] = k[t], v[t] */                 \
+  /* kcache/vcache bf16|f32 [S, Hkv, D]; k, v f32 [T, Hkv, D]; cache[pos[t]] = k[t], v[t] (pos: cache rows) */  \
   void kv_write(Context& c, const Tensor& kcache, const Tensor& vcache, const Tensor& k, const Tensor& v,     \
                 const Tensor& pos);                                                                          \
-  /* out f32[T,Hq,D]: causal GQA attention of q f32[T,Hq,D] over cache rows 0..pos[t] (inclusive);          \
-     query head h reads KV group h / (Hq/Hkv); softmax(q.k * scale) v */                                     \
+  /* out f32[T,Hq,D]: causal GQA attention of q f32[T,Hq,D] over cache rows start[t]..pos[t] (inclusive;    \
+     start i32[T] optional: undefined = 0). Several sequences share one cache this way, each owning a slot  \
+     of rows (row = slot * S + position, start = slot * S). Query head h reads KV group h / (Hq/Hkv);        \
+     softmax(q.k * scale) v */                                                                               \
   void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache, const Tensor& vcache,  \
-                 const Tensor& pos, float scale);                                                            \
+                 const Tensor& pos, const Tensor& start, float scale);                                       \
   /* out f32[M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32[M,2F] (gate first) */                               \
   void swiglu(Context& c, const Tensor& out, const Tensor& gu);                                              \
   /* out = a + b, all f32 same shape (out may alias a or b) */                                               \
@@ -93,7 +95,7 @@ void add_bias(Context& c, const Tensor& x, const Tensor& b);
 void rotary(Context& c, const Tensor& x, const Tensor& pos, int64_t rot_dim, float theta);
 void kv_write(Context& c, const Tensor& kcache, const Tensor& vcache, const Tensor& k, const Tensor& v, const Tensor& pos);
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache, const Tensor& vcache,
-               const Tensor& pos, float scale);
+               const Tensor& pos, const Tensor& start, float scale);
 void swiglu(Context& c, const Tensor& out, const Tensor& gu);
 void add(Context& c, const Tensor& out, const Tensor& a, const Tensor& b);
 void argmax(Context& c, const Tensor& out, const Tensor& x);

@@ -106,7 +106,8 @@ export interface NativeContext {
   addBias(x: NativeTensor, bias: NativeTensor): void;
   rotary(x: NativeTensor, positions: NativeTensor, rotDim: number, theta: number): void;
   kvWrite(kcache: NativeTensor, vcache: NativeTensor, k: NativeTensor, v: NativeTensor, positions: NativeTensor): void;
-  attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number): void;
+  /** Query t attends cache rows start[t]..positions[t] (start i32[T], optional: 0). */
+  attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, start?: NativeTensor | null): void;
   swiglu(out: NativeTensor, gateUp: NativeTensor): void;
   add(out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   argmax(out: NativeTensor, x: NativeTensor): void;

@@ -67,3 +67,34 @@ describe("op table on cpu: results do not depend on the thread count", () => {
     });
   }
 });
+
+describe("attention with start (slots of a shared cache)", () => {
+  const c = new (native().Context)("cpu");
+  afterAll(() => c.dispose());
+  const ints = (v: number[]) => c.fromBuffer("i32", [v.length], Int32Array.from(v));
+
+  it("a sequence in slot 2 gets bit for bit what it gets alone at slot 0", () => {
+    const S = 16, Hq = 4, Hkv = 2, D = 8, len = 11;
+    const rnd = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 3);
+    const k = rnd(len * Hkv * D, 1), v = rnd(len * Hkv * D, 2), q = rnd(Hq * D, 3);
+    const run = (slot: number, slots: number) => {
+      const kc = c.fromBuffer("f32", [slots * S, Hkv, D], new Float32Array(slots * S * Hkv * D).fill(7));
+      const vc = c.fromBuffer("f32", [slots * S, Hkv, D], new Float32Array(slots * S * Hkv * D).fill(-7));
+      c.kvWrite(kc, vc, c.fromBuffer("f32", [len, Hkv, D], k), c.fromBuffer("f32", [len, Hkv, D], v), ints(Array.from({ length: len }, (_, i) => slot * S + i)));
+      const out = c.empty("f32", [1, Hq, D]);
+      c.attention(out, c.fromBuffer("f32", [1, Hq, D], q), kc, vc, ints([slot * S + len - 1]), 0.3, ints([slot * S]));
+      return Array.from(out.read() as Float32Array);
+    };
+    expect(run(2, 4)).toEqual(run(0, 1));
+  });
+
+  it("rejects a start of the wrong shape or dtype at once, and a start past pos when it runs", () => {
+    const kc = c.empty("f32", [8, 1, 8]), vc = c.empty("f32", [8, 1, 8]);
+    const q = c.fromBuffer("f32", [2, 1, 8], new Float32Array(16).fill(1));
+    const out = c.empty("f32", [2, 1, 8]);
+    expect(() => c.attention(out, q, kc, vc, ints([1, 2]), 0.5, ints([0]))).toThrow(/start must be \[2\]/);
+    expect(() => c.attention(out, q, kc, vc, ints([1, 2]), 0.5, c.empty("f32", [2]))).toThrow(/start/);
+    c.attention(out, q, kc, vc, ints([1, 2]), 0.5, ints([0, 3]));
+    expect(() => c.flush()).toThrow(/start 3 of query 1 is not in \[0, 2\]/);
+  });
+});

@@ -195,7 +195,7 @@ void kv_write(Context& c, const Tensor& kc, const Tensor& vc, const Tensor& k, c
 }
 
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
-               float scale) {
+               const Tensor& start, float scale) {
   const char* op = "attention";
   check_cache(op, c, kc, vc);
   on_ctx(op, c, out, "out"); on_ctx(op, c, q, "q");
@@ -206,8 +206,14 @@ void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc,
   GLM4_CHECK(q.dim(1) % kc.dim(1) == 0, GLM4_E_SHAPE, op, ": ", q.dim(1), " query heads are not a multiple of ", kc.dim(1),
              " KV heads");
   check_pos(op, c, pos, q.dim(0));
+  if (start.defined()) {
+    on_ctx(op, c, start, "start");
+    check_dtype(op, "start", start, DType::I32);
+    GLM4_CHECK(start.ndim() == 1 && start.dim(0) == q.dim(0), GLM4_E_SHAPE, op, ": start must be [", q.dim(0), "], got ",
+               start.describe());
+  }
   GLM4_CHECK(scale > 0.f && std::isfinite(scale), GLM4_E_INVALID_ARG, op, ": scale must be positive, got ", scale);
-  GLM4_RECORD(c, attention, out, q, kc, vc, pos, scale);
+  GLM4_RECORD(c, attention, out, q, kc, vc, pos, start, scale);
 }
 
 void swiglu(Context& c, const Tensor& out, const Tensor& gu) {

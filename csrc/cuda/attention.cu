@@ -1,7 +1,8 @@
 // KV-cache write and causal GQA attention over the cache on CUDA (csrc/cpu/attention.cc is the reference).
 //
 // attention: one block of 4 warps per (query token t, query head h, key split). Query t sees cache rows
-// 0..pos[t] (pos read on the device, so a captured decode step replays for any position). Within a block, a key
+// start[t]..pos[t] (start = 0 without the tensor; both read on the device, so a captured decode step replays for
+// any position and any slot of a shared cache). Within a block, a key
 // row (D values, 16-byte loads) is spread over LG = D/VEC lanes, so a warp scores 32/LG keys per step and each
 // lane group keeps 4 keys in flight; every lane group runs an online softmax (running max, sum, and its slice of
 // the weighted V sum) in registers, and the partial states are merged with shuffles, then through shared memory.
@@ -14,7 +15,9 @@
 // Decode at batch 1 thus runs 32 heads x 8 splits = 256 blocks instead of 32.
 //
 // Positions outside [0, S): kv_write skips them (the CPU throws); attention clamps the visible rows to [0, S) and
-// writes zeros for a query with no visible row (pos < 0).
+// writes zeros for a query with no visible row (pos < 0, or start > pos; the CPU throws on a bad start). The
+// splits divide the visible range start..pos, each relative to start: a sequence in slot b of a shared cache
+// gets exactly the arithmetic it gets alone at slot 0 (same length, same splits, same lane/key assignment).
 #include <algorithm>
 
 #include <cooperative_groups.h>
@@ -51,7 +54,8 @@ __device__ __forceinline__ void merge_factors(float m, float mo, float& mn, floa
 template <int D, typename KV, bool CLUSTER>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const float* __restrict__ q, const KV* __restrict__ kc, const KV* __restrict__ vc,
-                     const int32_t* __restrict__ pos, float* __restrict__ out, int T, int Hq, int Hkv, int S, int P,
+                     const int32_t* __restrict__ pos, const int32_t* __restrict__ start, float* __restrict__ out,
+                     int T, int Hq, int Hkv, int S, int P,
                      float qscale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   if constexpr (CLUSTER) {  // never launched there (the host checks the compute capability)
@@ -78,9 +82,10 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const KV* vb = vc + static_cast<int64_t>(grp) * D + li * VEC;
 
   for (int t = blockIdx.y; t < T; t += gridDim.y) {  // uniform across a cluster (same blockIdx.y)
-    const int len = max(0, min(pos[t] + 1, S));
+    const int b0 = start ? max(0, start[t]) : 0;        // first visible row
+    const int len = max(0, min(pos[t] + 1, S) - b0);    // visible rows b0 .. b0 + len - 1
     const int chunk = (len + P - 1) / P;
-    const int kbeg = split * chunk, kend = min(len, kbeg + chunk);
+    const int kbeg = b0 + split * chunk, kend = b0 + min(len, split * chunk + chunk);
 
     float qv[VEC];
     const float* qp = q + (static_cast<int64_t>(t) * Hq + h) * D + li * VEC;
@@ -221,7 +226,7 @@ __global__ void __launch_bounds__(256) kv_write_kernel(KV* __restrict__ kc, KV* 
 
 template <int D, typename KV>
 void launch_attention(cudaStream_t st, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc,
-                      const Tensor& pos, float scale) {
+                      const Tensor& pos, const Tensor& start, float scale) {
   const int T = static_cast<int>(q.dim(0)), Hq = static_cast<int>(q.dim(1));
   const int Hkv = static_cast<int>(kc.dim(1)), S = static_cast<int>(kc.dim(0));
   const DevAttrs dev = current_device_attrs();
@@ -233,9 +238,10 @@ void launch_attention(cudaStream_t st, const Tensor& out, const Tensor& q, const
   const auto* kp = kc.data<KV>();
   const auto* vp = vc.data<KV>();
   const auto* pp = pos.data<int32_t>();
+  const int32_t* sp = start.defined() ? start.data<int32_t>() : nullptr;
   float* op = out.data<float>();
   if (P == 1) {
-    attention_kernel<D, KV, false><<<grid, kAttnWarps * 32, 0, st>>>(qp, kp, vp, pp, op, T, Hq, Hkv, S, 1, qscale);
+    attention_kernel<D, KV, false><<<grid, kAttnWarps * 32, 0, st>>>(qp, kp, vp, pp, sp, op, T, Hq, Hkv, S, 1, qscale);
     CUDA_CHECK_LAUNCH("attention");
     return;
   }
@@ -251,7 +257,7 @@ void launch_attention(cudaStream_t st, const Tensor& out, const Tensor& q, const
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, attention_kernel<D, KV, true>, qp, kp, vp, pp, op, T, Hq, Hkv, S, P, qscale));
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, attention_kernel<D, KV, true>, qp, kp, vp, pp, sp, op, T, Hq, Hkv, S, P, qscale));
   CUDA_CHECK_LAUNCH("attention (cluster)");
 }
 
@@ -271,7 +277,7 @@ void kv_write(Context& c, const Tensor& kc, const Tensor& vc, const Tensor& k, c
 }
 
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
-               float scale) {
+               const Tensor& start, float scale) {
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = kc.dim(1), S = kc.dim(0);
   if (T == 0 || Hq == 0) return;
   GLM4_CHECK(D == 32 || D == 64 || D == 128, GLM4_E_UNSUPPORTED, "attention: head dim ", D,
@@ -284,9 +290,9 @@ void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc,
   const bool bf = kc.dtype() == DType::BF16;
   // The instantiated configurations: D in {32, 64, 128} x cache bf16 | f32.
   switch (D) {
-    case 32: bf ? launch_attention<32, Bf16>(st, out, q, kc, vc, pos, scale) : launch_attention<32, float>(st, out, q, kc, vc, pos, scale); break;
-    case 64: bf ? launch_attention<64, Bf16>(st, out, q, kc, vc, pos, scale) : launch_attention<64, float>(st, out, q, kc, vc, pos, scale); break;
-    default: bf ? launch_attention<128, Bf16>(st, out, q, kc, vc, pos, scale) : launch_attention<128, float>(st, out, q, kc, vc, pos, scale); break;
+    case 32: bf ? launch_attention<32, Bf16>(st, out, q, kc, vc, pos, start, scale) : launch_attention<32, float>(st, out, q, kc, vc, pos, start, scale); break;
+    case 64: bf ? launch_attention<64, Bf16>(st, out, q, kc, vc, pos, start, scale) : launch_attention<64, float>(st, out, q, kc, vc, pos, start, scale); break;
+    default: bf ? launch_attention<128, Bf16>(st, out, q, kc, vc, pos, start, scale) : launch_attention<128, float>(st, out, q, kc, vc, pos, start, scale); break;
   }
 }
 

@@ -264,7 +264,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   }
   Napi::Value Attention(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::attention(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "q"), tensor_arg(info, 2, "kcache"),
-                                tensor_arg(info, 3, "vcache"), tensor_arg(info, 4, "positions"), num(info, 5, "scale")))
+                                tensor_arg(info, 3, "vcache"), tensor_arg(info, 4, "positions"),
+                                tensor_arg(info, 6, "start", true), num(info, 5, "scale")))
   }
   Napi::Value SwiGlu(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::swiglu(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "gateUp")))

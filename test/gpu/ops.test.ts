@@ -131,4 +131,29 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
     a.dispose();
     b.dispose();
   });
+  // Continuous batching relies on this: a sequence in slot b of a shared cache (start = b*S) must get exactly the
+  // arithmetic it gets alone at slot 0 -- the key splits divide start..pos relative to start. Checked for a decode
+  // batch (T*Hq < 2*SMs: the split-K cluster path on sm_90) and for a prefill chunk (P = 1).
+  for (const [label, T, Hq] of [["decode batch (cluster split-K)", 1, 32], ["prefill chunk (no split)", 48, 32]] as const) {
+    it(`attention with start: slot 3 of 4 is bit-identical to slot 0 alone, ${label}`, () => {
+      const S = 1024, Hkv = 2, D = 128, len = 777;
+      const rnd = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 2);
+      const k = rnd(len * Hkv * D, 1), v = rnd(len * Hkv * D, 2), q = rnd(T * Hq * D, 3);
+      const ints = (a: number[]) => gpu.fromBuffer("i32", [a.length], Int32Array.from(a));
+      const run = (slot: number, slots: number) => {
+        const kc = gpu.empty("bf16", [slots * S, Hkv, D]), vc = gpu.empty("bf16", [slots * S, Hkv, D]);
+        gpu.fillRandom(kc, 5, 0, 1);
+        gpu.fillRandom(vc, 6, 0, 1);
+        gpu.kvWrite(kc, vc, gpu.fromBuffer("f32", [len, Hkv, D], k), gpu.fromBuffer("f32", [len, Hkv, D], v), ints(Array.from({ length: len }, (_, i) => slot * S + i)));
+        const out = gpu.empty("f32", [T, Hq, D]);
+        const pos = Array.from({ length: T }, (_, i) => slot * S + len - T + i);
+        gpu.attention(out, gpu.fromBuffer("f32", [T, Hq, D], q), kc, vc, ints(pos), 1 / Math.sqrt(D), ints(pos.map(() => slot * S)));
+        const r = Array.from(new Uint32Array((out.read() as Float32Array).buffer));
+        for (const t of [kc, vc, out]) t.dispose();
+        return r;
+      };
+      const alone = run(0, 1);
+      expect(run(3, 4)).toEqual(alone);
+    });
+  }
 });

@@ -621,6 +621,50 @@ function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, sta
   };
 }
 
+/**
+ * Slotted attention (continuous batching): `seqs` sequences share one cache of seqs.length * s rows, sequence b
+ * owning rows b*s .. b*s + s - 1. `t` queries per sequence (t = 1: a batched decode step; t > 1: a prefill
+ * chunk of one sequence at a time, all in one call here) at positions last-t+1 .. last; query i of sequence b
+ * attends rows start = b*s .. b*s + pos. Rows of a slot past its last position hold NaN (never read); rows 0,
+ * last/2 and last of each slot get a key aligned with the mean query (large scores), so a kernel that read another
+ * slot's rows (ignored start) would be visibly wrong.
+ */
+function attentionSlotsCase(last: number[], t: number, hq: number, hkv: number, d: number, s: number, cache: "bf16" | "f32"): OpCase {
+  return {
+    name: `attention(slots: last=${last.join(";")},T/seq=${t},Hq=${hq},Hkv=${hkv},D=${d},S/slot=${s},cache=${cache})`,
+    op: "attention",
+    build(env) {
+      const scale = Math.fround(1 / Math.sqrt(d));
+      const B = last.length, row = hkv * d, T = B * t;
+      const q = env.randn("f32", [T, hq, d]);
+      const kv = env.rng.normals(B * s * row);
+      const vv = env.rng.normals(B * s * row);
+      // A "foreign" key: aligned with the mean query of every head, so reading another slot's row would dominate.
+      const mean = new Float64Array(d);
+      for (let i = 0; i < T * hq; ++i) for (let x = 0; x < d; ++x) mean[x] += q.v[i * d + x] / (T * hq);
+      let nn = 0;
+      for (let x = 0; x < d; ++x) nn += mean[x] * mean[x];
+      for (let b = 0; b < B; ++b) {
+        for (const r of [0, Math.floor(last[b] / 2), last[b]])
+          for (let g = 0; g < hkv; ++g) for (let x = 0; x < d; ++x) kv[((b * s + r) * hkv + g) * d + x] = (8 / scale) * (mean[x] / nn);
+        for (let r = last[b] + 1; r < s; ++r) for (let j = 0; j < row; ++j) kv[(b * s + r) * row + j] = vv[(b * s + r) * row + j] = NaN;
+      }
+      const kc = env.floats(cache, [B * s, hkv, d], kv);
+      const vc = env.floats(cache, [B * s, hkv, d], vv);
+      const pos: number[] = [], start: number[] = [];
+      for (let b = 0; b < B; ++b)
+        for (let i = 0; i < t; ++i) {
+          pos.push(b * s + last[b] - t + 1 + i);
+          start.push(b * s);
+        }
+      const out = env.out("f32", [T, hq, d]);
+      env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([T], pos), scale, env.ints([T], start));
+      const ref = R.attentionRef(q.v, T, hq, d, kc.v, vc.v, hkv, pos, scale, start);
+      return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+    },
+  };
+}
+
 // ------------------------------------------------------------------ cases: elementwise
 
 function swigluCase(m: number, f: number): OpCase {
@@ -1065,6 +1109,13 @@ function buildTable(): OpCase[] {
     attentionPrefillCase(9, 32, 2, 128, 5, 20, "f32"),
     attentionPrefillCase(5, 4, 4, 32, 5, 12, "bf16"),
     attentionPrefillCase(1, 16, 1, 64, 5, 8, "f32"),
+    // start: several sequences in slots of one cache (decode batches take the split-K cluster path on sm_90 when
+    // T*Hq < 2*SMs; the prefill-like ones with T*Hq >= 2*SMs take P = 1)
+    attentionSlotsCase([700, 5, 1023, 0], 1, 32, 2, 128, 1024, "bf16"),
+    attentionSlotsCase([3, 299, 150], 1, 8, 2, 64, 300, "f32"),
+    attentionSlotsCase([2, 9, 0, 17, 33, 64, 100, 127], 1, 32, 2, 128, 128, "bf16"),
+    attentionSlotsCase([40, 19], 12, 32, 2, 128, 64, "bf16"),
+    attentionSlotsCase([11, 30, 7], 8, 16, 1, 32, 32, "f32"),
   );
   for (const m of M_ALL) c.push(swigluCase(m, [96, 97, 64, 50][M_ALL.indexOf(m)]));
   c.push(addCase([17, 96], "none"), addCase([3, 5, 7], "none"), addCase([118, 33], "out=a"), addCase([1, 64], "out=b"), addCase([5, 5], "out=a=b"));

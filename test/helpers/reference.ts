@@ -117,8 +117,8 @@ export function rotaryRef(
 }
 
 /**
- * Causal GQA attention: q [T, Hq, D] over cache rows 0..pos[t] of k, v [S, Hkv, D]; query head h reads KV group
- * h / (Hq / Hkv); out = softmax(scale * q.k) v.
+ * Causal GQA attention: q [T, Hq, D] over cache rows start[t]..pos[t] of k, v [S, Hkv, D] (start absent: 0); query
+ * head h reads KV group h / (Hq / Hkv); out = softmax(scale * q.k) v.
  */
 export function attentionRef(
   q: ArrayLike<number>,
@@ -130,18 +130,20 @@ export function attentionRef(
   hkv: number,
   pos: ArrayLike<number>,
   scale: number,
+  start?: ArrayLike<number>,
 ): Float64Array {
   const out = new Float64Array(t * hq * d);
   const per = hq / hkv;
   for (let i = 0; i < t; ++i) {
-    const len = pos[i] + 1;
+    const b0 = start ? start[i] : 0;
+    const len = pos[i] + 1 - b0;
     const sc = new Float64Array(len);
     for (let h = 0; h < hq; ++h) {
       const g = Math.floor(h / per);
       const qo = (i * hq + h) * d;
       let mx = -Infinity;
       for (let j = 0; j < len; ++j) {
-        const ko = (j * hkv + g) * d;
+        const ko = ((b0 + j) * hkv + g) * d;
         let dot = 0;
         for (let x = 0; x < d; ++x) dot += q[qo + x] * k[ko + x];
         sc[j] = dot * scale;
@@ -151,7 +153,7 @@ export function attentionRef(
       for (let j = 0; j < len; ++j) sum += sc[j] = Math.exp(sc[j] - mx);
       for (let j = 0; j < len; ++j) {
         const p = sc[j] / sum;
-        const vo = (j * hkv + g) * d;
+        const vo = ((b0 + j) * hkv + g) * d;
         for (let x = 0; x < d; ++x) out[qo + x] += p * v[vo + x];
       }
     }
