@@ -12,7 +12,7 @@
  * `Glm4Model.generate` and sessions run one Generation from start to end; the server's scheduler interleaves
  * several (lib/scheduler.ts).
  */
-import type { Engine } from "./model.js";
+import type { PickParams } from "./batch-engine.js";
 import type { Glm4Tokenizer, StreamDecoder } from "./tokenizer.js";
 import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "./glm4.js";
 
@@ -107,6 +107,21 @@ export interface GenerationCallbacks {
   onChunk?: (c: TextChunk) => void;
 }
 
+/**
+ * What a Generation drives: one sequence's KV cache and logits. Engine is one; so is a slot of a BatchEngine
+ * (SlotEngine in lib/batch-engine.ts).
+ */
+export interface SequenceEngine {
+  readonly length: number;
+  readonly opts: { readonly maxContext: number };
+  reset(): void;
+  reusePrefix(prompt: readonly number[]): number;
+  prefill(ids: readonly number[]): Promise<unknown>;
+  step(id: number): Promise<unknown>;
+  pick(p: PickParams): Promise<number>;
+  readLogits(): Float32Array;
+}
+
 export class Generation {
   /** Generated ids (stop tokens excluded). */
   readonly tokens: number[] = [];
@@ -127,7 +142,7 @@ export class Generation {
   private t2 = 0;
 
   constructor(
-    readonly engine: Engine,
+    readonly engine: SequenceEngine,
     private readonly tokenizer: Glm4Tokenizer | null,
     eosTokenIds: readonly number[],
     readonly prompt: readonly number[],
@@ -170,13 +185,28 @@ export class Generation {
    * feed next, or null when the sequence has ended (then `finishReason` says why).
    */
   async sample(): Promise<number | null> {
+    const r = this.beginSample();
+    if (r === null) return null;
+    return this.acceptSample(r === "host" ? this.pickOnHost() : await this.engine.pick(r));
+  }
+
+  /**
+   * The first half of sample(), for a caller that picks many sequences' tokens at once (the scheduler): null when
+   * the sequence has ended; "host" when the pick must run on the host (repetition penalty: call pickOnHost());
+   * else the parameters of a device pick (this draws the sampler's uniform). Then call acceptSample(token).
+   */
+  beginSample(): PickParams | "host" | null {
     if (this.done) return null;
     const o = this.o;
     if (this.tokens.length >= o.maxNewTokens) return this.finish("length");
     if (o.signal?.aborted) return this.finish("abort");
-    let next: number;
-    if (o.repetitionPenalty !== 1) next = this.pickOnHost();
-    else next = await this.engine.pick({ temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: this.random() });
+    if (o.repetitionPenalty !== 1) return "host";
+    return { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: this.random() };
+  }
+
+  /** The second half of sample(): takes the picked token; returns it to feed next, or null when the sequence ended. */
+  acceptSample(next: number): number | null {
+    const o = this.o;
     if (this.stopIds.has(next)) return this.finish("stop");
     this.tokens.push(next);
     this.seen.add(next);
@@ -248,7 +278,7 @@ export class Generation {
   }
 
   /** Sampling with a repetition penalty: the logits come to the host (CTRL-style penalty, as in HF). */
-  private pickOnHost(): number {
+  pickOnHost(): number {
     const o = this.o;
     const logits = this.engine.readLogits();
     for (const id of this.seen) logits[id] = logits[id] > 0 ? logits[id] / o.repetitionPenalty : logits[id] * o.repetitionPenalty;

@@ -16,7 +16,8 @@ import { createContext, glm4_9bConfig, linearBytes, loadCheckpointWeights, resol
 import { Glm4Tokenizer } from "./tokenizer.js";
 import { detectPrequantized } from "./prequantized.js";
 import { buildChatPrompt, chatStopIds, type ChatMessage } from "./chat-format.js";
-import { Generation, checkGenerateOptions, streamChunks, type CheckedGenerateOptions } from "./generation.js";
+import { Generation, checkGenerateOptions, streamChunks, type CheckedGenerateOptions, type SequenceEngine } from "./generation.js";
+import { BatchEngine } from "./batch-engine.js";
 import { Session, type SessionOptions } from "./session.js";
 
 export { sampleHost } from "./generation.js";
@@ -94,8 +95,8 @@ class Queue {
 export class Glm4Model {
   private readonly queue = new Queue();
   private disposed = false;
-  /** Engines of sessions and server slots (freed with the model). */
-  private readonly engines = new Set<Engine>();
+  /** Engines of sessions and the server's batch engines (freed with the model). */
+  private readonly engines = new Set<Engine | BatchEngine>();
 
   /** @internal use loadGlm4 */
   constructor(
@@ -194,8 +195,22 @@ export class Glm4Model {
     return e;
   }
 
-  /** Frees an engine from `_newEngine` once the work queued before has finished. @internal */
-  async _releaseEngine(e: Engine): Promise<void> {
+  /**
+   * A batch engine: `maxBatch` sequences in slots of one shared KV cache (each slot `maxContext` tokens), decoded
+   * together one step at a time; freed by `_releaseEngine` or with the model. @internal for the server.
+   */
+  _newBatchEngine(maxBatch: number, maxContext = this.info.maxContext): BatchEngine {
+    this.check();
+    if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > this.config.maxPositions) {
+      throw new RangeError(`maxContext must be an integer in [1, ${this.config.maxPositions}], got ${String(maxContext)}`);
+    }
+    const e = new BatchEngine(this.ctx, this.config, this.weights, { ...this.engine.opts, maxContext, maxBatch });
+    this.engines.add(e);
+    return e;
+  }
+
+  /** Frees an engine from `_newEngine` or `_newBatchEngine` once the work queued before has finished. @internal */
+  async _releaseEngine(e: Engine | BatchEngine): Promise<void> {
     if (!this.engines.delete(e)) return;
     await this.queue.run(async () => e.dispose());
   }
@@ -216,7 +231,7 @@ export class Glm4Model {
   }
 
   /** A Generation of `ids` on `engine` with this model's tokenizer and eos ids (not started). @internal */
-  _generation(engine: Engine, ids: readonly number[], opts: CheckedGenerateOptions, onChunk?: (c: TextChunk) => void): Generation {
+  _generation(engine: SequenceEngine, ids: readonly number[], opts: CheckedGenerateOptions, onChunk?: (c: TextChunk) => void): Generation {
     return new Generation(engine, this.tokenizer, this.config.eosTokenIds, ids, opts, { onText: opts.onTextChunk, onChunk });
   }
 

@@ -106,8 +106,8 @@ export function disposeLinear(l: Linear): void {
   }
 }
 
-/** Scratch activations for T tokens. */
-class Scratch {
+/** Scratch activations for T tokens. @internal shared with lib/batch-engine.ts */
+export class Scratch {
   readonly x: NativeTensor; // f32 [T, H] residual stream
   readonly h: NativeTensor; // f32 [T, H] normed
   readonly q: NativeTensor; // f32 [T, Hq, D]
@@ -134,6 +134,46 @@ class Scratch {
   dispose(): void {
     for (const t of [this.x, this.h, this.q, this.k, this.v, this.attn, this.o, this.gu, this.act, this.pos]) t.dispose();
   }
+}
+
+/** out = x W^T (+ bias) for an INT4 or a dense weight. */
+export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTensor, l: Linear, bias?: NativeTensor): void {
+  if (l.kind === "int4") ctx.matmulInt4(out, x, l.q, bias ?? null);
+  else ctx.matmul(out, x, l.w, bias ?? null);
+}
+
+/**
+ * Records the layers for the embedded tokens in s.x; leaves the final hidden states in s.x. Rotary takes the
+ * sequence positions s.pos (the angles); kv_write and attention take cache rows `rows` (i32 [T]) and attention
+ * reads rows start[t]..rows[t] (`start` null: from row 0). One sequence per cache: rows = s.pos, start = null;
+ * slots of a shared cache (lib/batch-engine.ts): rows = slot * S + position, start = slot * S.
+ */
+export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kcache: readonly NativeTensor[], vcache: readonly NativeTensor[], rows: NativeTensor, start: NativeTensor | null): void {
+  const T = s.t;
+  const scale = 1 / Math.sqrt(cfg.headDim);
+  const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
+  const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
+  const v2 = s.v.reshape([T, cfg.numKvHeads * cfg.headDim]);
+  const a2 = s.attn.reshape([T, cfg.numHeads * cfg.headDim]);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const L = w.layers[i];
+    ctx.rmsnorm(s.h, s.x, L.attnNorm, cfg.rmsEps);
+    recordLinear(ctx, q2, s.h, L.q, L.qBias);
+    recordLinear(ctx, k2, s.h, L.k, L.kBias);
+    recordLinear(ctx, v2, s.h, L.v, L.vBias);
+    ctx.rotary(s.q, s.pos, cfg.rotaryDim, cfg.ropeTheta);
+    ctx.rotary(s.k, s.pos, cfg.rotaryDim, cfg.ropeTheta);
+    ctx.kvWrite(kcache[i], vcache[i], s.k, s.v, rows);
+    ctx.attention(s.attn, s.q, kcache[i], vcache[i], rows, scale, start);
+    recordLinear(ctx, s.o, a2, L.attnOut);
+    ctx.add(s.x, s.x, s.o);
+    ctx.rmsnorm(s.h, s.x, L.ffnNorm, cfg.rmsEps);
+    recordLinear(ctx, s.gu, s.h, L.gateUp);
+    ctx.swiglu(s.act, s.gu);
+    recordLinear(ctx, s.o, s.act, L.down);
+    ctx.add(s.x, s.x, s.o);
+  }
+  for (const t of [q2, k2, v2, a2]) t.dispose();
 }
 
 export interface EngineOptions {
@@ -172,38 +212,12 @@ export class Engine {
   }
 
   private linear(out: NativeTensor, x: NativeTensor, l: Linear, bias?: NativeTensor): void {
-    if (l.kind === "int4") this.ctx.matmulInt4(out, x, l.q, bias ?? null);
-    else this.ctx.matmul(out, x, l.w, bias ?? null);
+    recordLinear(this.ctx, out, x, l, bias);
   }
 
   /** Records the layers for the embedded tokens in s.x at positions s.pos; leaves the final hidden states in s.x. */
   private recordLayers(s: Scratch): void {
-    const { ctx, cfg, w } = this;
-    const T = s.t;
-    const scale = 1 / Math.sqrt(cfg.headDim);
-    const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
-    const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
-    const v2 = s.v.reshape([T, cfg.numKvHeads * cfg.headDim]);
-    const a2 = s.attn.reshape([T, cfg.numHeads * cfg.headDim]);
-    for (let i = 0; i < cfg.numLayers; i++) {
-      const L = w.layers[i];
-      ctx.rmsnorm(s.h, s.x, L.attnNorm, cfg.rmsEps);
-      this.linear(q2, s.h, L.q, L.qBias);
-      this.linear(k2, s.h, L.k, L.kBias);
-      this.linear(v2, s.h, L.v, L.vBias);
-      ctx.rotary(s.q, s.pos, cfg.rotaryDim, cfg.ropeTheta);
-      ctx.rotary(s.k, s.pos, cfg.rotaryDim, cfg.ropeTheta);
-      ctx.kvWrite(this.kcache[i], this.vcache[i], s.k, s.v, s.pos);
-      ctx.attention(s.attn, s.q, this.kcache[i], this.vcache[i], s.pos, scale);
-      this.linear(s.o, a2, L.attnOut);
-      ctx.add(s.x, s.x, s.o);
-      ctx.rmsnorm(s.h, s.x, L.ffnNorm, cfg.rmsEps);
-      this.linear(s.gu, s.h, L.gateUp);
-      ctx.swiglu(s.act, s.gu);
-      this.linear(s.o, s.act, L.down);
-      ctx.add(s.x, s.x, s.o);
-    }
-    for (const t of [q2, k2, v2, a2]) t.dispose();
+    recordLayers(this.ctx, this.cfg, this.w, s, this.kcache, this.vcache, s.pos, null);
   }
 
   private checkRoom(n: number): void {

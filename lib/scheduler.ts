@@ -1,29 +1,30 @@
 /**
  * The server's scheduler: many requests, one model.
  *
- * `maxConcurrent` slots each own an Engine (a KV cache). A request waits in a bounded FIFO until a slot is
- * free, is prefilled there, and then advances one token per tick together with the other active sequences.
- * Each tick is one job on the model's queue (so other users of the model interleave between ticks):
+ * Continuous batching: `maxConcurrent` slots of one BatchEngine (lib/batch-engine.ts: one KV cache per layer
+ * shared by the slots). A request waits in a bounded FIFO until a slot is free, is prefilled there, and then
+ * advances one token per tick together with the other active sequences. Each tick is one job on the model's
+ * queue (so other users of the model interleave between ticks):
  *
  *   1. admit: free slots take waiting requests and prefill them (a slot whose cache shares the longest prefix
  *      with the prompt is preferred: only the rest is prefilled);
- *   2. sample: every active sequence picks its next token from its logits (and ends on a stop, a limit, or
- *      an aborted signal, which frees its slot at once);
- *   3. feed: every sequence that goes on runs one decode step with its token.
+ *   2. sample: every active sequence's next token is picked from its logits, all in one device pick (rows
+ *      with a repetition penalty pick on the host); a sequence ends on a stop, a limit, or an aborted signal,
+ *      which frees its slot at once;
+ *   3. feed: ONE batched decode step for every sequence that goes on (the weights are read once for all of
+ *      them; at most 8 rows a replay, see kStepRows).
  *
- * Today step 3 is one decode step per sequence, one after another (the Engine decodes one sequence). It is
- * the seam for continuous batching: an engine with a batched decode step (B sequences, B KV caches, one pass
- * over the weights) replaces the loop in `feed` with one call, and sequences keep joining (step 1) and leaving
- * (step 2) between steps. Per-sequence state (sampling, stop strings, seeds) lives in Generation and does not
- * change. On the CPU the slots simply take turns token by token.
+ * Sequences join (1) and leave (2) between steps. Per-sequence state (sampling, stop strings, seeds) lives in
+ * Generation. Each sequence's tokens are those it gets alone (the batch's rows are computed independently:
+ * lib/batch-engine.ts says where that holds bit for bit). On the CPU it is as correct, just not faster.
  */
 import { Glm4Error } from "./errors.js";
 import { checkGenerateOptions, type Generation } from "./generation.js";
-import type { Engine } from "./model.js";
+import { SlotEngine, type BatchEngine, type PickParams } from "./batch-engine.js";
 import type { GenerateOptions, GenerateResult, Glm4Model, TextChunk } from "./glm4.js";
 
 export interface SchedulerOptions {
-  /** Sequences generating at once, each with its own KV cache (default 4). */
+  /** Sequences generating at once: the slots of the batch, each with its own rows of the KV cache (default 4). */
   maxConcurrent?: number;
   /** Requests that may wait for a slot; one more is refused with QueueFullError (default 64; 0: never wait). */
   maxQueue?: number;
@@ -53,9 +54,9 @@ interface Pending {
   signal: AbortSignal;
 }
 
-interface Slot {
-  engine: Engine | null;
-  seq: { gen: Generation; job: Pending } | null;
+interface Seq {
+  gen: Generation;
+  job: Pending;
 }
 
 export interface SchedulerStats {
@@ -70,7 +71,9 @@ export interface SchedulerStats {
 }
 
 export class Scheduler {
-  private readonly slots: Slot[];
+  /** The sequence in each slot of the batch (null: free). */
+  private readonly slots: (Seq | null)[];
+  private batch: BatchEngine | null = null;
   private readonly waiting: Pending[] = [];
   private readonly maxQueue: number;
   private readonly maxContext: number;
@@ -91,7 +94,7 @@ export class Scheduler {
     if (!Number.isInteger(this.maxContext) || this.maxContext < 1 || this.maxContext > model.config.maxPositions) {
       throw new RangeError(`maxContext must be an integer in [1, ${model.config.maxPositions}], got ${String(opts.maxContext)}`);
     }
-    this.slots = Array.from({ length: maxConcurrent }, () => ({ engine: null, seq: null }));
+    this.slots = Array.from({ length: maxConcurrent }, () => null);
   }
 
   /** KV-cache capacity of a slot: the longest prompt plus reply a request can have. */
@@ -100,7 +103,7 @@ export class Scheduler {
   }
 
   stats(): SchedulerStats {
-    return { slots: this.slots.length, active: this.slots.filter((s) => s.seq).length, waiting: this.waiting.length, maxQueue: this.maxQueue, ...this.counts };
+    return { slots: this.slots.length, active: this.slots.filter((s) => s).length, waiting: this.waiting.length, maxQueue: this.maxQueue, ...this.counts };
   }
 
   /**
@@ -112,7 +115,7 @@ export class Scheduler {
     checkGenerateOptions(req.options); // throws here, before queueing
     if (req.prompt.length === 0) throw new RangeError("the prompt is empty: give at least one token");
     // Waiting requests first fill the free slots (at the next tick); past those, at most maxQueue wait.
-    const free = this.slots.filter((s) => !s.seq).length;
+    const free = this.slots.filter((s) => !s).length;
     if (this.waiting.length >= free + this.maxQueue) {
       this.counts.rejected++;
       throw new QueueFullError(this.waiting.length);
@@ -142,17 +145,15 @@ export class Scheduler {
     this.closed = true;
     this.shutdown.abort();
     await this.loop;
-    for (const s of this.slots) {
-      if (s.engine) await this.model._releaseEngine(s.engine);
-      s.engine = null;
-    }
+    if (this.batch) await this.model._releaseEngine(this.batch);
+    this.batch = null;
   }
 
   private kick(): void {
     if (this.loop) return;
     this.loop = (async () => {
       try {
-        while (this.slots.some((s) => s.seq) || (this.waiting.length && this.slots.some((s) => !s.seq))) {
+        while (this.slots.some((s) => s) || (this.waiting.length && this.slots.some((s) => !s))) {
           await this.model._exclusive(() => this.tick());
         }
       } finally {
@@ -164,70 +165,93 @@ export class Scheduler {
 
   private async tick(): Promise<void> {
     // 1. admit
-    for (;;) {
-      const free = this.slots.filter((s) => !s.seq);
-      if (!free.length || !this.waiting.length) break;
+    while (this.waiting.length && this.slots.some((s) => !s)) {
       const job = this.waiting.shift()!;
-      const slot = this.bestSlot(free, job.req.prompt);
+      let slot = -1;
       try {
-        slot.engine ??= this.model._newEngine(this.maxContext);
+        this.batch ??= this.model._newBatchEngine(this.slots.length, this.maxContext);
+        slot = this.batch.admit(job.req.prompt);
         const opts = checkGenerateOptions({ ...job.req.options, signal: job.signal });
-        const gen = this.model._generation(slot.engine, job.req.prompt, opts, job.req.onChunk);
-        slot.seq = { gen, job };
+        const gen = this.model._generation(new SlotEngine(this.batch, slot), job.req.prompt, opts, job.req.onChunk);
+        this.slots[slot] = { gen, job };
         await gen.prefill(true);
       } catch (e) {
-        slot.seq = null;
+        if (slot >= 0) {
+          this.slots[slot] = null;
+          this.batch!.release(slot);
+        }
         this.counts.completed++;
         job.reject(e);
       }
     }
-    // 2. sample
-    const feeding: [Slot, number][] = [];
-    for (const slot of this.slots) {
-      if (!slot.seq) continue;
+    const batch = this.batch;
+    if (!batch) return;
+    // 2. sample: one device pick for every sequence that picks on the device
+    const device: { slot: number; params: PickParams }[] = [];
+    const host: number[] = [];
+    this.slots.forEach((seq, slot) => {
+      if (!seq) return;
       try {
-        const t = await slot.seq.gen.sample();
+        const r = seq.gen.beginSample();
+        if (r === null) this.end(slot);
+        else if (r === "host") host.push(slot);
+        else device.push({ slot, params: r });
+      } catch (e) {
+        this.fail(slot, e);
+      }
+    });
+    const picked = new Map<number, number>();
+    if (device.length) {
+      try {
+        const toks = await batch.pick(device);
+        device.forEach((d, i) => picked.set(d.slot, toks[i]));
+      } catch (e) {
+        for (const d of device) this.fail(d.slot, e);
+      }
+    }
+    for (const slot of host) {
+      try {
+        picked.set(slot, this.slots[slot]!.gen.pickOnHost());
+      } catch (e) {
+        this.fail(slot, e);
+      }
+    }
+    const feeding: { slot: number; token: number }[] = [];
+    for (const [slot, tok] of [...picked].sort((a, b) => a[0] - b[0])) {
+      try {
+        const t = this.slots[slot]!.gen.acceptSample(tok);
         if (t === null) this.end(slot);
-        else feeding.push([slot, t]);
+        else feeding.push({ slot, token: t });
       } catch (e) {
         this.fail(slot, e);
       }
     }
-    // 3. feed: one decode step per sequence (a batched engine makes this one call for all of them)
-    for (const [slot, t] of feeding) {
+    // 3. feed: one batched decode step for all of them
+    if (feeding.length) {
       try {
-        await slot.seq!.gen.feed(t);
+        await batch.step(feeding);
       } catch (e) {
-        this.fail(slot, e);
+        for (const f of feeding) this.fail(f.slot, e);
       }
     }
   }
 
-  /** The free slot whose cache shares the longest prefix with `prompt` (an empty slot otherwise). */
-  private bestSlot(free: Slot[], prompt: readonly number[]): Slot {
-    let best = free[0], bestLen = -1;
-    for (const s of free) {
-      const have = s.engine?.tokens ?? [];
-      let n = 0;
-      while (n < have.length && n < prompt.length && have[n] === prompt[n]) n++;
-      if (n > bestLen || (n === bestLen && !s.engine && best.engine)) (best = s), (bestLen = n);
-    }
-    return best;
-  }
-
-  private end(slot: Slot): void {
-    const { gen, job } = slot.seq!;
-    slot.seq = null;
+  private end(slot: number): void {
+    const { gen, job } = this.slots[slot]!;
+    this.slots[slot] = null;
+    this.batch!.release(slot);
     this.counts.completed++;
     if (gen.finishReason === "abort") this.counts.aborted++;
     job.resolve(gen.result());
   }
 
-  private fail(slot: Slot, e: unknown): void {
-    const { job } = slot.seq!;
-    slot.seq = null;
-    slot.engine?.reset();
+  private fail(slot: number, e: unknown): void {
+    const seq = this.slots[slot];
+    if (!seq) return;
+    this.slots[slot] = null;
+    this.batch!.reset(slot);
+    this.batch!.release(slot);
     this.counts.completed++;
-    job.reject(e);
+    seq.job.reject(e);
   }
 }

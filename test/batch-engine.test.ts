@@ -1,0 +1,99 @@
+/**
+ * Continuous batching on the CPU backend (tiny checkpoint): sequences in slots of one shared KV cache, decoded one
+ * batched step at a time, give bit for bit the logits and tokens they give alone on the single-sequence Engine;
+ * and the server's scheduler runs concurrent requests as one batch per tick with the same outputs.
+ */
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { loadGlm4, type Glm4Model } from "../lib/index.js";
+import { BatchEngine } from "../lib/batch-engine.js";
+import { Scheduler } from "../lib/scheduler.js";
+import { makePrompts, runAlone, runBatched } from "./helpers/batch-check.js";
+
+const DIR = path.resolve(import.meta.dirname, "../fixtures/tiny-glm4/original");
+
+let model: Glm4Model;
+beforeAll(async () => {
+  // prefillChunk 7: prompts of 8..20 tokens go in several chunks, some ending with a 1-token chunk (the step path).
+  model = await loadGlm4(DIR, { device: "cpu", prefillChunk: 7, maxContext: 64 });
+});
+afterAll(async () => {
+  await model?.dispose();
+});
+
+describe("BatchEngine (cpu)", () => {
+  it("10 sequences joining and leaving 8 slots: every logit and token equals the sequence decoded alone", async () => {
+    const V = model.config.vocabSize;
+    const prompts = makePrompts(10, V, [8, 15, 3, 20, 1, 14, 9, 7, 2, 11]);
+    const n = [14, 10, 9, 16, 9, 7, 11, 4, 8, 6];
+    const joinAt = [0, 0, 1, 1, 2, 3, 3, 5, 6, 9];
+    const alone = [];
+    for (const [i, p] of prompts.entries()) alone.push(await runAlone(model, p, n[i]));
+    const { traces, widest } = await runBatched(model, 8, prompts, n, joinAt);
+    expect(widest).toBe(8); // some steps really ran the full batch
+    for (const [i, t] of traces.entries()) {
+      expect(t.tokens, `sequence ${i} tokens`).toEqual(alone[i].tokens);
+      expect(t.logits, `sequence ${i} logits`).toEqual(alone[i].logits);
+    }
+  });
+
+  it("checks its arguments", async () => {
+    const b = model._newBatchEngine(2, 16);
+    try {
+      const s = b.admit();
+      await expect(b.step([{ slot: 1, token: 1 }])).rejects.toThrow(/slot 1 is not admitted/);
+      await expect(b.step([{ slot: s, token: 1 }, { slot: s, token: 2 }])).rejects.toThrow(/twice/);
+      await expect(b.prefill(s, [1, model.config.vocabSize])).rejects.toThrow(RangeError);
+      await expect(b.prefill(s, Array.from({ length: 17 }, () => 1))).rejects.toThrow(/holds 16/);
+      await expect(b.pick([{ slot: s, params: { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 } }])).rejects.toThrow(/no logits yet/);
+      b.admit();
+      expect(() => b.admit()).toThrow(/all 2 slots/);
+    } finally {
+      await model._releaseEngine(b);
+    }
+  });
+});
+
+describe("the server's scheduler batches concurrent requests", () => {
+  it("8 concurrent greedy streams decode as one batch and each gives exactly the tokens it gives alone", async () => {
+    const V = model.config.vocabSize;
+    const prompts = makePrompts(8, V, [5, 12, 1, 9, 16, 3, 7, 10], 7);
+    const alone = [];
+    for (const [i, p] of prompts.entries()) alone.push(await model.generate(p, { maxNewTokens: 6 + 2 * i, temperature: 0 }));
+    const step = vi.spyOn(BatchEngine.prototype, "step");
+    const sched = new Scheduler(model, { maxConcurrent: 8, maxContext: 64 });
+    try {
+      const together = await Promise.all(prompts.map((p, i) => sched.submit({ prompt: p, options: { maxNewTokens: 6 + 2 * i, temperature: 0 } })));
+      for (const [i, r] of together.entries()) {
+        expect(r.tokens, `request ${i}`).toEqual(alone[i].tokens);
+        expect(r.finishReason).toBe(alone[i].finishReason);
+      }
+      expect(Math.max(...step.mock.calls.map((c) => c[0].length))).toBe(8);
+    } finally {
+      step.mockRestore();
+      await sched.close();
+    }
+  });
+
+  it("sampled (seeded), greedy and repetition-penalty requests share the batch with their solo outputs", async () => {
+    const V = model.config.vocabSize;
+    const prompts = makePrompts(6, V, [4, 9, 2, 13, 6, 8], 11);
+    const opts = [
+      { temperature: 0.9, topP: 0.9, seed: 1 },
+      { temperature: 0 },
+      { temperature: 1.2, topK: 20, seed: 2 },
+      { temperature: 0.7, repetitionPenalty: 1.3, seed: 3 },
+      { temperature: 1, minP: 0.05, seed: 4 },
+      { temperature: 0, repetitionPenalty: 1.2 },
+    ].map((o) => ({ ...o, maxNewTokens: 12 }));
+    const alone = [];
+    for (const [i, p] of prompts.entries()) alone.push(await model.generate(p, opts[i]));
+    const sched = new Scheduler(model, { maxConcurrent: 4, maxContext: 64 });
+    try {
+      const together = await Promise.all(prompts.map((p, i) => sched.submit({ prompt: p, options: opts[i] })));
+      for (const [i, r] of together.entries()) expect(r.tokens, `request ${i}`).toEqual(alone[i].tokens);
+    } finally {
+      await sched.close();
+    }
+  });
+});
