@@ -5,7 +5,9 @@
  *   3. decode speed at batch 1 (256 new tokens after a warm-up, median of several runs) at contexts 128 and 2048,
  *   4. memory: weights, KV cache, the context's peak, and the process's whole GPU use (CUDA context included),
  *   5. the time of each op in one decode step,
- *   6. the floor in tok/s (bytes a token / measured bandwidth) and the share of it reached.
+ *   6. the floor in tok/s (bytes a token / measured bandwidth) and the share of it reached,
+ *   7. optionally (`--batch 1,4,8`), continuous-batching decode: B sequences at context 128 in one BatchEngine,
+ *      one batched step a token for all of them; aggregate tok/s (B tokens a step).
  * Default: the synthetic GLM-4-9B at INT4 on the GPU; `--model DIR` for a checkpoint.
  */
 import { execFileSync } from "node:child_process";
@@ -70,6 +72,8 @@ export interface BenchResult {
   memory: { weightsBytes: number; kvCacheBytes: number; loadPeakBytes: number; contextPeakBytes: number; processGpuAfterLoadBytes: number | null; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
   decodeStepOps: { op: string; calls: number; ms: number; share: number }[];
   decodeStepMs: number;
+  /** `--batch`: aggregate decode tok/s of B sequences stepped together (BatchEngine), each at `context`. */
+  batched?: { batch: number; context: number; tokensPerSecond: number; msPerStep: number; runs: number[] }[];
 }
 
 async function copyBandwidth(model: Glm4Model): Promise<number> {
@@ -93,7 +97,7 @@ async function copyBandwidth(model: Glm4Model): Promise<number> {
   }
 }
 
-export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; maxContext?: number; log?: (s: string) => void }): Promise<BenchResult> {
+export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; maxContext?: number; batches?: number[]; log?: (s: string) => void }): Promise<BenchResult> {
   const log = o.log ?? (() => undefined);
   const contexts = o.contexts ?? [128, 2048];
   const prefills = o.prefills ?? [512, 2048];
@@ -170,6 +174,8 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
     const stepMs = prof.reduce((a, p) => a + p.ms, 0);
     const decodeStepOps = [...byOp.entries()].map(([op, e]) => ({ op, calls: e.calls, ms: e.ms, share: e.ms / stepMs })).sort((a, b) => b.ms - a.ms);
 
+    const batched = o.batches?.length ? await batchedDecode(model, o.batches, newTokens, runs, log) : undefined;
+
     const dev = onGpu ? devices()[Number(model.device.slice(5))] : undefined;
     const mem = ctx.memory();
     const result: BenchResult = {
@@ -196,11 +202,53 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       },
       decodeStepOps,
       decodeStepMs: stepMs,
+      batched,
     };
     return result;
   } finally {
     await model.dispose();
   }
+}
+
+/**
+ * Continuous-batching decode: for each B, B sequences prefilled with different 128-token prompts in one
+ * BatchEngine, then `newTokens` batched steps (greedy pick of all B rows in one flush, one step for all B);
+ * aggregate tok/s = B * steps / s, median of `runs` after a 16-step warm-up run.
+ */
+async function batchedDecode(model: Glm4Model, batches: number[], newTokens: number, runs: number, log: (s: string) => void): Promise<NonNullable<BenchResult["batched"]>> {
+  const context = 128;
+  for (const b of batches) if (!Number.isInteger(b) || b < 1 || b > 64) throw new RangeError(`--batch: ${b} is not an integer in [1, 64]`);
+  const be = model._newBatchEngine(Math.max(...batches), context + newTokens + 16);
+  const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
+  const out: NonNullable<BenchResult["batched"]> = [];
+  try {
+    for (const B of batches) {
+      const rates: number[] = [];
+      for (let r = 0; r < runs + 1; r++) {
+        const slots = Array.from({ length: B }, () => be.admit());
+        for (const [i, s] of slots.entries()) {
+          be.reset(s);
+          await be.prefill(s, randomIds(context, model.config.vocabSize, 5000 + 17 * i));
+        }
+        let next = await be.pick(slots.map((slot) => ({ slot, params: greedy })));
+        const steps = r === 0 ? 16 : newTokens;
+        const t = performance.now();
+        for (let i = 0; i < steps; i++) {
+          await be.step(slots.map((slot, j) => ({ slot, token: next[j] })));
+          next = await be.pick(slots.map((slot) => ({ slot, params: greedy })));
+        }
+        const sec = (performance.now() - t) / 1000;
+        if (r > 0) rates.push((B * steps) / sec);
+        for (const s of slots) be.release(s);
+      }
+      const tps = median(rates);
+      out.push({ batch: B, context, tokensPerSecond: tps, msPerStep: (1000 * B) / tps, runs: rates });
+      log(`batched decode B=${B} at ${context}: ${tps.toFixed(1)} tok/s in all (${((1000 * B) / tps).toFixed(2)} ms a step)`);
+    }
+  } finally {
+    await model._releaseEngine(be);
+  }
+  return out;
 }
 
 export function formatBench(r: BenchResult): string {
@@ -221,6 +269,10 @@ export function formatBench(r: BenchResult): string {
     `one decode step, ops timed one by one (sum ${r.decodeStepMs.toFixed(3)} ms; the graph replay overlaps launch gaps):`,
     ...r.decodeStepOps.map((o) => `  ${o.op.padEnd(16)} x${String(o.calls).padEnd(4)} ${o.ms.toFixed(3).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}%`),
   ];
+  if (r.batched?.length) {
+    lines.push("", "batched decode (BatchEngine)   B  context  tok/s in all  ms/step");
+    for (const b of r.batched) lines.push(`                         ${String(b.batch).padStart(6)} ${String(b.context).padStart(8)} ${b.tokensPerSecond.toFixed(1).padStart(13)} ${b.msPerStep.toFixed(2).padStart(8)}`);
+  }
   return lines.join("\n") + "\n";
 }
 
@@ -237,6 +289,7 @@ export async function cmdBench(argv: string[]): Promise<void> {
       contexts: { type: "string" },
       prefills: { type: "string" },
       "max-context": { type: "string" },
+      batch: { type: "string" },
       json: { type: "boolean" },
       save: { type: "boolean" },
       synthetic: { type: "string" },
@@ -256,6 +309,7 @@ export async function cmdBench(argv: string[]): Promise<void> {
     contexts: list(o.contexts),
     prefills: list(o.prefills),
     maxContext: o["max-context"] ? Number(o["max-context"]) : undefined,
+    batches: list(o.batch),
     log: o.json ? undefined : (s) => process.stderr.write(s + "\n"),
   });
   if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");
