@@ -91,7 +91,7 @@ export class BatchEngine {
     readonly opts: BatchEngineOptions,
   ) {
     const { maxBatch, maxContext } = opts;
-    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 256) throw new RangeError(`maxBatch must be an integer in [1, 256], got ${String(maxBatch)}`);
+    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 1024) throw new RangeError(`maxBatch must be an integer in [1, 1024], got ${String(maxBatch)}`);
     if (!Number.isInteger(maxContext) || maxContext < 1) throw new RangeError(`maxContext must be a positive integer, got ${String(maxContext)}`);
     if (maxBatch * maxContext >= 2 ** 31) throw new RangeError(`maxBatch * maxContext = ${maxBatch * maxContext} cache rows do not fit int32 row indices`);
     const { numKvHeads: Hkv, headDim: D, vocabSize: V, hiddenSize: H } = cfg;
