@@ -9,8 +9,7 @@ import { parseArgs } from "node:util";
 import readline from "node:readline";
 import { Glm4Error } from "./errors.js";
 import type { Glm4Model, GenerateOptions } from "./glm4.js";
-
-type Opts = Record<string, string | boolean | undefined>;
+import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type Opts } from "./cli-options.js";
 export type LoadFromOpts = (o: Opts) => Promise<Glm4Model>;
 
 const HELP = `glm4-int4 chat --model DIR [options]
@@ -28,45 +27,21 @@ Options:
   --device auto|cpu|cuda|cuda:N, --quantization int4|none, --group-size N, --max-context N, --threads N
 `;
 
-function num(o: Opts, name: string): number | undefined {
-  const v = o[name];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== "string" || v.trim() === "" || !Number.isFinite(n)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--${name} must be a number, got ${String(v)}`);
-  return n;
-}
 
 export async function cmdChat(argv: string[], load: LoadFromOpts): Promise<void> {
   const { values: o } = parseArgs({
     args: argv,
     options: {
-      model: { type: "string" },
-      device: { type: "string" },
-      quantization: { type: "string" },
-      "group-size": { type: "string" },
-      "max-context": { type: "string" },
-      threads: { type: "string" },
+      ...LOAD_OPTIONS,
+      ...SAMPLING_OPTIONS,
       system: { type: "string" },
-      "max-new-tokens": { type: "string" },
-      temperature: { type: "string" },
-      "top-k": { type: "string" },
-      "top-p": { type: "string" },
-      "min-p": { type: "string" },
-      "repetition-penalty": { type: "string" },
-      seed: { type: "string" },
       stats: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
     },
   });
   if (o.help) return void process.stdout.write(HELP);
   const gen: GenerateOptions = {
-    maxNewTokens: num(o, "max-new-tokens") ?? 512,
-    temperature: num(o, "temperature"),
-    topK: num(o, "top-k"),
-    topP: num(o, "top-p"),
-    minP: num(o, "min-p"),
-    repetitionPenalty: num(o, "repetition-penalty"),
-    seed: num(o, "seed"),
+    ...samplingFromOpts(o),
+    maxNewTokens: numOpt(o, "max-new-tokens") ?? 512,
   };
   for (const k of Object.keys(gen) as (keyof GenerateOptions)[]) if (gen[k] === undefined) delete gen[k];
 

@@ -13,6 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { Glm4Error } from "./errors.js";
+import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type Opts } from "./cli-options.js";
 
 const HELP = `glm4-int4 <command> [options]
 
@@ -31,25 +32,7 @@ Common options:
   --max-context N                 (default min(8192, model context))
 `;
 
-type Opts = Record<string, string | boolean | undefined>;
-
-function intOpt(o: Opts, name: string): number | undefined {
-  const v = o[name];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== "string" || !Number.isFinite(n)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--${name} must be a number, got ${String(v)}`);
-  return n;
-}
-
-const COMMON = {
-  model: { type: "string" },
-  device: { type: "string" },
-  quantization: { type: "string" },
-  "group-size": { type: "string" },
-  "max-context": { type: "string" },
-  threads: { type: "string" },
-  help: { type: "boolean", short: "h" },
-} as const;
+const intOpt = numOpt;
 
 async function loadFromOpts(o: Opts, synthetic?: string) {
   const { loadGlm4 } = await import("./glm4.js");
@@ -97,15 +80,9 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   const { values: o } = parseArgs({
     args: argv,
     options: {
-      ...COMMON,
+      ...LOAD_OPTIONS,
+      ...SAMPLING_OPTIONS,
       prompt: { type: "string", short: "p" },
-      "max-new-tokens": { type: "string" },
-      temperature: { type: "string" },
-      "top-k": { type: "string" },
-      "top-p": { type: "string" },
-      "min-p": { type: "string" },
-      "repetition-penalty": { type: "string" },
-      seed: { type: "string" },
       synthetic: { type: "string" },
       chat: { type: "boolean" },
     },
@@ -118,13 +95,8 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     const onSig = () => ac.abort();
     process.once("SIGINT", onSig);
     const gen = {
+      ...samplingFromOpts(o),
       maxNewTokens: intOpt(o, "max-new-tokens") ?? 64,
-      temperature: intOpt(o, "temperature"),
-      topK: intOpt(o, "top-k"),
-      topP: intOpt(o, "top-p"),
-      minP: intOpt(o, "min-p"),
-      repetitionPenalty: intOpt(o, "repetition-penalty"),
-      seed: intOpt(o, "seed"),
       signal: ac.signal,
     };
     let result;

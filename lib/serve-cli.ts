@@ -1,6 +1,7 @@
 /** `glm4-int4 serve --model DIR` — the OpenAI-compatible server (lib/server.ts) on one model. */
 import { parseArgs } from "node:util";
 import { Glm4Error } from "./errors.js";
+import { LOAD_OPTIONS } from "./cli-options.js";
 import type { Glm4Model } from "./glm4.js";
 
 type Opts = Record<string, string | boolean | undefined>;
@@ -31,12 +32,7 @@ export async function cmdServe(argv: string[], load: (o: Opts) => Promise<Glm4Mo
   const { values: o } = parseArgs({
     args: argv,
     options: {
-      model: { type: "string" },
-      device: { type: "string" },
-      quantization: { type: "string" },
-      "group-size": { type: "string" },
-      "max-context": { type: "string" },
-      threads: { type: "string" },
+      ...LOAD_OPTIONS,
       host: { type: "string" },
       port: { type: "string" },
       "api-key": { type: "string" },
@@ -46,7 +42,6 @@ export async function cmdServe(argv: string[], load: (o: Opts) => Promise<Glm4Mo
       "max-concurrent": { type: "string" },
       "max-queue": { type: "string" },
       log: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
     },
   });
   if (o.help) return void process.stdout.write(HELP);
