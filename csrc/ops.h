@@ -57,6 +57,11 @@ struct AttnShape {
   /* kcache/vcache bf16|f32 [S, Hkv, D]; k, v f32 [T, Hkv, D]; cache[pos[t]] = k[t], v[t] (pos: cache rows) */  \
   void kv_write(Context& c, const Tensor& kcache, const Tensor& vcache, const Tensor& k, const Tensor& v,     \
                 const Tensor& pos);                                                                          \
+  /* Fused rotary(q, pos) + rotary(k, pos) + kv_write(kcache, vcache, k, v, rows): q f32[T,Hq,D] and        \
+     k f32[T,Hkv,D] rotated in place at positions pos i32[T]; then cache[rows[t]] = k[t], v[t] (v f32[T,Hkv,D], \
+     rows i32[T] cache rows). Bit-identical to the three ops in sequence on each backend. */                  \
+  void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kcache,      \
+                       const Tensor& vcache, const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta); \
   /* out f32[T,Hq,D]: causal GQA attention of q f32[T,Hq,D] over cache rows start[t]..pos[t] (inclusive;    \
      start i32[T] optional: undefined = 0). Several sequences share one cache this way, each owning a slot  \
      of rows (row = slot * S + position, start = slot * S). Query head h reads KV group h / (Hq/Hkv);        \
@@ -67,6 +72,10 @@ struct AttnShape {
   void swiglu(Context& c, const Tensor& out, const Tensor& gu);                                              \
   /* out = a + b, all f32 same shape (out may alias a or b) */                                               \
   void add(Context& c, const Tensor& out, const Tensor& a, const Tensor& b);                                 \
+  /* Fused residual add + rmsnorm: x f32[T,H] += o f32[T,H] (in place, the sum stored first), then            \
+     out f32[T,H] = rmsnorm(x) * w like rmsnorm(out, x, w, eps): the same results as add(x, x, o) followed by  \
+     rmsnorm(out, x, w, eps), bit for bit on each backend. out may alias x or o. */                           \
+  void add_rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& o, const Tensor& w, float eps); \
   /* out i32[M] = index of the first maximum of each row of x f32[M,V] */                                    \
   void argmax(Context& c, const Tensor& out, const Tensor& x);                                               \
   /* out f32[M,V] = softmax(x / temperature) per row */                                                      \
@@ -94,10 +103,13 @@ void matmul(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, con
 void add_bias(Context& c, const Tensor& x, const Tensor& b);
 void rotary(Context& c, const Tensor& x, const Tensor& pos, int64_t rot_dim, float theta);
 void kv_write(Context& c, const Tensor& kcache, const Tensor& vcache, const Tensor& k, const Tensor& v, const Tensor& pos);
+void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kcache, const Tensor& vcache,
+                     const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta);
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache, const Tensor& vcache,
                const Tensor& pos, const Tensor& start, float scale);
 void swiglu(Context& c, const Tensor& out, const Tensor& gu);
 void add(Context& c, const Tensor& out, const Tensor& a, const Tensor& b);
+void add_rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& o, const Tensor& w, float eps);
 void argmax(Context& c, const Tensor& out, const Tensor& x);
 void softmax(Context& c, const Tensor& out, const Tensor& x, float temperature);
 void convert(Context& c, const Tensor& out, const Tensor& in);

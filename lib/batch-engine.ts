@@ -270,8 +270,7 @@ export class BatchEngine {
     ctx.beginCapture();
     let plan: NativePlan;
     try {
-      recordLayers(ctx, cfg, this.w, scratch, this.kcache, this.vcache, rows, start);
-      ctx.rmsnorm(hLast, scratch.x, this.w.finalNorm, cfg.rmsEps);
+      recordLayers(ctx, cfg, this.w, scratch, this.kcache, this.vcache, rows, start, { out: hLast, norm: this.w.finalNorm });
       recordLinear(ctx, logits, hLast, this.w.output);
     } finally {
       plan = ctx.endCapture();

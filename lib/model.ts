@@ -147,31 +147,38 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
  * sequence positions s.pos (the angles); kv_write and attention take cache rows `rows` (i32 [T]) and attention
  * reads rows start[t]..rows[t] (`start` null: from row 0). One sequence per cache: rows = s.pos, start = null;
  * slots of a shared cache (lib/batch-engine.ts): rows = slot * S + position, start = slot * S.
+ *
+ * Each residual add is fused with the RMSNorm that follows it (add_rmsnorm: the FFN norm, the next layer's
+ * attention norm) and rotary(q) + rotary(k) + kv_write are one op (rotary_kv_write): 4 launches a layer fewer,
+ * with results bit-identical to the unfused sequence. With `final` (out f32 [T, H], the final norm's weight),
+ * the last residual add is fused with the final norm too, written to final.out (s.x still ends as the final
+ * hidden states).
  */
-export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kcache: readonly NativeTensor[], vcache: readonly NativeTensor[], rows: NativeTensor, start: NativeTensor | null): void {
+export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kcache: readonly NativeTensor[], vcache: readonly NativeTensor[], rows: NativeTensor, start: NativeTensor | null, final?: { out: NativeTensor; norm: NativeTensor }): void {
   const T = s.t;
   const scale = 1 / Math.sqrt(cfg.headDim);
   const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
   const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
   const v2 = s.v.reshape([T, cfg.numKvHeads * cfg.headDim]);
   const a2 = s.attn.reshape([T, cfg.numHeads * cfg.headDim]);
+  // Layer 0's attention norm stands alone; every later one is fused with the previous layer's last residual add.
+  if (cfg.numLayers > 0) ctx.rmsnorm(s.h, s.x, w.layers[0].attnNorm, cfg.rmsEps);
+  else if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
   for (let i = 0; i < cfg.numLayers; i++) {
     const L = w.layers[i];
-    ctx.rmsnorm(s.h, s.x, L.attnNorm, cfg.rmsEps);
     recordLinear(ctx, q2, s.h, L.q, L.qBias);
     recordLinear(ctx, k2, s.h, L.k, L.kBias);
     recordLinear(ctx, v2, s.h, L.v, L.vBias);
-    ctx.rotary(s.q, s.pos, cfg.rotaryDim, cfg.ropeTheta);
-    ctx.rotary(s.k, s.pos, cfg.rotaryDim, cfg.ropeTheta);
-    ctx.kvWrite(kcache[i], vcache[i], s.k, s.v, rows);
+    ctx.rotaryKvWrite(s.q, s.k, s.v, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     ctx.attention(s.attn, s.q, kcache[i], vcache[i], rows, scale, start);
     recordLinear(ctx, s.o, a2, L.attnOut);
-    ctx.add(s.x, s.x, s.o);
-    ctx.rmsnorm(s.h, s.x, L.ffnNorm, cfg.rmsEps);
+    ctx.addRmsnorm(s.h, s.x, s.o, L.ffnNorm, cfg.rmsEps);
     recordLinear(ctx, s.gu, s.h, L.gateUp);
     ctx.swiglu(s.act, s.gu);
     recordLinear(ctx, s.o, s.act, L.down);
-    ctx.add(s.x, s.x, s.o);
+    if (i + 1 < cfg.numLayers) ctx.addRmsnorm(s.h, s.x, s.o, w.layers[i + 1].attnNorm, cfg.rmsEps);
+    else if (final) ctx.addRmsnorm(final.out, s.x, s.o, final.norm, cfg.rmsEps);
+    else ctx.add(s.x, s.x, s.o);
   }
   for (const t of [q2, k2, v2, a2]) t.dispose();
 }
@@ -215,9 +222,12 @@ export class Engine {
     recordLinear(this.ctx, out, x, l, bias);
   }
 
-  /** Records the layers for the embedded tokens in s.x at positions s.pos; leaves the final hidden states in s.x. */
-  private recordLayers(s: Scratch): void {
-    recordLayers(this.ctx, this.cfg, this.w, s, this.kcache, this.vcache, s.pos, null);
+  /**
+   * Records the layers for the embedded tokens in s.x at positions s.pos; leaves the final hidden states in s.x
+   * (and, with finalOut, their final norm in it).
+   */
+  private recordLayers(s: Scratch, finalOut?: NativeTensor): void {
+    recordLayers(this.ctx, this.cfg, this.w, s, this.kcache, this.vcache, s.pos, null, finalOut ? { out: finalOut, norm: this.w.finalNorm } : undefined);
   }
 
   private checkRoom(n: number): void {
@@ -335,8 +345,7 @@ export class Engine {
     ctx.beginCapture();
     let plan: NativePlan;
     try {
-      this.recordLayers(scratch);
-      ctx.rmsnorm(hLast, scratch.x, this.w.finalNorm, cfg.rmsEps);
+      this.recordLayers(scratch, hLast); // the last residual add fused with the final norm into hLast
       this.linear(logits, hLast, this.w.output);
     } finally {
       plan = ctx.endCapture();

@@ -106,10 +106,17 @@ export interface NativeContext {
   addBias(x: NativeTensor, bias: NativeTensor): void;
   rotary(x: NativeTensor, positions: NativeTensor, rotDim: number, theta: number): void;
   kvWrite(kcache: NativeTensor, vcache: NativeTensor, k: NativeTensor, v: NativeTensor, positions: NativeTensor): void;
+  /**
+   * rotary(q, positions) + rotary(k, positions) + kvWrite(kcache, vcache, k, v, rows) in one op (bit-identical to
+   * the three): q f32[T,Hq,D] and k f32[T,Hkv,D] rotated in place, then cache rows rows[t] = k[t], v[t].
+   */
+  rotaryKvWrite(q: NativeTensor, k: NativeTensor, v: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
   /** Query t attends cache rows start[t]..positions[t] (start i32[T], optional: 0). */
   attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, start?: NativeTensor | null): void;
   swiglu(out: NativeTensor, gateUp: NativeTensor): void;
   add(out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
+  /** x += o in place, then out = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */
+  addRmsnorm(out: NativeTensor, x: NativeTensor, o: NativeTensor, weight: NativeTensor, eps: number): void;
   argmax(out: NativeTensor, x: NativeTensor): void;
   softmax(out: NativeTensor, x: NativeTensor, temperature?: number): void;
   convert(out: NativeTensor, input: NativeTensor): void;

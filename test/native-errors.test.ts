@@ -106,6 +106,25 @@ describe("bad shapes throw synchronously with ERR_GLM4_SHAPE_MISMATCH, naming th
     expectError(() => ctx.kvWrite(kc, vc, f32([1, 2, 32]), f32([2, 2, 32]), i32([0])), "ERR_GLM4_SHAPE_MISMATCH", "kv_write", "[2,2,32]");
     expectError(() => ctx.kvWrite(kc, bf16([8, 2, 32]), f32([1, 2, 32]), f32([1, 2, 32]), i32([0])), "ERR_GLM4_SHAPE_MISMATCH", "kv_write", "vcache", "[8,2,32]");
   });
+  it("add_rmsnorm: o or out differs from x; weight of the wrong size", () => {
+    expectError(() => ctx.addRmsnorm(f32([3, 64]), f32([3, 64]), f32([2, 64]), bf16([64]), 1e-5), "ERR_GLM4_SHAPE_MISMATCH", "add_rmsnorm", "o", "[2,64]", "[3,64]");
+    expectError(() => ctx.addRmsnorm(f32([4, 64]), f32([3, 64]), f32([3, 64]), bf16([64]), 1e-5), "ERR_GLM4_SHAPE_MISMATCH", "add_rmsnorm", "out", "[4,64]");
+    expectError(() => ctx.addRmsnorm(f32([3, 64]), f32([3, 64]), f32([3, 64]), bf16([63]), 1e-5), "ERR_GLM4_SHAPE_MISMATCH", "add_rmsnorm", "[63]");
+    expectError(() => ctx.addRmsnorm(f32([3, 64]), f32([3, 64]), bf16([3, 64]), bf16([64]), 1e-5), "ERR_GLM4_DTYPE_MISMATCH", "add_rmsnorm", "bf16[3,64]");
+  });
+  it("rotary_kv_write: k does not fit the cache; q and k disagree; rows of the wrong length; q is k", () => {
+    const kc = bf16([16, 2, 32]);
+    const vc = bf16([16, 2, 32]);
+    const q = f32([3, 4, 32]);
+    expectError(() => ctx.rotaryKvWrite(q, f32([3, 2, 64]), f32([3, 2, 64]), kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write", "[3,2,64]", "[16,2,32]");
+    expectError(() => ctx.rotaryKvWrite(f32([2, 4, 32]), f32([3, 2, 32]), f32([3, 2, 32]), kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write", "[2,4,32]", "[3,2,32]");
+    expectError(() => ctx.rotaryKvWrite(q, f32([3, 2, 32]), f32([3, 2, 16]), kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write", "v", "[3,2,16]");
+    expectError(() => ctx.rotaryKvWrite(q, f32([3, 2, 32]), f32([3, 2, 32]), kc, vc, i32([0, 1, 2]), i32([0, 1]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write", "rows", "[3]");
+    expectError(() => ctx.rotaryKvWrite(q, f32([3, 2, 32]), f32([3, 2, 32]), kc, vc, i32([0, 1]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write", "positions", "[3]");
+    expectError(() => ctx.rotaryKvWrite(q, f32([3, 2, 32]), f32([3, 2, 32]), kc, f32([16, 2, 32]), i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write", "vcache");
+    const k = f32([3, 2, 32]);
+    expectError(() => ctx.rotaryKvWrite(q, k, k, kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_INVALID_ARGUMENT", "rotary_kv_write", "distinct");
+  });
   it("argmax / sample / softmax / convert / copy", () => {
     expectError(() => ctx.argmax(ctx.empty("i32", [2]), f32([3, 10])), "ERR_GLM4_SHAPE_MISMATCH", "argmax", "3 rows");
     expectError(

@@ -23,6 +23,8 @@ const ALL_OPS = [
   "attention",
   "swiglu",
   "add",
+  "add_rmsnorm",
+  "rotary_kv_write",
   "argmax",
   "softmax",
   "convert",

@@ -194,6 +194,32 @@ void kv_write(Context& c, const Tensor& kc, const Tensor& vc, const Tensor& k, c
   GLM4_RECORD(c, kv_write, kc, vc, k, v, pos);
 }
 
+void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc,
+                     const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
+  const char* op = "rotary_kv_write";
+  check_cache(op, c, kc, vc);
+  on_ctx(op, c, q, "q"); on_ctx(op, c, k, "k"); on_ctx(op, c, v, "v");
+  check_dtype(op, "q", q, DType::F32); check_dtype(op, "k", k, DType::F32); check_dtype(op, "v", v, DType::F32);
+  check_ndim(op, "q", q, 3); check_ndim(op, "k", k, 3);
+  GLM4_CHECK(v.shape() == k.shape(), GLM4_E_SHAPE, op, ": v ", v.describe(), " must match k ", k.describe());
+  GLM4_CHECK(k.dim(1) == kc.dim(1) && k.dim(2) == kc.dim(2), GLM4_E_SHAPE, op, ": k ", k.describe(),
+             " does not fit the cache ", kc.describe());
+  GLM4_CHECK(q.dim(0) == k.dim(0) && q.dim(2) == k.dim(2), GLM4_E_SHAPE, op, ": q ", q.describe(), " and k ", k.describe(),
+             " must agree on tokens and head dim");
+  // The kernel rotates q and k in place while other threads read k and v: they must not share memory.
+  GLM4_CHECK(k.numel() == 0 || (q.raw() != k.raw() && q.raw() != v.raw() && k.raw() != v.raw()), GLM4_E_INVALID_ARG, op,
+             ": q, k and v must be distinct tensors");
+  check_pos(op, c, pos, q.dim(0));
+  on_ctx(op, c, rows, "rows");
+  check_dtype(op, "rows", rows, DType::I32);
+  GLM4_CHECK(rows.ndim() == 1 && rows.dim(0) == q.dim(0), GLM4_E_SHAPE, op, ": rows must be [", q.dim(0), "], got ",
+             rows.describe());
+  GLM4_CHECK(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= q.dim(2), GLM4_E_INVALID_ARG, op, ": rot_dim ", rot_dim,
+             " must be even and at most the head dim ", q.dim(2));
+  GLM4_CHECK(theta > 1.f && std::isfinite(theta), GLM4_E_INVALID_ARG, op, ": theta must be > 1, got ", theta);
+  GLM4_RECORD(c, rotary_kv_write, q, k, v, kc, vc, pos, rows, rot_dim, theta);
+}
+
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
                const Tensor& start, float scale) {
   const char* op = "attention";
@@ -233,6 +259,19 @@ void add(Context& c, const Tensor& out, const Tensor& a, const Tensor& b) {
   GLM4_CHECK(a.shape() == b.shape() && out.shape() == a.shape(), GLM4_E_SHAPE, op, ": shapes differ: out ", out.describe(),
              ", a ", a.describe(), ", b ", b.describe());
   GLM4_RECORD(c, add, out, a, b);
+}
+
+void add_rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& o, const Tensor& w, float eps) {
+  const char* op = "add_rmsnorm";
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x"); on_ctx(op, c, o, "o"); on_ctx(op, c, w, "weight");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32); check_dtype(op, "o", o, DType::F32);
+  check_dtype2(op, "weight", w, DType::BF16, DType::F32);
+  check_ndim(op, "x", x, 2); check_ndim(op, "weight", w, 1);
+  GLM4_CHECK(o.shape() == x.shape() && out.shape() == x.shape(), GLM4_E_SHAPE, op, ": shapes differ: out ", out.describe(),
+             ", x ", x.describe(), ", o ", o.describe());
+  check_dim(op, "weight", w, 0, x.dim(1), "hidden size of x");
+  GLM4_CHECK(eps > 0.f && std::isfinite(eps), GLM4_E_INVALID_ARG, op, ": eps must be positive and finite, got ", eps);
+  GLM4_RECORD(c, add_rmsnorm, out, x, o, w, eps);
 }
 
 void argmax(Context& c, const Tensor& out, const Tensor& x) {

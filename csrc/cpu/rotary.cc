@@ -26,5 +26,13 @@ void rotary(Context&, const Tensor& x, const Tensor& pos, int64_t rot_dim, float
   }
 }
 
+// The three ops in sequence (the CPU is the reference: same code, same results bit for bit).
+void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc,
+                     const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
+  rotary(c, q, pos, rot_dim, theta);
+  rotary(c, k, pos, rot_dim, theta);
+  kv_write(c, kc, vc, k, v, rows);
+}
+
 }  // namespace cpu
 }  // namespace glm4

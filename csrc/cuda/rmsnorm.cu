@@ -28,7 +28,45 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* out, const flo
   for (int64_t i = threadIdx.x; i < H; i += kThreads) yr[i] = xr[i] * inv * load_f(w, i);
 }
 
+// add(x, x, o) + rmsnorm(out, x, w) in one launch. Each thread forms and stores the sums of exactly the elements
+// it then squares (same i, same order as rmsnorm_kernel's loop), so the f64 sum of squares, its reduction and the
+// output are bit-identical to the two kernels in sequence. Every element of x is written and re-read by the
+// same thread, so out may alias x or o (no __restrict__).
+template <typename TW>
+__global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* out, float* x, const float* o,
+                                                               const TW* __restrict__ w, int64_t H, float eps) {
+  __shared__ double red[32];
+  const int64_t row = blockIdx.x;
+  float* xr = x + row * H;
+  const float* orow = o + row * H;
+  float* yr = out + row * H;
+  double ss = 0.0;
+  for (int64_t i = threadIdx.x; i < H; i += kThreads) {
+    const float s = __fadd_rn(xr[i], orow[i]);
+    xr[i] = s;
+    const double v = s;
+    ss += v * v;
+  }
+  ss = block_reduce(ss, red, SumOp{});
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(H) + static_cast<double>(eps)));
+  for (int64_t i = threadIdx.x; i < H; i += kThreads) yr[i] = xr[i] * inv * load_f(w, i);
+}
+
 }  // namespace
+
+void add_rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& o, const Tensor& w, float eps) {
+  const int64_t T = x.dim(0), H = x.dim(1);
+  if (T == 0 || H == 0) return;
+  GLM4_CHECK(T < (int64_t{1} << 31), GLM4_E_UNSUPPORTED, "add_rmsnorm: ", T, " rows is too many for one call");
+  const unsigned blocks = static_cast<unsigned>(T);
+  if (w.dtype() == DType::BF16)
+    add_rmsnorm_kernel<Bf16><<<blocks, kThreads, 0, stream_of(c)>>>(out.data<float>(), x.data<float>(), o.data<float>(),
+                                                                     w.data<Bf16>(), H, eps);
+  else
+    add_rmsnorm_kernel<float><<<blocks, kThreads, 0, stream_of(c)>>>(out.data<float>(), x.data<float>(), o.data<float>(),
+                                                                      w.data<float>(), H, eps);
+  CUDA_CHECK_LAUNCH("add_rmsnorm");
+}
 
 void rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
   const int64_t T = x.dim(0), H = x.dim(1);

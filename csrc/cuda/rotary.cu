@@ -29,7 +29,84 @@ __global__ void __launch_bounds__(256) rotary_kernel(float* __restrict__ x, cons
   }
 }
 
+// rotary(q) + rotary(k) + kv_write(k, v) in one launch: one thread per (t, head slot, element pair), the head
+// slots being the Hq query heads, then the Hkv key heads, then the Hkv value heads. A pair below rot_dim of a
+// q or k head is rotated with rotary_kernel's exact expressions and written back in place; k and v pairs are then
+// stored to cache row rows[t] (skipped outside [0, S), like kv_write_kernel), from the rotated registers, so the
+// cache holds what kv_write would read from k after rotary. D may be odd (the last pair is a single element).
+template <typename KV>
+__global__ void __launch_bounds__(256)
+    rotary_kv_write_kernel(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, KV* __restrict__ kc,
+                           KV* __restrict__ vc, const int32_t* __restrict__ pos, const int32_t* __restrict__ rows,
+                           int64_t Hq, int64_t Hkv, int64_t D, int64_t pairs, int64_t half, int64_t rot_dim, float theta,
+                           int64_t S, int64_t total) {
+  const int64_t slots = Hq + 2 * Hkv;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t j = i % pairs, th = i / pairs, t = th / slots, h = th - t * slots;
+    const int64_t e = 2 * j;
+    const bool two = e + 1 < D;
+    float* rot = nullptr;  // q or k: rotated in place
+    const float* src;
+    int64_t kvh = -1;      // KV head for the cache write (k or v)
+    bool is_k = false;
+    if (h < Hq) {
+      rot = q + (t * Hq + h) * D + e;
+      src = rot;
+    } else if (h < Hq + Hkv) {
+      kvh = h - Hq;
+      is_k = true;
+      rot = k + (t * Hkv + kvh) * D + e;
+      src = rot;
+    } else {
+      kvh = h - Hq - Hkv;
+      src = v + (t * Hkv + kvh) * D + e;
+    }
+    float x0 = src[0], x1 = two ? src[1] : 0.f;
+    if (rot != nullptr && j < half) {  // j < half: e + 1 < rot_dim <= D, so both elements exist
+      const float inv_freq = static_cast<float>(
+          1.0 / pow(static_cast<double>(theta), 2.0 * static_cast<double>(j) / static_cast<double>(rot_dim)));
+      const float a = static_cast<float>(pos[t]) * inv_freq;
+      float sn, cs;
+      sincosf(a, &sn, &cs);
+      const float y0 = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
+      const float y1 = __fadd_rn(__fmul_rn(x1, cs), __fmul_rn(x0, sn));
+      rot[0] = y0;
+      rot[1] = y1;
+      x0 = y0;
+      x1 = y1;
+    }
+    if (kvh >= 0) {
+      const int64_t r = rows[t];
+      if (r < 0 || r >= S) continue;  // outside the cache: never write out of bounds
+      KV* dst = (is_k ? kc : vc) + (r * Hkv + kvh) * D + e;
+      store_f(dst, 0, x0);
+      if (two) store_f(dst, 1, x1);
+    }
+  }
+}
+
 }  // namespace
+
+void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kc, const Tensor& vc,
+                     const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
+  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1), S = kc.dim(0);
+  const int64_t pairs = (D + 1) / 2, half = rot_dim / 2;
+  const int64_t total = T * (Hq + 2 * Hkv) * pairs;
+  if (total == 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 1 << 16));
+  cudaStream_t st = stream_of(c);
+  if (kc.dtype() == DType::BF16)
+    rotary_kv_write_kernel<Bf16><<<blocks, 256, 0, st>>>(q.data<float>(), k.data<float>(), v.data<float>(), kc.data<Bf16>(),
+                                                         vc.data<Bf16>(), pos.data<int32_t>(), rows.data<int32_t>(), Hq, Hkv,
+                                                         D, pairs, half, rot_dim, theta, S, total);
+  else
+    rotary_kv_write_kernel<float><<<blocks, 256, 0, st>>>(q.data<float>(), k.data<float>(), v.data<float>(),
+                                                          kc.data<float>(), vc.data<float>(), pos.data<int32_t>(),
+                                                          rows.data<int32_t>(), Hq, Hkv, D, pairs, half, rot_dim, theta, S,
+                                                          total);
+  CUDA_CHECK_LAUNCH("rotary_kv_write");
+}
 
 void rotary(Context& c, const Tensor& x, const Tensor& pos, int64_t rot_dim, float theta) {
   const int64_t T = x.dim(0), heads = x.dim(1), D = x.dim(2), half = rot_dim / 2;

@@ -88,9 +88,11 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
             InstanceMethod<&ContextWrap::AddBias>("addBias"),
             InstanceMethod<&ContextWrap::Rotary>("rotary"),
             InstanceMethod<&ContextWrap::KvWrite>("kvWrite"),
+            InstanceMethod<&ContextWrap::RotaryKvWrite>("rotaryKvWrite"),
             InstanceMethod<&ContextWrap::Attention>("attention"),
             InstanceMethod<&ContextWrap::SwiGlu>("swiglu"),
             InstanceMethod<&ContextWrap::Add>("add"),
+            InstanceMethod<&ContextWrap::AddRmsNorm>("addRmsnorm"),
             InstanceMethod<&ContextWrap::Argmax>("argmax"),
             InstanceMethod<&ContextWrap::Softmax>("softmax"),
             InstanceMethod<&ContextWrap::Convert>("convert"),
@@ -262,6 +264,13 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     GLM4_OP_BODY(ops::kv_write(c, tensor_arg(info, 0, "kcache"), tensor_arg(info, 1, "vcache"), tensor_arg(info, 2, "k"),
                                tensor_arg(info, 3, "v"), tensor_arg(info, 4, "positions")))
   }
+  // rotaryKvWrite(q, k, v, kcache, vcache, positions, rows, rotDim, theta)
+  Napi::Value RotaryKvWrite(const Napi::CallbackInfo& info) {
+    GLM4_OP_BODY(ops::rotary_kv_write(c, tensor_arg(info, 0, "q"), tensor_arg(info, 1, "k"), tensor_arg(info, 2, "v"),
+                                      tensor_arg(info, 3, "kcache"), tensor_arg(info, 4, "vcache"),
+                                      tensor_arg(info, 5, "positions"), tensor_arg(info, 6, "rows"),
+                                      static_cast<int64_t>(num(info, 7, "rotDim")), num(info, 8, "theta")))
+  }
   Napi::Value Attention(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::attention(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "q"), tensor_arg(info, 2, "kcache"),
                                 tensor_arg(info, 3, "vcache"), tensor_arg(info, 4, "positions"),
@@ -272,6 +281,11 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   }
   Napi::Value Add(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::add(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "a"), tensor_arg(info, 2, "b")))
+  }
+  // addRmsnorm(out, x, o, weight, eps)
+  Napi::Value AddRmsNorm(const Napi::CallbackInfo& info) {
+    GLM4_OP_BODY(ops::add_rmsnorm(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x"), tensor_arg(info, 2, "o"),
+                                  tensor_arg(info, 3, "weight"), num(info, 4, "eps")))
   }
   Napi::Value Argmax(const Napi::CallbackInfo& info) {
     GLM4_OP_BODY(ops::argmax(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x")))

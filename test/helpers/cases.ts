@@ -352,6 +352,39 @@ function rmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, opts:
   };
 }
 
+/**
+ * add_rmsnorm: x += o in place, out = rmsnorm(x) * w. Checked against float64 (the sum, and the norm of the
+ * float64 sum: one more rounding than rmsnorm, far inside its threshold), and bit for bit against add + rmsnorm
+ * run on the same device from the same inputs (the fusion promises identical arithmetic on each backend).
+ */
+function addRmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, alias: "none" | "out=x" | "out=o" = "none"): OpCase {
+  return {
+    name: `add_rmsnorm(T=${t},H=${h},w=${w},eps=${eps}${alias === "none" ? "" : `,${alias}`})`,
+    op: "add_rmsnorm",
+    build(env) {
+      const x = env.randn("f32", [t, h], 2);
+      const o = env.randn("f32", [t, h], 1.5);
+      const wt = env.randn(w, [h], 0.5, 1);
+      // The unfused sequence on copies of the same inputs.
+      const x2 = env.floats("f32", [t, h], x.v);
+      const o2 = env.floats("f32", [t, h], o.v);
+      const out2 = alias === "out=x" ? x2.t : alias === "out=o" ? o2.t : env.out("f32", [t, h]);
+      env.ctx.add(x2.t, x2.t, o2.t);
+      env.ctx.rmsnorm(out2, x2.t, wt.t, eps);
+      const out = alias === "out=x" ? x.t : alias === "out=o" ? o.t : env.out("f32", [t, h]);
+      env.ctx.addRmsnorm(out, x.t, o.t, wt.t, eps);
+      const sum = R.addRef(x.v, o.v);
+      const ref = R.rmsnormRef(sum, t, h, wt.v, Math.fround(eps));
+      const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.rmsnorm }];
+      if (alias !== "out=x") outs.push({ name: "x (sum)", mode: "norm", got: readF64(x.t), ref: sum, tol: TOL.elementwise, cross: "exact" });
+      outs.push({ name: "out == rmsnorm(add) (same device)", mode: "exact", got: readBits(out), ref: readBits(out2), nanClass: "f32", cross: "skip" });
+      if (alias !== "out=x")
+        outs.push({ name: "x == add (same device)", mode: "exact", got: readBits(x.t), ref: readBits(x2.t), nanClass: "f32", cross: "skip" });
+      return outs;
+    },
+  };
+}
+
 // ------------------------------------------------------------------ cases: INT4
 
 function quantizeCase(n: number, k: number, g: 32 | 64 | 128, w: FloatDType, kind: "normal" | "special" = "normal"): OpCase {
@@ -539,6 +572,69 @@ function kvWriteCase(t: number, hkv: number, d: number, s: number, cache: "bf16"
       return [
         { name: "kcache", mode: "exact", got: readBits(kc.t), ref: bitsOf(cache, wantK), nanClass: cache },
         { name: "vcache", mode: "exact", got: readBits(vc.t), ref: bitsOf(cache, wantV), nanClass: cache },
+      ];
+    },
+  };
+}
+
+/**
+ * rotary_kv_write: rotary on q and k at sequence positions `pos`, then k and v into cache rows `rows` (distinct
+ * rows, scattered, unrelated to the positions: the batch engine's slots). q and k against the float64 rotary;
+ * the caches exactly: written rows hold the returned k (rounded to the cache dtype) and v, other rows keep their
+ * random contents. Then bit for bit against rotary + rotary + kv_write on the same device from the same inputs.
+ */
+function rotaryKvWriteCase(t: number, hq: number, hkv: number, d: number, rotDim: number, s: number, cache: "bf16" | "f32", theta = 5e6): OpCase {
+  return {
+    name: `rotary_kv_write(T=${t},Hq=${hq},Hkv=${hkv},D=${d},rot=${rotDim},S=${s},cache=${cache},theta=${theta})`,
+    op: "rotary_kv_write",
+    build(env) {
+      const p = Array.from({ length: t }, () => env.rng.int(8192));
+      const r = scatteredPositions(env.rng, t, s);
+      const row = hkv * d;
+      const kc = env.randn(cache, [s, hkv, d]);
+      const vc = env.randn(cache, [s, hkv, d]);
+      const q = env.randn("f32", [t, hq, d]);
+      const k = env.randn("f32", [t, hkv, d]);
+      const v = env.randn("f32", [t, hkv, d]);
+      // The unfused sequence on copies.
+      const kc2 = env.floats(cache, [s, hkv, d], kc.v);
+      const vc2 = env.floats(cache, [s, hkv, d], vc.v);
+      const q2 = env.floats("f32", [t, hq, d], q.v);
+      const k2 = env.floats("f32", [t, hkv, d], k.v);
+      const v2 = env.floats("f32", [t, hkv, d], v.v);
+      const pos = env.ints([t], p);
+      const rows = env.ints([t], r);
+      env.ctx.rotary(q2.t, pos, rotDim, theta);
+      env.ctx.rotary(k2.t, pos, rotDim, theta);
+      env.ctx.kvWrite(kc2.t, vc2.t, k2.t, v2.t, rows);
+      env.ctx.rotaryKvWrite(q.t, k.t, v.t, kc.t, vc.t, pos, rows, rotDim, theta);
+      const th = Math.fround(theta);
+      const gotK = readF64(k.t);
+      const wantK = Float64Array.from(kc.v);
+      const wantV = Float64Array.from(vc.v);
+      for (let i = 0; i < t; ++i)
+        for (let j = 0; j < row; ++j) {
+          wantK[r[i] * row + j] = gotK[i * row + j];
+          wantV[r[i] * row + j] = v.v[i * row + j];
+        }
+      const same = (name: string, a: NativeTensor, b: NativeTensor, nc: FloatDType): Output => ({
+        name: `${name} == unfused (same device)`,
+        mode: "exact",
+        got: readBits(a),
+        ref: readBits(b),
+        nanClass: nc,
+        cross: "skip",
+      });
+      return [
+        { name: "q", mode: "norm", got: readF64(q.t), ref: R.rotaryRef(q.v, t, hq, d, p, rotDim, th), tol: rotaryTol(p, d, rotDim, th) },
+        { name: "k", mode: "norm", got: gotK, ref: R.rotaryRef(k.v, t, hkv, d, p, rotDim, th), tol: rotaryTol(p, d, rotDim, th) },
+        { name: "kcache", mode: "exact", got: readBits(kc.t), ref: bitsOf(cache, wantK), nanClass: cache, cross: "skip" },
+        { name: "vcache", mode: "exact", got: readBits(vc.t), ref: bitsOf(cache, wantV), nanClass: cache },
+        { name: "v unchanged", mode: "exact", got: readBits(v.t), ref: new Uint32Array(Float32Array.from(v.v).buffer), nanClass: "f32" },
+        same("q", q.t, q2.t, "f32"),
+        same("k", k.t, k2.t, "f32"),
+        same("kcache", kc.t, kc2.t, cache),
+        same("vcache", vc.t, vc2.t, cache),
       ];
     },
   };
@@ -1046,6 +1142,15 @@ function buildTable(): OpCase[] {
     rmsnormCase(118, 64, "f32", 1.5625e-7),
     rmsnormCase(17, 33, "bf16", 1e-6, { alias: true }),
   );
+  // add_rmsnorm: GLM-4's H and eps at decode and odd T, tiny and odd H, both weight dtypes, aliasing
+  c.push(
+    addRmsnormCase(1, 4096, "bf16", 1.5625e-7),
+    addRmsnormCase(17, 4096, "f32", 1.5625e-7),
+    addRmsnormCase(3, 33, "bf16", 1e-5),
+    addRmsnormCase(118, 64, "f32", 1e-6),
+    addRmsnormCase(5, 7, "bf16", 1.5625e-7, "out=x"),
+    addRmsnormCase(3, 300, "f32", 1.5625e-7, "out=o"),
+  );
   // quantize / dequantize: every group size, every input dtype
   c.push(
     quantizeCase(5, 256, 32, "bf16"),
@@ -1087,6 +1192,16 @@ function buildTable(): OpCase[] {
     rotaryCase(5, 2, 128, 64, 5e6, [131071, 100000, 65536, 77777, 4097]),
     rotaryCase(3, 2, 32, 2, 5e6, [1, 2, 3]),
     rotaryCase(17, 32, 128, 64, 5e6, "causal"),
+  );
+  // rotary_kv_write: GLM-4 dims (D 128, rot 64, Hq 32, Hkv 2) at decode and odd prefill T; tiny and odd dims
+  // (D = 7: a single-element last pair), full rotation; both cache dtypes
+  c.push(
+    rotaryKvWriteCase(1, 32, 2, 128, 64, 64, "bf16"),
+    rotaryKvWriteCase(17, 32, 2, 128, 64, 40, "f32"),
+    rotaryKvWriteCase(3, 32, 2, 128, 64, 9, "bf16"),
+    rotaryKvWriteCase(5, 4, 2, 8, 4, 11, "f32", 1e4),
+    rotaryKvWriteCase(3, 2, 1, 7, 2, 5, "bf16", 1e4),
+    rotaryKvWriteCase(7, 6, 3, 16, 16, 13, "bf16", 1e4),
   );
   // kv_write: odd T, scattered positions incl. 0 and S-1, both cache dtypes, the very last row
   c.push(kvWriteCase(3, 2, 64, 40, "bf16"), kvWriteCase(17, 4, 32, 64, "f32"), kvWriteCase(1, 2, 128, 2048, "bf16", [2047]), kvWriteCase(5, 1, 128, 9, "f32"));
