@@ -72,6 +72,8 @@ export interface BenchResult {
   memory: { weightsBytes: number; kvCacheBytes: number; loadPeakBytes: number; contextPeakBytes: number; processGpuAfterLoadBytes: number | null; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
   decodeStepOps: { op: string; calls: number; ms: number; share: number }[];
   decodeStepMs: number;
+  /** Device time of one captured decode step replayed back to back (no host work between tokens). */
+  decodeReplayMs: number;
   /** `--batch`: aggregate decode tok/s of B sequences stepped together (BatchEngine), each at `context`. */
   batched?: { batch: number; context: number; tokensPerSecond: number; msPerStep: number; runs: number[] }[];
 }
@@ -162,8 +164,20 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       log(`decode at ${L}: ${tps.toFixed(1)} tok/s${floor ? ` (${((100 * tps) / floor).toFixed(1)}% of ${floor.toFixed(0)} tok/s floor)` : ""}`);
     }
 
+    // The device time of one decode step alone: the captured step replayed back to back, one flush, no host
+    // round trip between tokens. Wall time per token minus this is what the host side (embedding gather,
+    // input writes, the flush through the worker thread, reading the token) costs.
+    const plan = engine.decodePlan();
+    ctx.replay(plan);
+    ctx.flush();
+    const reps = 50;
+    const tr = performance.now();
+    for (let i = 0; i < reps; i++) ctx.replay(plan);
+    ctx.flush();
+    const replayMs = (performance.now() - tr) / reps;
+
     // Per-op profile of one decode step at the last context measured.
-    const prof = ctx.profile(engine.decodePlan(), 5);
+    const prof = ctx.profile(plan, 5);
     const byOp = new Map<string, { calls: number; ms: number }>();
     for (const p of prof) {
       const e = byOp.get(p.op) ?? { calls: 0, ms: 0 };
@@ -202,6 +216,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       },
       decodeStepOps,
       decodeStepMs: stepMs,
+      decodeReplayMs: replayMs,
       batched,
     };
     return result;
@@ -266,6 +281,7 @@ export function formatBench(r: BenchResult): string {
     `memory: weights ${gib(r.memory.weightsBytes)}, KV cache ${gib(r.memory.kvCacheBytes)} (maxContext ${r.memory.maxContext}), allocator peak during load ${gib(r.memory.loadPeakBytes)}`,
     `        process GPU total (CUDA context included) after load ${gib(r.memory.processGpuAfterLoadBytes)}, at the end ${gib(r.memory.processGpuBytes)} (the bench's 2 GiB copy buffers and 2048-token prefill scratch included; allocator peak ${gib(r.memory.contextPeakBytes)})`,
     "",
+    `one decode step as a graph replayed back to back: ${r.decodeReplayMs?.toFixed(3) ?? "n/a"} ms (device time; wall time per token above minus this is host work)`,
     `one decode step, ops timed one by one (sum ${r.decodeStepMs.toFixed(3)} ms; the graph replay overlaps launch gaps):`,
     ...r.decodeStepOps.map((o) => `  ${o.op.padEnd(16)} x${String(o.calls).padEnd(4)} ${o.ms.toFixed(3).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}%`),
   ];
