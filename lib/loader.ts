@@ -234,14 +234,14 @@ export class WeightAssembler {
           L.q = sliceLinear(lin!, 0, qRows);
           L.k = sliceLinear(lin!, qRows, qRows + kvRows);
           L.v = sliceLinear(lin!, qRows + kvRows, qRows + 2 * kvRows);
-          disposeLinear(lin!); // the views keep the memory
+          L.qkv = lin!;
           break;
         }
         case "qkv_bias": {
           L.qBias = t!.slice0(0, qRows);
           L.kBias = t!.slice0(qRows, qRows + kvRows);
           L.vBias = t!.slice0(qRows + kvRows, qRows + 2 * kvRows);
-          t!.dispose();
+          L.qkvBias = t!;
           break;
         }
         default:

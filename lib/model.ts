@@ -23,6 +23,10 @@ export type Linear = { kind: "int4"; q: QWeight; n: number; k: number } | { kind
 
 export interface LayerWeights {
   attnNorm: NativeTensor;
+  /** The fused [q; k; v] weight (and bias): one GEMV launch for a single token, whose q, k, v are then
+   * contiguous slices of one output row. q, k, v below are row views of it, for prompts of several tokens. */
+  qkv?: Linear;
+  qkvBias?: NativeTensor;
   q: Linear;
   k: Linear;
   v: Linear;
@@ -118,13 +122,25 @@ export class Scratch {
   readonly gu: NativeTensor; // f32 [T, 2F]
   readonly act: NativeTensor; // f32 [T, F]
   readonly pos: NativeTensor; // i32 [T]
+  /** T = 1 only: f32 [1, (Hq + 2 Hkv) D], the fused QKV output; q, k, v are views of its three segments. */
+  readonly qkv: NativeTensor | null;
   constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number) {
     const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
     this.x = ctx.empty("f32", [t, H]);
     this.h = ctx.empty("f32", [t, H]);
-    this.q = ctx.empty("f32", [t, Hq, D]);
-    this.k = ctx.empty("f32", [t, Hkv, D]);
-    this.v = ctx.empty("f32", [t, Hkv, D]);
+    if (t === 1) {
+      const qkv = ctx.empty("f32", [(Hq + 2 * Hkv) * D]);
+      this.q = qkv.slice0(0, Hq * D).reshape([1, Hq, D]);
+      this.k = qkv.slice0(Hq * D, (Hq + Hkv) * D).reshape([1, Hkv, D]);
+      this.v = qkv.slice0((Hq + Hkv) * D, (Hq + 2 * Hkv) * D).reshape([1, Hkv, D]);
+      this.qkv = qkv.reshape([1, (Hq + 2 * Hkv) * D]);
+      qkv.dispose();
+    } else {
+      this.qkv = null;
+      this.q = ctx.empty("f32", [t, Hq, D]);
+      this.k = ctx.empty("f32", [t, Hkv, D]);
+      this.v = ctx.empty("f32", [t, Hkv, D]);
+    }
     this.attn = ctx.empty("f32", [t, Hq, D]);
     this.o = ctx.empty("f32", [t, H]);
     this.gu = ctx.empty("f32", [t, 2 * F]);
@@ -133,6 +149,7 @@ export class Scratch {
   }
   dispose(): void {
     for (const t of [this.x, this.h, this.q, this.k, this.v, this.attn, this.o, this.gu, this.act, this.pos]) t.dispose();
+    this.qkv?.dispose();
   }
 }
 
@@ -166,9 +183,14 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
   else if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
   for (let i = 0; i < cfg.numLayers; i++) {
     const L = w.layers[i];
-    recordLinear(ctx, q2, s.h, L.q, L.qBias);
-    recordLinear(ctx, k2, s.h, L.k, L.kBias);
-    recordLinear(ctx, v2, s.h, L.v, L.vBias);
+    if (s.qkv && L.qkv) {
+      // One token: one launch for the fused QKV weight (per-row arithmetic is the same as the three views').
+      recordLinear(ctx, s.qkv, s.h, L.qkv, L.qkvBias);
+    } else {
+      recordLinear(ctx, q2, s.h, L.q, L.qBias);
+      recordLinear(ctx, k2, s.h, L.k, L.kBias);
+      recordLinear(ctx, v2, s.h, L.v, L.vBias);
+    }
     ctx.rotaryKvWrite(s.q, s.k, s.v, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     ctx.attention(s.attn, s.q, kcache[i], vcache[i], rows, scale, start);
     recordLinear(ctx, s.o, a2, L.attnOut);
@@ -423,8 +445,8 @@ export function disposeWeights(w: Partial<ModelWeights>): void {
   for (const L of (w.layers ?? []) as Partial<LayerWeights>[]) {
     L.attnNorm?.dispose();
     L.ffnNorm?.dispose();
-    for (const b of [L.qBias, L.kBias, L.vBias]) b?.dispose();
-    for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) if (l) disposeLinear(l);
+    for (const b of [L.qBias, L.kBias, L.vBias, L.qkvBias]) b?.dispose();
+    for (const l of [L.qkv, L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) if (l) disposeLinear(l);
   }
 }
 
