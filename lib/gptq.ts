@@ -49,7 +49,7 @@ import { Glm4Error } from "./errors.js";
 import { shapesEqual, type Glm4Config } from "./config.js";
 import { Checkpoint } from "./safetensors.js";
 import { detectNaming, isIgnoredTensor, onDiskLayout, type Naming } from "./weights.js";
-import { WeightAssembler, checkHostFits, chunkRows, isLinearName, quantizeRows, type WeightLoadOptions } from "./loader.js";
+import { assembleFromCheckpoint, checkHostFits, chunkRows, isLinearName, quantizeRows, type WeightLoadOptions } from "./loader.js";
 import type { NativeContext, NativeTensor } from "./native.js";
 import type { Linear, ModelWeights } from "./model.js";
 import { f16ToF32, f32ToBf16, bf16ToF32, u16View, u32View, type GroupSize } from "./int4-format.js";
@@ -410,17 +410,12 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
   if (opts.quantization !== "int4") {
     throw badQ(gcfg.file, `this is a GPTQ (4-bit) checkpoint, so quantization "${opts.quantization}" cannot load it: its full-precision weights are not in it`, `Load it with quantization "int4" (the default), or load the BF16 checkpoint with quantization "none"`);
   }
-  const ckpt = await Checkpoint.open(dir);
-  const asm = new WeightAssembler(ctx, cfg, { quantization: "int4", groupSize: opts.groupSize });
-  try {
+  return assembleFromCheckpoint(dir, cfg, ctx, opts, { quantization: "int4", groupSize: opts.groupSize }, async ({ ckpt, asm, advance, checkAbort }) => {
     const { naming, entries } = checkGptqCheckpoint(ckpt, cfg, gcfg);
     checkHostFits(ckpt);
     const report: GptqImportReport = { naming, repacked: [], requantized: [], quantizedAtLoad: [] };
-    let total = 0;
-    for (const t of ckpt.tensors.values()) total += t.byteLength;
-    let loaded = 0;
     for (const e of entries) {
-      if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
+      checkAbort();
       if (e.kind === "gptq") {
         const parts: GptqTensors[] = [];
         for (const p of e.parts) parts.push(await readPart(ckpt, p, e.k, gcfg));
@@ -443,7 +438,9 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
           report.requantized.push(e.name);
         }
         asm.addLinear(e.name, lin);
-        for (const p of e.parts) for (const s of ["qweight", "qzeros", "scales", "g_idx"]) loaded += ckpt.tensors.get(`${p.prefix}.${s}`)?.byteLength ?? 0;
+        let bytes = 0;
+        for (const p of e.parts) for (const s of ["qweight", "qzeros", "scales", "g_idx"]) bytes += ckpt.tensors.get(`${p.prefix}.${s}`)?.byteLength ?? 0;
+        advance(bytes, e.name);
       } else {
         const bytes = e.parts.reduce((a, p) => a + ckpt.info(p).byteLength, 0);
         const data = Buffer.allocUnsafe(bytes);
@@ -454,11 +451,9 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
         }
         if (isLinearName(e.name)) report.quantizedAtLoad.push(e.name);
         asm.addHost({ name: e.name, dtype: e.dtype, shape: e.shape, data });
-        loaded += bytes;
+        advance(bytes, e.name);
       }
-      opts.onProgress?.({ stage: "weights", loaded, total, tensor: e.name });
     }
-    const w = asm.finish();
     if (report.requantized.length > 0) {
       process.emitWarning(
         `${dir}: ${report.requantized.length} GPTQ layer(s) use act-order (desc_act) groups that are not contiguous runs of input columns (${report.requantized.slice(0, 3).join(", ")}${report.requantized.length > 3 ? ", ..." : ""}); they were dequantized and re-quantized to INT4 at group ${opts.groupSize} by this library's quantizer, which adds a second rounding. Export with desc_act=false for an exact import.`,
@@ -466,14 +461,7 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
       );
     }
     onReport?.(report);
-    opts.onProgress?.({ stage: "done", loaded: total, total });
-    return w;
-  } catch (e) {
-    asm.dispose();
-    throw e;
-  } finally {
-    await ckpt.close();
-  }
+  });
 }
 
 /** Canonical parts (row blocks of one linear, same group) -> one INT4 Linear on ctx. */

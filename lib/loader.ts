@@ -287,25 +287,46 @@ export function checkHostFits(ckpt: Checkpoint): void {
   }
 }
 
-/** Loads every tensor of a checkpoint directory onto ctx. */
-export async function loadCheckpointWeights(dir: string, cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions): Promise<ModelWeights> {
+/** What a checkpoint loader's body works with (see assembleFromCheckpoint). */
+export interface CheckpointAssembly {
+  ckpt: Checkpoint;
+  asm: WeightAssembler;
+  /** Counts `bytes` of the checkpoint as done and reports progress. */
+  advance(bytes: number, tensor: string): void;
+  /** Throws ERR_GLM4_ABORTED once the load's signal is aborted. */
+  checkAbort(): void;
+}
+
+/**
+ * The skeleton every checkpoint loader shares (BF16/F16/F32, INT4, GPTQ): open the checkpoint, let `body` place
+ * the tensors through the assembler, report progress, and on any failure free what reached the device and
+ * close the files.
+ */
+export async function assembleFromCheckpoint(
+  dir: string,
+  cfg: Glm4Config,
+  ctx: NativeContext,
+  opts: WeightLoadOptions,
+  asmOpts: { quantization: Quantization; groupSize: 32 | 64 | 128 },
+  body: (a: CheckpointAssembly) => Promise<void>,
+): Promise<ModelWeights> {
   const ckpt = await Checkpoint.open(dir);
-  checkHostFits(ckpt);
-  const asm = new WeightAssembler(ctx, cfg, opts);
+  const asm = new WeightAssembler(ctx, cfg, asmOpts);
   try {
     let total = 0;
     for (const t of ckpt.tensors.values()) total += t.byteLength;
     let loaded = 0;
-    for await (const t of iterateWeights(ckpt, cfg, { signal: opts.signal }) as AsyncGenerator<WeightTensor>) {
-      if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
-      try {
-        asm.addHost(t);
-      } catch (e) {
-        throw wrapNative(e);
-      }
-      loaded += t.data.byteLength;
-      opts.onProgress?.({ stage: "weights", loaded, total, tensor: t.name });
-    }
+    await body({
+      ckpt,
+      asm,
+      advance: (bytes, tensor) => {
+        loaded += bytes;
+        opts.onProgress?.({ stage: "weights", loaded, total, tensor });
+      },
+      checkAbort: () => {
+        if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
+      },
+    });
     const w = asm.finish();
     opts.onProgress?.({ stage: "done", loaded: total, total });
     return w;
@@ -315,6 +336,22 @@ export async function loadCheckpointWeights(dir: string, cfg: Glm4Config, ctx: N
   } finally {
     await ckpt.close();
   }
+}
+
+/** Loads every tensor of a checkpoint directory onto ctx. */
+export async function loadCheckpointWeights(dir: string, cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions): Promise<ModelWeights> {
+  return assembleFromCheckpoint(dir, cfg, ctx, opts, opts, async ({ ckpt, asm, advance, checkAbort }) => {
+    checkHostFits(ckpt);
+    for await (const t of iterateWeights(ckpt, cfg, { signal: opts.signal }) as AsyncGenerator<WeightTensor>) {
+      checkAbort();
+      try {
+        asm.addHost(t);
+      } catch (e) {
+        throw wrapNative(e);
+      }
+      advance(t.data.byteLength, t.name);
+    }
+  });
 }
 
 /** GLM-4-9B(-chat)'s configuration (from its config.json). */
@@ -399,16 +436,11 @@ export async function loadInt4CheckpointWeights(dir: string, cfg: Glm4Config, ct
   if (opts.quantization !== "int4") {
     throw new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${recordFile}: this checkpoint is already quantized to INT4 (group ${record.group_size}), so quantization "${opts.quantization}" cannot load it: its full-precision weights are not in it. Load it with quantization "int4" (the default), or load the BF16 source checkpoint with quantization "none".`);
   }
-  const ckpt = await Checkpoint.open(dir);
-  const asm = new WeightAssembler(ctx, cfg, { quantization: "int4", groupSize: record.group_size });
-  try {
+  return assembleFromCheckpoint(dir, cfg, ctx, opts, { quantization: "int4", groupSize: record.group_size }, async ({ ckpt, asm, advance, checkAbort }) => {
     const entries = checkInt4Checkpoint(ckpt, cfg, record, recordFile);
     checkHostFits(ckpt);
-    let total = 0;
-    for (const t of ckpt.tensors.values()) total += t.byteLength;
-    let loaded = 0;
     for (const e of entries) {
-      if (opts.signal?.aborted) throw new Glm4Error("ERR_GLM4_ABORTED", `loading ${dir} was aborted`, { cause: opts.signal.reason });
+      checkAbort();
       if (e.kind === "int4") {
         const [qw, sc, zr] = [await ckpt.read(e.qweight), await ckpt.read(e.scales), await ckpt.read(e.zeros)];
         const scales = u16View(sc.data), zeros = u16View(zr.data);
@@ -423,7 +455,7 @@ export async function loadInt4CheckpointWeights(dir: string, cfg: Glm4Config, ct
           throw wrapNative(err);
         }
         asm.addLinear(e.name, { kind: "int4", q: { codes: parts[0], scales: parts[1], zeros: parts[2], groupSize: e.groupSize }, n: e.n, k: e.k });
-        loaded += qw.data.byteLength + sc.data.byteLength + zr.data.byteLength;
+        advance(qw.data.byteLength + sc.data.byteLength + zr.data.byteLength, e.name);
       } else {
         const t = await ckpt.read(e.tensor);
         try {
@@ -431,17 +463,8 @@ export async function loadInt4CheckpointWeights(dir: string, cfg: Glm4Config, ct
         } catch (err) {
           throw wrapNative(err);
         }
-        loaded += t.data.byteLength;
+        advance(t.data.byteLength, e.name);
       }
-      opts.onProgress?.({ stage: "weights", loaded, total, tensor: e.name });
     }
-    const w = asm.finish();
-    opts.onProgress?.({ stage: "done", loaded: total, total });
-    return w;
-  } catch (e) {
-    asm.dispose();
-    throw e;
-  } finally {
-    await ckpt.close();
-  }
+  });
 }
