@@ -27,6 +27,7 @@ import { isLinearName } from "../lib/loader.js";
 import { canonicalGroupOf, checkGptqTensors, defaultGIdx, dequantGptq, parseGptqConfig, repackGptq, type GptqTensors } from "../lib/gptq.js";
 import type { Linear } from "../lib/model.js";
 import { cleanupTempDirs, rng, tempDir, writeSafetensors } from "./helpers/st-writer.js";
+import { nerr } from "./helpers/golden.js";
 
 const GPTQ = path.resolve(import.meta.dirname, "../fixtures/gptq-tiny");
 const manifest = JSON.parse(readFileSync(path.join(GPTQ, "manifest.json"), "utf8"));
@@ -326,11 +327,6 @@ async function writeBf16OneLayer(naming: Naming): Promise<string> {
   return out;
 }
 
-function nerr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) (num += (a[i] - b[i]) ** 2), (den += b[i] ** 2);
-  return num / den;
-}
 
 describe("GPTQ fixtures (scripts/make_gptq_fixture.py)", () => {
   for (const v of variants) {

@@ -3,32 +3,12 @@
  * the tiny checkpoint's bf16 weights ("bf16" path) and on the weights replaced by an independent numpy
  * INT4 quantize→dequantize ("int4" path). Goldens: fixtures/tiny-glm4/golden (scripts/golden_logits.py).
  */
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadGlm4, type Glm4Model } from "../lib/index.js";
+import { TINY, V, golden, goldenBin as bin, nerr, prompts } from "./helpers/golden.js";
 
-const FIX = path.resolve(import.meta.dirname, "../fixtures/tiny-glm4");
-const golden = JSON.parse(readFileSync(path.join(FIX, "golden/logits.json"), "utf8"));
-const V: number = golden.vocab;
-const prompts: Record<string, number[]> = golden.prompts;
-
-function bin(file: string): Float32Array {
-  const b = readFileSync(path.join(FIX, "golden", file));
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-/** ‖a−b‖² / ‖b‖²; NaN/Inf anywhere → Infinity so that the assertion fails. */
-function nerr(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return num / den;
-}
+const FIX = TINY;
 
 // Our CPU path computes in f32 with f64 dot products; the golden is torch f32 (on an H100, TF32 off). The
 // golden script measured its own distance to a float64 numpy forward at <= 1e-5 absolute on logits of std

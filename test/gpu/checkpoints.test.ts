@@ -10,6 +10,7 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { buildInfo, devices, loadGlm4, quantizeCheckpoint } from "../../lib/index.js";
 import { readFileSync } from "node:fs";
+import { nerr } from "../helpers/golden.js";
 
 const hasGpu = buildInfo().backends.includes("cuda") && devices().length > 0;
 const FIX = path.resolve(import.meta.dirname, "../../fixtures");
@@ -17,15 +18,6 @@ const P1: number[] = JSON.parse(readFileSync(path.join(FIX, "tiny-glm4/golden/lo
 const tmp = mkdtempSync(path.join(os.tmpdir(), "glm4-gpu-ckpt-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function nerr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return num / den;
-}
 
 describe.skipIf(!hasGpu)("checkpoints on the GPU", () => {
   it("an INT4 checkpoint loads on cuda with logits identical to load-time quantization on cuda", async () => {

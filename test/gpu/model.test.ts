@@ -3,30 +3,13 @@
  * backend; several models side by side; out-of-memory handled; the synthetic full-size GLM-4-9B generates 256
  * tokens with no NaN or Inf. Runs only where the addon has CUDA and a GPU is visible.
  */
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildInfo, devices, loadGlm4, type Glm4Model } from "../../lib/index.js";
+import { TINY, V, golden, goldenBin as bin, nerr, prompts } from "../helpers/golden.js";
 
 const hasGpu = buildInfo().backends.includes("cuda") && devices().length > 0;
-const FIX = path.resolve(import.meta.dirname, "../../fixtures/tiny-glm4");
-const golden = JSON.parse(readFileSync(path.join(FIX, "golden/logits.json"), "utf8"));
-const V: number = golden.vocab;
-const prompts: Record<string, number[]> = golden.prompts;
-
-function bin(file: string): Float32Array {
-  const b = readFileSync(path.join(FIX, "golden", file));
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-function nerr(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return num / den;
-}
+const FIX = TINY;
 
 // The GPU path keeps the KV cache in bf16 and its prefill GEMMs round activations to bf16 on the tensor cores
 // (8 significant bits, relative rounding error <= 2^-9 ~ 2e-3 per element). Measured on an H100

@@ -80,17 +80,9 @@ export async function cleanupTempDirs(): Promise<void> {
   await Promise.all(all.map((d) => rm(d, { recursive: true, force: true })));
 }
 
-/** mulberry32: a small seeded PRNG, good enough for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (the sampler's generator): a small seeded PRNG, good enough for test data. */
+import { rng } from "../../lib/generation.js";
+export { rng };
 
 export function seededBytes(n: number, seed: number): Buffer {
   const r = rng(seed);
