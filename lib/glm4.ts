@@ -9,18 +9,23 @@
 import { existsSync, statSync } from "node:fs";
 import path from "node:path";
 import { Glm4Error, wrapNative } from "./errors.js";
-import { readConfig, type Glm4Config } from "./config.js";
-import { native, type NativeContext } from "./native.js";
-import { Engine, disposeWeights, type ModelWeights, type Quantization } from "./model.js";
-import { createContext, glm4_9bConfig, linearBytes, loadCheckpointWeights, resolveDevice, syntheticWeights, tensorPlan, isLinearName, type DeviceOption, type LoadProgress } from "./loader.js";
-import { Glm4Tokenizer } from "./tokenizer.js";
-import { detectPrequantized } from "./prequantized.js";
-import { buildChatPrompt, chatStopIds, type ChatMessage } from "./chat-format.js";
-import { Generation, checkGenerateOptions, streamChunks, type CheckedGenerateOptions, type SequenceEngine } from "./generation.js";
-import { BatchEngine } from "./batch-engine.js";
+import { readConfig, type Glm4Config } from "./checkpoint/config.js";
+import { native } from "./engine/native-binary.js";
+import type { NativeContext } from "./engine/native.js";
+import { Engine } from "./engine/engine.js";
+import { disposeWeights, type ModelWeights, type Quantization } from "./engine/weights.js";
+import { createContext, resolveDevice, type DeviceOption } from "./engine/device.js";
+import { glm4_9bConfig, loadCheckpointWeights, syntheticWeights, type LoadProgress } from "./engine/loader.js";
+import { Glm4Tokenizer } from "./text/tokenizer.js";
+import { detectPrequantized } from "./checkpoint/prequantized.js";
+import { buildChatPrompt, chatStopIds, type ChatMessage } from "./text/chat-format.js";
+import { Generation, checkGenerateOptions, streamChunks, type CheckedGenerateOptions, type SequenceEngine } from "./engine/generation.js";
+import { BatchEngine } from "./engine/batch-engine.js";
 import { Session, type SessionOptions } from "./session.js";
+import { estimateMemory } from "./engine/memory.js";
 
-export { sampleHost } from "./generation.js";
+export { sampleHost } from "./engine/generation.js";
+export { estimateMemory } from "./engine/memory.js";
 
 export interface LoadOptions {
   /** "auto" (default): the first GPU where the addon has CUDA and one is present, else the CPU. */
@@ -251,24 +256,6 @@ export class Glm4Model {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
-}
-
-/** Bytes a load needs on the device: weights, KV cache, scratch and the largest full-precision tensor in flight. */
-export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization; groupSize: number; maxContext: number; prefillChunk: number; kvBytes: number }): { weights: number; kvCache: number; scratch: number; transient: number; total: number } {
-  let weights = 0;
-  let largest = 0;
-  for (const t of tensorPlan(cfg)) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    if (t.name === "embed") continue; // host memory
-    if (isLinearName(t.name)) weights += linearBytes(t.shape[0], t.shape[1], o.quantization, o.groupSize);
-    else weights += 2 * n;
-    // INT4 linears go up in chunks of at most 64 MiB of full precision (loader.chunkRows).
-    if (isLinearName(t.name) && o.quantization === "int4") largest = Math.max(largest, Math.min(2 * n, 64 * 2 ** 20));
-  }
-  const kvCache = 2 * cfg.numLayers * o.maxContext * cfg.numKvHeads * cfg.headDim * o.kvBytes;
-  const T = o.prefillChunk;
-  const scratch = 4 * T * (3 * cfg.hiddenSize + 2 * (cfg.numHeads + cfg.numKvHeads) * cfg.headDim + 3 * cfg.ffnSize) + 4 * cfg.vocabSize * 2;
-  return { weights, kvCache, scratch, transient: largest, total: weights + kvCache + scratch + largest };
 }
 
 function gib(b: number): string {

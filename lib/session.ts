@@ -14,9 +14,9 @@
  * Calls on one session run one after another; all sessions of a model share the model's queue.
  */
 import { Glm4Error } from "./errors.js";
-import { buildChatPrompt, chatStopIds, type ChatMessage } from "./chat-format.js";
-import { streamChunks } from "./generation.js";
-import type { Engine } from "./model.js";
+import { buildChatPrompt, chatStopIds, type ChatMessage } from "./text/chat-format.js";
+import { streamChunks } from "./engine/generation.js";
+import type { Engine } from "./engine/engine.js";
 import type { Glm4Model, GenerateOptions, GenerateResult, TextChunk } from "./glm4.js";
 
 export interface SessionOptions {

@@ -16,7 +16,7 @@ set fixtures/tiny-glm4/golden/token_texts.json. Each text is encoded three ways:
                  same file with its added_tokens removed).
   python_ref     scripts/ref_bpe.py (plain python), a third opinion.
 The regex pieces are recorded too: hf_pieces (tokenizers' Split pre-tokenizer alone, i.e. Oniguruma) and
-python_ref_pieces (ref_bpe.split_glm4); the tests compare lib/tokenizer/split.ts with both.
+python_ref_pieces (ref_bpe.split_glm4); the tests compare lib/text/tokenizer/split.ts with both.
 tiktoken and hf_tokenizers must agree on every text, else nothing is written (the differences go to
 tokens.disagree.json) and the exit status is 1. python_ref disagreeing only warns: tiktoken is the reference.
 Output: {"source", "texts", "tiktoken", "hf_tokenizers", "hf_pieces", "python_ref", "python_ref_pieces"}; test/tokenizer.test.ts compares the

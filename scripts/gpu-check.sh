@@ -26,6 +26,6 @@ if [[ $what == all || $what == bench ]]; then
   echo "== bench"
   timeout 400 node dist/cli.js bench --save --json ${BENCH_ARGS:-} > "$out/bench.json" 2> "$out/bench.err"
   echo "bench exit $?"; tail -5 "$out/bench.err"
-  node --input-type=module -e "import fs from 'node:fs'; import {formatBench} from './dist/bench.js'; process.stdout.write(formatBench(JSON.parse(fs.readFileSync('$out/bench.json','utf8'))))" 2>&1 | tee "$out/bench.txt" || true
+  node --input-type=module -e "import fs from 'node:fs'; import {formatBench} from './dist/cli/bench.js'; process.stdout.write(formatBench(JSON.parse(fs.readFileSync('$out/bench.json','utf8'))))" 2>&1 | tee "$out/bench.txt" || true
   cp bench/results/*.json "$out/" 2>/dev/null || true
 fi

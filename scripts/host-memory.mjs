@@ -32,9 +32,8 @@ function vmHWM() {
 }
 
 async function child(mode, dir, out) {
-  const { loadGlm4 } = await import(pathToFileURL(path.join(DIST, "glm4.js")).href);
-  const { quantizeCheckpoint } = await import(pathToFileURL(path.join(DIST, "quantize.js")).href);
-  const { native } = await import(pathToFileURL(path.join(DIST, "native.js")).href);
+  const { loadGlm4, quantizeCheckpoint } = await import(pathToFileURL(path.join(DIST, "index.js")).href);
+  const { native } = await import(pathToFileURL(path.join(DIST, "engine", "native-binary.js")).href);
   native(); // the addon is part of the baseline
   const base = vmHWM();
   const t0 = performance.now();

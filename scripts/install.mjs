@@ -11,7 +11,7 @@
 //        on the CPU), unless GLM4_REQUIRE_CUDA=1.
 //   `npm rebuild glm4-int4-native --build-from-source` (or GLM4_BUILD_FROM_SOURCE=1) skips step 1.
 // A clone of the repository has no prebuilds/ (git-ignored), so `npm install` there builds from source.
-// The runtime loader (lib/native.ts) checks binaries the same way again, so an install-time verdict that
+// The runtime loader (lib/engine/native-binary.ts) checks binaries the same way again, so an install-time verdict that
 // later goes stale (a driver update, a moved GPU) never crashes the user's process either.
 import { spawnSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";

@@ -1,7 +1,7 @@
 """GPTQ-format checkpoints of the tiny GLM-4 (fixtures/gptq-tiny/<variant>/), numpy only.
 
 An independent statement of the GPTQ checkpoint format as AutoGPTQ / GPTQModel write it, used to test
-lib/gptq.ts. The weights are quantized round-to-nearest (RTN) with GPTQ's parameter rule (no Hessian,
+lib/checkpoint/gptq.ts. The weights are quantized round-to-nearest (RTN) with GPTQ's parameter rule (no Hessian,
 no error feedback: the format does not depend on how the codes were chosen), then packed:
 
   W [N, K] (N outputs, K inputs), groups of G input columns (G = -1: one group), ng = ceil(K / G)

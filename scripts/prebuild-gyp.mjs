@@ -13,7 +13,7 @@
 //   node scripts/prebuild-gyp.mjs --cpu-only
 // builds the CPU-only fallback (GLM4_CUDA=0, in build/cpu-only/) and copies it to
 // prebuilds/<platform>-<arch>/cpu-only/<same name as the main prebuild>. node-gyp-build never picks a file in a
-// subfolder (it only parses file names directly under prebuilds/<platform>-<arch>/), so only lib/native.ts's
+// subfolder (it only parses file names directly under prebuilds/<platform>-<arch>/), so only lib/engine/native-binary.ts's
 // loader uses it: as the last resort when no other binary passes its check.
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";

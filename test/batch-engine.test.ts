@@ -6,8 +6,8 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadGlm4, type Glm4Model } from "../lib/index.js";
-import { BatchEngine } from "../lib/batch-engine.js";
-import { Scheduler } from "../lib/scheduler.js";
+import { BatchEngine } from "../lib/engine/batch-engine.js";
+import { Scheduler } from "../lib/serve/scheduler.js";
 import { makePrompts, runAlone, runBatched } from "./helpers/batch-check.js";
 
 const DIR = path.resolve(import.meta.dirname, "../fixtures/tiny-glm4/original");

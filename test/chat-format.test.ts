@@ -6,8 +6,8 @@ import { Tokenizer as HfJsTokenizer } from "@huggingface/tokenizers";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildChatPrompt, chatStopIds, type ChatMessage } from "../lib/chat-format.js";
-import { Glm4Tokenizer } from "../lib/tokenizer.js";
+import { buildChatPrompt, chatStopIds, type ChatMessage } from "../lib/text/chat-format.js";
+import { Glm4Tokenizer } from "../lib/text/tokenizer.js";
 
 const TOK_DIR = "fixtures/tiny-glm4/tokenizer";
 let tok: Glm4Tokenizer;

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Glm4Error } from "../lib/errors.js";
-import { SafetensorsFile } from "../lib/safetensors.js";
+import { SafetensorsFile } from "../lib/checkpoint/safetensors.js";
 import { cleanupTempDirs, encodeRaw, encodeSafetensors, randomTensor, tempDir } from "./helpers/st-writer.js";
 
 const ALLOWED = new Set(["ERR_GLM4_BAD_SAFETENSORS", "ERR_GLM4_UNKNOWN_DTYPE", "ERR_GLM4_DUPLICATE_TENSOR"]);

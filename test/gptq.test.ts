@@ -1,5 +1,5 @@
 /**
- * GPTQ import (lib/gptq.ts).
+ * GPTQ import (lib/checkpoint/gptq.ts).
  *
  * 1. The repack on hand-made tensors: codes bit for bit against the canonical packing, v1/v2 zero points
  *    (v1's stored 15 reads as 16), group sizes -1, 256, 16 and act-order, f16 -> bf16 scale rounding, bad
@@ -19,13 +19,14 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadGlm4, Glm4Error } from "../lib/index.js";
-import { native, type NativeContext, type QWeight } from "../lib/native.js";
-import { Checkpoint } from "../lib/safetensors.js";
-import { readConfig, type Glm4Config } from "../lib/config.js";
-import { onDiskLayout, toOnDisk, type Naming } from "../lib/weights.js";
-import { isLinearName } from "../lib/loader.js";
-import { canonicalGroupOf, checkGptqTensors, defaultGIdx, dequantGptq, parseGptqConfig, repackGptq, type GptqTensors } from "../lib/gptq.js";
-import type { Linear } from "../lib/model.js";
+import { native } from "../lib/engine/native-binary.js";
+import type { NativeContext, QWeight } from "../lib/engine/native.js";
+import { Checkpoint } from "../lib/checkpoint/safetensors.js";
+import { readConfig, type Glm4Config } from "../lib/checkpoint/config.js";
+import { onDiskLayout, toOnDisk, type Naming } from "../lib/checkpoint/namings.js";
+import { isLinearName } from "../lib/engine/loader.js";
+import { canonicalGroupOf, checkGptqTensors, defaultGIdx, dequantGptq, parseGptqConfig, repackGptq, type GptqTensors } from "../lib/checkpoint/gptq.js";
+import type { Linear } from "../lib/engine/weights.js";
 import { cleanupTempDirs, rng, tempDir, writeSafetensors } from "./helpers/st-writer.js";
 import { nerr } from "./helpers/golden.js";
 
@@ -228,7 +229,7 @@ function fakeQuant(ctx: NativeContext, w: Float32Array, n: number, k: number, G:
 }
 
 /**
- * The test's own reading of a GPTQ linear part (independent of lib/gptq.ts): float32 [n, k] =
+ * The test's own reading of a GPTQ linear part (independent of lib/checkpoint/gptq.ts): float32 [n, k] =
  * (code - zero) * scale, with the scale rounded to bf16 or not.
  */
 async function readGptqPart(ck: Checkpoint, prefix: string, v1: boolean, G: number, bf16Scales: boolean): Promise<{ w: Float32Array; n: number; k: number }> {
@@ -397,7 +398,7 @@ describe("GPTQ fixtures (scripts/make_gptq_fixture.py)", () => {
   it("GPTQ checkpoints refuse quantization \"none\" by name, and inspect reports them", async () => {
     const dir = path.join(GPTQ, variants[0].dir);
     await expect(loadGlm4(dir, { device: "cpu", quantization: "none" })).rejects.toMatchObject({ code: "ERR_GLM4_BAD_QUANTIZATION", message: expect.stringMatching(/quantize_config\.json: this is a GPTQ \(4-bit\) checkpoint, so quantization "none" cannot load it/) });
-    const { inspectCheckpoint } = await import("../lib/inspect.js");
+    const { inspectCheckpoint } = await import("../lib/checkpoint/inspect.js");
     const r = await inspectCheckpoint(path.join(GPTQ, "v1-asym-g32-hf"));
     expect(r.quantization).toBe("GPTQ (gptq v1), 4-bit, group 32, asymmetric, desc_act false, lm_head full precision");
     expect(r.naming).toBe("hf");

@@ -11,8 +11,8 @@ import { cp, open, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadGlm4, Glm4Error } from "../lib/index.js";
-import { quantizeCheckpoint } from "../lib/quantize.js";
-import { Checkpoint } from "../lib/safetensors.js";
+import { quantizeCheckpoint } from "../lib/checkpoint/quantize.js";
+import { Checkpoint } from "../lib/checkpoint/safetensors.js";
 import { cleanupTempDirs, encodeRaw, tempDir } from "./helpers/st-writer.js";
 import { ensureBuilt, runCli } from "./helpers/cli.js";
 

@@ -6,7 +6,8 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 
-import { type NativeTensor, type QWeight, native } from "../lib/native.js";
+import type { NativeTensor, QWeight } from "../lib/engine/native.js";
+import { native } from "../lib/engine/native-binary.js";
 import { loadQuantFixture, quantFixtures } from "./helpers/cases.js";
 import { dequantizeInt4Ref, packInt4, quantizeInt4Ref, unpackInt4 } from "./helpers/reference.js";
 import { Rng, bf16BitsToF32, decodeFloats, encodeFloats, f32ToBf16Bits } from "./helpers/rng.js";

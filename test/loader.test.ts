@@ -1,8 +1,8 @@
 /** Loader pieces: chunked INT4 quantization equals whole-tensor quantization; the host embedding gathers exactly. */
 import { describe, expect, it } from "vitest";
-import { native } from "../lib/native.js";
-import { quantizeRows } from "../lib/loader.js";
-import { HostEmbedding } from "../lib/model.js";
+import { native } from "../lib/engine/native-binary.js";
+import { quantizeRows } from "../lib/engine/loader.js";
+import { HostEmbedding } from "../lib/engine/weights.js";
 
 function bf16Bits(x: number): number {
   const u = new Uint32Array(new Float32Array([x]).buffer)[0];

@@ -6,7 +6,9 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 
-import { type NativeContext, native, packageRoot } from "../lib/native.js";
+import type { NativeContext } from "../lib/engine/native.js";
+import { native } from "../lib/engine/native-binary.js";
+import { packageRoot } from "../lib/util.js";
 import { makeDecodeStep } from "./helpers/cases.js";
 import { Rng, encodeFloats } from "./helpers/rng.js";
 

@@ -6,7 +6,8 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 
-import { type NativeContext, type NativeTensor, type QWeight, native } from "../lib/native.js";
+import type { NativeContext, NativeTensor, QWeight } from "../lib/engine/native.js";
+import { native } from "../lib/engine/native-binary.js";
 
 type CodedError = Error & { code?: string };
 

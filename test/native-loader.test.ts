@@ -1,4 +1,4 @@
-// The native loader (lib/native.ts, "Choosing the binary"): each candidate binary is checked in a child process
+// The native loader (lib/engine/native-binary.ts, "Choosing the binary"): each candidate binary is checked in a child process
 // before this process loads it; a binary that does not load, crashes, hangs or reports another version is
 // skipped with a warning on stderr, and the library goes on with the next one. The bad binaries here are real
 // files: a truncated copy of the addon, a text file, and small shared objects compiled by the test (one that
@@ -10,7 +10,8 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { checkNative, native, nativeCandidates, nativeSelection, packageRoot, runnableCode, selectNative } from "../lib/native.js";
+import { checkNative, native, nativeCandidates, nativeSelection, runnableCode, selectNative } from "../lib/engine/native-binary.js";
+import { packageRoot } from "../lib/util.js";
 import { loadGlm4 } from "../lib/glm4.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "glm4-native-loader-"));

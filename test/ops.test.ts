@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 
-import { native } from "../lib/native.js";
+import { native } from "../lib/engine/native-binary.js";
 import { OP_CASES, OPS_COVERED, referenceFailures, runCase } from "./helpers/cases.js";
 
 const ctx = new (native().Context)("cpu");

@@ -2,7 +2,7 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { Glm4Error } from "../lib/errors.js";
-import { Checkpoint, findDuplicateKey, MAX_HEADER_BYTES, SafetensorsFile } from "../lib/safetensors.js";
+import { Checkpoint, findDuplicateKey, MAX_HEADER_BYTES, SafetensorsFile } from "../lib/checkpoint/safetensors.js";
 import { cleanupTempDirs, encodeRaw, encodeSafetensors, randomTensor, tempDir, writeSafetensors, writeSharded, type StTensor } from "./helpers/st-writer.js";
 
 afterAll(cleanupTempDirs);

@@ -7,8 +7,8 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FastifyInstance } from "fastify";
 import { loadGlm4, type Glm4Model } from "../lib/index.js";
-import { createServer, type ServerOptions } from "../lib/server.js";
-import { buildToolPrompt, toolsSystemText, type Tool } from "../lib/tools.js";
+import { createServer, type ServerOptions } from "../lib/serve/server.js";
+import { buildToolPrompt, toolsSystemText, type Tool } from "../lib/text/tools.js";
 
 const DIR = path.resolve(import.meta.dirname, "../fixtures/tiny-glm4/original");
 

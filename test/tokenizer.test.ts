@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Glm4Error } from "../lib/errors.js";
-import { Glm4Tokenizer, splitGlm4 } from "../lib/tokenizer.js";
-import { bytePairMerge, type PairRanker } from "../lib/tokenizer/bpe.js";
+import { Glm4Tokenizer, splitGlm4 } from "../lib/text/tokenizer.js";
+import { bytePairMerge, type PairRanker } from "../lib/text/tokenizer/bpe.js";
 
 const TOK_DIR = "fixtures/tiny-glm4/tokenizer";
 const TEXTS_PATH = "fixtures/tiny-glm4/golden/token_texts.json";

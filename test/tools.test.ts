@@ -4,9 +4,9 @@
  */
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { Glm4Tokenizer } from "../lib/tokenizer.js";
-import { buildChatPrompt } from "../lib/chat-format.js";
-import { TOOLS_PREAMBLE, buildToolPrompt, checkTools, parseReply, toolCallTurns, toolsSystemText, type Tool } from "../lib/tools.js";
+import { Glm4Tokenizer } from "../lib/text/tokenizer.js";
+import { buildChatPrompt } from "../lib/text/chat-format.js";
+import { TOOLS_PREAMBLE, buildToolPrompt, checkTools, parseReply, toolCallTurns, toolsSystemText, type Tool } from "../lib/text/tools.js";
 
 const weather: Tool = {
   type: "function",

@@ -2,9 +2,9 @@ import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { expectedShapes, normalizeConfig, readConfig, type Glm4Config } from "../lib/config.js";
+import { expectedShapes, normalizeConfig, readConfig, type Glm4Config } from "../lib/checkpoint/config.js";
 import { Glm4Error } from "../lib/errors.js";
-import { Checkpoint } from "../lib/safetensors.js";
+import { Checkpoint } from "../lib/checkpoint/safetensors.js";
 import {
   checkCheckpoint,
   detectNaming,
@@ -17,7 +17,7 @@ import {
   type Naming,
   type TensorSource,
   type WeightTensor,
-} from "../lib/weights.js";
+} from "../lib/checkpoint/namings.js";
 import { cleanupTempDirs, randomTensor, tempDir, writeSafetensors, writeSharded, type StTensor } from "./helpers/st-writer.js";
 
 afterAll(cleanupTempDirs);
@@ -74,7 +74,7 @@ function normalizedModel(cfg: Glm4Config, seed: number): Map<string, StTensor> {
   return m;
 }
 
-// The on-disk names written out by hand (not through lib/weights.ts), so the mapping is tested independently.
+// The on-disk names written out by hand (not through lib/checkpoint/namings.ts), so the mapping is tested independently.
 function originalTensors(model: Map<string, StTensor>): StTensor[] {
   const out: StTensor[] = [];
   const put = (name: string, norm: string) => out.push({ ...model.get(norm)!, name });

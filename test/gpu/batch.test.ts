@@ -9,8 +9,8 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { buildInfo, devices, loadGlm4, type Glm4Model } from "../../lib/index.js";
-import { BatchEngine } from "../../lib/batch-engine.js";
-import { Scheduler } from "../../lib/scheduler.js";
+import { BatchEngine } from "../../lib/engine/batch-engine.js";
+import { Scheduler } from "../../lib/serve/scheduler.js";
 import { makePrompts, runAlone, runBatched } from "../helpers/batch-check.js";
 
 const hasGpu = buildInfo().backends.includes("cuda") && devices().length > 0;

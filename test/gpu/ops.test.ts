@@ -8,7 +8,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { type NativeContext, native } from "../../lib/native.js";
+import type { NativeContext } from "../../lib/engine/native.js";
+import { native } from "../../lib/engine/native-binary.js";
 import {
   OP_CASES,
   crossFailures,

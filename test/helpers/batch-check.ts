@@ -4,8 +4,8 @@
  * the raw logits of each sequence.
  */
 import { createHash } from "node:crypto";
-import { BatchEngine } from "../../lib/batch-engine.js";
-import type { Engine } from "../../lib/model.js";
+import { BatchEngine } from "../../lib/engine/batch-engine.js";
+import type { Engine } from "../../lib/engine/engine.js";
 import type { Glm4Model } from "../../lib/glm4.js";
 
 export interface Trace {

@@ -13,7 +13,8 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-import { type DType, type NativeContext, type NativeTensor, type QWeight, packageRoot } from "../../lib/native.js";
+import type { DType, NativeContext, NativeTensor, QWeight } from "../../lib/engine/native.js";
+import { packageRoot } from "../../lib/util.js";
 import * as R from "./reference.js";
 import {
   type FloatDType,

@@ -1,6 +1,6 @@
 /**
  * A tiny safetensors writer for tests, plus temp directories that are removed after each test file and a
- * seeded byte generator. Deliberately independent of lib/safetensors.ts (it is what the reader is tested
+ * seeded byte generator. Deliberately independent of lib/checkpoint/safetensors.ts (it is what the reader is tested
  * against), and able to write malformed files on purpose.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -81,7 +81,7 @@ export async function cleanupTempDirs(): Promise<void> {
 }
 
 /** mulberry32 (the sampler's generator): a small seeded PRNG, good enough for test data. */
-import { rng } from "../../lib/generation.js";
+import { rng } from "../../lib/engine/generation.js";
 export { rng };
 
 export function seededBytes(n: number, seed: number): Buffer {

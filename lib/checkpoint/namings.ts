@@ -18,7 +18,7 @@
  * gate_up is [gate rows; up rows] in both namings. Shapes are [out, in] (row-major, one row per output).
  * Raw bytes and dtype pass through untouched (BF16/F16/F32); conversion happens elsewhere.
  */
-import { Glm4Error } from "./errors.js";
+import { Glm4Error } from "../errors.js";
 import { expectedShapes, shapesEqual, type Glm4Config } from "./config.js";
 import { DTYPE_BYTES, isDtype } from "./safetensors.js";
 

@@ -3,7 +3,7 @@
  *
  * A directory with config.json (copied from the source), the tokenizer files, safetensors shards with
  * model.safetensors.index.json, and the quantization record `glm4_int4.json`. Tensors use the normalized
- * names of lib/weights.ts:
+ * names of lib/checkpoint/namings.ts:
  *   linear layers (layers.N.{qkv, attn_out, gate_up, down}, output), weight [N, K]:
  *     <name>.qweight  U8   [N, K/2]   canonical codes (csrc/core/int4_layout.h): per output row, groups of G
  *                                     consecutive k, code in 0..15, two codes a byte, low nibble = even k
@@ -22,7 +22,7 @@
  */
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { Glm4Error } from "./errors.js";
+import { Glm4Error } from "../errors.js";
 import { expectedShapes, shapesEqual, type Glm4Config } from "./config.js";
 
 export const INT4_RECORD_FILE = "glm4_int4.json";

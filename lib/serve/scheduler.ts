@@ -1,7 +1,7 @@
 /**
  * The server's scheduler: many requests, one model.
  *
- * Continuous batching: `maxConcurrent` slots of one BatchEngine (lib/batch-engine.ts: one KV cache per layer
+ * Continuous batching: `maxConcurrent` slots of one BatchEngine (lib/engine/batch-engine.ts: one KV cache per layer
  * shared by the slots). A request waits in a bounded FIFO until a slot is free, is prefilled there, and then
  * advances one token per tick together with the other active sequences. Each tick is one job on the model's
  * queue (so other users of the model interleave between ticks):
@@ -16,12 +16,12 @@
  *
  * Sequences join (1) and leave (2) between steps. Per-sequence state (sampling, stop strings, seeds) lives in
  * Generation. Each sequence's tokens are those it gets alone (the batch's rows are computed independently:
- * lib/batch-engine.ts says where that holds bit for bit). On the CPU it is as correct, just not faster.
+ * lib/engine/batch-engine.ts says where that holds bit for bit). On the CPU it is as correct, just not faster.
  */
-import { Glm4Error } from "./errors.js";
-import { checkGenerateOptions, type Generation } from "./generation.js";
-import { SlotEngine, type BatchEngine, type PickParams } from "./batch-engine.js";
-import type { GenerateOptions, GenerateResult, Glm4Model, TextChunk } from "./glm4.js";
+import { Glm4Error } from "../errors.js";
+import { checkGenerateOptions, type Generation } from "../engine/generation.js";
+import { SlotEngine, type BatchEngine, type PickParams } from "../engine/batch-engine.js";
+import type { GenerateOptions, GenerateResult, Glm4Model, TextChunk } from "../glm4.js";
 
 export interface SchedulerOptions {
   /** Sequences generating at once: the slots of the batch, each with its own rows of the KV cache (default 4). */

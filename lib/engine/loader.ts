@@ -7,13 +7,13 @@
 import path from "node:path";
 import { totalmem } from "node:os";
 import { constants as bufferConstants } from "node:buffer";
-import { Glm4Error, wrapNative } from "./errors.js";
-import { readConfig, type Glm4Config } from "./config.js";
-import { Checkpoint } from "./safetensors.js";
-import { iterateWeights, type WeightTensor } from "./weights.js";
-import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, u16View, type Int4Record } from "./int4-format.js";
-import { native, type DType, type NativeContext, type NativeTensor } from "./native.js";
-import { HostEmbedding, createContext, disposeLinear, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./model.js";
+import { Glm4Error, wrapNative } from "../errors.js";
+import type { Glm4Config } from "../checkpoint/config.js";
+import { Checkpoint } from "../checkpoint/safetensors.js";
+import { iterateWeights, type WeightTensor } from "../checkpoint/namings.js";
+import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, u16View, type Int4Record } from "../checkpoint/int4-format.js";
+import type { DType, NativeContext, NativeTensor } from "./native.js";
+import { HostEmbedding, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./weights.js";
 
 export interface LoadProgress {
   /** "weights" while tensors load; "done" once. */
@@ -23,22 +23,6 @@ export interface LoadProgress {
   total: number;
   /** The tensor just finished (normalized name). */
   tensor?: string;
-}
-
-export type DeviceOption = "auto" | "cpu" | "cuda" | `cuda:${number}`;
-
-/** Pick the device: "auto" is the first GPU when the addon has CUDA and a GPU is there, else the CPU. */
-export function resolveDevice(device: DeviceOption = "auto"): string {
-  if (device === "cpu") return "cpu";
-  const m = native();
-  const info = m.buildInfo();
-  const hasCuda = info.backends.includes("cuda");
-  const devs = hasCuda ? m.devices() : [];
-  if (device === "auto") return devs.length > 0 ? "cuda:0" : "cpu";
-  const idx = device === "cuda" ? 0 : Number(device.slice(5));
-  if (!hasCuda) throw new Glm4Error("ERR_GLM4_NO_CUDA", `device "${device}" was asked for, but this build of the addon has no CUDA backend (${info.cudaStatus}); use device "cpu" or "auto", or rebuild with nvcc present`);
-  if (!(idx >= 0 && idx < devs.length)) throw new Glm4Error("ERR_GLM4_NO_CUDA", `device "${device}" was asked for, but ${devs.length} CUDA device(s) are visible (${info.cudaStatus}); use "auto" or "cpu"`);
-  return `cuda:${idx}`;
 }
 
 const DISK_DTYPE: Record<string, DType> = { BF16: "bf16", F16: "f16", F32: "f32" };
@@ -424,10 +408,8 @@ export async function syntheticWeights(cfg: Glm4Config, ctx: NativeContext, opts
   }
 }
 
-export { createContext, readConfig };
-
 /**
- * Loads an INT4 checkpoint written by `glm4-int4 quantize` (lib/int4-format.ts): codes, scales and zeros go
+ * Loads an INT4 checkpoint written by `glm4-int4 quantize` (lib/checkpoint/int4-format.ts): codes, scales and zeros go
  * onto ctx as they are (no full-precision step); scales and zeros are checked on the host first. The
  * embedding, norms and biases load as from a BF16 checkpoint.
  */

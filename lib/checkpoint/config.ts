@@ -13,7 +13,7 @@
  */
 import { readFile } from "node:fs/promises";
 import * as path from "node:path";
-import { Glm4Error } from "./errors.js";
+import { Glm4Error } from "../errors.js";
 
 export type Glm4Flavour = "chatglm" | "glm";
 

@@ -15,7 +15,7 @@
  * the zero itself: zero = stored, 0..15. Symmetric checkpoints (sym) are the same with zero 8.
  * The quantization settings come from config.json's "quantization_config" (transformers) or
  * quantize_config.json (AutoGPTQ / GPTQModel): bits, group_size, desc_act, sym, checkpoint_format, lm_head.
- * Tensor prefixes follow the checkpoint's naming (lib/weights.ts): original
+ * Tensor prefixes follow the checkpoint's naming (lib/checkpoint/namings.ts): original
  * `transformer.encoder.layers.N.self_attention.query_key_value`, ...; HF `model.layers.N.self_attn.q_proj`,
  * `k_proj`, `v_proj` (fused by rows after the repack), ...
  *
@@ -45,13 +45,13 @@
  */
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { Glm4Error } from "./errors.js";
+import { Glm4Error } from "../errors.js";
 import { shapesEqual, type Glm4Config } from "./config.js";
 import { Checkpoint } from "./safetensors.js";
-import { detectNaming, isIgnoredTensor, onDiskLayout, type Naming } from "./weights.js";
-import { assembleFromCheckpoint, checkHostFits, chunkRows, isLinearName, quantizeRows, type WeightLoadOptions } from "./loader.js";
-import type { NativeContext, NativeTensor } from "./native.js";
-import type { Linear, ModelWeights } from "./model.js";
+import { detectNaming, isIgnoredTensor, onDiskLayout, type Naming } from "./namings.js";
+import { assembleFromCheckpoint, checkHostFits, chunkRows, isLinearName, quantizeRows, type WeightLoadOptions } from "../engine/loader.js";
+import type { NativeContext, NativeTensor } from "../engine/native.js";
+import type { Linear, ModelWeights } from "../engine/weights.js";
 import { f16ToF32, f32ToBf16, bf16ToF32, u16View, u32View, type GroupSize } from "./int4-format.js";
 
 export interface GptqConfig {

@@ -1,8 +1,8 @@
-/** `glm4-int4 serve --model DIR` — the OpenAI-compatible server (lib/server.ts) on one model. */
+/** `glm4-int4 serve --model DIR` — the OpenAI-compatible server (lib/serve/server.ts) on one model. */
 import { parseArgs } from "node:util";
-import { Glm4Error } from "./errors.js";
-import { LOAD_OPTIONS } from "./cli-options.js";
-import type { Glm4Model } from "./glm4.js";
+import { Glm4Error } from "../errors.js";
+import { LOAD_OPTIONS } from "./options.js";
+import type { Glm4Model } from "../glm4.js";
 
 type Opts = Record<string, string | boolean | undefined>;
 
@@ -56,7 +56,7 @@ export async function cmdServe(argv: string[], load: (o: Opts) => Promise<Glm4Mo
     maxQueue: int(o, "max-queue"),
     logger: o.log === true,
   };
-  const { createServer, servedModelName } = await import("./server.js");
+  const { createServer, servedModelName } = await import("../serve/server.js");
   const model = await load(o);
   let app;
   try {

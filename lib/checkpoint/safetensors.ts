@@ -19,7 +19,7 @@
 import { open as fsOpen, readFile, readdir, realpath, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
-import { Glm4Error, type Glm4ErrorCode } from "./errors.js";
+import { Glm4Error, type Glm4ErrorCode } from "../errors.js";
 
 /** Largest JSON header accepted. GLM-4-9B's largest shard header is ~30 KB; 100 MiB leaves room for anything real. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;

@@ -1,6 +1,6 @@
 /**
- * `glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--force]` and `quantizeCheckpoint()`:
- * a BF16/F16/F32 checkpoint in, an INT4 checkpoint out (the format is described in lib/int4-format.ts).
+ * `quantizeCheckpoint()` (the `glm4-int4 quantize` command, lib/cli/quantize.ts): a BF16/F16/F32 checkpoint in,
+ * an INT4 checkpoint out (the format is described in lib/checkpoint/int4-format.ts).
  *
  * The source is read one tensor at a time (iterateWeights); each linear layer is quantized by the same
  * code path as a load with quantization "int4" (loader.quantizeHostLinear), so loading the result gives
@@ -15,16 +15,15 @@
  */
 import { copyFile, mkdir, open as fsOpen, readdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import path from "node:path";
-import { Glm4Error, wrapNative } from "./errors.js";
+import { Glm4Error, wrapNative } from "../errors.js";
 import { readConfig, expectedShapes } from "./config.js";
 import { Checkpoint, DTYPE_BYTES, INDEX_FILE, type Dtype } from "./safetensors.js";
-import { checkCheckpoint, iterateWeights, onDiskLayout } from "./weights.js";
-import { checkHostFits, createContext, isLinearName, quantizeHostLinear, resolveDevice, type DeviceOption } from "./loader.js";
-import { disposeLinear } from "./model.js";
-import { packageRoot } from "./native.js";
+import { checkCheckpoint, iterateWeights, onDiskLayout } from "./namings.js";
+import { checkHostFits, isLinearName, quantizeHostLinear } from "../engine/loader.js";
+import { createContext, resolveDevice, type DeviceOption } from "../engine/device.js";
+import { disposeLinear } from "../engine/weights.js";
+import { packageVersion } from "../util.js";
 import { CANONICAL_LAYOUT, INT4_FORMAT, INT4_RECORD_FILE, INT4_VERSION, INT4_ZERO_POINT, int4Names, type GroupSize, type Int4Record } from "./int4-format.js";
 import { detectPrequantized } from "./prequantized.js";
 
@@ -194,14 +193,6 @@ class ShardWriter {
     await this.closeShard();
     const s = this.shards[this.shard];
     if (this.shard !== this.shards.length - 1 || !s || this.next !== s.tensors.length) throw new Glm4Error("ERR_GLM4_INTERNAL", "quantize: not every planned tensor was written");
-  }
-}
-
-function packageVersion(): string {
-  try {
-    return String(JSON.parse(readFileSync(path.join(packageRoot(), "package.json"), "utf8")).version);
-  } catch {
-    return "unknown";
   }
 }
 
@@ -381,56 +372,4 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
     }
     await ckpt.close();
   }
-}
-
-function parseBytes(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?$/i.exec(s.trim());
-  if (!m) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--max-shard-size must be a size like 2GB, 500MB or a number of bytes, got ${s}`);
-  const mult: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30 };
-  return Math.floor(Number(m[1]) * mult[(m[2] ?? "b").toLowerCase()]);
-}
-
-type Bar = { update: (p: { loaded: number; total: number; stage: string }) => void; stop: () => void };
-
-/** `glm4-int4 quantize`: `bar` makes the progress bar (lib/cli.ts's, on stderr when it is a terminal). */
-export async function cmdQuantize(argv: string[], bar: (label: string) => Promise<Bar>): Promise<void> {
-  const { values: o } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: "string" },
-      out: { type: "string" },
-      "group-size": { type: "string" },
-      force: { type: "boolean" },
-      device: { type: "string" },
-      threads: { type: "string" },
-      "max-shard-size": { type: "string" },
-    },
-  });
-  if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --model DIR (the BF16 checkpoint to read)");
-  if (typeof o.out !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --out DIR (the INT4 checkpoint to write)");
-  const g = o["group-size"] === undefined ? 128 : Number(o["group-size"]);
-  if (g !== 32 && g !== 64 && g !== 128) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--group-size must be 32, 64 or 128, got ${String(o["group-size"])}`);
-  const threads = o.threads === undefined ? undefined : Number(o.threads);
-  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--threads must be a positive integer, got ${String(o.threads)}`);
-  const ac = new AbortController();
-  const onSig = () => ac.abort(new Error("interrupted (SIGINT)"));
-  process.once("SIGINT", onSig);
-  const b = await bar("quantizing");
-  let r: QuantizeResult;
-  try {
-    r = await quantizeCheckpoint(o.model, o.out, {
-      groupSize: g,
-      force: Boolean(o.force),
-      device: (o.device as DeviceOption | undefined) ?? "auto",
-      threads,
-      maxShardBytes: o["max-shard-size"] === undefined ? undefined : parseBytes(o["max-shard-size"]),
-      signal: ac.signal,
-      onProgress: b.update,
-    });
-  } finally {
-    b.stop();
-    process.removeListener("SIGINT", onSig);
-  }
-  const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
-  process.stdout.write(`wrote ${r.dir}: INT4 group ${g}, ${r.shards.length} shard(s), ${gib(r.bytes)} (from ${gib(r.sourceBytes)}), ${r.seconds.toFixed(1)} s on ${r.device}\n`);
 }

@@ -18,10 +18,12 @@
  * not depend on the number of rows: always on the CPU backend; on CUDA for M <= 8 (see kStepRows) and with the
  * same prefill chunking (prefill here runs the same chunks through the same ops as Engine.prefill).
  */
-import { Glm4Error, wrapNative } from "./errors.js";
-import type { Glm4Config } from "./config.js";
+import { Glm4Error, wrapNative } from "../errors.js";
+import type { Glm4Config } from "../checkpoint/config.js";
 import type { NativeContext, NativePlan, NativeTensor } from "./native.js";
-import { Scratch, recordLayers, recordLinear, type EngineOptions, type ModelWeights } from "./model.js";
+import { Scratch, recordLayers, recordLinear } from "./forward.js";
+import type { EngineOptions } from "./engine.js";
+import type { ModelWeights } from "./weights.js";
 
 /**
  * Rows of one replayed decode step. Up to 8 rows the CUDA INT4 GEMV (csrc/cuda/int4.cu) and the dense GEMV

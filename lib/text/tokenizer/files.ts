@@ -15,7 +15,7 @@
  */
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { Glm4Error, type Glm4ErrorCode } from "../errors.js";
+import { Glm4Error, type Glm4ErrorCode } from "../../errors.js";
 import { bytesToUnicode, type PairRanker } from "./bpe.js";
 import { GLM4_PAT_STR } from "./split.js";
 

@@ -10,11 +10,11 @@
  * runs one decode step. They are separate so that a scheduler serving many sequences can sample all of them
  * and then feed all of them in one batched decode step (the seam where a batched engine slots in).
  * `Glm4Model.generate` and sessions run one Generation from start to end; the server's scheduler interleaves
- * several (lib/scheduler.ts).
+ * several (lib/serve/scheduler.ts).
  */
 import type { PickParams } from "./batch-engine.js";
-import type { Glm4Tokenizer, StreamDecoder } from "./tokenizer.js";
-import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "./glm4.js";
+import type { Glm4Tokenizer, StreamDecoder } from "../text/tokenizer.js";
+import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "../glm4.js";
 
 /** A small seeded generator (mulberry32) for the sampler's uniforms. */
 export function rng(seed: number): () => number {
@@ -109,7 +109,7 @@ export interface GenerationCallbacks {
 
 /**
  * What a Generation drives: one sequence's KV cache and logits. Engine is one; so is a slot of a BatchEngine
- * (SlotEngine in lib/batch-engine.ts).
+ * (SlotEngine in lib/engine/batch-engine.ts).
  */
 export interface SequenceEngine {
   readonly length: number;

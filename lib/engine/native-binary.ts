@@ -1,143 +1,19 @@
 /**
- * The whole native surface, typed in one place. Everything else in lib/ goes through this file.
+ * Which addon binary this process loads (`native()`), and the checks that choose it. The typed surface of what
+ * it exports is lib/engine/native.ts.
  *
- * Which binary: `native()` checks each candidate in a child process before this process loads it (see
- * "Choosing the binary" below), so a binary that crashes, hangs or does not load (a broken CUDA setup, a
- * truncated file, a leftover from another version) is skipped with a warning instead of taking the user's
- * process down. Handles are branded classes: a Tensor from one Context must not be passed to another
- * Context's ops (the native side checks the device and says so).
+ * `native()` checks each candidate in a child process before this process loads it (see "Choosing the binary"
+ * below), so a binary that crashes, hangs or does not load (a broken CUDA setup, a truncated file, a leftover
+ * from another version) is skipped with a warning instead of taking the user's process down.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { Glm4Error } from "./errors.js";
-
-export type DType = "f32" | "bf16" | "f16" | "i32" | "u8" | "i4";
-export type DeviceName = "cpu" | "cuda" | `cuda:${number}`;
-
-export interface BuildInfo {
-  version: string;
-  /** "cpu" always; "cuda" when the CUDA backend was compiled in. */
-  backends: string[];
-  /** e.g. ["80", "86", "89", "90a", "90+ptx"]; empty without CUDA. */
-  cudaArchitectures: string[];
-  cudaRuntimeVersion: string | null;
-  cudaDriverVersion: string | null;
-  /** "ok" or why no GPU can be used. */
-  cudaStatus: string;
-  napiVersion: number;
-  compiler?: string;
-}
-
-export interface DeviceInfo {
-  index: number;
-  name: string;
-  computeCapability: string;
-  totalMemory: number;
-  freeMemory: number;
-  multiprocessors: number;
-  l2CacheBytes: number;
-}
-
-export interface MemoryStats {
-  inUse: number;
-  peak: number;
-  allocations: number;
-}
-
-declare const tensorBrand: unique symbol;
-export interface NativeTensor {
-  readonly [tensorBrand]: true;
-  readonly dtype: DType;
-  readonly shape: number[];
-  readonly device: string;
-  readonly nbytes: number;
-  readonly disposed: boolean;
-  /** Runs pending ops, then copies out (f32 -> Float32Array, bf16/f16 -> Uint16Array, i32 -> Int32Array, u8/i4 -> Uint8Array). */
-  read(): Float32Array | Uint16Array | Int32Array | Uint8Array;
-  /** Recorded write; the bytes are copied at once. Length must equal nbytes. */
-  write(data: ArrayBufferView): void;
-  /** Rows [begin, end) of dimension 0, sharing memory. */
-  slice0(begin: number, end: number): NativeTensor;
-  reshape(shape: number[]): NativeTensor;
-  dispose(): void;
-}
-
-declare const planBrand: unique symbol;
-export interface NativePlan {
-  readonly [planBrand]: true;
-  readonly ops: number;
-  dispose(): void;
-}
-
-/** An INT4 linear weight [N, K] in the canonical layout (csrc/core/int4_layout.h). */
-export interface QWeight {
-  codes: NativeTensor; // i4 [N, K]
-  scales: NativeTensor; // bf16 [N, K/G]
-  zeros: NativeTensor; // bf16 [N, K/G]
-  groupSize: 32 | 64 | 128;
-  layout?: number;
-}
-
-export interface NativeContext {
-  readonly device: string;
-  empty(dtype: DType, shape: number[]): NativeTensor;
-  fromBuffer(dtype: DType, shape: number[], data: ArrayBufferView): NativeTensor;
-  flush(): void;
-  flushAsync(): Promise<void>;
-  memory(): MemoryStats;
-  resetPeak(): void;
-  beginCapture(): void;
-  endCapture(): NativePlan;
-  replay(plan: NativePlan): void;
-  /** Each op of the plan timed on its own (device events on CUDA), mean of `reps` runs, in plan order. */
-  profile(plan: NativePlan, reps?: number): { op: string; ms: number }[];
-  dispose(): void;
-
-  embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor): void;
-  rmsnorm(out: NativeTensor, x: NativeTensor, weight: NativeTensor, eps: number): void;
-  quantizeInt4(q: QWeight, w: NativeTensor): void;
-  dequantizeInt4(out: NativeTensor, q: QWeight): void;
-  matmulInt4(out: NativeTensor, x: NativeTensor, w: QWeight, bias?: NativeTensor | null): void;
-  matmul(out: NativeTensor, x: NativeTensor, w: NativeTensor, bias?: NativeTensor | null): void;
-  addBias(x: NativeTensor, bias: NativeTensor): void;
-  rotary(x: NativeTensor, positions: NativeTensor, rotDim: number, theta: number): void;
-  kvWrite(kcache: NativeTensor, vcache: NativeTensor, k: NativeTensor, v: NativeTensor, positions: NativeTensor): void;
-  /**
-   * rotary(q, positions) + rotary(k, positions) + kvWrite(kcache, vcache, k, v, rows) in one op (bit-identical to
-   * the three): q f32[T,Hq,D] and k f32[T,Hkv,D] rotated in place, then cache rows rows[t] = k[t], v[t].
-   */
-  rotaryKvWrite(q: NativeTensor, k: NativeTensor, v: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
-  /** Query t attends cache rows start[t]..positions[t] (start i32[T], optional: 0). */
-  attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, start?: NativeTensor | null): void;
-  swiglu(out: NativeTensor, gateUp: NativeTensor): void;
-  add(out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
-  /** x += o in place, then out = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */
-  addRmsnorm(out: NativeTensor, x: NativeTensor, o: NativeTensor, weight: NativeTensor, eps: number): void;
-  argmax(out: NativeTensor, x: NativeTensor): void;
-  softmax(out: NativeTensor, x: NativeTensor, temperature?: number): void;
-  convert(out: NativeTensor, input: NativeTensor): void;
-  fillRandom(out: NativeTensor, seed: number, mean: number, std: number): void;
-  /** params f32[M,4] = (temperature, topP, minP, u); topK i32[M] (0 = off). */
-  sample(out: NativeTensor, logits: NativeTensor, params: NativeTensor, topK: NativeTensor): void;
-  copy(dst: NativeTensor, src: NativeTensor): void;
-}
-
-export interface NativeModule {
-  Context: new (device: DeviceName | string, threads?: number) => NativeContext;
-  Tensor: abstract new () => NativeTensor;
-  Plan: abstract new () => NativePlan;
-  buildInfo(): BuildInfo;
-  devices(): DeviceInfo[];
-}
-
-/** The package root (the folder with package.json), from dist/ or lib/. */
-export function packageRoot(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-}
+import { Glm4Error } from "../errors.js";
+import { packageRoot, packageVersion } from "../util.js";
+import type { BuildInfo, DeviceInfo, NativeModule } from "./native.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Choosing the binary
@@ -281,14 +157,6 @@ try {
   say({ stage, error: String((e && e.message) || e).split("\\n")[0] });
 }
 `;
-
-function packageVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(path.join(packageRoot(), "package.json"), "utf8")) as { version: string }).version;
-  } catch {
-    return "unknown";
-  }
-}
 
 /** The default on-disk cache file (GLM4_NATIVE_CHECK_CACHE), or null when turned off. */
 export function defaultCheckCacheFile(env: NodeJS.ProcessEnv = process.env): string | null {

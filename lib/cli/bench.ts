@@ -14,10 +14,11 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { Glm4Error } from "./errors.js";
-import { loadGlm4, type Glm4Model } from "./glm4.js";
-import { buildInfo, devices, packageRoot } from "./native.js";
-import type { Linear, ModelWeights } from "./model.js";
+import { Glm4Error } from "../errors.js";
+import { loadGlm4, type Glm4Model } from "../glm4.js";
+import { buildInfo, devices } from "../engine/native-binary.js";
+import { packageRoot } from "../util.js";
+import type { Linear, ModelWeights } from "../engine/weights.js";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 

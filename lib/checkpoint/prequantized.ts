@@ -1,17 +1,17 @@
 /**
  * Checkpoints that are already quantized: an INT4 checkpoint written by `glm4-int4 quantize`
- * (glm4_int4.json, lib/int4-format.ts) or a GPTQ export (lib/gptq.ts). `loadGlm4` asks here first and loads
+ * (glm4_int4.json, lib/checkpoint/int4-format.ts) or a GPTQ export (lib/checkpoint/gptq.ts). `loadGlm4` asks here first and loads
  * such a directory without a full-precision step.
  */
 import path from "node:path";
-import { Glm4Error } from "./errors.js";
+import { Glm4Error } from "../errors.js";
 import type { Glm4Config } from "./config.js";
-import type { NativeContext } from "./native.js";
-import type { ModelWeights, Quantization } from "./model.js";
+import type { NativeContext } from "../engine/native.js";
+import type { ModelWeights, Quantization } from "../engine/weights.js";
 import { INT4_RECORD_FILE, bf16ToF32, checkInt4Checkpoint, checkInt4Params, f16ToF32, readInt4Record, u16View, type GroupSize, type Int4Record } from "./int4-format.js";
 import { checkGptqCheckpoint, checkGptqTensors, defaultGIdx, loadGptqWeights, readGptqConfig, type GptqConfig } from "./gptq.js";
 import type { Checkpoint } from "./safetensors.js";
-import { loadInt4CheckpointWeights, type WeightLoadOptions } from "./loader.js";
+import { loadInt4CheckpointWeights, type WeightLoadOptions } from "../engine/loader.js";
 
 export type Prequantized =
   | { kind: "glm4-int4"; record: Int4Record; groupSize: GroupSize; describe: string; load: (cfg: Glm4Config, ctx: NativeContext, opts: WeightLoadOptions) => Promise<ModelWeights> }

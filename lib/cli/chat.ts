@@ -7,9 +7,9 @@
  */
 import { parseArgs } from "node:util";
 import readline from "node:readline";
-import { Glm4Error } from "./errors.js";
-import type { Glm4Model, GenerateOptions } from "./glm4.js";
-import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type Opts } from "./cli-options.js";
+import { Glm4Error } from "../errors.js";
+import type { Glm4Model, GenerateOptions } from "../glm4.js";
+import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type Opts } from "./options.js";
 export type LoadFromOpts = (o: Opts) => Promise<Glm4Model>;
 
 const HELP = `glm4-int4 chat --model DIR [options]

@@ -11,11 +11,11 @@
  * ```
  *
  * Encoding is GLM-4's `tokenizer.encode(text, disallowed_special=())`: split with GLM-4's regex
- * (lib/tokenizer/split.ts), then byte-pair merge each piece (lib/tokenizer/bpe.ts). Text that looks like a
+ * (lib/text/tokenizer/split.ts), then byte-pair merge each piece (lib/text/tokenizer/bpe.ts). Text that looks like a
  * special token is encoded as ordinary text; special tokens enter a prompt only through their ids
- * (lib/chat-format.ts does that).
+ * (lib/text/chat-format.ts does that).
  */
-import { Glm4Error } from "./errors.js";
+import { Glm4Error } from "../errors.js";
 import { bytePairMerge } from "./tokenizer/bpe.js";
 import { loadTokenizerData, type TokenizerData, type TokenizerFormat } from "./tokenizer/files.js";
 import { splitGlm4 } from "./tokenizer/split.js";

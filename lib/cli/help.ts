@@ -1,0 +1,17 @@
+/** The top-level `glm4-int4 --help` text (also what `generate --help` prints). */
+export const HELP = `glm4-int4 <command> [options]
+
+Commands:
+  generate   --model DIR --prompt TEXT   generate a continuation and print tokens per second
+  chat       --model DIR                 interactive chat (/reset, /exit; Ctrl-C stops the reply)
+  serve      --model DIR [--port 8000]   OpenAI-compatible server (/v1/chat/completions, /v1/completions)
+  inspect    --model DIR | gpu           what a checkpoint holds, or what the GPU setup is
+  quantize   --model DIR --out DIR       write an INT4 checkpoint (--group-size, --force to replace --out)
+  bench      [--model DIR]               prefill/decode speed, memory and share of the hardware limit
+
+Common options:
+  --device auto|cpu|cuda|cuda:N   (default auto)
+  --quantization int4|none        (default int4)
+  --group-size 32|64|128          (default 128)
+  --max-context N                 (default min(8192, model context))
+`;

@@ -1,0 +1,61 @@
+/**
+ * glm4-int4 — command line: the dispatcher (one file per command beside it in lib/cli/; the bin entry is
+ * lib/cli.ts).
+ *   glm4-int4 generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
+ *                      [--min-p P] [--repetition-penalty R] [--seed S] [--device auto|cpu|cuda] [--quantization int4|none]
+ *   glm4-int4 inspect --model DIR [--max-context N]
+ *   glm4-int4 inspect gpu
+ *   glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--force] [--device D] [--max-shard-size 2GB]
+ *   glm4-int4 bench [--model DIR | --synthetic glm-4-9b] [--json] ...
+ *   glm4-int4 chat --model DIR ...                 (lib/cli/chat.ts)
+ *   glm4-int4 serve --model DIR [--port N] ...     (lib/cli/serve.ts)
+ * Errors print one line (the file and the problem) and exit with status 1.
+ */
+import { Glm4Error } from "../errors.js";
+import { HELP } from "./help.js";
+import { loadFromOpts, progressBar } from "./options.js";
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case "generate": {
+      const { cmdGenerate } = await import("./generate.js");
+      return cmdGenerate(rest, loadFromOpts);
+    }
+    case "inspect": {
+      const { cmdInspect } = await import("./inspect.js");
+      return cmdInspect(rest);
+    }
+    case "quantize": {
+      const { cmdQuantize } = await import("./quantize.js");
+      return cmdQuantize(rest, progressBar);
+    }
+    case "bench": {
+      const { cmdBench } = await import("./bench.js");
+      return cmdBench(rest);
+    }
+    case "chat": {
+      const { cmdChat } = await import("./chat.js");
+      return cmdChat(rest, loadFromOpts);
+    }
+    case "serve": {
+      const { cmdServe } = await import("./serve.js");
+      return cmdServe(rest, loadFromOpts);
+    }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(HELP);
+      return;
+    default:
+      throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `unknown command "${cmd}"; run glm4-int4 --help`);
+  }
+}
+
+main().catch((e: unknown) => {
+  const err = e as { code?: string; message?: string };
+  process.stderr.write(`glm4-int4: ${err.code ? `${err.code}: ` : ""}${err.message ?? String(e)}\n`);
+  if (process.env.GLM4_DEBUG) console.error(e);
+  process.exitCode = 1;
+});

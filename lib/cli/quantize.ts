@@ -1,0 +1,57 @@
+/** `glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--force] [--max-shard-size 2GB]`. */
+import { parseArgs } from "node:util";
+import { Glm4Error } from "../errors.js";
+import { quantizeCheckpoint, type QuantizeResult } from "../checkpoint/quantize.js";
+import type { DeviceOption } from "../engine/device.js";
+
+function parseBytes(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?$/i.exec(s.trim());
+  if (!m) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--max-shard-size must be a size like 2GB, 500MB or a number of bytes, got ${s}`);
+  const mult: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30 };
+  return Math.floor(Number(m[1]) * mult[(m[2] ?? "b").toLowerCase()]);
+}
+
+type Bar = { update: (p: { loaded: number; total: number; stage: string }) => void; stop: () => void };
+
+/** `glm4-int4 quantize`: `bar` makes the progress bar (lib/cli/options.ts's, on stderr when it is a terminal). */
+export async function cmdQuantize(argv: string[], bar: (label: string) => Promise<Bar>): Promise<void> {
+  const { values: o } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" },
+      out: { type: "string" },
+      "group-size": { type: "string" },
+      force: { type: "boolean" },
+      device: { type: "string" },
+      threads: { type: "string" },
+      "max-shard-size": { type: "string" },
+    },
+  });
+  if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --model DIR (the BF16 checkpoint to read)");
+  if (typeof o.out !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --out DIR (the INT4 checkpoint to write)");
+  const g = o["group-size"] === undefined ? 128 : Number(o["group-size"]);
+  if (g !== 32 && g !== 64 && g !== 128) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--group-size must be 32, 64 or 128, got ${String(o["group-size"])}`);
+  const threads = o.threads === undefined ? undefined : Number(o.threads);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--threads must be a positive integer, got ${String(o.threads)}`);
+  const ac = new AbortController();
+  const onSig = () => ac.abort(new Error("interrupted (SIGINT)"));
+  process.once("SIGINT", onSig);
+  const b = await bar("quantizing");
+  let r: QuantizeResult;
+  try {
+    r = await quantizeCheckpoint(o.model, o.out, {
+      groupSize: g,
+      force: Boolean(o.force),
+      device: (o.device as DeviceOption | undefined) ?? "auto",
+      threads,
+      maxShardBytes: o["max-shard-size"] === undefined ? undefined : parseBytes(o["max-shard-size"]),
+      signal: ac.signal,
+      onProgress: b.update,
+    });
+  } finally {
+    b.stop();
+    process.removeListener("SIGINT", onSig);
+  }
+  const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
+  process.stdout.write(`wrote ${r.dir}: INT4 group ${g}, ${r.shards.length} shard(s), ${gib(r.bytes)} (from ${gib(r.sourceBytes)}), ${r.seconds.toFixed(1)} s on ${r.device}\n`);
+}

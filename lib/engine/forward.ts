@@ -1,0 +1,104 @@
+/**
+ * The forward pass of GLM-4 recorded from the native ops: embedding rows in, N layers (RMSNorm, QKV with bias,
+ * partial interleaved rotary, KV-cache write, GQA attention, output projection, residual, RMSNorm, fused
+ * gate|up, SwiGLU, down, residual), final norm. The layer order is written once, here (`recordLayers`); the
+ * engine records it for prefill chunks and captures it once per decode batch size.
+ */
+import type { Glm4Config } from "../checkpoint/config.js";
+import type { NativeContext, NativeTensor } from "./native.js";
+import type { Linear, ModelWeights } from "./weights.js";
+
+/** Scratch activations for T tokens. @internal shared with lib/engine/batch-engine.ts */
+export class Scratch {
+  readonly x: NativeTensor; // f32 [T, H] residual stream
+  readonly h: NativeTensor; // f32 [T, H] normed
+  readonly q: NativeTensor; // f32 [T, Hq, D]
+  readonly k: NativeTensor; // f32 [T, Hkv, D]
+  readonly v: NativeTensor; // f32 [T, Hkv, D]
+  readonly attn: NativeTensor; // f32 [T, Hq, D]
+  readonly o: NativeTensor; // f32 [T, H]
+  readonly gu: NativeTensor; // f32 [T, 2F]
+  readonly act: NativeTensor; // f32 [T, F]
+  readonly pos: NativeTensor; // i32 [T]
+  /** T = 1 only: f32 [1, (Hq + 2 Hkv) D], the fused QKV output; q, k, v are views of its three segments. */
+  readonly qkv: NativeTensor | null;
+  constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number) {
+    const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
+    this.x = ctx.empty("f32", [t, H]);
+    this.h = ctx.empty("f32", [t, H]);
+    if (t === 1) {
+      const qkv = ctx.empty("f32", [(Hq + 2 * Hkv) * D]);
+      this.q = qkv.slice0(0, Hq * D).reshape([1, Hq, D]);
+      this.k = qkv.slice0(Hq * D, (Hq + Hkv) * D).reshape([1, Hkv, D]);
+      this.v = qkv.slice0((Hq + Hkv) * D, (Hq + 2 * Hkv) * D).reshape([1, Hkv, D]);
+      this.qkv = qkv.reshape([1, (Hq + 2 * Hkv) * D]);
+      qkv.dispose();
+    } else {
+      this.qkv = null;
+      this.q = ctx.empty("f32", [t, Hq, D]);
+      this.k = ctx.empty("f32", [t, Hkv, D]);
+      this.v = ctx.empty("f32", [t, Hkv, D]);
+    }
+    this.attn = ctx.empty("f32", [t, Hq, D]);
+    this.o = ctx.empty("f32", [t, H]);
+    this.gu = ctx.empty("f32", [t, 2 * F]);
+    this.act = ctx.empty("f32", [t, F]);
+    this.pos = ctx.empty("i32", [t]);
+  }
+  dispose(): void {
+    for (const t of [this.x, this.h, this.q, this.k, this.v, this.attn, this.o, this.gu, this.act, this.pos]) t.dispose();
+    this.qkv?.dispose();
+  }
+}
+
+/** out = x W^T (+ bias) for an INT4 or a dense weight. */
+export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTensor, l: Linear, bias?: NativeTensor): void {
+  if (l.kind === "int4") ctx.matmulInt4(out, x, l.q, bias ?? null);
+  else ctx.matmul(out, x, l.w, bias ?? null);
+}
+
+/**
+ * Records the layers for the embedded tokens in s.x; leaves the final hidden states in s.x. Rotary takes the
+ * sequence positions s.pos (the angles); kv_write and attention take cache rows `rows` (i32 [T]) and attention
+ * reads rows start[t]..rows[t] (`start` null: from row 0). One sequence per cache: rows = s.pos, start = null;
+ * slots of a shared cache (lib/engine/batch-engine.ts): rows = slot * S + position, start = slot * S.
+ *
+ * Each residual add is fused with the RMSNorm that follows it (add_rmsnorm: the FFN norm, the next layer's
+ * attention norm) and rotary(q) + rotary(k) + kv_write are one op (rotary_kv_write): 4 launches a layer fewer,
+ * with results bit-identical to the unfused sequence. With `final` (out f32 [T, H], the final norm's weight),
+ * the last residual add is fused with the final norm too, written to final.out (s.x still ends as the final
+ * hidden states).
+ */
+export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kcache: readonly NativeTensor[], vcache: readonly NativeTensor[], rows: NativeTensor, start: NativeTensor | null, final?: { out: NativeTensor; norm: NativeTensor }): void {
+  const T = s.t;
+  const scale = 1 / Math.sqrt(cfg.headDim);
+  const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
+  const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
+  const v2 = s.v.reshape([T, cfg.numKvHeads * cfg.headDim]);
+  const a2 = s.attn.reshape([T, cfg.numHeads * cfg.headDim]);
+  // Layer 0's attention norm stands alone; every later one is fused with the previous layer's last residual add.
+  if (cfg.numLayers > 0) ctx.rmsnorm(s.h, s.x, w.layers[0].attnNorm, cfg.rmsEps);
+  else if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const L = w.layers[i];
+    if (s.qkv && L.qkv) {
+      // One token: one launch for the fused QKV weight (per-row arithmetic is the same as the three views').
+      recordLinear(ctx, s.qkv, s.h, L.qkv, L.qkvBias);
+    } else {
+      recordLinear(ctx, q2, s.h, L.q, L.qBias);
+      recordLinear(ctx, k2, s.h, L.k, L.kBias);
+      recordLinear(ctx, v2, s.h, L.v, L.vBias);
+    }
+    ctx.rotaryKvWrite(s.q, s.k, s.v, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
+    ctx.attention(s.attn, s.q, kcache[i], vcache[i], rows, scale, start);
+    recordLinear(ctx, s.o, a2, L.attnOut);
+    ctx.addRmsnorm(s.h, s.x, s.o, L.ffnNorm, cfg.rmsEps);
+    recordLinear(ctx, s.gu, s.h, L.gateUp);
+    ctx.swiglu(s.act, s.gu);
+    recordLinear(ctx, s.o, s.act, L.down);
+    if (i + 1 < cfg.numLayers) ctx.addRmsnorm(s.h, s.x, s.o, w.layers[i + 1].attnNorm, cfg.rmsEps);
+    else if (final) ctx.addRmsnorm(final.out, s.x, s.o, final.norm, cfg.rmsEps);
+    else ctx.add(s.x, s.x, s.o);
+  }
+  for (const t of [q2, k2, v2, a2]) t.dispose();
+}

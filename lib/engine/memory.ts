@@ -1,0 +1,22 @@
+/** What a load costs in device memory, from the config alone (the load's own refusal and `inspect` use it). */
+import type { Glm4Config } from "../checkpoint/config.js";
+import { isLinearName, linearBytes, tensorPlan } from "./loader.js";
+import type { Quantization } from "./weights.js";
+
+/** Bytes a load needs on the device: weights, KV cache, scratch and the largest full-precision tensor in flight. */
+export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization; groupSize: number; maxContext: number; prefillChunk: number; kvBytes: number }): { weights: number; kvCache: number; scratch: number; transient: number; total: number } {
+  let weights = 0;
+  let largest = 0;
+  for (const t of tensorPlan(cfg)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.name === "embed") continue; // host memory
+    if (isLinearName(t.name)) weights += linearBytes(t.shape[0], t.shape[1], o.quantization, o.groupSize);
+    else weights += 2 * n;
+    // INT4 linears go up in chunks of at most 64 MiB of full precision (loader.chunkRows).
+    if (isLinearName(t.name) && o.quantization === "int4") largest = Math.max(largest, Math.min(2 * n, 64 * 2 ** 20));
+  }
+  const kvCache = 2 * cfg.numLayers * o.maxContext * cfg.numKvHeads * cfg.headDim * o.kvBytes;
+  const T = o.prefillChunk;
+  const scratch = 4 * T * (3 * cfg.hiddenSize + 2 * (cfg.numHeads + cfg.numKvHeads) * cfg.headDim + 3 * cfg.ffnSize) + 4 * cfg.vocabSize * 2;
+  return { weights, kvCache, scratch, transient: largest, total: weights + kvCache + scratch + largest };
+}

@@ -1,0 +1,114 @@
+/**
+ * The model's weights as the engine holds them: per layer, the norms and the linear layers (INT4 or dense, the
+ * fused QKV weight with q, k, v as its row views), the final norm, the output layer, and the embedding table in
+ * host memory (GLM-4-9B: 151552 x 4096 bf16 = 1.16 GiB that would otherwise sit on the GPU to serve one 8 KB
+ * row a token: the engine gathers the rows on the host and writes them as the step's input).
+ */
+import { Glm4Error } from "../errors.js";
+import type { NativeTensor, QWeight } from "./native.js";
+
+export type Quantization = "int4" | "none";
+
+/** A linear layer's weight: INT4 (canonical layout) or full precision (bf16/f32). */
+export type Linear = { kind: "int4"; q: QWeight; n: number; k: number } | { kind: "dense"; w: NativeTensor; n: number; k: number };
+
+export interface LayerWeights {
+  attnNorm: NativeTensor;
+  /** The fused [q; k; v] weight (and bias): one GEMV launch for a single token, whose q, k, v are then
+   * contiguous slices of one output row. q, k, v below are row views of it, for prompts of several tokens. */
+  qkv?: Linear;
+  qkvBias?: NativeTensor;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  qBias?: NativeTensor;
+  kBias?: NativeTensor;
+  vBias?: NativeTensor;
+  attnOut: Linear;
+  ffnNorm: NativeTensor;
+  gateUp: Linear;
+  down: Linear;
+}
+
+/** The embedding table in host memory, in its on-disk dtype; rows are converted to f32 when gathered. */
+export class HostEmbedding {
+  constructor(
+    readonly data: Buffer,
+    readonly dtype: "BF16" | "F16" | "F32",
+    readonly rows: number,
+    readonly cols: number,
+  ) {
+    const want = rows * cols * (dtype === "F32" ? 4 : 2);
+    if (data.byteLength !== want) throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `embedding: ${data.byteLength} bytes for [${rows}, ${cols}] ${dtype} (${want} expected)`);
+  }
+  get nbytes(): number {
+    return this.data.byteLength;
+  }
+  /** Rows `ids` as f32, one after another. */
+  gather(ids: readonly number[]): Float32Array {
+    const H = this.cols;
+    const out = new Float32Array(ids.length * H);
+    const u32 = new Uint32Array(out.buffer);
+    const d = this.data;
+    for (let t = 0; t < ids.length; t++) {
+      const id = ids[t];
+      if (!Number.isInteger(id) || id < 0 || id >= this.rows) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.rows})`);
+      if (this.dtype === "BF16") {
+        const row = new Uint16Array(d.buffer, d.byteOffset + id * H * 2, H);
+        for (let j = 0; j < H; j++) u32[t * H + j] = row[j] << 16; // bf16 is the top half of an f32
+      } else if (this.dtype === "F32") {
+        out.set(new Float32Array(d.buffer.slice(d.byteOffset + id * H * 4, d.byteOffset + (id + 1) * H * 4)), t * H);
+      } else {
+        for (let j = 0; j < H; j++) out[t * H + j] = f16ToF32(d.readUInt16LE(id * H * 2 + j * 2));
+      }
+    }
+    return out;
+  }
+}
+
+function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+export interface ModelWeights {
+  embed: HostEmbedding;
+  layers: LayerWeights[];
+  finalNorm: NativeTensor;
+  output: Linear;
+}
+
+/** Rows [a, b) of a linear weight, sharing memory (q, k and v are row ranges of the fused QKV weight). */
+export function sliceLinear(l: Linear, a: number, b: number): Linear {
+  if (l.kind === "dense") return { kind: "dense", w: l.w.slice0(a, b), n: b - a, k: l.k };
+  const q = l.q;
+  return {
+    kind: "int4",
+    q: { codes: q.codes.slice0(a, b), scales: q.scales.slice0(a, b), zeros: q.zeros.slice0(a, b), groupSize: q.groupSize, layout: q.layout },
+    n: b - a,
+    k: l.k,
+  };
+}
+
+export function disposeLinear(l: Linear): void {
+  if (l.kind === "dense") l.w.dispose();
+  else {
+    l.q.codes.dispose();
+    l.q.scales.dispose();
+    l.q.zeros.dispose();
+  }
+}
+
+export function disposeWeights(w: Partial<ModelWeights>): void {
+  w.finalNorm?.dispose();
+  if (w.output) disposeLinear(w.output);
+  // Also called on the partial weights of a load that failed half-way: any field may be missing.
+  for (const L of (w.layers ?? []) as Partial<LayerWeights>[]) {
+    L.attnNorm?.dispose();
+    L.ffnNorm?.dispose();
+    for (const b of [L.qBias, L.kBias, L.vBias, L.qkvBias]) b?.dispose();
+    for (const l of [L.qkv, L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) if (l) disposeLinear(l);
+  }
+}

@@ -1,0 +1,485 @@
+/**
+ * An OpenAI-compatible HTTP server for one model (fastify).
+ *
+ *   const app = createServer(model, { apiKey: "sk-local", maxConcurrent: 4 });
+ *   await app.listen({ host: "127.0.0.1", port: 8000 });
+ *
+ * Routes: POST /v1/chat/completions, POST /v1/completions (both streamed as server-sent events when
+ * `stream: true`, in OpenAI's chunk format, ending with `data: [DONE]`), GET /v1/models, GET /v1/models/:id,
+ * GET /health (no key needed). Errors use OpenAI's shape `{error: {message, type, param, code}}`: 400 for a
+ * bad request (also n > 1, a prompt over the limit, options this server lacks), 401 for a missing or wrong
+ * key (when `apiKey` is set), 404, 429 when every slot is busy and the queue is full.
+ *
+ * Requests go through a Scheduler (lib/serve/scheduler.ts): `maxConcurrent` sequences, the slots of one batch engine
+ * (continuous batching: one batched decode step a tick for all of them), advance token by token through the
+ * model's queue; others wait in a queue of at most `maxQueue`. A client
+ * that disconnects aborts its generation, which frees its slot at the next token.
+ *
+ * Request options: max_tokens (or max_completion_tokens), temperature (0-2), top_p, seed, stop (string or up
+ * to 4 strings), n (1 only), stream, stream_options.include_usage, tools and tool_choice (chat), echo
+ * (completions), and the extensions top_k, min_p, repetition_penalty. presence/frequency penalties other than
+ * 0, logprobs, best_of > 1, suffix and response_format other than text are refused with 400. The `model`
+ * field is not checked: whatever the client names, this server's model answers (its id is in the response).
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import path from "node:path";
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
+import { chatStopIds } from "../text/chat-format.js";
+import type { GenerateOptions, GenerateResult, Glm4Model } from "../glm4.js";
+import { QueueFullError, Scheduler } from "./scheduler.js";
+import { buildToolPrompt, checkTools, parseReply, toolCallTurns, type Glm4Turn, type Tool, type ToolCall } from "../text/tools.js";
+
+export interface ServerOptions {
+  /** Require `Authorization: Bearer <apiKey>` on /v1/* (default: no key). */
+  apiKey?: string;
+  /** The model id reported by /v1/models and in responses (default: the checkpoint folder's name). */
+  modelName?: string;
+  /** Longest prompt accepted, in tokens (default and upper bound: a slot's context minus one). */
+  maxPromptTokens?: number;
+  /** Largest max_tokens a request may ask for, and the default of chat requests (default 2048). */
+  maxTokens?: number;
+  /** Sequences generating at once (default 4), each with its own KV cache of `maxContext` tokens. */
+  maxConcurrent?: number;
+  /** Requests waiting for a slot at most; beyond that 429 (default 64). */
+  maxQueue?: number;
+  /** KV-cache capacity of a slot (default: the model's maxContext). */
+  maxContext?: number;
+  /** fastify's logger (default false). */
+  logger?: boolean;
+}
+
+/** An error answered in OpenAI's shape. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type = "invalid_request_error",
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+  ) {
+    super(message);
+  }
+  body() {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+const bad = (message: string, param: string | null = null, code: string | null = null): never => {
+  throw new ApiError(400, message, "invalid_request_error", param, code);
+};
+
+type Json = Record<string, unknown>;
+
+const isObj = (v: unknown): v is Json => v !== null && typeof v === "object" && !Array.isArray(v);
+
+function numberIn(body: Json, name: string, lo: number, hi: number, opts: { int?: boolean } = {}): number | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi || (opts.int && !Number.isInteger(v))) {
+    bad(`${name} must be ${opts.int ? "an integer" : "a number"} between ${lo} and ${hi}, got ${JSON.stringify(v)}`, name, "invalid_value");
+  }
+  return v as number;
+}
+
+/** The generation options common to both endpoints. */
+function samplingOptions(body: Json, defaults: { temperature: number; topP: number; maxTokens: number }, cap: number): GenerateOptions {
+  const n = numberIn(body, "n", 1, 128, { int: true });
+  if (n !== undefined && n !== 1) bad("n must be 1: this server generates one choice per request", "n", "unsupported_value");
+  for (const p of ["presence_penalty", "frequency_penalty"]) {
+    const v = numberIn(body, p, -2, 2);
+    if (v !== undefined && v !== 0) bad(`${p} is not supported; use repetition_penalty (1 = off, > 1 discourages repeats)`, p, "unsupported_parameter");
+  }
+  if (body.logprobs !== undefined && body.logprobs !== null && body.logprobs !== false) bad("logprobs are not supported", "logprobs", "unsupported_parameter");
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) bad("top_logprobs are not supported", "top_logprobs", "unsupported_parameter");
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean") bad("stream must be a boolean", "stream");
+  if (body.stream_options !== undefined && body.stream_options !== null && !isObj(body.stream_options)) bad("stream_options must be an object", "stream_options");
+
+  const maxName = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens";
+  const maxTokens = numberIn(body, maxName, 1, Number.MAX_SAFE_INTEGER, { int: true });
+  if (maxTokens !== undefined && maxTokens > cap) bad(`${maxName} must be at most ${cap} on this server, got ${maxTokens}`, maxName, "invalid_value");
+  let temperature = numberIn(body, "temperature", 0, 2) ?? defaults.temperature;
+  let topP = numberIn(body, "top_p", 0, 1) ?? defaults.topP;
+  if (topP === 0) (temperature = 0), (topP = 1); // nucleus of mass 0: only the best token
+  const seed = numberIn(body, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, { int: true });
+  let stop: string[] = [];
+  if (typeof body.stop === "string") stop = [body.stop];
+  else if (Array.isArray(body.stop)) {
+    if (body.stop.length > 4 || body.stop.some((s) => typeof s !== "string")) bad("stop must be a string or an array of at most 4 strings", "stop");
+    stop = body.stop as string[];
+  } else if (body.stop !== undefined && body.stop !== null) bad("stop must be a string or an array of at most 4 strings", "stop");
+  return {
+    maxNewTokens: maxTokens ?? defaults.maxTokens,
+    temperature,
+    topP,
+    topK: numberIn(body, "top_k", 0, 1 << 20, { int: true }) ?? 0,
+    minP: numberIn(body, "min_p", 0, 1) ?? 0,
+    repetitionPenalty: numberIn(body, "repetition_penalty", 0.01, 100) ?? 1,
+    seed: seed === undefined ? undefined : ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32,
+    stop: stop.filter((s) => s.length > 0),
+  };
+}
+
+/** The text of a message's content: a string, or an array of text parts (joined by "\n"). */
+function contentText(v: unknown, param: string): string {
+  if (v === undefined || v === null) return "";
+  if (typeof v === "string") return v;
+  if (Array.isArray(v)) {
+    return v
+      .map((p, j) => {
+        if (isObj(p) && p.type === "text" && typeof p.text === "string") return p.text;
+        return bad(`${param}[${j}]: only text parts ({type: "text", text}) are supported`, param, "unsupported_content");
+      })
+      .join("\n");
+  }
+  return bad(`${param} must be a string or an array of text parts`, param);
+}
+
+/** OpenAI chat messages as GLM-4 turns (tool results become <|observation|>, tool calls assistant metadata). */
+export function chatTurns(messages: unknown): Glm4Turn[] {
+  if (!Array.isArray(messages) || messages.length === 0) bad("messages must be a non-empty array", "messages");
+  const turns: Glm4Turn[] = [];
+  (messages as unknown[]).forEach((m, i) => {
+    const param = `messages[${i}]`;
+    if (!isObj(m)) return bad(`${param} must be an object {role, content}`, param);
+    const content = contentText(m.content, `${param}.content`);
+    switch (m.role) {
+      case "system":
+      case "developer":
+        turns.push({ role: "system", content });
+        break;
+      case "user":
+        turns.push({ role: "user", content });
+        break;
+      case "tool":
+      case "function":
+        turns.push({ role: "observation", content });
+        break;
+      case "assistant": {
+        if (content) turns.push({ role: "assistant", content });
+        const calls = m.tool_calls;
+        if (calls !== undefined && calls !== null) {
+          if (!Array.isArray(calls)) bad(`${param}.tool_calls must be an array`, `${param}.tool_calls`);
+          (calls as unknown[]).forEach((c, j) => {
+            const fn = isObj(c) ? c.function : undefined;
+            if (!isObj(fn) || typeof fn.name !== "string" || typeof fn.arguments !== "string") {
+              bad(`${param}.tool_calls[${j}] must be {id, type: "function", function: {name, arguments}}`, `${param}.tool_calls`);
+            }
+          });
+          turns.push(...toolCallTurns(calls as ToolCall[]));
+        }
+        break;
+      }
+      default:
+        bad(`${param}.role must be one of system, developer, user, assistant, tool; got ${JSON.stringify(m.role)}`, `${param}.role`);
+    }
+  });
+  return turns;
+}
+
+/** Which tools the prompt offers and whether a call is forced (tool_choice). */
+function toolSetup(body: Json): { offered: Tool[]; force?: string } {
+  let tools: Tool[] = [];
+  if (body.tools !== undefined && body.tools !== null) {
+    try {
+      tools = checkTools(body.tools);
+    } catch (e) {
+      bad((e as Error).message, "tools");
+    }
+  }
+  const choice = body.tool_choice ?? "auto";
+  if (choice === "none") return { offered: [] };
+  if (choice === "auto") return { offered: tools };
+  if (!tools.length) bad("tool_choice needs tools", "tool_choice");
+  // GLM-4 has no way to demand "some call": with one tool, "required" forces it; with several the model chooses.
+  if (choice === "required") return { offered: tools, force: tools.length === 1 ? tools[0].function.name : undefined };
+  if (isObj(choice) && choice.type === "function" && isObj(choice.function) && typeof choice.function.name === "string") {
+    const t = tools.find((x) => x.function.name === (choice.function as Json).name);
+    if (!t) bad(`tool_choice names ${JSON.stringify(choice.function.name)}, which is not in tools`, "tool_choice");
+    return { offered: [t!], force: t!.function.name };
+  }
+  return bad('tool_choice must be "none", "auto", "required" or {type: "function", function: {name}}', "tool_choice");
+}
+
+const finishOf = (r: GenerateResult): "stop" | "length" => (r.finishReason === "length" ? "length" : "stop");
+
+function usageOf(r: GenerateResult) {
+  return {
+    prompt_tokens: r.usage.promptTokens,
+    completion_tokens: r.usage.completionTokens,
+    total_tokens: r.usage.totalTokens,
+    prompt_tokens_details: { cached_tokens: r.usage.cachedTokens },
+  };
+}
+
+/**
+ * Shapes a chat reply while it streams: drops the "\n" the model writes after <|assistant|>, and holds the
+ * text back while it may still become a tool call ("name\n{json}" with a known name), which is only decided
+ * at the end. The concatenated content equals parseReply's content for the whole text.
+ */
+class ChatReply {
+  private raw: string;
+  private mode: "start" | "text" | "tool";
+  private readonly names: string[];
+  constructor(tools: readonly Tool[], private readonly forced?: string) {
+    this.names = tools.map((t) => t.function.name);
+    this.raw = forced !== undefined ? `${forced}\n` : "";
+    this.mode = forced !== undefined ? "tool" : "start";
+  }
+  /** Content to hand out now for the new piece. */
+  push(t: string): string {
+    this.raw += t;
+    if (this.mode === "text") return t;
+    if (this.mode === "tool") return "";
+    const s = this.raw.trimStart();
+    const nl = s.indexOf("\n");
+    if (this.names.length) {
+      const first = (nl < 0 ? s : s.slice(0, nl)).trim();
+      const maybeTool = nl < 0 ? first === "" || this.names.some((n) => n.startsWith(first)) : this.names.includes(first);
+      if (maybeTool) {
+        if (nl >= 0) this.mode = "tool";
+        return "";
+      }
+    } else if (this.raw === "\n" || this.raw === "") return "";
+    this.mode = "text";
+    return this.raw.replace(/^\n/, "");
+  }
+  /** What is left to hand out when the reply ends. */
+  end(): { content: string; toolCalls: ToolCall[] } {
+    if (this.mode === "text") return { content: "", toolCalls: [] };
+    const p = parseReply(this.raw, this.names);
+    return { content: p.content ?? "", toolCalls: p.toolCalls };
+  }
+  /** The whole reply (for a response that is not streamed). */
+  static whole(text: string, tools: readonly Tool[], forced?: string): { content: string | null; toolCalls: ToolCall[] } {
+    const raw = forced !== undefined ? `${forced}\n${text}` : text;
+    return tools.length ? parseReply(raw, tools) : { content: raw.replace(/^\n/, ""), toolCalls: [] };
+  }
+}
+
+function keyMatches(given: string | undefined, want: string): boolean {
+  if (!given?.startsWith("Bearer ")) return false;
+  const h = (s: string) => createHash("sha256").update(s).digest();
+  return timingSafeEqual(h(given.slice(7).trim()), h(want));
+}
+
+const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
+
+/** Server-sent events on a hijacked reply. */
+function sse(reply: FastifyReply) {
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive", "x-accel-buffering": "no" });
+  return {
+    send: (o: unknown) => void (raw.writableEnded || raw.destroyed ? undefined : raw.write(`data: ${JSON.stringify(o)}\n\n`)),
+    done: () => {
+      if (raw.writableEnded || raw.destroyed) return;
+      raw.write("data: [DONE]\n\n");
+      raw.end();
+    },
+  };
+}
+
+/** An AbortSignal that fires when the client goes away before its response was sent. */
+function disconnectSignal(reply: FastifyReply): AbortSignal {
+  const ac = new AbortController();
+  reply.raw.on("close", () => {
+    if (!reply.raw.writableEnded) ac.abort();
+  });
+  return ac.signal;
+}
+
+/** The model id the server reports: options.modelName, else the checkpoint folder's name. */
+export function servedModelName(model: Glm4Model, options: Pick<ServerOptions, "modelName"> = {}): string {
+  return options.modelName ?? (model.info.dir ? path.basename(model.info.dir) : "glm-4");
+}
+
+/**
+ * A fastify instance serving `model` (not listening yet: call `listen`). Closing it (`app.close()`) aborts
+ * the running requests and frees the slots' KV caches; the model itself stays loaded.
+ */
+export function createServer(model: Glm4Model, options: ServerOptions = {}): FastifyInstance {
+  const tok = model.tokenizer;
+  if (!tok) throw new TypeError("createServer: the model has no tokenizer (synthetic model)");
+  if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey === "")) throw new TypeError("apiKey must be a non-empty string");
+  const scheduler = new Scheduler(model, { maxConcurrent: options.maxConcurrent, maxQueue: options.maxQueue, maxContext: options.maxContext });
+  const maxPrompt = Math.min(options.maxPromptTokens ?? Infinity, scheduler.contextSize - 1);
+  if (!(maxPrompt >= 1) || !Number.isInteger(options.maxPromptTokens ?? 1)) throw new RangeError(`maxPromptTokens must be a positive integer, got ${String(options.maxPromptTokens)}`);
+  const maxTokens = options.maxTokens ?? 2048;
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`maxTokens must be a positive integer, got ${String(options.maxTokens)}`);
+  const name = servedModelName(model, options);
+  const created = Math.floor(Date.now() / 1000);
+  const chatStops = chatStopIds(tok);
+
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 16 * 2 ** 20 });
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    if (err instanceof ApiError) return reply.code(err.status).send(err.body());
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    const e = new ApiError(status, status === 500 ? `internal error: ${err.message}` : err.message, status === 500 ? "server_error" : "invalid_request_error", null, err.code ?? null);
+    if (status === 500) reply.log.error(err);
+    return reply.code(status).send(e.body());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send(new ApiError(404, `no route ${req.method} ${req.url}`, "invalid_request_error", null, "not_found").body());
+  });
+  app.addHook("onRequest", async (req, reply) => {
+    if (options.apiKey === undefined || !req.url.startsWith("/v1/")) return;
+    if (!keyMatches(req.headers.authorization, options.apiKey)) {
+      return reply.code(401).send(new ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>", "invalid_request_error", null, "invalid_api_key").body());
+    }
+  });
+  app.addHook("onClose", async () => scheduler.close());
+
+  app.get("/health", async () => ({ status: "ok", model: name, device: model.device, ...scheduler.stats() }));
+
+  const modelCard = () => ({ id: name, object: "model", created, owned_by: "glm4-int4-native" });
+  app.get("/v1/models", async () => ({ object: "list", data: [modelCard()] }));
+  app.get<{ Params: { id: string } }>("/v1/models/:id", async (req) => {
+    if (req.params.id !== name) throw new ApiError(404, `the model ${JSON.stringify(req.params.id)} does not exist; this server has ${JSON.stringify(name)}`, "invalid_request_error", "model", "model_not_found");
+    return modelCard();
+  });
+
+  /** Submits to the scheduler; queue full → 429. */
+  const submit = (prompt: number[], gen: GenerateOptions, onText?: (t: string) => void): Promise<GenerateResult> => {
+    try {
+      return scheduler.submit({ prompt, options: gen, onChunk: onText && ((c) => c.text && onText(c.text)) });
+    } catch (e) {
+      if (e instanceof QueueFullError) throw new ApiError(429, e.message, "rate_limit_error", null, "queue_full");
+      throw e;
+    }
+  };
+
+  const checkLength = (ids: number[], param: string) => {
+    if (ids.length > maxPrompt) {
+      bad(`the prompt is ${ids.length} tokens; this server takes at most ${maxPrompt}`, param, "context_length_exceeded");
+    }
+  };
+
+  app.post("/v1/chat/completions", async (req, reply) => {
+    const body = req.body;
+    if (!isObj(body)) return bad("the body must be a JSON object");
+    if (body.model !== undefined && typeof body.model !== "string") bad("model must be a string", "model");
+    const rf = body.response_format;
+    if (rf !== undefined && rf !== null && !(isObj(rf) && rf.type === "text")) bad("response_format other than text is not supported", "response_format", "unsupported_parameter");
+    const turns = chatTurns(body.messages);
+    const { offered, force } = toolSetup(body);
+    const gen = samplingOptions(body, { temperature: 0.8, topP: 0.8, maxTokens }, maxTokens);
+    const ids = buildToolPrompt(tok, turns, { tools: offered, forceTool: force });
+    checkLength(ids, "messages");
+    gen.stop = [...(gen.stop ?? []), ...chatStops];
+    const signal = disconnectSignal(reply);
+    const id = newId("chatcmpl");
+    const base = { id, object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model: name };
+
+    if (body.stream !== true) {
+      let r: GenerateResult;
+      try {
+        r = await submit(ids, { ...gen, signal });
+      } catch (e) {
+        if (signal.aborted) return reply.hijack(); // the client is gone
+        throw e;
+      }
+      const { content, toolCalls } = ChatReply.whole(r.text, offered, force);
+      const message: Json = { role: "assistant", content: toolCalls.length ? null : content };
+      if (toolCalls.length) message.tool_calls = toolCalls;
+      return {
+        id,
+        object: "chat.completion",
+        created: base.created,
+        model: name,
+        choices: [{ index: 0, message, logprobs: null, finish_reason: toolCalls.length ? "tool_calls" : finishOf(r) }],
+        usage: usageOf(r),
+      };
+    }
+
+    const shaper = new ChatReply(offered, force);
+    const chunk = (delta: Json, finish: string | null = null) => ({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] });
+    // submit() refuses a full queue synchronously (429) before the 200 and the event stream start.
+    let out: ReturnType<typeof sse> | null = null;
+    const pending: string[] = [];
+    const onText = (t: string) => {
+      const c = shaper.push(t);
+      if (!c) return;
+      if (out) out.send(chunk({ content: c }));
+      else pending.push(c);
+    };
+    const job = submit(ids, { ...gen, signal }, onText);
+    out = sse(reply);
+    out.send(chunk({ role: "assistant", content: "" }));
+    for (const c of pending.splice(0)) out.send(chunk({ content: c }));
+    try {
+      const r = await job;
+      const rest = shaper.end();
+      if (rest.toolCalls.length) {
+        out.send(chunk({ tool_calls: rest.toolCalls.map((tc, index) => ({ index, ...tc })) }));
+        out.send(chunk({}, "tool_calls"));
+      } else {
+        if (rest.content) out.send(chunk({ content: rest.content }));
+        out.send(chunk({}, finishOf(r)));
+      }
+      if (isObj(body.stream_options) && body.stream_options.include_usage === true) out.send({ ...base, choices: [], usage: usageOf(r) });
+    } catch (e) {
+      if (!signal.aborted) out.send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
+    }
+    out.done();
+  });
+
+  app.post("/v1/completions", async (req, reply) => {
+    const body = req.body;
+    if (!isObj(body)) return bad("the body must be a JSON object");
+    if (body.model !== undefined && typeof body.model !== "string") bad("model must be a string", "model");
+    if (body.suffix !== undefined && body.suffix !== null) bad("suffix is not supported", "suffix", "unsupported_parameter");
+    if (body.best_of !== undefined && body.best_of !== null && body.best_of !== 1) bad("best_of must be 1", "best_of", "unsupported_value");
+    let prompt = body.prompt;
+    if (Array.isArray(prompt) && (prompt.length === 0 || typeof prompt[0] !== "number")) {
+      if (prompt.length !== 1) bad("prompt must be one string or one array of token ids (batches are not supported)", "prompt");
+      prompt = prompt[0];
+    }
+    let ids: number[];
+    let promptText: string;
+    if (typeof prompt === "string") {
+      ids = tok.encode(prompt);
+      promptText = prompt;
+    } else if (Array.isArray(prompt) && prompt.every((x) => Number.isInteger(x) && x >= 0 && x < model.config.vocabSize)) {
+      ids = prompt as number[];
+      promptText = tok.decode(ids);
+    } else return bad(`prompt must be a string or an array of token ids in [0, ${model.config.vocabSize})`, "prompt");
+    if (ids.length === 0) bad("the prompt is empty", "prompt");
+    checkLength(ids, "prompt");
+    if (body.echo !== undefined && body.echo !== null && typeof body.echo !== "boolean") bad("echo must be a boolean", "echo");
+    const echo = body.echo === true ? promptText : "";
+    const gen = samplingOptions(body, { temperature: 1, topP: 1, maxTokens: Math.min(16, maxTokens) }, maxTokens);
+    const signal = disconnectSignal(reply);
+    const id = newId("cmpl");
+    const base = { id, object: "text_completion", created: Math.floor(Date.now() / 1000), model: name };
+
+    if (body.stream !== true) {
+      let r: GenerateResult;
+      try {
+        r = await submit(ids, { ...gen, signal });
+      } catch (e) {
+        if (signal.aborted) return reply.hijack();
+        throw e;
+      }
+      return { ...base, choices: [{ text: echo + r.text, index: 0, logprobs: null, finish_reason: finishOf(r) }], usage: usageOf(r) };
+    }
+
+    const chunk = (text: string, finish: string | null = null) => ({ ...base, choices: [{ text, index: 0, logprobs: null, finish_reason: finish }] });
+    let out: ReturnType<typeof sse> | null = null;
+    const pending: string[] = [];
+    const job = submit(ids, { ...gen, signal }, (t) => (out ? out.send(chunk(t)) : pending.push(t)));
+    out = sse(reply);
+    if (echo) out.send(chunk(echo));
+    for (const t of pending.splice(0)) out.send(chunk(t));
+    try {
+      const r = await job;
+      out.send(chunk("", finishOf(r)));
+      if (isObj(body.stream_options) && body.stream_options.include_usage === true) out.send({ ...base, choices: [], usage: usageOf(r) });
+    } catch (e) {
+      if (!signal.aborted) out.send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
+    }
+    out.done();
+  });
+
+  return app;
+}
