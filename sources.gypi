@@ -14,6 +14,7 @@
       "csrc/cpu/elementwise.cc",
       "csrc/cpu/sampling.cc",
       "csrc/napi/convert.cc",
+      "csrc/napi/op_binding.cc",
       "csrc/napi/tensor_wrap.cc",
       "csrc/napi/context_wrap.cc",
       "csrc/napi/addon.cc"

@@ -188,6 +188,22 @@ describe("bad arguments throw synchronously with ERR_GLM4_INVALID_ARGUMENT", () 
     const q = { ...qweight(8, 128, 64), layout: 1 };
     expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 128]), q), "ERR_GLM4_INVALID_ARGUMENT", "matmul_int4", "canonical");
   });
+  it("an unknown layout or codebook; quantization writes integer codes only", () => {
+    expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 128]), { ...qweight(8, 128, 64), layout: 7 }), "ERR_GLM4_INVALID_ARGUMENT", "matmul_int4", "unknown layout 7");
+    expectError(() => ctx.dequantizeInt4(f32([8, 128]), { ...qweight(8, 128, 64), codebook: 2 }), "ERR_GLM4_INVALID_ARGUMENT", "dequantize_int4", "unknown codebook 2");
+    expectError(() => ctx.quantizeInt4({ ...qweight(8, 128, 64), codebook: 1 }, f32([8, 128])), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "codebook 0");
+    const e = expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 128]), { ...qweight(8, 128, 64), codebook: "nf4" as unknown as number }), "ERR_GLM4_INVALID_ARGUMENT", "codebook", "integer");
+    expect(e).toBeInstanceOf(TypeError);
+  });
+  it("more arguments than the op takes is a TypeError naming the op's arguments", () => {
+    const call = ctx.add as unknown as (...a: unknown[]) => void;
+    const e = expectError(() => call.call(ctx, f32([2]), f32([2]), f32([2]), 1), "ERR_GLM4_INVALID_ARGUMENT", "add takes 3 arguments (out, a, b), got 4");
+    expect(e).toBeInstanceOf(TypeError);
+  });
+  it("a missing tensor argument names it", () => {
+    const call = ctx.add as unknown as (...a: unknown[]) => void;
+    expectError(() => call.call(ctx, f32([2]), f32([2])), "ERR_GLM4_INVALID_ARGUMENT", "add", "b is missing");
+  });
   it("rmsnorm eps <= 0; softmax temperature <= 0; attention scale <= 0; fill_random std < 0", () => {
     expectError(() => ctx.rmsnorm(f32([1, 8]), f32([1, 8]), bf16([8]), 0), "ERR_GLM4_INVALID_ARGUMENT", "rmsnorm", "eps");
     expectError(() => ctx.softmax(f32([1, 8]), f32([1, 8]), 0), "ERR_GLM4_INVALID_ARGUMENT", "softmax", "temperature");

@@ -2,40 +2,56 @@
  * Every op of csrc/ops.h on the CPU backend against the float64 references (the case table in
  * test/helpers/cases.ts; thresholds and their reasons are there).
  */
+import { readFileSync, readdirSync } from "node:fs";
+import path from "node:path";
+
+import ts from "typescript";
 import { afterAll, describe, expect, it } from "vitest";
 
 import { native } from "../lib/engine/native-binary.js";
+import { packageRoot } from "../lib/util.js";
 import { OP_CASES, OPS_COVERED, referenceFailures, runCase } from "./helpers/cases.js";
 
 const ctx = new (native().Context)("cpu");
 afterAll(() => ctx.dispose());
 
-const ALL_OPS = [
-  "embedding",
-  "rmsnorm",
-  "quantize_int4",
-  "dequantize_int4",
-  "matmul_int4",
-  "matmul",
-  "add_bias",
-  "rotary",
-  "kv_write",
-  "attention",
-  "swiglu",
-  "add",
-  "add_rmsnorm",
-  "rotary_kv_write",
-  "argmax",
-  "softmax",
-  "convert",
-  "fill_random",
-  "sample",
-  "copy",
-];
+/** The methods of the NativeContext interface (wherever in lib/ it is declared) with their parameter names. */
+function nativeContextMethods(): Map<string, string[]> {
+  const files = readdirSync(path.join(packageRoot(), "lib"), { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts"));
+  const found: Map<string, string[]>[] = [];
+  for (const f of files) {
+    const text = readFileSync(path.join(packageRoot(), "lib", f), "utf8");
+    if (!/interface NativeContext\b/.test(text)) continue;
+    const src = ts.createSourceFile(f, text, ts.ScriptTarget.Latest, true);
+    src.forEachChild((node) => {
+      if (!ts.isInterfaceDeclaration(node) || node.name.text !== "NativeContext") return;
+      const methods = new Map<string, string[]>();
+      for (const m of node.members)
+        if (ts.isMethodSignature(m)) methods.set(m.name.getText(src), m.parameters.map((p) => p.name.getText(src)));
+      found.push(methods);
+    });
+  }
+  expect(found.length, "exactly one `interface NativeContext` in lib/").toBe(1);
+  return found[0];
+}
 
 describe("op table on cpu", () => {
-  it("covers every op of ops.h", () => {
-    expect([...OPS_COVERED].sort()).toEqual([...ALL_OPS].sort());
+  it("covers every op of csrc/op_list.h (the addon's opList()), and only those", () => {
+    const listed = native().opList().map((o) => o.name);
+    expect(new Set(listed).size).toBe(listed.length);
+    expect([...OPS_COVERED].sort()).toEqual([...listed].sort());
+  });
+
+  it("NativeContext types every op as a method with the op's arguments, in order, and nothing the addon lacks", () => {
+    const typed = nativeContextMethods();
+    const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    for (const op of native().opList()) {
+      expect(typed.get(op.method), `NativeContext has no method ${op.method} for the op ${op.name}`).toBeDefined();
+      expect(typed.get(op.method), `arguments of ${op.method}`).toEqual(op.args.map(camel));
+    }
+    const proto = native().Context.prototype as unknown as Record<string, unknown>;
+    const missing = [...typed.keys()].filter((m) => typeof proto[m] !== "function");
+    expect(missing, "NativeContext methods the addon's Context does not have").toEqual([]);
   });
 
   it("case names are unique (each name is also its seed)", () => {

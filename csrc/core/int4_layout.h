@@ -49,4 +49,29 @@ GLM4_HD int int4_code(float w, float scale, float zero) {
   return static_cast<int>(q);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Codebooks: what a 4-bit code q stands for before the group's zero and scale apply.
+//   codebook 0 (integer):  w = (q - zero) * scale                 (what `quantize` writes; symmetric = zero 8)
+//   codebook 1 (NF4):      w = (kInt4Nf4[q] - zero) * scale       (bitsandbytes' NormalFloat4; zero is 0 normally)
+// Both evaluated in float32 in this order: (value - zero) first, then the product.
+constexpr int kInt4CodebookInt = 0;
+constexpr int kInt4CodebookNf4 = 1;
+inline bool valid_codebook(int cb) { return cb == kInt4CodebookInt || cb == kInt4CodebookNf4; }
+
+// The 16 NF4 values (QLoRA's NormalFloat4: quantiles of N(0, 1) scaled to [-1, 1], with an exact 0 at code 7), as
+// float32. Written once for the native code; the TypeScript reference (test/helpers/reference.ts) keeps its own copy and
+// the dequantize_int4 cases compare the two bit for bit.
+#define GLM4_NF4_VALUES                                                                                         \
+  -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,                \
+      -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,             \
+      0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, \
+      1.0f
+constexpr float kInt4Nf4[16] = {GLM4_NF4_VALUES};
+// The value of code q (0..15) in a codebook, on host or device (kernels keep the NF4 table in registers or
+// shared memory; this is the plain form).
+GLM4_HD float int4_code_value(int codebook, int q) {
+  const float nf4[16] = {GLM4_NF4_VALUES};
+  return codebook == 1 ? nf4[q & 15] : static_cast<float>(q);
+}
+
 }  // namespace glm4

@@ -24,7 +24,7 @@ void kv_write(Context&, const Tensor& kc, const Tensor& vc, const Tensor& k, con
 }
 
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
-               const Tensor& start, float scale) {
+               float scale, const Tensor& start) {
   const int64_t t = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = kc.dim(1), s = kc.dim(0), per = hq / hkv;
   const int32_t* p = pos.data<int32_t>();
   const int32_t* st = start.defined() ? start.data<int32_t>() : nullptr;

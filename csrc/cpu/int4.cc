@@ -48,7 +48,7 @@ void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
              " holds NaN or Inf; the checkpoint is damaged");
 }
 
-// Row r of the weight, dequantized to float.
+// Row r of the weight (canonical layout), dequantized to float: (value of the code in its codebook - zero) * scale.
 static void dequant_row(const QWeight& q, int64_t r, float* dst) {
   const int64_t k = q.k, ng = k / q.group;
   const uint8_t* codes = q.codes.data<uint8_t>() + r * (k / 2);
@@ -57,7 +57,7 @@ static void dequant_row(const QWeight& q, int64_t r, float* dst) {
   for (int64_t gi = 0; gi < ng; ++gi) {
     const float s = bf16_to_f32(sc[gi]), z = bf16_to_f32(zr[gi]);
     for (int64_t i = gi * q.group; i < (gi + 1) * q.group; ++i)
-      dst[i] = (static_cast<float>(int4_get(codes, i)) - z) * s;
+      dst[i] = (int4_code_value(q.codebook, int4_get(codes, i)) - z) * s;
   }
 }
 

@@ -277,7 +277,7 @@ void kv_write(Context& c, const Tensor& kc, const Tensor& vc, const Tensor& k, c
 }
 
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
-               const Tensor& start, float scale) {
+               float scale, const Tensor& start) {
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = kc.dim(1), S = kc.dim(0);
   if (T == 0 || Hq == 0) return;
   GLM4_CHECK(D == 32 || D == 64 || D == 128, GLM4_E_UNSUPPORTED, "attention: head dim ", D,

@@ -1,4 +1,4 @@
-// Elementwise ops on CUDA: swiglu, add, convert (f32 / bf16 / f16, any pair), fill_random.
+// Elementwise ops on CUDA: swiglu, add, convert (f32 / bf16 / f16, any pair), fill_random, copy.
 // Grid-stride loops of 256 threads; each uses the CPU's expression with explicit rounding where nvcc would
 // otherwise contract into an FMA, so results match csrc/cpu/elementwise.cc up to the device libm (expf, logf,
 // cosf) in the last ulp.
@@ -92,6 +92,12 @@ void fill_random(Context& c, const Tensor& out, uint64_t seed, float mean, float
   else
     fill_random_kernel<Bf16><<<blocks_for(n), 256, 0, stream_of(c)>>>(out.data<Bf16>(), n, seed, mean, std);
   CUDA_CHECK_LAUNCH("fill_random");
+}
+
+void copy(Context& c, const Tensor& dst, const Tensor& src) {
+  if (src.nbytes() == 0 || dst.raw() == src.raw()) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()), cudaMemcpyDeviceToDevice,
+                             stream_of(c)));
 }
 
 }  // namespace cuda

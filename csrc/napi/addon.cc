@@ -1,8 +1,9 @@
-// Module entry: Context, Tensor, Plan, buildInfo(), devices().
+// Module entry: Context, Tensor, Plan, buildInfo(), devices(), opList().
 #include <napi.h>
 
 #include "convert.h"
 #include "core/backend_cuda.h"
+#include "op_binding.h"
 #include "tensor_wrap.h"
 
 #ifndef GLM4_VERSION
@@ -70,12 +71,31 @@ static Napi::Value Devices(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// opList(): [{name, method, args}] for every op of csrc/op_list.h, in its order: what the tests hold the op case
+// table and the TypeScript NativeContext against.
+static Napi::Value OpList(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& ops = op_infos();
+  Napi::Array arr = Napi::Array::New(env, ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ops[i].name);
+    o.Set("method", ops[i].method);
+    Napi::Array args = Napi::Array::New(env, ops[i].args.size());
+    for (size_t j = 0; j < ops[i].args.size(); ++j) args[uint32_t(j)] = Napi::String::New(env, ops[i].args[j]);
+    o.Set("args", args);
+    arr[uint32_t(i)] = o;
+  }
+  return arr;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", TensorWrap::Init(env));
   exports.Set("Plan", init_plan(env));
   exports.Set("Context", init_context(env));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("devices", Napi::Function::New(env, Devices));
+  exports.Set("opList", Napi::Function::New(env, OpList));
   return exports;
 }
 

@@ -1,9 +1,11 @@
 // Context: a device with its own memory, stream and op queue. Each op method validates and records; flush()
-// runs the queue (flushAsync() on a worker thread, returning a Promise).
+// runs the queue (flushAsync() on a worker thread, returning a Promise). The op methods are generated from the op
+// list (csrc/op_list.h, csrc/napi/op_binding.h).
 #include <napi.h>
 
 #include "convert.h"
 #include "core/backend_cuda.h"
+#include "op_binding.h"
 #include "tensor_wrap.h"
 
 namespace glm4 {
@@ -64,42 +66,25 @@ class FlushWorker : public Napi::AsyncWorker {
 class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(
-        env, "Context",
-        {
-            InstanceAccessor<&ContextWrap::DeviceName>("device"),
-            InstanceMethod<&ContextWrap::Empty>("empty"),
-            InstanceMethod<&ContextWrap::FromBuffer>("fromBuffer"),
-            InstanceMethod<&ContextWrap::Flush>("flush"),
-            InstanceMethod<&ContextWrap::FlushAsync>("flushAsync"),
-            InstanceMethod<&ContextWrap::Memory>("memory"),
-            InstanceMethod<&ContextWrap::ResetPeak>("resetPeak"),
-            InstanceMethod<&ContextWrap::BeginCapture>("beginCapture"),
-            InstanceMethod<&ContextWrap::EndCapture>("endCapture"),
-            InstanceMethod<&ContextWrap::Replay>("replay"),
-            InstanceMethod<&ContextWrap::Profile>("profile"),
-            InstanceMethod<&ContextWrap::Dispose>("dispose"),
-            InstanceMethod<&ContextWrap::Embedding>("embedding"),
-            InstanceMethod<&ContextWrap::RmsNorm>("rmsnorm"),
-            InstanceMethod<&ContextWrap::QuantizeInt4>("quantizeInt4"),
-            InstanceMethod<&ContextWrap::DequantizeInt4>("dequantizeInt4"),
-            InstanceMethod<&ContextWrap::MatmulInt4>("matmulInt4"),
-            InstanceMethod<&ContextWrap::Matmul>("matmul"),
-            InstanceMethod<&ContextWrap::AddBias>("addBias"),
-            InstanceMethod<&ContextWrap::Rotary>("rotary"),
-            InstanceMethod<&ContextWrap::KvWrite>("kvWrite"),
-            InstanceMethod<&ContextWrap::RotaryKvWrite>("rotaryKvWrite"),
-            InstanceMethod<&ContextWrap::Attention>("attention"),
-            InstanceMethod<&ContextWrap::SwiGlu>("swiglu"),
-            InstanceMethod<&ContextWrap::Add>("add"),
-            InstanceMethod<&ContextWrap::AddRmsNorm>("addRmsnorm"),
-            InstanceMethod<&ContextWrap::Argmax>("argmax"),
-            InstanceMethod<&ContextWrap::Softmax>("softmax"),
-            InstanceMethod<&ContextWrap::Convert>("convert"),
-            InstanceMethod<&ContextWrap::FillRandom>("fillRandom"),
-            InstanceMethod<&ContextWrap::Sample>("sample"),
-            InstanceMethod<&ContextWrap::Copy>("copy"),
-        });
+    std::vector<Napi::ClassPropertyDescriptor<ContextWrap>> props{
+        InstanceAccessor<&ContextWrap::DeviceName>("device"),
+        InstanceMethod<&ContextWrap::Empty>("empty"),
+        InstanceMethod<&ContextWrap::FromBuffer>("fromBuffer"),
+        InstanceMethod<&ContextWrap::Flush>("flush"),
+        InstanceMethod<&ContextWrap::FlushAsync>("flushAsync"),
+        InstanceMethod<&ContextWrap::Memory>("memory"),
+        InstanceMethod<&ContextWrap::ResetPeak>("resetPeak"),
+        InstanceMethod<&ContextWrap::BeginCapture>("beginCapture"),
+        InstanceMethod<&ContextWrap::EndCapture>("endCapture"),
+        InstanceMethod<&ContextWrap::Replay>("replay"),
+        InstanceMethod<&ContextWrap::Profile>("profile"),
+        InstanceMethod<&ContextWrap::Dispose>("dispose"),
+#define GLM4_OP_METHOD(name, js, params) \
+  InstanceMethod<&ContextWrap::CallOp<&::glm4::ops::name, static_cast<size_t>(OpId::name)>>(js),
+        GLM4_OP_LIST(GLM4_OP_METHOD)
+#undef GLM4_OP_METHOD
+    };
+    return DefineClass(env, "Context", props);
   }
 
   // new Context(device: string, threads?: number)
@@ -119,10 +104,6 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
       throw err;
     }
     return *ctx_;
-  }
-  static float num(const Napi::CallbackInfo& info, size_t i, const char* what) {
-    if (!info[i].IsNumber()) type_error(info.Env(), std::string(what) + " must be a number");
-    return info[i].As<Napi::Number>().FloatValue();
   }
 
   Napi::Value DeviceName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), ctx(info.Env()).device().name()); }
@@ -226,95 +207,13 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     return info.Env().Undefined();
   }
 
-#define GLM4_OP_BODY(...)                              \
-  Napi::Env env = info.Env();                          \
-  Context& c = ctx(env);                               \
-  guard(env, [&] { __VA_ARGS__; });                    \
-  return env.Undefined();
-
-  Napi::Value Embedding(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::embedding(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "table"), tensor_arg(info, 2, "ids")))
-  }
-  Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::rmsnorm(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x"), tensor_arg(info, 2, "weight"),
-                              num(info, 3, "eps")))
-  }
-  Napi::Value QuantizeInt4(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::quantize_int4(c, qweight_arg(info, 0), tensor_arg(info, 1, "w")))
-  }
-  Napi::Value DequantizeInt4(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::dequantize_int4(c, tensor_arg(info, 0, "out"), qweight_arg(info, 1)))
-  }
-  Napi::Value MatmulInt4(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::matmul_int4(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x"), qweight_arg(info, 2),
-                                  tensor_arg(info, 3, "bias", true)))
-  }
-  Napi::Value Matmul(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::matmul(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x"), tensor_arg(info, 2, "w"),
-                             tensor_arg(info, 3, "bias", true)))
-  }
-  Napi::Value AddBias(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::add_bias(c, tensor_arg(info, 0, "x"), tensor_arg(info, 1, "bias")))
-  }
-  Napi::Value Rotary(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::rotary(c, tensor_arg(info, 0, "x"), tensor_arg(info, 1, "positions"),
-                             static_cast<int64_t>(num(info, 2, "rotDim")), num(info, 3, "theta")))
-  }
-  Napi::Value KvWrite(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::kv_write(c, tensor_arg(info, 0, "kcache"), tensor_arg(info, 1, "vcache"), tensor_arg(info, 2, "k"),
-                               tensor_arg(info, 3, "v"), tensor_arg(info, 4, "positions")))
-  }
-  // rotaryKvWrite(q, k, v, kcache, vcache, positions, rows, rotDim, theta)
-  Napi::Value RotaryKvWrite(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::rotary_kv_write(c, tensor_arg(info, 0, "q"), tensor_arg(info, 1, "k"), tensor_arg(info, 2, "v"),
-                                      tensor_arg(info, 3, "kcache"), tensor_arg(info, 4, "vcache"),
-                                      tensor_arg(info, 5, "positions"), tensor_arg(info, 6, "rows"),
-                                      static_cast<int64_t>(num(info, 7, "rotDim")), num(info, 8, "theta")))
-  }
-  Napi::Value Attention(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::attention(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "q"), tensor_arg(info, 2, "kcache"),
-                                tensor_arg(info, 3, "vcache"), tensor_arg(info, 4, "positions"),
-                                tensor_arg(info, 6, "start", true), num(info, 5, "scale")))
-  }
-  Napi::Value SwiGlu(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::swiglu(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "gateUp")))
-  }
-  Napi::Value Add(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::add(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "a"), tensor_arg(info, 2, "b")))
-  }
-  // addRmsnorm(out, x, o, weight, eps)
-  Napi::Value AddRmsNorm(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::add_rmsnorm(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x"), tensor_arg(info, 2, "o"),
-                                  tensor_arg(info, 3, "weight"), num(info, 4, "eps")))
-  }
-  Napi::Value Argmax(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::argmax(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x")))
-  }
-  Napi::Value Softmax(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::softmax(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "x"),
-                              info[2].IsUndefined() ? 1.f : num(info, 2, "temperature")))
-  }
-  Napi::Value Convert(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::convert(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "in")))
-  }
-  // The seed is read as a double (exact for integers below 2^53): through num()'s float, seeds above 2^24 collapsed
-  // onto each other (2^31 + 5 and 2^31 + 6 gave the same fill).
-  static uint64_t seed_arg(const Napi::CallbackInfo& info, size_t i) {
-    const double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1.0;
-    if (!(d >= 0 && d < 9007199254740992.0 && d == static_cast<double>(static_cast<uint64_t>(d))))
-      type_error(info.Env(), "seed must be a non-negative integer below 2^53");
-    return static_cast<uint64_t>(d);
-  }
-  Napi::Value FillRandom(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::fill_random(c, tensor_arg(info, 0, "out"), seed_arg(info, 1), num(info, 2, "mean"),
-                                  num(info, 3, "std")))
-  }
-  Napi::Value Sample(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::sample(c, tensor_arg(info, 0, "out"), tensor_arg(info, 1, "logits"), tensor_arg(info, 2, "params"),
-                             tensor_arg(info, 3, "topK")))
-  }
-  Napi::Value Copy(const Napi::CallbackInfo& info) {
-    GLM4_OP_BODY(ops::copy(c, tensor_arg(info, 0, "dst"), tensor_arg(info, 1, "src")))
+  // Every op of csrc/op_list.h: arguments read by their C++ types (op_binding.h), then validated and recorded.
+  template <auto Fn, size_t Id>
+  Napi::Value CallOp(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Context& c = ctx(env);
+    guard(env, [&] { call_op(Fn, c, info, op_infos()[Id]); });
+    return env.Undefined();
   }
 
   std::shared_ptr<Context> ctx_;

@@ -63,7 +63,7 @@ Tensor tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* what, bo
 
 QWeight qweight_arg(const Napi::CallbackInfo& info, size_t i) {
   Napi::Env env = info.Env();
-  if (!info[i].IsObject()) type_error(env, "the int4 weight must be an object {codes, scales, zeros, groupSize}");
+  if (!info[i].IsObject()) type_error(env, "the int4 weight must be an object {codes, scales, zeros, groupSize, layout?, codebook?}");
   Napi::Object o = info[i].As<Napi::Object>();
   auto get_t = [&](const char* k) -> Tensor {
     Napi::Value v = o.Get(k);
@@ -78,8 +78,17 @@ QWeight qweight_arg(const Napi::CallbackInfo& info, size_t i) {
   Napi::Value g = o.Get("groupSize");
   if (!g.IsNumber()) type_error(env, "int4 weight: `groupSize` must be a number (32, 64 or 128)");
   q.group = g.As<Napi::Number>().Int32Value();
-  Napi::Value l = o.Get("layout");
-  q.layout = l.IsNumber() ? l.As<Napi::Number>().Int32Value() : 0;
+  // layout and codebook: absent = 0; anything else than an integer is a TypeError (the dispatch checks the value).
+  auto get_i = [&](const char* k) -> int {
+    Napi::Value v = o.Get(k);
+    if (v.IsUndefined()) return 0;
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.5;
+    if (!(d >= -1e9 && d <= 1e9 && d == static_cast<double>(static_cast<int>(d))))
+      type_error(env, std::string("int4 weight: `") + k + "` must be an integer");
+    return static_cast<int>(d);
+  };
+  q.layout = get_i("layout");
+  q.codebook = get_i("codebook");
   if (q.codes.ndim() == 2) {
     q.n = q.codes.dim(0);
     q.k = q.codes.dim(1);

@@ -64,14 +64,32 @@ export interface NativePlan {
   dispose(): void;
 }
 
-/** An INT4 linear weight [N, K] in the canonical layout (csrc/core/int4_layout.h). */
+/** An INT4 linear weight [N, K] (csrc/core/int4_layout.h). */
 export interface QWeight {
   codes: NativeTensor; // i4 [N, K]
   scales: NativeTensor; // bf16 [N, K/G]
   zeros: NativeTensor; // bf16 [N, K/G]
   groupSize: 32 | 64 | 128;
+  /** 0 (default): the canonical layout (on disk, CPU); 1: the CUDA kernel layout (repacked at load, CUDA ops only). */
   layout?: number;
+  /** 0 (default): integer codes, w = (q - zero) * scale; 1: NF4, w = (NF4[q] - zero) * scale. */
+  codebook?: number;
 }
+
+/** One op of csrc/op_list.h, as the addon's opList() reports it. */
+export interface NativeOpInfo {
+  /** The C++ name, e.g. "rotary_kv_write" (also the name errors and profiles use). */
+  name: string;
+  /** The NativeContext method, e.g. "rotaryKvWrite". */
+  method: string;
+  /** The method's arguments, in order (C++ parameter names). */
+  args: string[];
+}
+
+/**
+ * A context's methods. The op methods (from embedding() on) are the ops of csrc/op_list.h, arguments in the order
+ * listed there; test/ops.test.ts checks this interface against the addon's opList().
+ */
 
 export interface NativeContext {
   readonly device: string;
@@ -109,7 +127,7 @@ export interface NativeContext {
   /** x += o in place, then out = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */
   addRmsnorm(out: NativeTensor, x: NativeTensor, o: NativeTensor, weight: NativeTensor, eps: number): void;
   argmax(out: NativeTensor, x: NativeTensor): void;
-  softmax(out: NativeTensor, x: NativeTensor, temperature?: number): void;
+  softmax(out: NativeTensor, x: NativeTensor, temperature: number): void;
   convert(out: NativeTensor, input: NativeTensor): void;
   fillRandom(out: NativeTensor, seed: number, mean: number, std: number): void;
   /** params f32[M,4] = (temperature, topP, minP, u); topK i32[M] (0 = off). */
@@ -123,4 +141,6 @@ export interface NativeModule {
   Plan: abstract new () => NativePlan;
   buildInfo(): BuildInfo;
   devices(): DeviceInfo[];
+  /** Every op of csrc/op_list.h: the op methods of NativeContext (test/ops.test.ts holds the two together). */
+  opList(): NativeOpInfo[];
 }

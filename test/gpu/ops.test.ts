@@ -48,6 +48,10 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
 
   describe("op table: cuda vs float64 and cuda vs cpu", () => {
     for (const c of OP_CASES) {
+      if (c.gpuPending) {
+        it.skip(`${c.name}: pending, ${c.gpuPending}`, () => {});
+        continue;
+      }
       it(c.name, () => {
         const rg = runCase(c, gpu);
         expect(referenceFailures(rg, "gpu"), "cuda vs the float64 reference").toEqual([]);

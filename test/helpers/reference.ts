@@ -373,7 +373,17 @@ export function quantizeInt4Ref(w: ArrayLike<number>, n: number, k: number, g: n
 }
 
 /**
- * Dequantization W(n, k) = (code - zero) * scale, evaluated as float32 (code - zero) then float32 product, the
+ * bitsandbytes' NF4 values (QLoRA's NormalFloat4), as float32: what code q stands for in codebook 1. Kept here apart
+ * from the native table (csrc/core/int4_layout.h); the dequantize_int4 cases compare the two bit for bit.
+ */
+export const NF4: readonly number[] = [
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+].map(Math.fround);
+
+/**
+ * Dequantization W(n, k) = (code - zero) * scale (codebook 1: (NF4[code] - zero) * scale), evaluated as float32 (code - zero) then float32 product, the
  * order the layout states. When zero is 0 or a bf16 in [2^-3, 16) both steps are exact (code - zero then has at
  * most 14 significant bits, times the 8 of a bf16 scale makes at most 22 < 24), so this is the exact product and
  * any correct evaluation order gives the same float32.
@@ -385,8 +395,10 @@ export function dequantizeInt4Ref(
   n: number,
   k: number,
   g: number,
+  codebook: 0 | 1 = 0,
 ): Float64Array {
   const codes = unpackInt4(packed, n, k);
+  const value = (q: number) => (codebook === 1 ? NF4[q] : q);
   const ng = k / g;
   const out = new Float64Array(n * k);
   for (let r = 0; r < n; ++r) {
@@ -394,7 +406,7 @@ export function dequantizeInt4Ref(
       const gi = Math.floor(j / g);
       const s = bf16BitsToF32(scales[r * ng + gi]);
       const z = bf16BitsToF32(zeros[r * ng + gi]);
-      out[r * k + j] = Math.fround(Math.fround(codes[r * k + j] - z) * s);
+      out[r * k + j] = Math.fround(Math.fround(value(codes[r * k + j]) - z) * s);
     }
   }
   return out;

@@ -1,0 +1,81 @@
+// The op list, written once: X(name, jsName, (parameters)) per op. It generates the backend declarations
+// (glm4::cpu::<name>, glm4::cuda::<name>), the dispatch declarations (glm4::ops::<name>, csrc/ops.h), the
+// Context's N-API methods (csrc/napi/context_wrap.cc: `jsName`, arguments in the order below, after the Context)
+// and the addon's `opList()` that the tests hold the op case table and the TypeScript NativeContext against.
+//
+// Adding an op: one line here, the two backends (csrc/cpu/<family>.cc, csrc/cuda/<family>.cu), its argument
+// checks in csrc/core/dispatch.cc, its typed method in the native contract (lib/) and its cases in
+// test/helpers/cases.ts. Nothing else: a missing case or method fails test/ops.test.ts.
+//
+// Parameter types the N-API layer reads (csrc/napi/op_binding.h): `const Tensor&` (a Tensor; undefined or null
+// gives an undefined Tensor, which the dispatch rejects unless the op documents it as optional: optional tensors
+// come last), `const QWeight&` ({codes, scales, zeros, groupSize, layout?, codebook?}), `float` (a number),
+// `int64_t` (an integer), `uint64_t` (a non-negative integer below 2^53). Parameter names are the ones errors and
+// opList() report.
+//
+// Conventions: activations are f32; weights bf16 (or f32, f16 where stated); linear weights are [N, K] and
+// y = x W^T (+ b) like torch.nn.Linear; token positions come from a device i32 tensor, never from the host,
+// so that a recorded decode step can be replayed (CUDA graph) for any position.
+#pragma once
+
+// clang-format off
+#define GLM4_OP_LIST(X)                                                                                             \
+  /* out f32[T,H] = table[ids[t]]; table bf16|f32 [V,H]; ids i32[T] (ids outside [0,V) -> row of zeros on CUDA,     \
+     error on CPU) */                                                                                               \
+  X(embedding, "embedding", (Context& c, const Tensor& out, const Tensor& table, const Tensor& ids))                \
+  /* out f32[T,H] = x / sqrt(mean(x^2) + eps) * w;  x f32[T,H], w bf16|f32[H]; out may alias x */                   \
+  X(rmsnorm, "rmsnorm", (Context& c, const Tensor& out, const Tensor& x, const Tensor& weight, float eps))          \
+  /* canonical INT4 quantization of w bf16|f16|f32 [N,K] into q (codes, scales, zeros, group; layout 0,           \
+     codebook 0) */                                                                                                 \
+  X(quantize_int4, "quantizeInt4", (Context& c, const QWeight& q, const Tensor& w))                                 \
+  /* out bf16|f32 [N,K] = dequantized q (codebook 0: (q - z) * s; 1: (NF4[q] - z) * s) */                          \
+  X(dequantize_int4, "dequantizeInt4", (Context& c, const Tensor& out, const QWeight& q))                           \
+  /* out f32[M,N] = x f32[M,K] * W^T (+ bias bf16|f32 [N] when defined; optional) */                                \
+  X(matmul_int4, "matmulInt4", (Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias)) \
+  /* out f32[M,N] = x f32[M,K] * w^T (+ bias; optional);  w bf16|f32 [N,K] */                                       \
+  X(matmul, "matmul", (Context& c, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias))        \
+  /* x f32[M,N] += b bf16|f32 [N] */                                                                                \
+  X(add_bias, "addBias", (Context& c, const Tensor& x, const Tensor& bias))                                         \
+  /* In place on x f32[T, heads, D]: GLM-4 rotary on the first rot_dim dims of each head, interleaved pairs:        \
+     for i < rot_dim/2, a = pos[t] * theta^(-2i/rot_dim):                                                           \
+     (x[2i], x[2i+1]) <- (x[2i] cos a - x[2i+1] sin a, x[2i+1] cos a + x[2i] sin a). */                            \
+  X(rotary, "rotary", (Context& c, const Tensor& x, const Tensor& positions, int64_t rot_dim, float theta))         \
+  /* kcache/vcache bf16|f32 [S, Hkv, D]; k, v f32 [T, Hkv, D]; cache[pos[t]] = k[t], v[t] (pos: cache rows) */      \
+  X(kv_write, "kvWrite", (Context& c, const Tensor& kcache, const Tensor& vcache, const Tensor& k, const Tensor& v,   \
+                          const Tensor& positions))                                                                 \
+  /* Fused rotary(q, pos) + rotary(k, pos) + kv_write(kcache, vcache, k, v, rows): q f32[T,Hq,D] and              \
+     k f32[T,Hkv,D] rotated in place at positions pos i32[T]; then cache[rows[t]] = k[t], v[t] (v f32[T,Hkv,D],    \
+     rows i32[T] cache rows). Bit-identical to the three ops in sequence on each backend. */                        \
+  X(rotary_kv_write, "rotaryKvWrite", (Context& c, const Tensor& q, const Tensor& k, const Tensor& v,               \
+                                       const Tensor& kcache, const Tensor& vcache, const Tensor& positions,         \
+                                       const Tensor& rows, int64_t rot_dim, float theta))                           \
+  /* out f32[T,Hq,D]: causal GQA attention of q f32[T,Hq,D] over cache rows start[t]..pos[t] (inclusive;          \
+     start i32[T] optional: undefined = 0). Several sequences share one cache this way, each owning a slot         \
+     of rows (row = slot * S + position, start = slot * S). Query head h reads KV group h / (Hq/Hkv);              \
+     softmax(q.k * scale) v */                                                                                      \
+  X(attention, "attention", (Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache,                  \
+                             const Tensor& vcache, const Tensor& positions, float scale, const Tensor& start))      \
+  /* out f32[M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32[M,2F] (gate first) */                                      \
+  X(swiglu, "swiglu", (Context& c, const Tensor& out, const Tensor& gate_up))                                       \
+  /* out = a + b, all f32 same shape (out may alias a or b) */                                                      \
+  X(add, "add", (Context& c, const Tensor& out, const Tensor& a, const Tensor& b))                                  \
+  /* Fused residual add + rmsnorm: x f32[T,H] += o f32[T,H] (in place, the sum stored first), then                 \
+     out f32[T,H] = rmsnorm(x) * w like rmsnorm(out, x, w, eps): the same results as add(x, x, o) followed by       \
+     rmsnorm(out, x, w, eps), bit for bit on each backend. out may alias x or o. */                                 \
+  X(add_rmsnorm, "addRmsnorm", (Context& c, const Tensor& out, const Tensor& x, const Tensor& o,                    \
+                                const Tensor& weight, float eps))                                                   \
+  /* out i32[M] = index of the first maximum of each row of x f32[M,V] */                                           \
+  X(argmax, "argmax", (Context& c, const Tensor& out, const Tensor& x))                                             \
+  /* out f32[M,V] = softmax(x / temperature) per row */                                                             \
+  X(softmax, "softmax", (Context& c, const Tensor& out, const Tensor& x, float temperature))                        \
+  /* out = in converted between f32, bf16, f16 (same shape) */                                                      \
+  X(convert, "convert", (Context& c, const Tensor& out, const Tensor& input))                                       \
+  /* out f32|bf16 filled with normal(0, std) + mean from a counter-based generator (seed, element index) */         \
+  X(fill_random, "fillRandom", (Context& c, const Tensor& out, uint64_t seed, float mean, float std))               \
+  /* Sampling on one row per sequence: logits f32[M,V]; params f32[M,4] = (temperature, top_p, min_p,               \
+     uniform u in [0,1)); top_k i32[M] (0 = off). out i32[M]. temperature <= 0 means argmax. */                     \
+  X(sample, "sample", (Context& c, const Tensor& out, const Tensor& logits, const Tensor& params,                    \
+                       const Tensor& top_k))                                                                        \
+  /* dst = src: same dtype and element count, both on the context's device (any shapes) */                         \
+  X(copy, "copy", (Context& c, const Tensor& dst, const Tensor& src))
+// clang-format on
