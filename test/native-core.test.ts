@@ -1,6 +1,6 @@
 /**
  * The native core: buildInfo() and devices(), tensors (dtype, shape, bytes, views sharing memory), memory
- * accounting, flushAsync(), and capture/replay of a recorded step on the CPU.
+ * accounting, flushAsync() and the other *Async calls, and capture/replay of a recorded step on the CPU.
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -178,29 +178,134 @@ describe("flushAsync()", () => {
     o.dispose();
   });
 
-  it("returns before the work is done (the work runs off the JS thread)", async () => {
-    const c = new N.Context("cpu");
+  it("runs the work off the JS thread: the event loop keeps turning while it runs (no clock involved)", async () => {
+    const c = new N.Context("cpu", 1);
     const rng = new Rng("flushAsync");
     const x = c.fromBuffer("f32", [16, 1024], Float32Array.from(rng.normals(16 * 1024)));
     const w = c.fromBuffer("bf16", [1024, 1024], encodeFloats("bf16", rng.normals(1024 * 1024, 0.03)));
     const y = c.empty("f32", [16, 1024]);
-    const queue = () => {
-      c.matmul(y, x, w);
-    };
-    queue();
-    let t0 = performance.now();
+    c.matmul(y, x, w);
     c.flush();
-    const syncMs = performance.now() - t0;
     const want = Array.from(y.read());
     y.write(new Float32Array(16 * 1024).fill(NaN));
-    queue();
-    t0 = performance.now();
-    const p = c.flushAsync();
-    const callMs = performance.now() - t0;
-    await p;
-    if (syncMs > 40) expect(callMs).toBeLessThan(syncMs / 2);
+    for (let i = 0; i < 4; ++i) c.matmul(y, x, w); // ~67M multiply-adds: many event-loop turns on any machine
+    expect(await turnsWhile(Promise.resolve())).toBe(0); // what work done on the JS thread would give
+    expect(await turnsWhile(c.flushAsync())).toBeGreaterThan(0);
     expect(Array.from(y.read())).toEqual(want);
     c.dispose();
+  });
+});
+
+/**
+ * Event-loop turns (setImmediate callbacks) that ran while p was pending. A call that did its work on the JS thread
+ * returns a settled promise: 0 turns. Work on a worker thread leaves the loop free: a turn at least.
+ */
+async function turnsWhile<T>(p: Promise<T>): Promise<number> {
+  let turns = 0;
+  let done = false;
+  const spin = () => {
+    if (done) return;
+    ++turns;
+    setImmediate(spin);
+  };
+  setImmediate(spin);
+  try {
+    await p;
+  } finally {
+    done = true;
+  }
+  return turns;
+}
+
+describe("the *Async calls: the work on a worker thread, every error a rejected promise with its code", () => {
+  it("fromBufferAsync: a tensor holding the data; the copy runs off the JS thread", async () => {
+    const data = Float32Array.from({ length: 6 }, (_, i) => i * 1.5);
+    const t = await ctx.fromBufferAsync("f32", [2, 3], data);
+    expect(t.shape).toEqual([2, 3]);
+    expect(Array.from(t.read())).toEqual(Array.from(data));
+    const big = new Uint8Array(64 << 20).fill(7);
+    big[big.length - 1] = 9;
+    const c = new N.Context("cpu");
+    const b = await c.fromBufferAsync("u8", [big.length], big);
+    const back = b.read() as Uint8Array;
+    expect([back[0], back[big.length - 1], back.length]).toEqual([7, 9, big.length]);
+    expect(c.memory().inUse).toBe(big.length);
+    b.dispose();
+    c.dispose();
+    t.dispose();
+  });
+
+  it("fromBufferAsync rejects (never throws) a wrong length, dtype or data, with the code", async () => {
+    await expect(ctx.fromBufferAsync("f32", [4], new Float32Array(3))).rejects.toMatchObject({
+      code: "ERR_GLM4_SHAPE_MISMATCH",
+      message: expect.stringContaining("fromBufferAsync: 12 bytes given for f32[4]"),
+    });
+    await expect(ctx.fromBufferAsync("f64" as "f32", [4], new Float32Array(4))).rejects.toMatchObject({ code: "ERR_GLM4_INVALID_ARGUMENT" });
+    const e = await ctx.fromBufferAsync("f32", [4], [1, 2, 3, 4] as unknown as Float32Array).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(TypeError);
+    expect(e).toMatchObject({ code: "ERR_GLM4_INVALID_ARGUMENT", message: expect.stringContaining("TypedArray") });
+  });
+
+  it("writeAsync runs what was recorded first, then writes; a wrong length rejects", async () => {
+    const a = ctx.fromBuffer("f32", [3], Float32Array.of(1, 2, 3));
+    const o = ctx.empty("f32", [3]);
+    ctx.add(o, a, a); // recorded before the write: must not land after it
+    await o.writeAsync(Float32Array.of(7, 8, 9));
+    expect(Array.from(o.read())).toEqual([7, 8, 9]);
+    ctx.add(a, a, a);
+    await o.writeAsync(Float32Array.of(0, 0, 0));
+    expect(Array.from(a.read())).toEqual([2, 4, 6]); // the recorded add ran
+    await expect(o.writeAsync(new Float32Array(4))).rejects.toMatchObject({ code: "ERR_GLM4_SHAPE_MISMATCH", message: expect.stringContaining("writeAsync: 16 bytes") });
+    a.dispose();
+    o.dispose();
+    await expect(o.writeAsync(new Float32Array(3))).rejects.toMatchObject({ code: "ERR_GLM4_DISPOSED" });
+  });
+
+  it("endCaptureAsync gives a plan that replays like endCapture's; without a capture it rejects", async () => {
+    const c = new N.Context("cpu");
+    const step = makeDecodeStep(c);
+    const run = async (viaAsync: boolean) => {
+      c.beginCapture();
+      step.record();
+      const plan = viaAsync ? await c.endCaptureAsync() : c.endCapture();
+      step.ids.write(Int32Array.of(3));
+      step.pos.write(Int32Array.of(0));
+      c.replay(plan);
+      const out = Array.from(step.logits.read());
+      plan.dispose();
+      return out;
+    };
+    const sync = await run(false);
+    const async_ = await run(true);
+    expect(async_).toEqual(sync);
+    expect(sync.every(Number.isFinite)).toBe(true);
+    await expect(c.endCaptureAsync()).rejects.toMatchObject({ code: "ERR_GLM4_INVALID_ARGUMENT", message: expect.stringContaining("end_capture") });
+    step.dispose();
+    c.dispose();
+  });
+
+  it("profileAsync gives one entry per op of the plan, in order, like profile", async () => {
+    const c = new N.Context("cpu");
+    const step = makeDecodeStep(c);
+    c.beginCapture();
+    step.record();
+    const plan = await c.endCaptureAsync();
+    const prof = await c.profileAsync(plan, 2);
+    expect(prof.map((p) => p.op)).toEqual(c.profile(plan, 1).map((p) => p.op));
+    expect(prof.length).toBe(plan.ops);
+    expect(prof.every((p) => p.ms >= 0)).toBe(true);
+    await expect(c.profileAsync(plan, 0)).rejects.toMatchObject({ code: "ERR_GLM4_INVALID_ARGUMENT", message: expect.stringContaining("reps") });
+    plan.dispose();
+    await expect(c.profileAsync(plan)).rejects.toMatchObject({ code: "ERR_GLM4_INVALID_ARGUMENT", message: expect.stringContaining("disposed") });
+    step.dispose();
+    c.dispose();
+  });
+
+  it("a disposed context rejects every *Async call with ERR_GLM4_DISPOSED", async () => {
+    const c = new N.Context("cpu");
+    c.dispose();
+    for (const p of [c.flushAsync(), c.fromBufferAsync("f32", [1], new Float32Array(1)), c.endCaptureAsync()])
+      await expect(p).rejects.toMatchObject({ code: "ERR_GLM4_DISPOSED" });
   });
 });
 

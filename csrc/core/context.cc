@@ -217,6 +217,20 @@ void Context::run_plan(Plan& plan) {
   cudart::graph_launch(device_.index, stream_, plan.graph_exec);
 }
 
+void Context::instantiate(Plan& plan) {
+  std::lock_guard<std::mutex> ex(exec_mu_);
+  GLM4_CHECK(!disposed_, GLM4_E_DISPOSED, "instantiate: the context was disposed");
+  GLM4_CHECK(plan.device == device_, GLM4_E_DEVICE, "instantiate: the plan belongs to another device");
+  if (device_.type != DeviceType::CUDA || plan.graph_exec) return;
+  cudart::graph_capture(device_.index, stream_, [&] { run_ops(plan.ops); }, &plan.graph, &plan.graph_exec);
+}
+
+void Context::exclusive(const std::function<void()>& fn) {
+  std::lock_guard<std::mutex> ex(exec_mu_);
+  GLM4_CHECK(!disposed_, GLM4_E_DISPOSED, "the context was disposed");
+  fn();
+}
+
 void Context::replay(const std::shared_ptr<Plan>& plan) {
   GLM4_CHECK(plan && plan->device == device_, GLM4_E_DEVICE, "replay: the plan belongs to another device");
   enqueue([plan](Context& c) { c.run_plan(*plan); }, "replay");

@@ -70,6 +70,12 @@ class Context : public std::enable_shared_from_this<Context> {
   // Runs each op of the plan on its own `reps` times (device-timed on CUDA) and returns the mean
   // milliseconds per op, in plan order. For the bench's per-op decode profile; not for the hot path.
   std::vector<std::pair<std::string, double>> profile(Plan& plan, int reps);
+  // CUDA: records the plan's launches into a CUDA graph and instantiates it now, which the first replay does
+  // otherwise (tens of ms for a 40-layer step); CPU: nothing. For endCaptureAsync, on a worker thread.
+  void instantiate(Plan& plan);
+  // Runs fn holding the execution lock (no flush, profile or dispose runs meanwhile); ERR_GLM4_DISPOSED once the
+  // context is disposed. For uploads on a worker thread.
+  void exclusive(const std::function<void()>& fn);
 
   // Copies between host memory and a tensor of this context (flushes first on reads).
   void upload(const Tensor& dst, const void* src, int64_t bytes);    // immediate (dst must be unused)

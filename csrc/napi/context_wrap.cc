@@ -1,8 +1,10 @@
 // Context: a device with its own memory, stream and op queue. Each op method validates and records; flush()
-// runs the queue (flushAsync() on a worker thread, returning a Promise). The op methods are generated from the op
+// runs the queue. The long calls have *Async variants that run on a worker thread and return a Promise (flushAsync,
+// fromBufferAsync, endCaptureAsync, profileAsync; Tensor.writeAsync). The op methods are generated from the op
 // list (csrc/op_list.h, csrc/napi/op_binding.h).
 #include <napi.h>
 
+#include "async_work.h"
 #include "convert.h"
 #include "core/backend_cuda.h"
 #include "op_binding.h"
@@ -34,35 +36,6 @@ class PlanWrap : public Napi::ObjectWrap<PlanWrap> {
 };
 Napi::FunctionReference* PlanWrap::ctor = nullptr;
 
-class FlushWorker : public Napi::AsyncWorker {
- public:
-  FlushWorker(Napi::Env env, std::shared_ptr<Context> ctx)
-      : Napi::AsyncWorker(env), ctx_(std::move(ctx)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      ctx_->flush();
-    } catch (const Error& e) {
-      code_ = e.code();
-      SetError(e.what());
-    } catch (const std::exception& e) {
-      code_ = GLM4_E_INTERNAL;
-      SetError(std::string("internal error: ") + e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override {
-    Napi::Error err = Napi::Error::New(Env(), e.Message());
-    err.Set("code", Napi::String::New(Env(), code_));
-    deferred_.Reject(err.Value());
-  }
-
- private:
-  std::shared_ptr<Context> ctx_;
-  Napi::Promise::Deferred deferred_;
-  std::string code_;
-};
-
 class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -70,14 +43,17 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
         InstanceAccessor<&ContextWrap::DeviceName>("device"),
         InstanceMethod<&ContextWrap::Empty>("empty"),
         InstanceMethod<&ContextWrap::FromBuffer>("fromBuffer"),
+        InstanceMethod<&ContextWrap::FromBufferAsync>("fromBufferAsync"),
         InstanceMethod<&ContextWrap::Flush>("flush"),
         InstanceMethod<&ContextWrap::FlushAsync>("flushAsync"),
         InstanceMethod<&ContextWrap::Memory>("memory"),
         InstanceMethod<&ContextWrap::ResetPeak>("resetPeak"),
         InstanceMethod<&ContextWrap::BeginCapture>("beginCapture"),
         InstanceMethod<&ContextWrap::EndCapture>("endCapture"),
+        InstanceMethod<&ContextWrap::EndCaptureAsync>("endCaptureAsync"),
         InstanceMethod<&ContextWrap::Replay>("replay"),
         InstanceMethod<&ContextWrap::Profile>("profile"),
+        InstanceMethod<&ContextWrap::ProfileAsync>("profileAsync"),
         InstanceMethod<&ContextWrap::Dispose>("dispose"),
 #define GLM4_OP_METHOD(name, js, params) \
   InstanceMethod<&ContextWrap::CallOp<&::glm4::ops::name, static_cast<size_t>(OpId::name)>>(js),
@@ -120,18 +96,24 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Context& c = ctx(env);
-    DType dt = parse_dtype(env, info[0]);
-    auto shape = parse_shape(env, info[1]);
-    if (!info[2].IsTypedArray()) type_error(env, "fromBuffer: data must be a TypedArray or Buffer");
-    Napi::TypedArray ta = info[2].As<Napi::TypedArray>();
-    const uint8_t* p = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    const int64_t len = static_cast<int64_t>(ta.ByteLength());
+    Tensor t = new_for_buffer(info, "fromBuffer");
+    const HostBytes b = host_bytes(info[2]);
     return guard(env, [&] {
-      Tensor t = c.empty(dt, shape);
-      GLM4_CHECK(len == t.nbytes(), GLM4_E_SHAPE, "fromBuffer: ", len, " bytes given for ", t.describe(), " which needs ",
-                 t.nbytes());
-      c.upload(t, p, len);
+      c.upload(t, b.p, b.len);
       return wrap_tensor(env, t, ctx_);
+    });
+  }
+  // fromBufferAsync(dtype, shape, data): the same, the copy on a worker thread (the tensor is allocated at once);
+  // data must stay unchanged until the promise settles.
+  Napi::Value FromBufferAsync(const Napi::CallbackInfo& info) {
+    return promise_of(info.Env(), [&] {
+      ctx(info.Env());
+      Tensor t = new_for_buffer(info, "fromBufferAsync");
+      const HostBytes b = host_bytes(info[2]);
+      auto cx = ctx_;
+      return run_async<Tensor>(
+          info.Env(), [cx, t, b] { cx->exclusive([&] { cx->upload(t, b.p, b.len); }); return t; },
+          [cx](Napi::Env e, Tensor& r) -> Napi::Value { return wrap_tensor(e, r, cx); }, {info[2]});
     });
   }
 
@@ -141,11 +123,11 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     return info.Env().Undefined();
   }
   Napi::Value FlushAsync(const Napi::CallbackInfo& info) {
-    ctx(info.Env());
-    auto* w = new FlushWorker(info.Env(), ctx_);
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    return promise_of(info.Env(), [&] {
+      ctx(info.Env());
+      auto cx = ctx_;
+      return run_async(info.Env(), [cx] { cx->flush(); });
+    });
   }
   Napi::Value Memory(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -169,9 +151,19 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     Napi::Env env = info.Env();
     Context& c = ctx(env);
     auto plan = guard(env, [&] { return c.end_capture(); });
-    Napi::Object o = PlanWrap::ctor->New({});
-    Napi::ObjectWrap<PlanWrap>::Unwrap(o)->plan = plan;
-    return o;
+    return wrap_plan(plan);
+  }
+  // endCaptureAsync(): ends the capture at once (later ops are not part of it) and, on CUDA, records and
+  // instantiates the plan's CUDA graph on a worker thread; resolves to the plan.
+  Napi::Value EndCaptureAsync(const Napi::CallbackInfo& info) {
+    return promise_of(info.Env(), [&] {
+      Context& c = ctx(info.Env());
+      auto plan = guard(info.Env(), [&] { return c.end_capture(); });
+      auto cx = ctx_;
+      return run_async<std::shared_ptr<Plan>>(
+          info.Env(), [cx, plan] { cx->instantiate(*plan); return plan; },
+          [](Napi::Env, std::shared_ptr<Plan>& p) -> Napi::Value { return wrap_plan(p); });
+    });
   }
   Napi::Value Replay(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -187,12 +179,46 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value Profile(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Context& c = ctx(env);
-    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(PlanWrap::ctor->Value()))
-      type_error(env, "profile(plan, reps): plan must come from endCapture()");
-    auto plan = Napi::ObjectWrap<PlanWrap>::Unwrap(info[0].As<Napi::Object>())->plan;
-    if (!plan) type_error(env, "profile(plan): the plan was disposed");
-    int reps = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 10;
+    auto plan = plan_arg(info, 0, "profile");
+    const int reps = reps_arg(info, 1);
     auto res = guard(env, [&] { return c.profile(*plan, reps); });
+    return profile_to_js(env, res);
+  }
+  Napi::Value ProfileAsync(const Napi::CallbackInfo& info) {
+    return promise_of(info.Env(), [&] {
+      ctx(info.Env());
+      auto plan = plan_arg(info, 0, "profileAsync");
+      const int reps = reps_arg(info, 1);
+      auto cx = ctx_;
+      using Res = std::vector<std::pair<std::string, double>>;
+      return run_async<Res>(
+          info.Env(), [cx, plan, reps] { return cx->profile(*plan, reps); },
+          [](Napi::Env e, Res& r) -> Napi::Value { return profile_to_js(e, r); }, {info[0]});
+    });
+  }
+
+  // ---- helpers of the methods above
+
+  static Napi::Object wrap_plan(const std::shared_ptr<Plan>& plan) {
+    Napi::Object o = PlanWrap::ctor->New({});
+    Napi::ObjectWrap<PlanWrap>::Unwrap(o)->plan = plan;
+    return o;
+  }
+  static std::shared_ptr<Plan> plan_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+    if (!info[i].IsObject() || !info[i].As<Napi::Object>().InstanceOf(PlanWrap::ctor->Value()))
+      type_error(info.Env(), std::string(what) + "(plan): plan must come from endCapture()");
+    auto plan = Napi::ObjectWrap<PlanWrap>::Unwrap(info[i].As<Napi::Object>())->plan;
+    if (!plan) type_error(info.Env(), std::string(what) + "(plan): the plan was disposed");
+    return plan;
+  }
+  static int reps_arg(const Napi::CallbackInfo& info, size_t i) {
+    if (info[i].IsUndefined()) return 10;
+    const double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : 0;
+    if (!(d >= 1 && d <= 1e6 && d == static_cast<double>(static_cast<int>(d))))
+      type_error(info.Env(), "profile: reps must be an integer in [1, 1e6]");
+    return static_cast<int>(d);
+  }
+  static Napi::Value profile_to_js(Napi::Env env, const std::vector<std::pair<std::string, double>>& res) {
     Napi::Array arr = Napi::Array::New(env, res.size());
     for (size_t i = 0; i < res.size(); ++i) {
       Napi::Object o = Napi::Object::New(env);
@@ -201,6 +227,20 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
       arr[uint32_t(i)] = o;
     }
     return arr;
+  }
+  // A new tensor of (dtype, shape) = (info[0], info[1]) for the bytes of info[2], checked to have its size.
+  Tensor new_for_buffer(const Napi::CallbackInfo& info, const char* what) {
+    Napi::Env env = info.Env();
+    Context& c = ctx(env);
+    DType dt = parse_dtype(env, info[0]);
+    auto shape = parse_shape(env, info[1]);
+    const HostBytes b = host_bytes(info[2], what);
+    return guard(env, [&] {
+      Tensor t = c.empty(dt, shape);
+      GLM4_CHECK(b.len == t.nbytes(), GLM4_E_SHAPE, what, ": ", b.len, " bytes given for ", t.describe(), " which needs ",
+                 t.nbytes());
+      return t;
+    });
   }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     if (ctx_) guard(info.Env(), [&] { ctx_->dispose(); });

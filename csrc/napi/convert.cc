@@ -52,6 +52,13 @@ Napi::Array shape_to_js(Napi::Env env, const std::vector<int64_t>& s) {
   return a;
 }
 
+HostBytes host_bytes(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray()) type_error(v.Env(), std::string(what) + ": data must be a TypedArray or Buffer");
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  return HostBytes{static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(),
+                   static_cast<int64_t>(ta.ByteLength())};
+}
+
 Tensor tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* what, bool optional) {
   Napi::Env env = info.Env();
   Napi::Value v = info[i];

@@ -44,6 +44,13 @@ std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& v);
 Device parse_device(Napi::Env env, const std::string& s);
 Napi::Array shape_to_js(Napi::Env env, const std::vector<int64_t>& s);
 
+// The bytes of a TypedArray or Buffer (a view into JS memory: valid while the JS object lives and is not resized).
+struct HostBytes {
+  const uint8_t* p = nullptr;
+  int64_t len = 0;
+};
+HostBytes host_bytes(const Napi::Value& v, const char* what = "fromBuffer");
+
 class TensorWrap;
 Tensor tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* what, bool optional = false);
 QWeight qweight_arg(const Napi::CallbackInfo& info, size_t i);

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "async_work.h"
+
 namespace glm4 {
 namespace napi {
 
@@ -17,6 +19,7 @@ Napi::Function TensorWrap::Init(Napi::Env env) {
                                      InstanceAccessor<&TensorWrap::Disposed>("disposed"),
                                      InstanceMethod<&TensorWrap::Read>("read"),
                                      InstanceMethod<&TensorWrap::Write>("write"),
+                                     InstanceMethod<&TensorWrap::WriteAsync>("writeAsync"),
                                      InstanceMethod<&TensorWrap::Slice0>("slice0"),
                                      InstanceMethod<&TensorWrap::Reshape>("reshape"),
                                      InstanceMethod<&TensorWrap::Dispose>("dispose"),
@@ -77,6 +80,31 @@ Napi::Value TensorWrap::Write(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> bytes(p, p + ta.ByteLength());
   guard(env, [&] { ctx_->write(t, std::move(bytes)); });
   return env.Undefined();
+}
+
+// writeAsync(typedArray | Buffer): runs what is recorded on the context, then copies the bytes straight from the
+// caller's buffer on a worker thread (no copy on the JS thread); the buffer must stay unchanged, and the tensor
+// unused, until the promise settles.
+Napi::Value TensorWrap::WriteAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promise_of(env, [&]() -> Napi::Value {
+    const Tensor& t = tensor(env);
+    const HostBytes b = host_bytes(info[0], "writeAsync");
+    auto cx = ctx_;
+    guard(env, [&] {
+      GLM4_CHECK(b.len == t.nbytes(), GLM4_E_SHAPE, "writeAsync: ", b.len, " bytes given for ", t.describe(), " (",
+                 t.nbytes(), " bytes)");
+      GLM4_CHECK(!cx->capturing(), GLM4_E_INVALID_ARG, "writeAsync: host writes cannot be part of a captured plan");
+    });
+    Tensor dst = t;
+    return run_async(
+        env,
+        [cx, dst, b] {
+          cx->flush();
+          cx->exclusive([&] { cx->upload(dst, b.p, b.len); });
+        },
+        {info[0], info.This()});
+  });
 }
 
 Napi::Value TensorWrap::Slice0(const Napi::CallbackInfo& info) {

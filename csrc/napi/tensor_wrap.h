@@ -26,6 +26,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value WriteAsync(const Napi::CallbackInfo& info);
   Napi::Value Slice0(const Napi::CallbackInfo& info);
   Napi::Value Reshape(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

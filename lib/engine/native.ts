@@ -51,6 +51,11 @@ export interface NativeTensor {
   read(): Float32Array | Uint16Array | Int32Array | Uint8Array;
   /** Recorded write; the bytes are copied at once. Length must equal nbytes. */
   write(data: ArrayBufferView): void;
+  /**
+   * Runs what is recorded on the context, then copies data in on a worker thread, straight from the caller's buffer
+   * (nothing copied on the JS thread). Leave data unchanged and the tensor unused until the promise settles.
+   */
+  writeAsync(data: ArrayBufferView): Promise<void>;
   /** Rows [begin, end) of dimension 0, sharing memory. */
   slice0(begin: number, end: number): NativeTensor;
   reshape(shape: number[]): NativeTensor;
@@ -95,15 +100,24 @@ export interface NativeContext {
   readonly device: string;
   empty(dtype: DType, shape: number[]): NativeTensor;
   fromBuffer(dtype: DType, shape: number[], data: ArrayBufferView): NativeTensor;
+  /** fromBuffer with the copy on a worker thread (for weights); leave data unchanged until the promise settles. */
+  fromBufferAsync(dtype: DType, shape: number[], data: ArrayBufferView): Promise<NativeTensor>;
   flush(): void;
   flushAsync(): Promise<void>;
   memory(): MemoryStats;
   resetPeak(): void;
   beginCapture(): void;
   endCapture(): NativePlan;
+  /**
+   * Ends the capture at once (ops recorded afterwards are not part of it) and, on CUDA, records and instantiates the
+   * plan's CUDA graph on a worker thread (endCapture leaves that to the first replay, on the thread that flushes).
+   */
+  endCaptureAsync(): Promise<NativePlan>;
   replay(plan: NativePlan): void;
   /** Each op of the plan timed on its own (device events on CUDA), mean of `reps` runs, in plan order. */
   profile(plan: NativePlan, reps?: number): { op: string; ms: number }[];
+  /** profile on a worker thread. */
+  profileAsync(plan: NativePlan, reps?: number): Promise<{ op: string; ms: number }[]>;
   dispose(): void;
 
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor): void;
