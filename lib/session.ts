@@ -6,7 +6,7 @@
  *   for await (const c of s.chat("再说一遍")) process.stdout.write(c.text);   // prefills only the new turn
  *   await s.dispose();
  *
- * The session owns an Engine (its own KV cache; the model's context and weights are shared) and keeps the
+ * The session owns a Sequence (a one-slot engine: its own KV cache; the model's context and weights are shared) and keeps the
  * token ids that are in that cache. Every call finds the longest common prefix of the new prompt and the
  * cache, keeps it, and prefills only the rest (usage.cachedTokens says how many were kept); a prompt that
  * diverges early simply keeps less. Appending one message continues the token transcript as the model saw
@@ -16,8 +16,9 @@
 import { Glm4Error } from "./errors.js";
 import { buildChatPrompt, chatStopIds, type ChatMessage } from "./text/chat-format.js";
 import { streamChunks } from "./engine/generation.js";
-import type { Engine } from "./engine/engine.js";
-import type { Glm4Model, GenerateOptions, GenerateResult, TextChunk } from "./glm4.js";
+import type { Sequence } from "./engine/engine.js";
+import type { Runtime } from "./engine/runtime.js";
+import type { GenerateOptions, GenerateResult, TextChunk } from "./types.js";
 
 export interface SessionOptions {
   /** KV-cache capacity of this session in tokens (default: the model's maxContext). */
@@ -27,7 +28,7 @@ export interface SessionOptions {
 }
 
 export class Session {
-  private engine: Engine | null;
+  private seq: Sequence | null;
   private readonly system?: string;
   /** The conversation so far (assistant replies included, their leading "\n" removed). */
   private msgs: ChatMessage[] = [];
@@ -37,13 +38,13 @@ export class Session {
 
   /** @internal use model.createSession() */
   constructor(
-    private readonly model: Glm4Model,
+    private readonly rt: Runtime,
     options: SessionOptions = {},
   ) {
     if (options === null || typeof options !== "object") throw new TypeError("createSession(options): options must be an object");
     if (options.system !== undefined && typeof options.system !== "string") throw new TypeError("createSession: system must be a string");
     this.system = options.system;
-    this.engine = model._newEngine(options.maxContext);
+    this.seq = rt.newSequence(options.maxContext);
     this.msgs = this.initialMessages();
   }
 
@@ -54,12 +55,12 @@ export class Session {
 
   /** Tokens in this session's KV cache now. */
   get cachedTokens(): number {
-    return this.engine?.length ?? 0;
+    return this.seq?.length ?? 0;
   }
 
   /** The KV-cache capacity of this session in tokens. */
   get maxContext(): number {
-    return this.live().opts.maxContext;
+    return this.live().maxContext;
   }
 
   /**
@@ -86,7 +87,7 @@ export class Session {
         }
         const stop = [...(options.stop ?? []), ...chatStopIds(tok)];
         try {
-          const r = await this.model._run(this.live(), ids, { temperature: 0.8, topP: 0.8, ...options, stop }, { reuse: true, onChunk });
+          const r = await this.rt.run(this.live(), ids, { temperature: 0.8, topP: 0.8, ...options, stop }, { reuse: true, onChunk });
           this.transcript = [...ids, ...r.tokens];
           this.msgs = [...this.msgs, { role: "assistant", content: r.text.replace(/^\n/, "") }];
           return r;
@@ -106,7 +107,7 @@ export class Session {
   generate(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerateResult> {
     return this.serial(async () => {
       const ids = typeof prompt === "string" ? this.tokenizer().encode(prompt) : Array.from(prompt);
-      const r = await this.model._run(this.live(), ids, options, { reuse: true });
+      const r = await this.rt.run(this.live(), ids, options, { reuse: true });
       this.transcript = [...ids, ...r.tokens];
       this.msgs = [];
       return r;
@@ -116,7 +117,7 @@ export class Session {
   /** Forgets the conversation and clears the KV cache (after the call in progress, if any). */
   reset(): Promise<void> {
     return this.serial(async () => {
-      await this.model._exclusive(async () => this.live().reset());
+      await this.rt.exclusive(async () => this.live().reset());
       this.transcript = [];
       this.msgs = this.initialMessages();
     });
@@ -125,9 +126,9 @@ export class Session {
   /** Frees the session's KV cache; later calls throw ERR_GLM4_DISPOSED. */
   dispose(): Promise<void> {
     return this.serial(async () => {
-      const e = this.engine;
-      this.engine = null;
-      if (e) await this.model._releaseEngine(e);
+      const seq = this.seq;
+      this.seq = null;
+      if (seq) await this.rt.releaseEngine(seq.engine);
     });
   }
 
@@ -139,14 +140,14 @@ export class Session {
     return this.system !== undefined ? [{ role: "system", content: this.system }] : [];
   }
 
-  private live(): Engine {
-    if (!this.engine) throw new Glm4Error("ERR_GLM4_DISPOSED", "this session was disposed; create another with model.createSession()");
-    return this.engine;
+  private live(): Sequence {
+    if (!this.seq) throw new Glm4Error("ERR_GLM4_DISPOSED", "this session was disposed; create another with model.createSession()");
+    return this.seq;
   }
 
   private tokenizer() {
-    if (!this.model.tokenizer) throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", "this model has no tokenizer (synthetic model); use session.generate with token ids");
-    return this.model.tokenizer;
+    if (!this.rt.tokenizer) throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", "this model has no tokenizer (synthetic model); use session.generate with token ids");
+    return this.rt.tokenizer;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

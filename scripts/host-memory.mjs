@@ -42,7 +42,7 @@ async function child(mode, dir, out) {
     await quantizeCheckpoint(dir, out, { device: "cpu" });
   } else {
     const m = await loadGlm4(mode === "load-q" ? out : dir, { device: "cpu", quantization: mode === "load-none" ? "none" : "int4", maxContext: 64, prefillChunk: 8 });
-    const { ctx, weights } = m._internals();
+    const { ctx, weights } = m.runtime;
     resident = ctx.memory().inUse + weights.embed.nbytes;
     await m.dispose();
   }

@@ -1,12 +1,12 @@
 /**
  * Continuous batching on the CPU backend (tiny checkpoint): sequences in slots of one shared KV cache, decoded one
- * batched step at a time, give bit for bit the logits and tokens they give alone on the single-sequence Engine;
+ * batched step at a time, give bit for bit the logits and tokens they give alone on a one-slot engine;
  * and the server's scheduler runs concurrent requests as one batch per tick with the same outputs.
  */
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadGlm4, type Glm4Model } from "../lib/index.js";
-import { BatchEngine } from "../lib/engine/batch-engine.js";
+import { Engine } from "../lib/engine/engine.js";
 import { Scheduler } from "../lib/serve/scheduler.js";
 import { makePrompts, runAlone, runBatched } from "./helpers/batch-check.js";
 
@@ -21,7 +21,7 @@ afterAll(async () => {
   await model?.dispose();
 });
 
-describe("BatchEngine (cpu)", () => {
+describe("one engine, several slots (cpu)", () => {
   it("10 sequences joining and leaving 8 slots: every logit and token equals the sequence decoded alone", async () => {
     const V = model.config.vocabSize;
     const prompts = makePrompts(10, V, [8, 15, 3, 20, 1, 14, 9, 7, 2, 11]);
@@ -38,7 +38,7 @@ describe("BatchEngine (cpu)", () => {
   });
 
   it("checks its arguments", async () => {
-    const b = model._newBatchEngine(2, 16);
+    const b = model.runtime.newEngine({ maxBatch: 2, maxContext: 16 });
     try {
       const s = b.admit();
       await expect(b.step([{ slot: 1, token: 1 }])).rejects.toThrow(/slot 1 is not admitted/);
@@ -49,7 +49,7 @@ describe("BatchEngine (cpu)", () => {
       b.admit();
       expect(() => b.admit()).toThrow(/all 2 slots/);
     } finally {
-      await model._releaseEngine(b);
+      await model.runtime.releaseEngine(b);
     }
   });
 });
@@ -60,7 +60,7 @@ describe("the server's scheduler batches concurrent requests", () => {
     const prompts = makePrompts(8, V, [5, 12, 1, 9, 16, 3, 7, 10], 7);
     const alone = [];
     for (const [i, p] of prompts.entries()) alone.push(await model.generate(p, { maxNewTokens: 6 + 2 * i, temperature: 0 }));
-    const step = vi.spyOn(BatchEngine.prototype, "step");
+    const step = vi.spyOn(Engine.prototype, "step");
     const sched = new Scheduler(model, { maxConcurrent: 8, maxContext: 64 });
     try {
       const together = await Promise.all(prompts.map((p, i) => sched.submit({ prompt: p, options: { maxNewTokens: 6 + 2 * i, temperature: 0 } })));

@@ -340,7 +340,7 @@ describe("GPTQ fixtures (scripts/make_gptq_fixture.py)", () => {
       const G = (v.group_size === 32 || v.group_size === 64 || v.group_size === 128 ? v.group_size : 128) as 32 | 64 | 128;
       try {
         expect(model.info.groupSize).toBe(G);
-        const { ctx, weights } = model._internals();
+        const { ctx, weights } = model.runtime;
         const L0 = weights.layers[0];
         const got = dequantOnDevice(ctx, [L0.q, L0.k, L0.v]);
         const want = readF32(path.join(GPTQ, v.qkv0.file));

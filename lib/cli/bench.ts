@@ -6,7 +6,7 @@
  *   4. memory: weights, KV cache, the context's peak, and the process's whole GPU use (CUDA context included),
  *   5. the time of each op in one decode step,
  *   6. the floor in tok/s (bytes a token / measured bandwidth) and the share of it reached,
- *   7. optionally (`--batch 1,4,8`), continuous-batching decode: B sequences at context 128 in one BatchEngine,
+ *   7. optionally (`--batch 1,4,8`), continuous-batching decode: B sequences at context 128 in one Engine,
  *      one batched step a token for all of them; aggregate tok/s (B tokens a step).
  * Default: the synthetic GLM-4-9B at INT4 on the GPU; `--model DIR` for a checkpoint.
  */
@@ -75,12 +75,12 @@ export interface BenchResult {
   decodeStepMs: number;
   /** Device time of one captured decode step replayed back to back (no host work between tokens). */
   decodeReplayMs: number;
-  /** `--batch`: aggregate decode tok/s of B sequences stepped together (BatchEngine), each at `context`. */
+  /** `--batch`: aggregate decode tok/s of B sequences stepped together (one Engine of B slots), each at `context`. */
   batched?: { batch: number; context: number; tokensPerSecond: number; msPerStep: number; runs: number[] }[];
 }
 
 async function copyBandwidth(model: Glm4Model): Promise<number> {
-  const { ctx } = model._internals();
+  const { ctx } = model.runtime;
   const n = 256 * 2 ** 20; // 1 GiB of f32
   const a = ctx.empty("f32", [n]);
   const b = ctx.empty("f32", [n]);
@@ -113,11 +113,11 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
   const model = await loadGlm4(o.model ?? null, { device: (o.device as "auto") ?? "auto", quantization: o.quantization ?? "int4", groupSize: o.groupSize ?? 128, maxContext, synthetic: o.model ? undefined : "glm-4-9b", prefillChunk: 2048 });
   const loadSeconds = (performance.now() - t0) / 1000;
   try {
-    const { ctx, engine, weights } = model._internals();
+    const { ctx, engine, weights, solo: seq } = model.runtime;
     const cfg = model.config;
     const onGpu = model.device.startsWith("cuda");
     const kvBytes = onGpu ? 2 : 4;
-    const weightsBytes = ctx.memory().inUse - engine.kcache.reduce((a, t) => a + 2 * t.nbytes, 0);
+    const weightsBytes = ctx.memory().inUse - engine.kv.nbytes;
     // The process's whole GPU use right after the load (weights, cache, CUDA context), before the bench's own
     // 2 GiB copy buffers and prefill scratch inflate it.
     const loadPeak = ctx.memory().peak;
@@ -130,9 +130,9 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       const ids = randomIds(n, cfg.vocabSize, n);
       const times: number[] = [];
       for (let r = 0; r < runs + 1; r++) {
-        engine.reset();
+        seq.reset();
         const t = performance.now();
-        await engine.prefill(ids);
+        await seq.prefill(ids);
         ctx.flush();
         if (r > 0) times.push(performance.now() - t); // the first run is the warm-up
       }
@@ -146,14 +146,14 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       const ids = randomIds(L, cfg.vocabSize, 1000 + L);
       const rates: number[] = [];
       for (let r = 0; r < runs + 1; r++) {
-        engine.reset();
-        await engine.prefill(ids);
-        let next = await engine.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
+        seq.reset();
+        await seq.prefill(ids);
+        let next = await seq.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
         const steps = r === 0 ? 16 : newTokens; // warm-up run: short
         const t = performance.now();
         for (let i = 0; i < steps; i++) {
-          await engine.step(next);
-          next = await engine.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
+          await seq.step(next);
+          next = await seq.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
         }
         const s = (performance.now() - t) / 1000;
         if (r > 0) rates.push(steps / s);
@@ -168,7 +168,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
     // The device time of one decode step alone: the captured step replayed back to back, one flush, no host
     // round trip between tokens. Wall time per token minus this is what the host side (embedding gather,
     // input writes, the flush through the worker thread, reading the token) costs.
-    const plan = engine.decodePlan();
+    const plan = await engine.stepPlan(1);
     ctx.replay(plan);
     ctx.flush();
     const reps = 50;
@@ -207,7 +207,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       decode,
       memory: {
         weightsBytes,
-        kvCacheBytes: engine.kcache.reduce((a, t) => a + 2 * t.nbytes, 0),
+        kvCacheBytes: engine.kv.nbytes,
         loadPeakBytes: loadPeak,
         contextPeakBytes: mem.peak,
         processGpuAfterLoadBytes: processAfterLoad,
@@ -228,13 +228,13 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
 
 /**
  * Continuous-batching decode: for each B, B sequences prefilled with different 128-token prompts in one
- * BatchEngine, then `newTokens` batched steps (greedy pick of all B rows in one flush, one step for all B);
+ * Engine of max(B) slots, then `newTokens` batched steps (greedy pick of all B rows in one flush, one step for all B);
  * aggregate tok/s = B * steps / s, median of `runs` after a 16-step warm-up run.
  */
 async function batchedDecode(model: Glm4Model, batches: number[], newTokens: number, runs: number, log: (s: string) => void): Promise<NonNullable<BenchResult["batched"]>> {
   const context = 128;
   for (const b of batches) if (!Number.isInteger(b) || b < 1 || b > 64) throw new RangeError(`--batch: ${b} is not an integer in [1, 64]`);
-  const be = model._newBatchEngine(Math.max(...batches), context + newTokens + 16);
+  const be = model.runtime.newEngine({ maxBatch: Math.max(...batches), maxContext: context + newTokens + 16 });
   const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
   const out: NonNullable<BenchResult["batched"]> = [];
   try {
@@ -262,7 +262,7 @@ async function batchedDecode(model: Glm4Model, batches: number[], newTokens: num
       log(`batched decode B=${B} at ${context}: ${tps.toFixed(1)} tok/s in all (${((1000 * B) / tps).toFixed(2)} ms a step)`);
     }
   } finally {
-    await model._releaseEngine(be);
+    await model.runtime.releaseEngine(be);
   }
   return out;
 }
@@ -287,7 +287,7 @@ export function formatBench(r: BenchResult): string {
     ...r.decodeStepOps.map((o) => `  ${o.op.padEnd(16)} x${String(o.calls).padEnd(4)} ${o.ms.toFixed(3).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}%`),
   ];
   if (r.batched?.length) {
-    lines.push("", "batched decode (BatchEngine)   B  context  tok/s in all  ms/step");
+    lines.push("", "batched decode (one engine)    B  context  tok/s in all  ms/step");
     for (const b of r.batched) lines.push(`                         ${String(b.batch).padStart(6)} ${String(b.context).padStart(8)} ${b.tokensPerSecond.toFixed(1).padStart(13)} ${b.msPerStep.toFixed(2).padStart(8)}`);
   }
   return lines.join("\n") + "\n";

@@ -1,43 +1,109 @@
 /**
- * GLM-4 assembled from the native ops: embedding, N layers (RMSNorm, QKV with bias, partial interleaved
- * rotary, KV-cache write, GQA attention, output projection, residual, RMSNorm, fused gate|up, SwiGLU, down,
- * residual), final norm and output layer. One `Context` per model: several models live side by side, each
- * with its own memory and stream.
+ * The engine: the forward pass over sequences held in the slots of one KV cache. A single sequence is a batch of
+ * one slot (the model's own engine and each session's have one slot; the server's scheduler has one slot per
+ * concurrent request), so prefill, the captured decode step, the pick, prefix reuse and the room checks exist
+ * once. Sequences join (`admit` + `prefill`) and leave (`release`) between steps; `step` runs ONE decode step for
+ * every given slot, so the weights are read once for all of them (the INT4 and dense GEMVs take M = 1..8 rows in
+ * one weight pass).
  *
- * A decode step (one token) is recorded once into a Plan and replayed for every token: the token's embedding
- * row and its position live in device tensors written before each replay, so on CUDA the whole step is one
- * graph launch.
+ *   const e = new Engine(ctx, cfg, weights, { maxBatch: 8, maxContext: 4096, kvDtype: "bf16", prefillChunk: 512 });
+ *   const s = e.admit(promptIds);  await e.prefill(s, promptIds);
+ *   for (;;) { const [t] = await e.pick([{ slot: s, params }]); ...; await e.step([{ slot: s, token: t }]); }
+ *   e.release(s);
+ * or, for one sequence, its Sequence view: `const q = e.sequence(s); await q.prefill(ids); await q.step(t)`.
  *
- * The embedding table stays in host memory (GLM-4-9B: 151552 x 4096 bf16 = 1.16 GiB that would otherwise sit
- * on the GPU to serve one 8 KB row a token): the engine gathers the rows on the host and writes them as the
- * step's input. That is what keeps a full INT4 load with an 8K cache under 6.5 GiB of GPU memory.
+ * A decode step for B slots is captured once per B (a Plan: on CUDA one graph launch; B = 1 records the fused
+ * one-token QKV launch) and replayed: the host writes x [B, H] (embedding rows gathered on the host: the table
+ * stays in host memory), the positions [B] (rotary angles) and, where slots share the cache, the cache rows and
+ * first rows of the slots (lib/engine/kv-cache.ts). `step` only records the replay: the next pick() runs the
+ * step and the token choice in one flush (one trip through the worker thread a token). Steps of more than
+ * kStepRows sequences run as several replays of at most kStepRows rows.
+ *
+ * Per-row results of a batch equal those of the same sequence alone bit for bit where the ops' per-row
+ * arithmetic does not depend on the number of rows: always on the CPU backend; on CUDA for M <= 8 (see
+ * kStepRows) and with the same prefill chunking (every prefill runs the same chunks through the same ops).
+ * Not safe for concurrent use: callers serialize (the runtime's queue does).
  */
 import { Glm4Error, wrapNative } from "../errors.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { DType, NativeContext, NativePlan, NativeTensor } from "./native.js";
 import { Scratch, recordLayers, recordLinear } from "./forward.js";
-import type { Linear, ModelWeights } from "./weights.js";
+import { KvCache, type KvAddress } from "./kv-cache.js";
+import type { ModelWeights } from "./weights.js";
+
+/**
+ * Rows of one replayed decode step. Up to 8 rows the CUDA INT4 GEMV (csrc/cuda/int4.cu) and the dense GEMV
+ * (matmul.cu) read the weights once for all rows, and each row's arithmetic is the same for every M in 1..8 (a
+ * lane owns the same 16-byte chunks in the same order, the chunk sums and the warp reduction do not involve other
+ * rows). Past 8 rows matmul switches to the tensor-core GEMM, which rounds x to bf16: results would then differ
+ * from a sequence decoded alone, and the GEMM is slower than the GEMV at these sizes (bench/NOTES.md).
+ */
+export const kStepRows = 8;
 
 export interface EngineOptions {
+  /** Tokens each slot's KV cache holds. */
   maxContext: number;
   /** KV-cache dtype: bf16 on the GPU (half the memory), f32 on the CPU reference. */
   kvDtype: DType;
   /** Tokens per prefill chunk (bounds the scratch memory of long prompts). */
   prefillChunk: number;
+  /** Sequences that can be in the batch at once (slots; default 1). */
+  maxBatch?: number;
 }
 
-/**
- * The forward pass over one sequence with its KV cache. Not safe for concurrent use: callers serialize
- * (the model's queue does).
- */
-export class Engine {
-  readonly kcache: NativeTensor[] = [];
-  readonly vcache: NativeTensor[] = [];
-  /** Tokens currently in the cache (the next token goes to this position). */
-  length = 0;
+/** Per-row sampling parameters: temperature <= 0 is greedy (argmax). u: a uniform in [0, 1). */
+export interface PickParams {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  u: number;
+}
+
+interface SlotState {
+  busy: boolean;
+  /** Tokens in the slot's cache (the next token goes to this position). */
+  length: number;
   /** The ids in the cache, position by position (kept in step with `length` by prefill, step, truncate, reset). */
-  private ids: number[] = [];
-  private decode?: { scratch: Scratch; plan: NativePlan; logits: NativeTensor; tok: NativeTensor; params: NativeTensor; topK: NativeTensor; hLast: NativeTensor };
+  ids: number[];
+}
+
+interface StepPlan {
+  b: number;
+  scratch: Scratch;
+  addr: KvAddress | null;
+  hLast: NativeTensor; // f32 [b, H]
+  logits: NativeTensor; // f32 [b, V]
+  plan: NativePlan;
+}
+
+/** Where a slot's current logits are: a row of some [*, V] tensor. */
+interface LogitsAt {
+  t: NativeTensor;
+  row: number;
+}
+
+/** Rows [0, n) of t: t itself when that is all of it (no view to make and free), else a view the caller frees. */
+function prefix(t: NativeTensor, n: number, views: NativeTensor[]): NativeTensor {
+  if (t.shape[0] === n) return t;
+  const v = t.slice0(0, n);
+  views.push(v);
+  return v;
+}
+
+export class Engine {
+  readonly kv: KvCache;
+  private readonly slots: SlotState[];
+  private readonly views: Sequence[] = [];
+  private readonly plans = new Map<number, StepPlan>();
+  private readonly slotLogits: NativeTensor; // f32 [maxBatch, V]: logits of slot s at row s (after a prefill, or moved out of a step's buffer)
+  private pickBuf: NativeTensor | null = null; // f32 [maxBatch, V]: rows gathered for one pick (made when first needed)
+  private readonly hOne: NativeTensor; // f32 [1, H]: the last hidden state of a prefill chunk, normed
+  private readonly tokArg: NativeTensor; // i32 [maxBatch]
+  private readonly tokSample: NativeTensor; // i32 [maxBatch]
+  private readonly params: NativeTensor; // f32 [maxBatch, 4]
+  private readonly topK: NativeTensor; // i32 [maxBatch]
+  private readonly where: (LogitsAt | null)[];
   private disposed = false;
 
   constructor(
@@ -46,207 +112,420 @@ export class Engine {
     readonly w: ModelWeights,
     readonly opts: EngineOptions,
   ) {
-    const { numKvHeads: Hkv, headDim: D } = cfg;
-    for (let i = 0; i < cfg.numLayers; i++) {
-      this.kcache.push(ctx.empty(opts.kvDtype, [opts.maxContext, Hkv, D]));
-      this.vcache.push(ctx.empty(opts.kvDtype, [opts.maxContext, Hkv, D]));
-    }
+    const maxBatch = opts.maxBatch ?? 1;
+    if (!Number.isInteger(opts.prefillChunk) || opts.prefillChunk < 1) throw new RangeError(`prefillChunk must be a positive integer, got ${String(opts.prefillChunk)}`);
+    this.kv = new KvCache(ctx, cfg, maxBatch, opts.maxContext, opts.kvDtype);
+    const { vocabSize: V, hiddenSize: H } = cfg;
+    this.slots = Array.from({ length: maxBatch }, () => ({ busy: false, length: 0, ids: [] }));
+    this.where = Array.from({ length: maxBatch }, () => null);
+    this.slotLogits = ctx.empty("f32", [maxBatch, V]);
+    this.hOne = ctx.empty("f32", [1, H]);
+    this.tokArg = ctx.empty("i32", [maxBatch]);
+    this.tokSample = ctx.empty("i32", [maxBatch]);
+    this.params = ctx.empty("f32", [maxBatch, 4]);
+    this.topK = ctx.empty("i32", [maxBatch]);
   }
 
-  private linear(out: NativeTensor, x: NativeTensor, l: Linear, bias?: NativeTensor): void {
-    recordLinear(this.ctx, out, x, l, bias);
+  get maxBatch(): number {
+    return this.slots.length;
+  }
+
+  /** Tokens each slot holds at most. */
+  get maxContext(): number {
+    return this.kv.capacity;
+  }
+
+  /** Slots in use. */
+  get active(): number {
+    return this.slots.filter((s) => s.busy).length;
+  }
+
+  private live(): void {
+    if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the engine (or its model) was disposed");
+  }
+
+  private slot(i: number, busy = true): SlotState {
+    this.live();
+    const s = this.slots[i];
+    if (!Number.isInteger(i) || !s) throw new RangeError(`slot ${String(i)} is not in [0, ${this.slots.length})`);
+    if (busy && !s.busy) throw new RangeError(`slot ${i} is not admitted`);
+    return s;
   }
 
   /**
-   * Records the layers for the embedded tokens in s.x at positions s.pos; leaves the final hidden states in s.x
-   * (and, with finalOut, their final norm in it).
+   * Takes a free slot and returns it (its cache keeps what the previous sequence left, for `reusePrefix`). With a
+   * prompt, the free slot whose cache shares the longest prefix with it is chosen. Throws when none is free.
    */
-  private recordLayers(s: Scratch, finalOut?: NativeTensor): void {
-    recordLayers(this.ctx, this.cfg, this.w, s, this.kcache, this.vcache, s.pos, null, finalOut ? { out: finalOut, norm: this.w.finalNorm } : undefined);
+  admit(prompt: readonly number[] = []): number {
+    this.live();
+    let best = -1, bestLen = -1;
+    this.slots.forEach((s, i) => {
+      if (s.busy) return;
+      const have = s.ids.length === s.length ? s.ids : [];
+      let n = 0;
+      while (n < have.length && n < prompt.length && have[n] === prompt[n]) n++;
+      if (n > bestLen) (best = i), (bestLen = n);
+    });
+    if (best < 0) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `all ${this.slots.length} slots of the batch are in use; release one first`);
+    this.slots[best].busy = true;
+    return best;
   }
 
-  private checkRoom(n: number): void {
-    if (this.length + n > this.opts.maxContext) {
-      throw new Glm4Error(
-        "ERR_GLM4_CONTEXT_FULL",
-        `the sequence would reach ${this.length + n} tokens but the KV cache holds ${this.opts.maxContext}; load the model with a larger maxContext or shorten the prompt`,
-      );
-    }
+  /** Frees a slot (its cache contents stay for a later prefix reuse). */
+  release(slot: number): void {
+    const s = this.slot(slot);
+    s.busy = false;
+    this.where[slot] = null;
+  }
+
+  /** The tokens a slot's cache holds (empty when `length` no longer matches them). */
+  cachedTokens(slot: number): readonly number[] {
+    const s = this.slot(slot, false);
+    return s.ids.length === s.length ? s.ids : [];
+  }
+
+  /** Tokens in a slot's cache (the next token goes to this position). */
+  length(slot: number): number {
+    return this.slot(slot, false).length;
+  }
+
+  /** Empties a slot's cache. */
+  reset(slot: number): void {
+    const s = this.slot(slot);
+    s.length = 0;
+    s.ids = [];
+    this.where[slot] = null;
+  }
+
+  /**
+   * Keeps the first n tokens of a slot's cache and drops the rest: attention reads rows up to the position only,
+   * so the rows past n are simply overwritten by the next prefill or step.
+   */
+  truncate(slot: number, n: number): void {
+    const s = this.slot(slot);
+    if (!Number.isInteger(n) || n < 0 || n > s.length) throw new RangeError(`truncate(${n}): slot ${slot} holds ${s.length} tokens`);
+    s.length = n;
+    s.ids.length = Math.min(s.ids.length, n);
+  }
+
+  /**
+   * Keeps the longest prefix of the slot's cache that `prompt` starts with, at most prompt.length - 1 tokens (the
+   * last token of the prompt is always fed again: its logits are what the next pick reads). Returns how many
+   * tokens were kept; the caller prefills prompt.slice(kept).
+   */
+  reusePrefix(slot: number, prompt: readonly number[]): number {
+    const have = this.cachedTokens(slot);
+    const limit = Math.min(have.length, prompt.length - 1);
+    let n = 0;
+    while (n < limit && have[n] === prompt[n]) n++;
+    if (n === 0) this.reset(slot);
+    else this.truncate(slot, n);
+    return n;
   }
 
   private checkIds(ids: readonly number[]): void {
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) {
-        throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.cfg.vocabSize})`);
-      }
+      if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.cfg.vocabSize})`);
     }
   }
 
-  reset(): void {
-    this.length = 0;
-    this.ids = [];
-  }
-
-  /** The token ids in the KV cache (empty when `length` was moved by hand and no longer matches them). */
-  get tokens(): readonly number[] {
-    return this.ids.length === this.length ? this.ids : [];
-  }
-
-  /**
-   * Keeps the first n tokens of the cache and drops the rest: attention reads rows 0..pos only, so the rows
-   * past n are simply overwritten by the next prefill or step.
-   */
-  truncate(n: number): void {
-    if (!Number.isInteger(n) || n < 0 || n > this.length) throw new RangeError(`truncate(${n}): the cache holds ${this.length} tokens`);
-    this.length = n;
-    this.ids.length = Math.min(this.ids.length, n);
+  private checkRoom(slot: number, n: number): void {
+    const len = this.slots[slot].length;
+    if (len + n > this.kv.capacity) {
+      const which = this.slots.length > 1 ? ` (slot ${slot})` : "";
+      throw new Glm4Error(
+        "ERR_GLM4_CONTEXT_FULL",
+        `the sequence${which} would reach ${len + n} tokens but its KV cache holds ${this.kv.capacity}; load the model with a larger maxContext or shorten the prompt`,
+      );
+    }
   }
 
   /**
-   * Keeps the longest prefix of the cache that `prompt` starts with, at most prompt.length - 1 tokens (the last
-   * token of the prompt is always fed again: its logits are what the next pick reads). Returns how many tokens
-   * were kept; the caller prefills prompt.slice(kept).
+   * Feeds `ids` to one slot at its current position, in chunks of `prefillChunk` tokens (a 1-token chunk goes
+   * through the captured step). The logits of the last token become the slot's current logits. With allLogits,
+   * returns a new f32 [ids.length, V] tensor of every token's logits (the caller disposes it; no chunk goes
+   * through the step then); else null.
    */
-  reusePrefix(prompt: readonly number[]): number {
-    const have = this.tokens;
-    const limit = Math.min(have.length, prompt.length - 1);
-    let n = 0;
-    while (n < limit && have[n] === prompt[n]) n++;
-    if (n === 0) this.reset();
-    else this.truncate(n);
-    return n;
-  }
-
-  /**
-   * Feeds tokens at the current position. Returns the logits of the last token (f32 [1, V] device tensor
-   * owned by the engine, valid until the next call) or, with allLogits, a new f32 [T, V] tensor (caller disposes).
-   */
-  async prefill(ids: readonly number[], allLogits = false): Promise<NativeTensor> {
-    if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the model was disposed");
+  async prefill(slot: number, ids: readonly number[], opts: { allLogits?: boolean } = {}): Promise<NativeTensor | null> {
+    const st = this.slot(slot);
     if (ids.length === 0) throw new RangeError("prefill needs at least one token");
     this.checkIds(ids);
-    this.checkRoom(ids.length);
-    const { ctx, cfg } = this;
-    const all = allLogits ? ctx.empty("f32", [ids.length, cfg.vocabSize]) : null;
+    this.checkRoom(slot, ids.length);
+    const { ctx, cfg, w } = this;
+    const chunkLen = this.opts.prefillChunk;
+    let all: NativeTensor | null = null;
     try {
-      for (let start = 0; start < ids.length; start += this.opts.prefillChunk) {
-        const chunk = ids.slice(start, start + this.opts.prefillChunk);
-        if (chunk.length === 1 && !allLogits) {
-          // A single token goes through the captured decode step.
-          await this.step(chunk[0]);
+      // The one-row step is captured here, not at the first decode step: a generation's decode time then
+      // measures decoding only.
+      await this.ensurePlan(1);
+      all = opts.allLogits ? ctx.empty("f32", [ids.length, cfg.vocabSize]) : null;
+      for (let first = 0; first < ids.length; first += chunkLen) {
+        const chunk = ids.slice(first, first + chunkLen);
+        if (chunk.length === 1 && !all) {
+          await this.step([{ slot, token: chunk[0] }]);
           continue;
         }
-        const s = new Scratch(ctx, cfg, chunk.length);
+        const T = chunk.length;
+        const s = new Scratch(ctx, cfg, T);
+        let addr: KvAddress | null = null;
         try {
-          s.x.write(this.w.embed.gather(chunk));
-          s.pos.write(Int32Array.from(chunk, (_, j) => this.length + j));
-          this.recordLayers(s);
-          const d = this.ensureDecode();
+          addr = this.kv.newAddress(ctx, T);
+          s.x.write(w.embed.gather(chunk));
+          s.pos.write(Int32Array.from(chunk, (_, j) => st.length + j));
+          if (addr) this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
+          recordLayers(ctx, cfg, w, s, this.kv, addr);
           if (all) {
-            const dst = all.slice0(start, start + chunk.length);
-            ctx.rmsnorm(s.h, s.x, this.w.finalNorm, cfg.rmsEps);
-            this.linear(dst, s.h, this.w.output);
+            const dst = all.slice0(first, first + T);
+            ctx.rmsnorm(s.h, s.x, w.finalNorm, cfg.rmsEps);
+            recordLinear(ctx, dst, s.h, w.output);
             dst.dispose();
           }
-          // Logits of the chunk's last token into the decode step's logits buffer.
-          const last = s.x.slice0(chunk.length - 1, chunk.length);
-          ctx.rmsnorm(d.hLast, last, this.w.finalNorm, cfg.rmsEps);
-          this.linear(d.logits, d.hLast, this.w.output);
+          // Logits of the chunk's last token into the slot's row of slotLogits.
+          const last = s.x.slice0(T - 1, T);
+          const dst = this.slotLogits.slice0(slot, slot + 1);
+          ctx.rmsnorm(this.hOne, last, w.finalNorm, cfg.rmsEps);
+          recordLinear(ctx, dst, this.hOne, w.output);
           last.dispose();
+          dst.dispose();
           await ctx.flushAsync();
         } finally {
           s.dispose();
+          addr?.rows.dispose();
+          addr?.start.dispose();
         }
-        this.length += chunk.length;
-        this.ids.push(...chunk);
+        st.length += T;
+        st.ids.push(...chunk);
+        this.where[slot] = { t: this.slotLogits, row: slot };
       }
     } catch (e) {
       all?.dispose();
       throw wrapNative(e);
     }
-    return all ?? this.ensureDecode().logits;
+    return all;
   }
 
-  private ensureDecode() {
-    if (this.decode) return this.decode;
+  private async ensurePlan(b: number): Promise<StepPlan> {
+    const have = this.plans.get(b);
+    if (have) return have;
     const { ctx, cfg } = this;
-    const scratch = new Scratch(ctx, cfg, 1);
-    const logits = ctx.empty("f32", [1, cfg.vocabSize]);
-    const hLast = ctx.empty("f32", [1, cfg.hiddenSize]);
-    const tok = ctx.empty("i32", [1]);
-    const params = ctx.empty("f32", [1, 4]);
-    const topK = ctx.empty("i32", [1]);
-    ctx.flush();
+    const scratch = new Scratch(ctx, cfg, b);
+    const addr = this.kv.newAddress(ctx, b);
+    const hLast = ctx.empty("f32", [b, cfg.hiddenSize]);
+    const logits = ctx.empty("f32", [b, cfg.vocabSize]);
+    await ctx.flushAsync(); // what was recorded before runs now, not inside the capture
     ctx.beginCapture();
     let plan: NativePlan;
     try {
-      this.recordLayers(scratch, hLast); // the last residual add fused with the final norm into hLast
-      this.linear(logits, hLast, this.w.output);
+      // The last residual add is fused with the final norm into hLast.
+      recordLayers(ctx, cfg, this.w, scratch, this.kv, addr, { out: hLast, norm: this.w.finalNorm });
+      recordLinear(ctx, logits, hLast, this.w.output);
     } finally {
       plan = ctx.endCapture();
     }
-    this.decode = { scratch, plan, logits, tok, params, topK, hLast };
-    return this.decode;
+    const p: StepPlan = { b, scratch, addr, hLast, logits, plan };
+    this.plans.set(b, p);
+    return p;
   }
 
-  /** Records one token through the captured step; its logits land in the engine's logits buffer once the next pick(), readLogits() or flush runs. */
-  async step(id: number): Promise<NativeTensor> {
-    if (this.disposed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the model was disposed");
-    this.checkIds([id]);
-    this.checkRoom(1);
-    const d = this.ensureDecode();
-    try {
-      d.scratch.x.write(this.w.embed.gather([id]));
-      d.scratch.pos.write(Int32Array.of(this.length));
-      // Recorded, not run: the next pick()/readLogits() runs the step and the token choice in one flush
-      // (one trip through the worker thread a token instead of two).
-      this.ctx.replay(d.plan);
-    } catch (e) {
-      throw wrapNative(e);
-    }
-    this.length += 1;
-    this.ids.push(id);
-    return d.logits;
+  /** Records a copy of row `from.row` of `from.t` into row `to` of `dst`. */
+  private copyRow(dst: NativeTensor, to: number, from: LogitsAt): void {
+    const d = dst.slice0(to, to + 1), s = from.t.slice0(from.row, from.row + 1);
+    this.ctx.copy(d, s);
+    d.dispose();
+    s.dispose();
   }
 
   /**
-   * Picks the next token from the current logits on the device: argmax when temperature <= 0, else the
-   * sampling op with (temperature, topP, minP, u) and topK.
+   * One decode step for every entry (distinct admitted slots): entry i's token goes to its slot's next position.
+   * Recorded, not run: the next pick() (or readLogits, or a flush) runs it. At most kStepRows rows a replay.
    */
-  async pick(p: { temperature: number; topK: number; topP: number; minP: number; u: number }): Promise<number> {
-    const d = this.ensureDecode();
-    try {
-      if (p.temperature <= 0) this.ctx.argmax(d.tok, d.logits);
-      else {
-        d.params.write(Float32Array.of(p.temperature, p.topP, p.minP, p.u));
-        d.topK.write(Int32Array.of(p.topK));
-        this.ctx.sample(d.tok, d.logits, d.params, d.topK);
+  async step(entries: readonly { slot: number; token: number }[]): Promise<void> {
+    this.live();
+    if (entries.length === 0) return;
+    if (entries.length > 1) {
+      const seen = new Set<number>();
+      for (const e of entries) {
+        if (seen.has(e.slot)) throw new RangeError(`slot ${e.slot} appears twice in one step`);
+        seen.add(e.slot);
       }
-      await this.ctx.flushAsync();
-      return (d.tok.read() as Int32Array)[0];
+    }
+    for (const e of entries) {
+      this.slot(e.slot);
+      this.checkRoom(e.slot, 1);
+    }
+    this.checkIds(entries.map((e) => e.token));
+    try {
+      for (let g = 0; g < entries.length; g += kStepRows) {
+        const group = entries.length <= kStepRows ? entries : entries.slice(g, g + kStepRows);
+        const p = await this.ensurePlan(group.length);
+        // Slots whose logits still sit in this plan's buffer and are not stepped now: move them out first.
+        if (this.slots.length > 1) {
+          const inGroup = new Set(group.map((e) => e.slot));
+          this.where.forEach((w, s) => {
+            if (w && w.t === p.logits && !inGroup.has(s)) {
+              this.copyRow(this.slotLogits, s, w);
+              this.where[s] = { t: this.slotLogits, row: s };
+            }
+          });
+        }
+        p.scratch.x.write(this.w.embed.gather(group.map((e) => e.token)));
+        p.scratch.pos.write(Int32Array.from(group, (e) => this.slots[e.slot].length));
+        if (p.addr) this.kv.writeAddress(p.addr, group.map((e) => ({ slot: e.slot, pos: this.slots[e.slot].length })));
+        this.ctx.replay(p.plan);
+        group.forEach((e, i) => {
+          const st = this.slots[e.slot];
+          st.length += 1;
+          st.ids.push(e.token);
+          this.where[e.slot] = { t: p.logits, row: i };
+        });
+      }
     } catch (e) {
       throw wrapNative(e);
     }
   }
 
-  /** The captured decode step (built on first use). @internal for the bench's per-op profile. */
-  decodePlan(): NativePlan {
-    return this.ensureDecode().plan;
+  /** Where a slot's current logits are; throws when it has none yet. */
+  private logitsAt(slot: number): LogitsAt {
+    const w = this.where[slot];
+    if (!w) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `slot ${slot} has no logits yet: prefill or step it first`);
+    return w;
   }
 
-  /** The current logits (of the last token fed) copied to the host. */
-  readLogits(): Float32Array {
-    return this.ensureDecode().logits.read() as Float32Array;
+  /** The [n, V] logits of `slots` in that order: a prefix of one buffer when they already are, else gathered. */
+  private logitsOf(slots: readonly number[], views: NativeTensor[]): NativeTensor {
+    const at = slots.map((s) => this.logitsAt(s));
+    if (at.every((w, i) => w.t === at[0].t && w.row === i)) return prefix(at[0].t, slots.length, views);
+    this.pickBuf ??= this.ctx.empty("f32", [this.slots.length, this.cfg.vocabSize]);
+    at.forEach((w, i) => this.copyRow(this.pickBuf!, i, w));
+    return prefix(this.pickBuf, slots.length, views);
+  }
+
+  /**
+   * Picks the next token of each row from its slot's current logits, on the device, in one flush (which also
+   * runs the steps recorded before): argmax for rows with temperature <= 0, the sample op for the others.
+   */
+  async pick(rows: readonly { slot: number; params: PickParams }[]): Promise<number[]> {
+    this.live();
+    const n = rows.length;
+    if (n === 0) return [];
+    const slots = rows.map((r) => (this.slot(r.slot), r.slot));
+    if (n > 1 && new Set(slots).size !== n) throw new RangeError("a slot appears twice in one pick");
+    const greedy = rows.map((r) => !(r.params.temperature > 0));
+    const views: NativeTensor[] = [];
+    try {
+      const L = this.logitsOf(slots, views);
+      let arg: NativeTensor | null = null, smp: NativeTensor | null = null;
+      if (greedy.some(Boolean)) {
+        arg = prefix(this.tokArg, n, views);
+        this.ctx.argmax(arg, L);
+      }
+      if (!greedy.every(Boolean)) {
+        smp = prefix(this.tokSample, n, views);
+        const pr = prefix(this.params, n, views), tk = prefix(this.topK, n, views);
+        const pv = new Float32Array(4 * n), kv = new Int32Array(n);
+        rows.forEach((r, i) => {
+          const p = r.params;
+          pv.set(greedy[i] ? [0, 1, 0, 0] : [p.temperature, p.topP, p.minP, p.u], 4 * i);
+          kv[i] = greedy[i] ? 0 : p.topK;
+        });
+        pr.write(pv);
+        tk.write(kv);
+        this.ctx.sample(smp, L, pr, tk);
+      }
+      await this.ctx.flushAsync();
+      const a = arg ? (arg.read() as Int32Array) : null, b = smp ? (smp.read() as Int32Array) : null;
+      return rows.map((_, i) => (greedy[i] ? a![i] : b![i]));
+    } catch (e) {
+      throw wrapNative(e);
+    } finally {
+      for (const v of views) v.dispose();
+    }
+  }
+
+  /** A slot's current logits copied to the host (runs pending work). */
+  readLogits(slot: number): Float32Array {
+    this.slot(slot);
+    const w = this.logitsAt(slot);
+    if (w.row === 0 && w.t.shape[0] === 1) return w.t.read() as Float32Array;
+    const v = w.t.slice0(w.row, w.row + 1);
+    try {
+      return v.read() as Float32Array;
+    } finally {
+      v.dispose();
+    }
+  }
+
+  /** The captured step for b rows (built on first use). For the bench's replay timing and per-op profile. */
+  async stepPlan(b: number): Promise<NativePlan> {
+    this.live();
+    return (await this.ensurePlan(b)).plan;
+  }
+
+  /** One slot seen as a single sequence (what a Generation drives). */
+  sequence(slot: number): Sequence {
+    this.slot(slot, false);
+    return (this.views[slot] ??= new Sequence(this, slot));
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    if (this.decode) {
-      this.decode.plan.dispose();
-      this.decode.scratch.dispose();
-      for (const t of [this.decode.logits, this.decode.tok, this.decode.params, this.decode.topK, this.decode.hLast]) t.dispose();
+    for (const p of this.plans.values()) {
+      p.plan.dispose();
+      p.scratch.dispose();
+      for (const t of [p.addr?.rows, p.addr?.start, p.hLast, p.logits]) t?.dispose();
     }
-    for (const t of [...this.kcache, ...this.vcache]) t.dispose();
+    this.plans.clear();
+    for (const t of [this.slotLogits, this.pickBuf, this.hOne, this.tokArg, this.tokSample, this.params, this.topK]) t?.dispose();
+    this.kv.dispose();
+  }
+}
+
+/**
+ * One slot of an Engine seen as a single sequence (the surface a Generation drives): `step` and `pick` run a batch
+ * of one. The scheduler drives the engine directly (one step and one pick for all its slots) and uses this view
+ * for prefill, host-side sampling and the length checks.
+ */
+export class Sequence {
+  constructor(
+    readonly engine: Engine,
+    readonly slot: number,
+  ) {}
+  /** Tokens this sequence's cache holds at most. */
+  get maxContext(): number {
+    return this.engine.maxContext;
+  }
+  /** Tokens in the cache (the next token goes to this position). */
+  get length(): number {
+    return this.engine.length(this.slot);
+  }
+  /** The ids in the cache (empty when unknown). */
+  get tokens(): readonly number[] {
+    return this.engine.cachedTokens(this.slot);
+  }
+  reset(): void {
+    this.engine.reset(this.slot);
+  }
+  truncate(n: number): void {
+    this.engine.truncate(this.slot, n);
+  }
+  reusePrefix(prompt: readonly number[]): number {
+    return this.engine.reusePrefix(this.slot, prompt);
+  }
+  async prefill(ids: readonly number[]): Promise<void> {
+    await this.engine.prefill(this.slot, ids);
+  }
+  /** Every token's logits, f32 [ids.length, V] (the caller disposes the tensor). */
+  async prefillAll(ids: readonly number[]): Promise<NativeTensor> {
+    return (await this.engine.prefill(this.slot, ids, { allLogits: true }))!;
+  }
+  async step(id: number): Promise<void> {
+    await this.engine.step([{ slot: this.slot, token: id }]);
+  }
+  async pick(p: PickParams): Promise<number> {
+    return (await this.engine.pick([{ slot: this.slot, params: p }]))[0];
+  }
+  readLogits(): Float32Array {
+    return this.engine.readLogits(this.slot);
   }
 }

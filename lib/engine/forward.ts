@@ -7,8 +7,9 @@
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { NativeContext, NativeTensor } from "./native.js";
 import type { Linear, ModelWeights } from "./weights.js";
+import type { KvAddress, KvCache } from "./kv-cache.js";
 
-/** Scratch activations for T tokens. @internal shared with lib/engine/batch-engine.ts */
+/** Scratch activations for T tokens (a prefill chunk, or the rows of a captured decode step). */
 export class Scratch {
   readonly x: NativeTensor; // f32 [T, H] residual stream
   readonly h: NativeTensor; // f32 [T, H] normed
@@ -59,9 +60,9 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
 
 /**
  * Records the layers for the embedded tokens in s.x; leaves the final hidden states in s.x. Rotary takes the
- * sequence positions s.pos (the angles); kv_write and attention take cache rows `rows` (i32 [T]) and attention
- * reads rows start[t]..rows[t] (`start` null: from row 0). One sequence per cache: rows = s.pos, start = null;
- * slots of a shared cache (lib/engine/batch-engine.ts): rows = slot * S + position, start = slot * S.
+ * sequence positions s.pos (the angles); kv_write and attention take the cache rows of `addr` (i32 [T]) and
+ * attention reads rows start[t]..rows[t]. `addr` null (a cache of one sequence, lib/engine/kv-cache.ts): the
+ * positions are the rows and attention reads from row 0.
  *
  * Each residual add is fused with the RMSNorm that follows it (add_rmsnorm: the FFN norm, the next layer's
  * attention norm) and rotary(q) + rotary(k) + kv_write are one op (rotary_kv_write): 4 launches a layer fewer,
@@ -69,8 +70,10 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
  * the last residual add is fused with the final norm too, written to final.out (s.x still ends as the final
  * hidden states).
  */
-export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kcache: readonly NativeTensor[], vcache: readonly NativeTensor[], rows: NativeTensor, start: NativeTensor | null, final?: { out: NativeTensor; norm: NativeTensor }): void {
+export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null, final?: { out: NativeTensor; norm: NativeTensor }): void {
   const T = s.t;
+  const rows = addr?.rows ?? s.pos, start = addr?.start ?? null;
+  const kcache = kv.k, vcache = kv.v;
   const scale = 1 / Math.sqrt(cfg.headDim);
   const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
   const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);

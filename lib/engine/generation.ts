@@ -12,7 +12,7 @@
  * `Glm4Model.generate` and sessions run one Generation from start to end; the server's scheduler interleaves
  * several (lib/serve/scheduler.ts).
  */
-import type { PickParams } from "./batch-engine.js";
+import type { PickParams } from "./engine.js";
 import type { Glm4Tokenizer, StreamDecoder } from "../text/tokenizer.js";
 import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "../glm4.js";
 
@@ -107,13 +107,10 @@ export interface GenerationCallbacks {
   onChunk?: (c: TextChunk) => void;
 }
 
-/**
- * What a Generation drives: one sequence's KV cache and logits. Engine is one; so is a slot of a BatchEngine
- * (SlotEngine in lib/engine/batch-engine.ts).
- */
+/** What a Generation drives: one sequence's KV cache and logits (a Sequence: one slot of an Engine). */
 export interface SequenceEngine {
   readonly length: number;
-  readonly opts: { readonly maxContext: number };
+  readonly maxContext: number;
   reset(): void;
   reusePrefix(prompt: readonly number[]): number;
   prefill(ids: readonly number[]): Promise<unknown>;
@@ -222,7 +219,7 @@ export class Generation {
     }
     this.emit(false);
     if (this.tokens.length === o.maxNewTokens) return this.finish("length");
-    if (this.engine.length >= this.engine.opts.maxContext) return this.finish("length");
+    if (this.engine.length >= this.engine.maxContext) return this.finish("length");
     return next;
   }
 

@@ -1,7 +1,7 @@
 /**
  * The server's scheduler: many requests, one model.
  *
- * Continuous batching: `maxConcurrent` slots of one BatchEngine (lib/engine/batch-engine.ts: one KV cache per layer
+ * Continuous batching: `maxConcurrent` slots of one Engine (lib/engine/engine.ts: one KV cache per layer
  * shared by the slots). A request waits in a bounded FIFO until a slot is free, is prefilled there, and then
  * advances one token per tick together with the other active sequences. Each tick is one job on the model's
  * queue (so other users of the model interleave between ticks):
@@ -16,12 +16,14 @@
  *
  * Sequences join (1) and leave (2) between steps. Per-sequence state (sampling, stop strings, seeds) lives in
  * Generation. Each sequence's tokens are those it gets alone (the batch's rows are computed independently:
- * lib/engine/batch-engine.ts says where that holds bit for bit). On the CPU it is as correct, just not faster.
+ * lib/engine/engine.ts says where that holds bit for bit). On the CPU it is as correct, just not faster.
  */
 import { Glm4Error } from "../errors.js";
 import { checkGenerateOptions, type Generation } from "../engine/generation.js";
-import { SlotEngine, type BatchEngine, type PickParams } from "../engine/batch-engine.js";
-import type { GenerateOptions, GenerateResult, Glm4Model, TextChunk } from "../glm4.js";
+import type { Engine, PickParams } from "../engine/engine.js";
+import { checkMaxContext } from "../engine/kv-cache.js";
+import type { Runtime } from "../engine/runtime.js";
+import type { GenerateOptions, GenerateResult, TextChunk } from "../types.js";
 
 export interface SchedulerOptions {
   /** Sequences generating at once: the slots of the batch, each with its own rows of the KV cache (default 4). */
@@ -73,7 +75,8 @@ export interface SchedulerStats {
 export class Scheduler {
   /** The sequence in each slot of the batch (null: free). */
   private readonly slots: (Seq | null)[];
-  private batch: BatchEngine | null = null;
+  private batch: Engine | null = null;
+  private readonly rt: Runtime;
   private readonly waiting: Pending[] = [];
   private readonly maxQueue: number;
   private readonly maxContext: number;
@@ -83,17 +86,16 @@ export class Scheduler {
   private counts = { completed: 0, aborted: 0, rejected: 0 };
 
   constructor(
-    private readonly model: Glm4Model,
+    /** The model (a Glm4Model: its runtime runs the batch). */
+    model: { readonly runtime: Runtime },
     opts: SchedulerOptions = {},
   ) {
+    this.rt = model.runtime;
     const maxConcurrent = opts.maxConcurrent ?? 4;
     if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 1024) throw new RangeError(`maxConcurrent must be an integer in [1, 1024], got ${String(maxConcurrent)}`);
     this.maxQueue = opts.maxQueue ?? 64;
     if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer, got ${String(opts.maxQueue)}`);
-    this.maxContext = opts.maxContext ?? model.info.maxContext;
-    if (!Number.isInteger(this.maxContext) || this.maxContext < 1 || this.maxContext > model.config.maxPositions) {
-      throw new RangeError(`maxContext must be an integer in [1, ${model.config.maxPositions}], got ${String(opts.maxContext)}`);
-    }
+    this.maxContext = checkMaxContext(opts.maxContext ?? this.rt.info.maxContext, this.rt.config.maxPositions);
     this.slots = Array.from({ length: maxConcurrent }, () => null);
   }
 
@@ -145,7 +147,7 @@ export class Scheduler {
     this.closed = true;
     this.shutdown.abort();
     await this.loop;
-    if (this.batch) await this.model._releaseEngine(this.batch);
+    if (this.batch) await this.rt.releaseEngine(this.batch);
     this.batch = null;
   }
 
@@ -154,7 +156,7 @@ export class Scheduler {
     this.loop = (async () => {
       try {
         while (this.slots.some((s) => s) || (this.waiting.length && this.slots.some((s) => !s))) {
-          await this.model._exclusive(() => this.tick());
+          await this.rt.exclusive(() => this.tick());
         }
       } finally {
         this.loop = null;
@@ -169,10 +171,10 @@ export class Scheduler {
       const job = this.waiting.shift()!;
       let slot = -1;
       try {
-        this.batch ??= this.model._newBatchEngine(this.slots.length, this.maxContext);
+        this.batch ??= this.rt.newEngine({ maxBatch: this.slots.length, maxContext: this.maxContext });
         slot = this.batch.admit(job.req.prompt);
         const opts = checkGenerateOptions({ ...job.req.options, signal: job.signal });
-        const gen = this.model._generation(new SlotEngine(this.batch, slot), job.req.prompt, opts, job.req.onChunk);
+        const gen = this.rt.generation(this.batch.sequence(slot), job.req.prompt, opts, job.req.onChunk);
         this.slots[slot] = { gen, job };
         await gen.prefill(true);
       } catch (e) {

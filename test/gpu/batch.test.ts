@@ -2,14 +2,14 @@
  * Continuous batching on CUDA: sequences in slots of one shared bf16 KV cache, decoded one batched step at a
  * time (1..8 rows a replay: the INT4 and dense GEMVs, one weight pass, per-row arithmetic independent of M; the
  * attention's split-K cluster path divides start..pos relative to start), give bit for bit the logits and
- * tokens they give alone on the single-sequence Engine of the same GPU. The tiny checkpoint (both weight paths)
+ * tokens they give alone on a one-slot engine of the same GPU. The tiny checkpoint (both weight paths)
  * and the synthetic full-size GLM-4-9B INT4 (head dim 128, 32 heads: the shapes of the real decode). Also the
  * server's scheduler with 8 concurrent greedy requests. Runs only where the addon has CUDA and a GPU is visible.
  */
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { buildInfo, devices, loadGlm4, type Glm4Model } from "../../lib/index.js";
-import { BatchEngine } from "../../lib/engine/batch-engine.js";
+import { Engine } from "../../lib/engine/engine.js";
 import { Scheduler } from "../../lib/serve/scheduler.js";
 import { makePrompts, runAlone, runBatched } from "../helpers/batch-check.js";
 
@@ -50,7 +50,7 @@ describe.skipIf(!hasGpu)("continuous batching on the GPU", () => {
     const prompts = makePrompts(8, model.config.vocabSize, [5, 12, 1, 9, 16, 3, 7, 10], 7);
     const alone = [];
     for (const [i, p] of prompts.entries()) alone.push(await model.generate(p, { maxNewTokens: 6 + 2 * i, temperature: 0 }));
-    const step = vi.spyOn(BatchEngine.prototype, "step");
+    const step = vi.spyOn(Engine.prototype, "step");
     const sched = new Scheduler(model, { maxConcurrent: 8, maxContext: 64 });
     try {
       const together = await Promise.all(prompts.map((p, i) => sched.submit({ prompt: p, options: { maxNewTokens: 6 + 2 * i, temperature: 0 } })));

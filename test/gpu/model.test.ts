@@ -47,8 +47,8 @@ describe.skipIf(!hasGpu)("model on the GPU", () => {
       const m = models[`gpu-${q}`];
       const r = golden.results[pathName].P1;
       const steps = bin(r.steps_file);
-      const { engine } = m._internals();
-      await m._exclusive(async () => {
+      const engine = m.runtime.solo;
+      await m.runtime.exclusive(async () => {
         engine.reset();
         await engine.prefill(prompts.P1);
         for (let i = 0; i < 8; i++) {
@@ -85,8 +85,8 @@ describe.skipIf(!hasGpu)("synthetic GLM-4-9B on the GPU", () => {
   it("generates 256 tokens with no NaN or Inf, within 6.5 GiB of device memory at maxContext 8192", async () => {
     const m = await loadGlm4(null, { synthetic: "glm-4-9b", device: "cuda", maxContext: 8192 });
     try {
-      const { engine } = m._internals();
-      await m._exclusive(async () => {
+      const engine = m.runtime.solo;
+      await m.runtime.exclusive(async () => {
         engine.reset();
         await engine.prefill(Array.from({ length: 64 }, (_, i) => (i * 7919) % 150000));
         let next = await engine.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });

@@ -4,7 +4,6 @@
  * the raw logits of each sequence.
  */
 import { createHash } from "node:crypto";
-import { BatchEngine } from "../../lib/engine/batch-engine.js";
 import type { Engine } from "../../lib/engine/engine.js";
 import type { Glm4Model } from "../../lib/glm4.js";
 
@@ -17,10 +16,10 @@ export interface Trace {
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
 const bits = (f: Float32Array) => createHash("sha1").update(new Uint8Array(f.buffer, f.byteOffset, f.byteLength)).digest("hex");
 
-/** One sequence alone on the model's own Engine: prefill, then n greedy picks with a step between two. */
+/** One sequence alone on the model's own engine (one slot): prefill, then n greedy picks with a step between two. */
 export async function runAlone(model: Glm4Model, prompt: readonly number[], n: number): Promise<Trace> {
-  const { engine } = model._internals() as { engine: Engine };
-  return model._exclusive(async () => {
+  const engine = model.runtime.solo;
+  return model.runtime.exclusive(async () => {
     engine.reset();
     await engine.prefill(prompt);
     const tr: Trace = { tokens: [], logits: [] };
@@ -36,14 +35,14 @@ export async function runAlone(model: Glm4Model, prompt: readonly number[], n: n
 }
 
 /**
- * The sequences through one BatchEngine of `maxBatch` slots: sequence i asks to join at tick joinAt[i] (it waits
+ * The sequences through one Engine of `maxBatch` slots: sequence i asks to join at tick joinAt[i] (it waits
  * for a free slot, in order), is prefilled, and leaves after n[i] picks; every tick picks for all active slots in
  * one call and steps all of them in one call. Returns each sequence's trace and the largest step seen.
  */
 export async function runBatched(model: Glm4Model, maxBatch: number, prompts: readonly (readonly number[])[], n: readonly number[], joinAt: readonly number[]): Promise<{ traces: Trace[]; widest: number }> {
-  const batch: BatchEngine = model._newBatchEngine(maxBatch);
+  const batch: Engine = model.runtime.newEngine({ maxBatch });
   try {
-    return await model._exclusive(async () => {
+    return await model.runtime.exclusive(async () => {
       const traces: Trace[] = prompts.map(() => ({ tokens: [], logits: [] }));
       const slotOf = new Map<number, number>(); // sequence -> slot
       let next = 0, widest = 0;
@@ -72,7 +71,7 @@ export async function runBatched(model: Glm4Model, maxBatch: number, prompts: re
       return { traces, widest };
     });
   } finally {
-    await model._releaseEngine(batch);
+    await model.runtime.releaseEngine(batch);
   }
 }
 
