@@ -1,6 +1,6 @@
 /** glm4-int4-native: GLM-4-9B(-chat) at 4 bits from Node.js. */
 export { loadGlm4, Glm4Model, estimateMemory, sampleHost } from "./glm4.js";
-export type { LoadOptions, GenerateOptions, GenerateResult, TextChunk, FinishReason } from "./glm4.js";
+export type { LoadOptions, GenerateOptions, GenerateResult, TextChunk, FinishReason, ModelInfo } from "./types.js";
 export { Session } from "./session.js";
 export type { SessionOptions } from "./session.js";
 export type { LoadProgress } from "./engine/loader.js";

@@ -8,7 +8,8 @@
 import { parseArgs } from "node:util";
 import readline from "node:readline";
 import { Glm4Error } from "../errors.js";
-import type { Glm4Model, GenerateOptions } from "../glm4.js";
+import type { Glm4Model } from "../glm4.js";
+import type { GenerateOptions } from "../types.js";
 import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type Opts } from "./options.js";
 export type LoadFromOpts = (o: Opts) => Promise<Glm4Model>;
 

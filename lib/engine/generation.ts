@@ -14,7 +14,7 @@
  */
 import type { PickParams } from "./engine.js";
 import type { Glm4Tokenizer, StreamDecoder } from "../text/tokenizer.js";
-import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "../glm4.js";
+import type { FinishReason, GenerateOptions, GenerateResult, TextChunk } from "../types.js";
 
 /** A small seeded generator (mulberry32) for the sampler's uniforms. */
 export function rng(seed: number): () => number {

@@ -86,7 +86,7 @@ export function sliceLinear(l: Linear, a: number, b: number): Linear {
   const q = l.q;
   return {
     kind: "int4",
-    q: { codes: q.codes.slice0(a, b), scales: q.scales.slice0(a, b), zeros: q.zeros.slice0(a, b), groupSize: q.groupSize, layout: q.layout },
+    q: { ...q, codes: q.codes.slice0(a, b), scales: q.scales.slice0(a, b), zeros: q.zeros.slice0(a, b) },
     n: b - a,
     k: l.k,
   };

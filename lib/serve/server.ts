@@ -25,7 +25,8 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { chatStopIds } from "../text/chat-format.js";
-import type { GenerateOptions, GenerateResult, Glm4Model } from "../glm4.js";
+import type { Glm4Model } from "../glm4.js";
+import type { GenerateOptions, GenerateResult } from "../types.js";
 import { QueueFullError, Scheduler } from "./scheduler.js";
 import { buildToolPrompt, checkTools, parseReply, toolCallTurns, type Glm4Turn, type Tool, type ToolCall } from "../text/tools.js";
 
