@@ -12,7 +12,7 @@ const prompts = (s: string) => s.split("> ").length - 1;
 const statLines = (e: string) => e.split("\n").filter((l) => l.startsWith("["));
 
 let cli: Cli | undefined;
-beforeAll(() => ensureBuilt(), 60_000);
+beforeAll(() => ensureBuilt(), 600_000); // tsc: room for a loaded machine
 afterEach(() => {
   if (cli && cli.child.exitCode === null) cli.child.kill("SIGKILL");
   cli = undefined;

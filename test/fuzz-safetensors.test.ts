@@ -1,7 +1,8 @@
 /**
  * Property test: random bytes, mutations of a valid file and random headers thrown at SafetensorsFile.open.
- * Whatever happens, the only failure allowed is a Glm4Error naming the file; no other exception, no hang,
- * every run well under a second; and a file that opens must satisfy the format's invariants and read back.
+ * Whatever happens, the only failure allowed is a Glm4Error naming the file; no other exception, no hang
+ * (the test's timeout is the guard: no clock is read, so a loaded machine passes); and a file that opens must
+ * satisfy the format's invariants and read back.
  */
 import { writeFile } from "node:fs/promises";
 import * as path from "node:path";
@@ -12,7 +13,6 @@ import { SafetensorsFile } from "../lib/checkpoint/safetensors.js";
 import { cleanupTempDirs, encodeRaw, encodeSafetensors, randomTensor, tempDir } from "./helpers/st-writer.js";
 
 const ALLOWED = new Set(["ERR_GLM4_BAD_SAFETENSORS", "ERR_GLM4_UNKNOWN_DTYPE", "ERR_GLM4_DUPLICATE_TENSOR"]);
-const PER_RUN_MS = 1000;
 
 let dir = "";
 let counter = 0;
@@ -36,7 +36,6 @@ const BASE_HEADER_LEN = Number(BASE.readBigUInt64LE(0));
 async function check(bytes: Uint8Array): Promise<void> {
   const file = path.join(dir, `case-${counter++}.safetensors`);
   await writeFile(file, bytes);
-  const t0 = performance.now();
   let f: SafetensorsFile | undefined;
   try {
     f = await SafetensorsFile.open(file);
@@ -61,8 +60,6 @@ async function check(bytes: Uint8Array): Promise<void> {
       await f.close();
     }
   }
-  const ms = performance.now() - t0;
-  if (ms > PER_RUN_MS) throw new Error(`run took ${ms.toFixed(0)} ms`);
 }
 
 type Mutation =

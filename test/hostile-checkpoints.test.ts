@@ -27,7 +27,7 @@ beforeAll(async () => {
   int4 = path.join(root, "int4-base");
   await quantizeCheckpoint(path.join(FIX, "original"), int4, { device: "cpu", groupSize: 128 });
   ensureBuilt();
-}, 120_000);
+}, 600_000); // a quantize and tsc: room for a loaded machine
 afterAll(cleanupTempDirs);
 
 /** A fresh copy of `from` to damage. */

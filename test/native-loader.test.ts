@@ -127,9 +127,9 @@ describe("checkNative: one binary, in a child process", () => {
 
   it.skipIf(!cc)("kills a binary that hangs while loading after the time limit", () => {
     const hang = sharedObject("hang.node", "#include <unistd.h>\n__attribute__((constructor)) static void stuck(void) { for (;;) pause(); }\n");
-    const t0 = Date.now();
+    // The reason shows the 1.5 s limit killed it (no clock read here: a loaded machine must pass too; a check that
+    // never returned would hit the test's own timeout).
     expect(checkNative(hang, { ...noCache, timeoutMs: 1500 })).toMatchObject({ ok: false, reason: expect.stringMatching(/timed out after 1.5 s/) });
-    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
   describe.skipIf(!cc || !haveNodeHeaders)("a working N-API module from another version", () => {

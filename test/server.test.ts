@@ -217,7 +217,7 @@ describe("OpenAI-compatible server", () => {
         expect(h).toMatchObject({ aborted: 1, rejected: 1 });
         break;
       }
-      if (Date.now() - t0 > 10_000) throw new Error(`the slot was not freed: ${JSON.stringify(h)}`);
+      if (Date.now() - t0 > 60_000) throw new Error(`the slot was not freed: ${JSON.stringify(h)}`); // a deadline, not a speed claim
       await new Promise((r) => setTimeout(r, 20));
     }
     const next = await client.chat.completions.create({ model: "glm", messages: user("hi"), max_tokens: 3, temperature: 0 });

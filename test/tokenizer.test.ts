@@ -198,9 +198,7 @@ describe("encode / decode", () => {
 
   it("handles very long pieces in near-linear time (heap merge)", () => {
     const spaces = " ".repeat(200_000);
-    const t0 = performance.now();
-    const ids = tik.encode(spaces);
-    expect(performance.now() - t0).toBeLessThan(5_000); // the quadratic scan would take minutes
+    const ids = tik.encode(spaces); // the quadratic scan would take minutes: the test's timeout is the guard, no clock
     expect(tik.decode(ids)).toBe(spaces);
     expect(hf.encode(spaces)).toEqual(ids);
     const word = "好的".repeat(5_000); // one long \p{L}+ piece

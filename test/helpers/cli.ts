@@ -33,7 +33,8 @@ export function runCli(args: string[]): Cli {
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => (poke(), resolve(code))));
   let running = true;
   void exited.then(() => (running = false));
-  const waitFor = (pred: (o: string, e: string) => boolean, ms = 20_000) =>
+  // The deadline is for an event that is expected (a prompt, a line): generous, so a loaded machine still passes.
+  const waitFor = (pred: (o: string, e: string) => boolean, ms = 120_000) =>
     new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`timed out; stdout:\n${out}\nstderr:\n${err}`)), ms);
       const check = () => {
