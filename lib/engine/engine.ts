@@ -314,14 +314,16 @@ export class Engine {
     const logits = ctx.empty("f32", [b, cfg.vocabSize]);
     await ctx.flushAsync(); // what was recorded before runs now, not inside the capture
     ctx.beginCapture();
-    let plan: NativePlan;
     try {
       // The last residual add is fused with the final norm into hLast.
       recordLayers(ctx, cfg, this.w, scratch, this.kv, addr, { out: hLast, norm: this.w.finalNorm });
       recordLinear(ctx, logits, hLast, this.w.output);
-    } finally {
-      plan = ctx.endCapture();
+    } catch (e) {
+      ctx.endCapture().dispose();
+      throw e;
     }
+    // On CUDA the step's graph (~360 nodes a token) is recorded and instantiated here, off the JS thread.
+    const plan: NativePlan = await ctx.endCaptureAsync();
     const p: StepPlan = { b, scratch, addr, hLast, logits, plan };
     this.plans.set(b, p);
     return p;
