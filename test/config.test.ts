@@ -1,7 +1,8 @@
 import { writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { checkShapes, expectedShapes, normalizeConfig, readConfig, type Glm4Config } from "../lib/checkpoint/config.js";
+import { normalizeConfig, readConfig, type Glm4Config } from "../lib/checkpoint/config.js";
+import { checkShapes, expectedShapes } from "../lib/checkpoint/tensors.js";
 import { Glm4Error } from "../lib/errors.js";
 import { cleanupTempDirs, tempDir } from "./helpers/st-writer.js";
 

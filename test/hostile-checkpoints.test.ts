@@ -12,7 +12,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadGlm4, Glm4Error } from "../lib/index.js";
 import { quantizeCheckpoint } from "../lib/checkpoint/quantize.js";
-import { Checkpoint } from "../lib/checkpoint/safetensors.js";
+import { Checkpoint } from "../lib/checkpoint/checkpoint.js";
 import { cleanupTempDirs, encodeRaw, tempDir } from "./helpers/st-writer.js";
 import { ensureBuilt, runCli } from "./helpers/cli.js";
 

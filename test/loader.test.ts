@@ -1,7 +1,7 @@
 /** Loader pieces: chunked INT4 quantization equals whole-tensor quantization; the host embedding gathers exactly. */
 import { describe, expect, it } from "vitest";
 import { native } from "../lib/engine/native-binary.js";
-import { quantizeRows } from "../lib/engine/loader.js";
+import { quantizeRows } from "../lib/engine/upload.js";
 import { HostEmbedding } from "../lib/engine/weights.js";
 
 function bf16Bits(x: number): number {
@@ -10,7 +10,7 @@ function bf16Bits(x: number): number {
 }
 
 describe("quantizeRows", () => {
-  it("quantizing in row chunks of 7 gives the same codes, scales and zeros as one pass", () => {
+  it("quantizing in row chunks of 7 gives the same codes, scales and zeros as one pass", async () => {
     const ctx = new (native().Context)("cpu");
     const n = 45, k = 128;
     const src = new Uint16Array(n * k);
@@ -21,8 +21,8 @@ describe("quantizeRows", () => {
     }
     const buf = Buffer.from(src.buffer);
     const rowBytes = k * 2;
-    const whole = quantizeRows(ctx, n, k, 64, n, () => ctx.fromBuffer("bf16", [n, k], buf));
-    const chunked = quantizeRows(ctx, n, k, 64, 7, (r0, r1) => ctx.fromBuffer("bf16", [r1 - r0, k], buf.subarray(r0 * rowBytes, r1 * rowBytes)));
+    const whole = await quantizeRows(ctx, n, k, 64, n, () => ctx.fromBuffer("bf16", [n, k], buf));
+    const chunked = await quantizeRows(ctx, n, k, 64, 7, (r0: number, r1: number) => ctx.fromBuffer("bf16", [r1 - r0, k], buf.subarray(r0 * rowBytes, r1 * rowBytes)));
     if (whole.kind !== "int4" || chunked.kind !== "int4") throw new Error("expected int4");
     expect(Buffer.from(chunked.q.codes.read()).equals(Buffer.from(whole.q.codes.read()))).toBe(true);
     expect(Array.from(chunked.q.scales.read())).toEqual(Array.from(whole.q.scales.read()));
@@ -30,9 +30,9 @@ describe("quantizeRows", () => {
     ctx.dispose();
   });
 
-  it("rejects K not a multiple of the group with a message naming the shape", () => {
+  it("rejects K not a multiple of the group with a message naming the shape", async () => {
     const ctx = new (native().Context)("cpu");
-    expect(() => quantizeRows(ctx, 4, 96, 64, 4, () => ctx.empty("bf16", [4, 96]))).toThrow(/\[4, 96\].*group 64/);
+    await expect(quantizeRows(ctx, 4, 96, 64, 4, () => ctx.empty("bf16", [4, 96]))).rejects.toThrow(/\[4, 96\].*group 64/);
     ctx.dispose();
   });
 });

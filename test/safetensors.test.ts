@@ -2,7 +2,8 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { Glm4Error } from "../lib/errors.js";
-import { Checkpoint, findDuplicateKey, MAX_HEADER_BYTES, SafetensorsFile } from "../lib/checkpoint/safetensors.js";
+import { findDuplicateKey, MAX_HEADER_BYTES, SafetensorsFile } from "../lib/checkpoint/safetensors.js";
+import { Checkpoint } from "../lib/checkpoint/checkpoint.js";
 import { cleanupTempDirs, encodeRaw, encodeSafetensors, randomTensor, tempDir, writeSafetensors, writeSharded, type StTensor } from "./helpers/st-writer.js";
 
 afterAll(cleanupTempDirs);

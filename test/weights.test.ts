@@ -2,9 +2,10 @@ import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { expectedShapes, normalizeConfig, readConfig, type Glm4Config } from "../lib/checkpoint/config.js";
+import { normalizeConfig, readConfig, type Glm4Config } from "../lib/checkpoint/config.js";
+import { expectedShapes } from "../lib/checkpoint/tensors.js";
 import { Glm4Error } from "../lib/errors.js";
-import { Checkpoint } from "../lib/checkpoint/safetensors.js";
+import { Checkpoint } from "../lib/checkpoint/checkpoint.js";
 import {
   checkCheckpoint,
   detectNaming,

@@ -14,6 +14,7 @@
 import { readFile } from "node:fs/promises";
 import * as path from "node:path";
 import { Glm4Error } from "../errors.js";
+import { isPlainObject, show } from "../util.js";
 
 export type Glm4Flavour = "chatglm" | "glm";
 
@@ -50,15 +51,6 @@ function badConfig(file: string, what: string, todo = "Fix the file or re-downlo
 }
 
 const UNSUPPORTED = "Only GLM-4-9B-style checkpoints (glm-4-9b, glm-4-9b-chat, glm-4-9b-chat-1m, or their -hf ports) are supported";
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function show(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
-}
 
 /** Typed access to one JSON object; every complaint names the file and the key. */
 class Fields {
@@ -285,67 +277,4 @@ export async function readConfig(dir: string): Promise<Glm4Config> {
   const genFile = path.join(dir, GENERATION_CONFIG_FILE);
   const gen = await readJson(genFile, false);
   return normalizeConfig(json, file, gen, genFile);
-}
-
-/**
- * Every normalized tensor with its shape, in model order:
- * embed [V,H]; per layer attn_norm [H], qkv [(Hq+2Hkv)*D, H] (q heads, then k, then v), qkv_bias
- * [(Hq+2Hkv)*D] (when qkvBias), attn_out [H, Hq*D], ffn_norm [H], gate_up [2F, H] (gate rows first),
- * down [H, F]; final_norm [H]; output [V,H].
- */
-export function expectedShapes(cfg: Glm4Config): Map<string, number[]> {
-  const { vocabSize: V, hiddenSize: H, headDim: D, numHeads: Hq, numKvHeads: Hkv, ffnSize: F } = cfg;
-  const qkvRows = (Hq + 2 * Hkv) * D;
-  const m = new Map<string, number[]>();
-  m.set("embed", [V, H]);
-  for (let i = 0; i < cfg.numLayers; i++) {
-    m.set(`layers.${i}.attn_norm`, [H]);
-    m.set(`layers.${i}.qkv`, [qkvRows, H]);
-    if (cfg.qkvBias) m.set(`layers.${i}.qkv_bias`, [qkvRows]);
-    m.set(`layers.${i}.attn_out`, [H, Hq * D]);
-    m.set(`layers.${i}.ffn_norm`, [H]);
-    m.set(`layers.${i}.gate_up`, [2 * F, H]);
-    m.set(`layers.${i}.down`, [H, F]);
-  }
-  m.set("final_norm", [H]);
-  m.set("output", [V, H]);
-  return m;
-}
-
-export function shapesEqual(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-/**
- * Check normalized tensors against the config: every expected one present with its shape, nothing else.
- * Throws ERR_GLM4_MISSING_TENSOR, ERR_GLM4_SHAPE_MISMATCH or ERR_GLM4_UNEXPECTED_TENSOR; `source` names
- * where the tensors came from in messages.
- */
-export function checkShapes(cfg: Glm4Config, tensors: Iterable<{ name: string; shape: readonly number[] }>, source = "checkpoint"): void {
-  const expected = expectedShapes(cfg);
-  const seen = new Set<string>();
-  const dims = `${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads}x${cfg.headDim} q heads, ${cfg.numKvHeads} kv heads, ffn ${cfg.ffnSize}, vocab ${cfg.vocabSize}`;
-  for (const t of tensors) {
-    const want = expected.get(t.name);
-    if (want === undefined) {
-      throw new Glm4Error(
-        "ERR_GLM4_UNEXPECTED_TENSOR",
-        `${source}: tensor ${JSON.stringify(t.name)} is not part of the model the config describes (${dims}). Check that config.json belongs to these weights.`,
-      );
-    }
-    if (!shapesEqual(want, t.shape)) {
-      throw new Glm4Error(
-        "ERR_GLM4_SHAPE_MISMATCH",
-        `${source}: tensor ${JSON.stringify(t.name)} has shape [${t.shape.join(", ")}] but the config (${dims}) needs [${want.join(", ")}]. Check that config.json belongs to these weights.`,
-      );
-    }
-    seen.add(t.name);
-  }
-  const missing = [...expected.keys()].filter((n) => !seen.has(n));
-  if (missing.length > 0) {
-    throw new Glm4Error(
-      "ERR_GLM4_MISSING_TENSOR",
-      `${source}: tensor ${JSON.stringify(missing[0])}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ""} is missing for the config (${dims}). Re-download the weights or fix config.json.`,
-    );
-  }
 }

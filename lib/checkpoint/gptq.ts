@@ -46,13 +46,17 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Glm4Error } from "../errors.js";
-import { shapesEqual, type Glm4Config } from "./config.js";
-import { Checkpoint } from "./safetensors.js";
+import type { Glm4Config } from "./config.js";
+import { describeDims, isLinearName, shapesEqual } from "./tensors.js";
+import { Checkpoint } from "./checkpoint.js";
 import { detectNaming, isIgnoredTensor, onDiskLayout, type Naming } from "./namings.js";
-import { assembleFromCheckpoint, checkHostFits, chunkRows, isLinearName, quantizeRows, type WeightLoadOptions } from "../engine/loader.js";
-import type { NativeContext, NativeTensor } from "../engine/native.js";
+import { assembleFromCheckpoint, type WeightLoadOptions } from "../engine/assembler.js";
+import { checkHostFits } from "./checkpoint.js";
+import { chunkRows, quantizeRows, uploadInt4 } from "../engine/upload.js";
+import type { NativeContext } from "../engine/native.js";
 import type { Linear, ModelWeights } from "../engine/weights.js";
-import { f16ToF32, f32ToBf16, bf16ToF32, u16View, u32View, type GroupSize } from "./int4-format.js";
+import type { GroupSize } from "./int4-format.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, isPlainObject, show, u16View, u32View } from "../util.js";
 
 export interface GptqConfig {
   /** The file the settings were read from. */
@@ -66,15 +70,6 @@ export interface GptqConfig {
   format: "gptq" | "gptq_v2";
   /** Whether the output layer is quantized too. */
   lmHead: boolean;
-}
-
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function show(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
 function badQ(file: string, what: string, todo = "Use a 4-bit GPTQ checkpoint of GLM-4-9B, or the BF16 checkpoint (quantized at load)"): Glm4Error {
@@ -101,7 +96,7 @@ async function readJsonIfAny(file: string): Promise<unknown> {
 
 /** Validate one GPTQ settings object (from quantize_config.json or config.json's quantization_config). */
 export function parseGptqConfig(o: unknown, file: string): GptqConfig {
-  if (!isObj(o)) throw badQ(file, `the GPTQ settings must be a JSON object, got ${show(o)}`);
+  if (!isPlainObject(o)) throw badQ(file, `the GPTQ settings must be a JSON object, got ${show(o)}`);
   const method = o.quant_method;
   if (method !== undefined && method !== "gptq") {
     throw new Glm4Error("ERR_GLM4_UNSUPPORTED", `${file}: the checkpoint is quantized with ${show(method)}; this library imports GPTQ checkpoints only. Use the BF16 checkpoint (quantized at load) or a GPTQ export.`);
@@ -126,7 +121,7 @@ export function parseGptqConfig(o: unknown, file: string): GptqConfig {
   }
   const pack = o.pack_dtype ?? "int32";
   if (pack !== "int32") throw new Glm4Error("ERR_GLM4_UNSUPPORTED", `${file}: "pack_dtype" is ${show(pack)}; only int32 packing is supported. Save the model with pack_dtype int32.`);
-  if (isObj(o.dynamic) && Object.keys(o.dynamic).length > 0) {
+  if (isPlainObject(o.dynamic) && Object.keys(o.dynamic).length > 0) {
     throw new Glm4Error("ERR_GLM4_UNSUPPORTED", `${file}: per-module overrides ("dynamic") are not supported: every layer must share one setting. Quantize without dynamic overrides.`);
   }
   return { file, bits: 4, groupSize: g as number, descAct: bool("desc_act", false), sym: bool("sym", true), format: fmt, lmHead: bool("lm_head", false) };
@@ -142,7 +137,7 @@ export async function readGptqConfig(dir: string): Promise<GptqConfig | null> {
   const cfgFile = path.join(dir, "config.json");
   const qcFile = path.join(dir, QUANTIZE_CONFIG_FILE);
   const cfg = await readJsonIfAny(cfgFile);
-  const inCfg = isObj(cfg) ? cfg.quantization_config : undefined;
+  const inCfg = isPlainObject(cfg) ? cfg.quantization_config : undefined;
   const qc = await readJsonIfAny(qcFile);
   if (inCfg === undefined || inCfg === null) return qc === undefined ? null : parseGptqConfig(qc, qcFile);
   const a = parseGptqConfig(inCfg, cfgFile);
@@ -290,10 +285,6 @@ export type GptqEntry =
   | { kind: "gptq"; name: string; n: number; k: number; parts: GptqPartPlan[] }
   | { kind: "full"; name: string; shape: number[]; dtype: string; parts: string[] };
 
-function dims(cfg: Glm4Config): string {
-  return `${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads} q heads of ${cfg.headDim}, ${cfg.numKvHeads} kv heads, ffn ${cfg.ffnSize}, vocab ${cfg.vocabSize}`;
-}
-
 /**
  * Check a GPTQ checkpoint's headers against the config and the GPTQ settings, before any data is read.
  * Returns the normalized tensors in model order, and the naming.
@@ -306,7 +297,7 @@ export function checkGptqCheckpoint(ckpt: Checkpoint, cfg: Glm4Config, gcfg: Gpt
   const need = (t: string, of: string) => {
     const info = ckpt.tensors.get(t);
     if (info === undefined) {
-      throw new Glm4Error("ERR_GLM4_MISSING_TENSOR", `${dir}: tensor ${JSON.stringify(t)} (GPTQ, part of ${of}) is missing; the config describes ${dims(cfg)}. Re-download the incomplete checkpoint.`);
+      throw new Glm4Error("ERR_GLM4_MISSING_TENSOR", `${dir}: tensor ${JSON.stringify(t)} (GPTQ, part of ${of}) is missing; the config describes ${describeDims(cfg)}. Re-download the incomplete checkpoint.`);
     }
     used.add(t);
     return info;
@@ -317,7 +308,7 @@ export function checkGptqCheckpoint(ckpt: Checkpoint, cfg: Glm4Config, gcfg: Gpt
       throw new Glm4Error("ERR_GLM4_DTYPE_MISMATCH", `${where(t)}: tensor ${JSON.stringify(t)} is ${info.dtype}; a GPTQ checkpoint stores it as ${dtypes.join(" or ")}. Re-download or re-export the checkpoint.`);
     }
     if (!shapesEqual(info.shape, shape)) {
-      throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(t)}: tensor ${JSON.stringify(t)} has shape [${info.shape.join(", ")}], but the config (${dims(cfg)}) with GPTQ group_size ${gcfg.groupSize} needs [${shape.join(", ")}] for ${of}. Check that config.json and the quantization settings belong to these weights.`);
+      throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(t)}: tensor ${JSON.stringify(t)} has shape [${info.shape.join(", ")}], but the config (${describeDims(cfg)}) with GPTQ group_size ${gcfg.groupSize} needs [${shape.join(", ")}] for ${of}. Check that config.json and the quantization settings belong to these weights.`);
     }
     return info;
   };
@@ -355,7 +346,7 @@ export function checkGptqCheckpoint(ckpt: Checkpoint, cfg: Glm4Config, gcfg: Gpt
           throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `${where(p.onDisk)}: tensor ${JSON.stringify(p.onDisk)} is ${info.dtype}; full-precision tensors load from BF16, F16 or F32 only.`);
         }
         if (!shapesEqual(info.shape, p.shape)) {
-          throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(p.onDisk)}: tensor ${JSON.stringify(p.onDisk)} has shape [${info.shape.join(", ")}], but the config (${dims(cfg)}) expects [${p.shape.join(", ")}] for ${e.name}. Check that config.json belongs to these weights.`);
+          throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(p.onDisk)}: tensor ${JSON.stringify(p.onDisk)} has shape [${info.shape.join(", ")}], but the config (${describeDims(cfg)}) expects [${p.shape.join(", ")}] for ${e.name}. Check that config.json belongs to these weights.`);
         }
         if (dtype && info.dtype !== dtype) throw new Glm4Error("ERR_GLM4_DTYPE_MISMATCH", `${dir}: the parts of ${e.name} mix ${dtype} and ${info.dtype}; they are fused and must share a dtype.`);
         dtype = info.dtype;
@@ -365,7 +356,7 @@ export function checkGptqCheckpoint(ckpt: Checkpoint, cfg: Glm4Config, gcfg: Gpt
   }
   const unused = [...ckpt.tensors.keys()].filter((t) => !used.has(t) && !isIgnoredTensor(t));
   if (unused.length > 0) {
-    throw new Glm4Error("ERR_GLM4_UNEXPECTED_TENSOR", `${where(unused[0])}: tensor ${JSON.stringify(unused[0])}${unused.length > 1 ? ` and ${unused.length - 1} more` : ""} are not used by the model the config describes (${dims(cfg)}, GPTQ). Check that config.json belongs to these weights.`);
+    throw new Glm4Error("ERR_GLM4_UNEXPECTED_TENSOR", `${where(unused[0])}: tensor ${JSON.stringify(unused[0])}${unused.length > 1 ? ` and ${unused.length - 1} more` : ""} are not used by the model the config describes (${describeDims(cfg)}, GPTQ). Check that config.json belongs to these weights.`);
   }
   return { naming, entries };
 }
@@ -423,7 +414,7 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
         let lin: Linear;
         if (groups.every((g) => g !== null)) {
           const G = Math.min(...(groups as number[])) as GroupSize;
-          lin = uploadCanonical(ctx, e.n, e.k, G, parts.map((t) => repackGptq(t, G)));
+          lin = await uploadCanonical(ctx, e.n, e.k, G, parts.map((t) => repackGptq(t, G)));
           report.repacked.push({ name: e.name, groupSize: G });
         } else {
           const w = new Float32Array(e.n * e.k);
@@ -434,7 +425,7 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
           }
           const wb = Buffer.from(w.buffer);
           const rowBytes = e.k * 4;
-          lin = quantizeRows(ctx, e.n, e.k, opts.groupSize, chunkRows(e.k, 4), (r0, r1) => ctx.fromBuffer("f32", [r1 - r0, e.k], wb.subarray(r0 * rowBytes, r1 * rowBytes)));
+          lin = await quantizeRows(ctx, e.n, e.k, opts.groupSize, chunkRows(e.k, 4), (r0, r1) => ctx.fromBufferAsync("f32", [r1 - r0, e.k], wb.subarray(r0 * rowBytes, r1 * rowBytes)));
           report.requantized.push(e.name);
         }
         asm.addLinear(e.name, lin);
@@ -450,7 +441,7 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
           off += ckpt.info(p).byteLength;
         }
         if (isLinearName(e.name)) report.quantizedAtLoad.push(e.name);
-        asm.addHost({ name: e.name, dtype: e.dtype, shape: e.shape, data });
+        await asm.addHost({ name: e.name, dtype: e.dtype, shape: e.shape, data });
         advance(bytes, e.name);
       }
     }
@@ -465,7 +456,7 @@ export async function loadGptqWeights(dir: string, cfg: Glm4Config, ctx: NativeC
 }
 
 /** Canonical parts (row blocks of one linear, same group) -> one INT4 Linear on ctx. */
-function uploadCanonical(ctx: NativeContext, n: number, k: number, G: GroupSize, parts: { codes: Uint8Array; scales: Uint16Array; zeros: Uint16Array }[]): Linear {
+function uploadCanonical(ctx: NativeContext, n: number, k: number, G: GroupSize, parts: { codes: Uint8Array; scales: Uint16Array; zeros: Uint16Array }[]): Promise<Linear> {
   const cat = <T extends Uint8Array | Uint16Array>(xs: T[], make: (len: number) => T): T => {
     if (xs.length === 1) return xs[0];
     const out = make(xs.reduce((a, x) => a + x.length, 0));
@@ -479,14 +470,5 @@ function uploadCanonical(ctx: NativeContext, n: number, k: number, G: GroupSize,
   const codes = cat(parts.map((p) => p.codes), (l) => new Uint8Array(l));
   const scales = cat(parts.map((p) => p.scales), (l) => new Uint16Array(l));
   const zeros = cat(parts.map((p) => p.zeros), (l) => new Uint16Array(l));
-  const made: NativeTensor[] = [];
-  try {
-    made.push(ctx.fromBuffer("i4", [n, k], codes));
-    made.push(ctx.fromBuffer("bf16", [n, k / G], scales));
-    made.push(ctx.fromBuffer("bf16", [n, k / G], zeros));
-  } catch (e) {
-    for (const t of made) t.dispose();
-    throw e;
-  }
-  return { kind: "int4", q: { codes: made[0], scales: made[1], zeros: made[2], groupSize: G }, n, k };
+  return uploadInt4(ctx, n, k, G, codes, scales, zeros);
 }

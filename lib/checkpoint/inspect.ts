@@ -4,10 +4,10 @@
  */
 import path from "node:path";
 import { readConfig } from "./config.js";
-import { Checkpoint } from "./safetensors.js";
+import { Checkpoint } from "./checkpoint.js";
 import { checkCheckpoint } from "./namings.js";
 import { checkPrequantized, detectPrequantized } from "./prequantized.js";
-import { checkHostFits } from "../engine/loader.js";
+import { checkHostFits } from "./checkpoint.js";
 import { estimateMemory } from "../engine/memory.js";
 
 export interface InspectReport {

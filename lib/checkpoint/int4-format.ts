@@ -23,7 +23,9 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Glm4Error } from "../errors.js";
-import { expectedShapes, shapesEqual, type Glm4Config } from "./config.js";
+import type { Glm4Config } from "./config.js";
+import { describeDims, expectedShapes, isLinearName, shapesEqual } from "./tensors.js";
+import { bf16ToF32, show } from "../util.js";
 
 export const INT4_RECORD_FILE = "glm4_int4.json";
 export const INT4_FORMAT = "glm4-int4-native";
@@ -53,26 +55,11 @@ export function int4Names(name: string): { qweight: string; scales: string; zero
   return { qweight: `${name}.qweight`, scales: `${name}.scales`, zeros: `${name}.zeros` };
 }
 
-/** Which normalized tensors are linear layers (kept in sync with loader.isLinearName, which cannot be imported here without a cycle). */
-export function isLinear(name: string): boolean {
-  return name === "output" || /^layers\.\d+\.(qkv|attn_out|gate_up|down)$/.test(name);
-}
-
 function badQ(file: string, what: string, todo: string): Glm4Error {
   return new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${file}: ${what}. ${todo}`);
 }
 
 const REQUANTIZE = "Re-quantize the model with `glm4-int4 quantize --model <bf16 checkpoint> --out <dir>` of this release";
-
-function show(v: unknown): string {
-  let s: string;
-  try {
-    s = JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
-}
 
 /** Validate the parsed text of glm4_int4.json (`file` is used in messages). */
 export function parseInt4Record(text: string, file: string): Int4Record {
@@ -107,7 +94,7 @@ export function parseInt4Record(text: string, file: string): Int4Record {
     if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw badQ(file, `"${key}" must be a list of tensor names, got ${show(v)}`, REQUANTIZE);
   }
   for (const name of r.full_precision as string[]) {
-    if (isLinear(name)) {
+    if (isLinearName(name)) {
       throw badQ(file, `"full_precision" lists the linear layer ${JSON.stringify(name)}; this release loads every linear layer of an INT4 checkpoint as INT4`, REQUANTIZE);
     }
   }
@@ -146,10 +133,6 @@ export type Int4Entry =
   | { kind: "int4"; name: string; n: number; k: number; groupSize: GroupSize; qweight: string; scales: string; zeros: string }
   | { kind: "full"; name: string; shape: number[]; dtype: "BF16" | "F16" | "F32"; tensor: string };
 
-function dims(cfg: Glm4Config): string {
-  return `${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads} q heads of ${cfg.headDim}, ${cfg.numKvHeads} kv heads, ffn ${cfg.ffnSize}, vocab ${cfg.vocabSize}`;
-}
-
 /**
  * Check an INT4 checkpoint's tensors against the config and the record (headers only): every tensor
  * present with its dtype and shape, the scales' shape consistent with the record's group size, nothing else.
@@ -164,7 +147,7 @@ export function checkInt4Checkpoint(src: Int4Source, cfg: Glm4Config, record: In
   const get = (t: string, of: string) => {
     const info = src.tensors.get(t);
     if (info === undefined) {
-      throw new Glm4Error("ERR_GLM4_MISSING_TENSOR", `${dir}: tensor ${JSON.stringify(t)} (part of ${of}) is missing; the config describes ${dims(cfg)}. The INT4 checkpoint is incomplete: quantize it again.`);
+      throw new Glm4Error("ERR_GLM4_MISSING_TENSOR", `${dir}: tensor ${JSON.stringify(t)} (part of ${of}) is missing; the config describes ${describeDims(cfg)}. The INT4 checkpoint is incomplete: quantize it again.`);
     }
     used.add(t);
     return info;
@@ -172,14 +155,14 @@ export function checkInt4Checkpoint(src: Int4Source, cfg: Glm4Config, record: In
   const fullPrecision = new Set(record.full_precision);
   const out: Int4Entry[] = [];
   for (const [name, shape] of expectedShapes(cfg)) {
-    if (isLinear(name)) {
+    if (isLinearName(name)) {
       const [n, k] = shape;
       if (k % G !== 0) throw badQ(recordFile, `group_size ${G} does not divide the ${k} input columns of ${name} [${n}, ${k}] that config.json implies`, REQUANTIZE);
       const names = int4Names(name);
       const qw = get(names.qweight, name);
       if (qw.dtype !== "U8") throw new Glm4Error("ERR_GLM4_DTYPE_MISMATCH", `${where(names.qweight)}: tensor ${JSON.stringify(names.qweight)} is ${qw.dtype}; INT4 codes are stored as U8 [N, K/2] (two codes a byte). ${REQUANTIZE}.`);
       if (!shapesEqual(qw.shape, [n, k / 2])) {
-        throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(names.qweight)}: tensor ${JSON.stringify(names.qweight)} has shape [${qw.shape.join(", ")}], but the config (${dims(cfg)}) needs [${n}, ${k / 2}] (codes of a [${n}, ${k}] weight, two a byte). Check that config.json belongs to these weights.`);
+        throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(names.qweight)}: tensor ${JSON.stringify(names.qweight)} has shape [${qw.shape.join(", ")}], but the config (${describeDims(cfg)}) needs [${n}, ${k / 2}] (codes of a [${n}, ${k}] weight, two a byte). Check that config.json belongs to these weights.`);
       }
       for (const part of [names.scales, names.zeros]) {
         const t = get(part, name);
@@ -198,7 +181,7 @@ export function checkInt4Checkpoint(src: Int4Source, cfg: Glm4Config, record: In
         throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `${where(name)}: tensor ${JSON.stringify(name)} is ${t.dtype}; full-precision tensors load from BF16, F16 or F32 only. ${REQUANTIZE}.`);
       }
       if (!shapesEqual(t.shape, shape)) {
-        throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(name)}: tensor ${JSON.stringify(name)} has shape [${t.shape.join(", ")}], but the config (${dims(cfg)}) needs [${shape.join(", ")}]. Check that config.json belongs to these weights.`);
+        throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(name)}: tensor ${JSON.stringify(name)} has shape [${t.shape.join(", ")}], but the config (${describeDims(cfg)}) needs [${shape.join(", ")}]. Check that config.json belongs to these weights.`);
       }
       if (!fullPrecision.has(name)) throw badQ(recordFile, `"full_precision" does not list ${JSON.stringify(name)}, which the checkpoint stores in full precision`, REQUANTIZE);
       out.push({ kind: "full", name, shape: [...shape], dtype: t.dtype, tensor: name });
@@ -208,7 +191,7 @@ export function checkInt4Checkpoint(src: Int4Source, cfg: Glm4Config, record: In
   if (unused.length > 0) {
     throw new Glm4Error(
       "ERR_GLM4_UNEXPECTED_TENSOR",
-      `${where(unused[0])}: tensor ${JSON.stringify(unused[0])}${unused.length > 1 ? ` and ${unused.length - 1} more` : ""} are not part of the INT4 model the config describes (${dims(cfg)}). Check that config.json belongs to these weights.`,
+      `${where(unused[0])}: tensor ${JSON.stringify(unused[0])}${unused.length > 1 ? ` and ${unused.length - 1} more` : ""} are not part of the INT4 model the config describes (${describeDims(cfg)}). Check that config.json belongs to these weights.`,
     );
   }
   return out;
@@ -234,47 +217,4 @@ export function checkInt4Params(file: string, name: string, scales: Uint16Array,
       throw badQ(file, `tensor ${JSON.stringify(`${name}.zeros`)} row ${Math.floor(i / groups)}, group ${i % groups} holds ${(b & 0x7f) !== 0 ? "NaN" : "Infinity"}; zero points must be finite. The file is damaged`, REQUANTIZE);
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// bf16 / f16 bit helpers (host side)
-// ---------------------------------------------------------------------------------------------------------
-
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-
-/** bf16 bits -> number (exact). */
-export function bf16ToF32(b: number): number {
-  u32buf[0] = (b & 0xffff) << 16;
-  return f32buf[0];
-}
-
-/** number -> float32 -> bf16 bits, round to nearest, ties to even (NaN stays a quiet NaN). */
-export function f32ToBf16(x: number): number {
-  f32buf[0] = x;
-  const u = u32buf[0];
-  if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff) !== 0) return ((u >>> 16) | 0x40) & 0xffff;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** IEEE half bits -> number (exact). */
-export function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** A Uint16Array over a buffer's bytes (copied when the buffer is not 2-byte aligned). */
-export function u16View(b: Uint8Array): Uint16Array {
-  if (b.byteOffset % 2 === 0) return new Uint16Array(b.buffer, b.byteOffset, b.byteLength >> 1);
-  return new Uint16Array(new Uint8Array(b).buffer);
-}
-
-/** A Uint32Array over a buffer's bytes (copied when the buffer is not 4-byte aligned). */
-export function u32View(b: Uint8Array): Uint32Array {
-  if (b.byteOffset % 4 === 0) return new Uint32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
-  return new Uint32Array(new Uint8Array(b).buffer);
 }

@@ -19,7 +19,8 @@
  * Raw bytes and dtype pass through untouched (BF16/F16/F32); conversion happens elsewhere.
  */
 import { Glm4Error } from "../errors.js";
-import { expectedShapes, shapesEqual, type Glm4Config } from "./config.js";
+import type { Glm4Config } from "./config.js";
+import { describeDims, expectedShapes, parseTensorName, qkvRows, shapesEqual, type GlobalPart, type LayerPart } from "./tensors.js";
 import { DTYPE_BYTES, isDtype } from "./safetensors.js";
 
 export type Naming = "original" | "hf";
@@ -56,9 +57,7 @@ export interface OnDiskEntry {
   parts: OnDiskPart[];
 }
 
-const LAYER_RE = /^layers\.(0|[1-9][0-9]*)\.(attn_norm|qkv|qkv_bias|attn_out|ffn_norm|gate_up|down)$/;
-
-const GLOBAL_NAMES: Record<Naming, Record<"embed" | "final_norm" | "output", string>> = {
+const GLOBAL_NAMES: Record<Naming, Record<GlobalPart, string>> = {
   original: {
     embed: "transformer.embedding.word_embeddings.weight",
     final_norm: "transformer.encoder.final_layernorm.weight",
@@ -70,8 +69,6 @@ const GLOBAL_NAMES: Record<Naming, Record<"embed" | "final_norm" | "output", str
     output: "lm_head.weight",
   },
 };
-
-type LayerPart = "attn_norm" | "qkv" | "qkv_bias" | "attn_out" | "ffn_norm" | "gate_up" | "down";
 
 const LAYER_NAMES: Record<Naming, { prefix: string; parts: Record<LayerPart, string[]> }> = {
   original: {
@@ -130,22 +127,21 @@ export function detectNaming(tensorNames: Iterable<string>, source = "checkpoint
   );
 }
 
-function parseNormalized(normalizedName: string): { layer: number; part: LayerPart } | { global: "embed" | "final_norm" | "output" } {
-  if (normalizedName === "embed" || normalizedName === "final_norm" || normalizedName === "output") return { global: normalizedName };
-  const m = LAYER_RE.exec(normalizedName);
-  if (m === null) {
+function parseNormalized(normalizedName: string): { layer: number; part: LayerPart } | { layer: null; part: GlobalPart } {
+  const p = parseTensorName(normalizedName);
+  if (p === null) {
     throw new Glm4Error(
       "ERR_GLM4_INVALID_ARGUMENT",
       `${JSON.stringify(normalizedName)} is not a normalized GLM-4 tensor name (embed, layers.N.{attn_norm,qkv,qkv_bias,attn_out,ffn_norm,gate_up,down}, final_norm, output).`,
     );
   }
-  return { layer: Number(m[1]), part: m[2] as LayerPart };
+  return p;
 }
 
 /** The on-disk tensor name(s) of a normalized tensor; HF qkv and qkv_bias give [q, k, v]. */
 export function toOnDiskNames(normalizedName: string, naming: Naming): string[] {
   const p = parseNormalized(normalizedName);
-  if ("global" in p) return [GLOBAL_NAMES[naming][p.global]];
+  if (p.layer === null) return [GLOBAL_NAMES[naming][p.part]];
   const { prefix, parts } = LAYER_NAMES[naming];
   return parts[p.part].map((s) => `${prefix}${p.layer}.${s}`);
 }
@@ -153,9 +149,8 @@ export function toOnDiskNames(normalizedName: string, naming: Naming): string[] 
 /** Rows of each on-disk part of a normalized tensor (in order). */
 function partRows(cfg: Glm4Config, normalizedName: string, naming: Naming, shape: number[]): number[] {
   const p = parseNormalized(normalizedName);
-  if (naming === "hf" && "part" in p && (p.part === "qkv" || p.part === "qkv_bias")) {
-    const q = cfg.numHeads * cfg.headDim;
-    const kv = cfg.numKvHeads * cfg.headDim;
+  if (naming === "hf" && (p.part === "qkv" || p.part === "qkv_bias")) {
+    const { q, kv } = qkvRows(cfg);
     return [q, kv, kv];
   }
   return [shape[0]];
@@ -177,10 +172,6 @@ export function onDiskLayout(cfg: Glm4Config, naming: Naming): OnDiskEntry[] {
   return [...expectedShapes(cfg)].map(([name, shape]) => ({ name, shape, parts: onDiskParts(cfg, name, naming) }));
 }
 
-function dims(cfg: Glm4Config): string {
-  return `${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ${cfg.numHeads} q heads of ${cfg.headDim}, ${cfg.numKvHeads} kv heads, ffn ${cfg.ffnSize}, vocab ${cfg.vocabSize}`;
-}
-
 function where(src: TensorSource, onDisk: string): string {
   const shard = src.tensors.get(onDisk)?.shard;
   return shard === undefined ? "" : ` (in ${shard})`;
@@ -192,7 +183,7 @@ function checkPart(src: TensorSource, cfg: Glm4Config, entry: OnDiskEntry, part:
   if (info === undefined) {
     throw new Glm4Error(
       "ERR_GLM4_MISSING_TENSOR",
-      `${srcName}: tensor ${JSON.stringify(part.onDisk)} (${namingLabel(naming)}, part of ${entry.name}) is missing; the config describes ${dims(cfg)}. Re-download the incomplete checkpoint or use the config.json that belongs to these weights.`,
+      `${srcName}: tensor ${JSON.stringify(part.onDisk)} (${namingLabel(naming)}, part of ${entry.name}) is missing; the config describes ${describeDims(cfg)}. Re-download the incomplete checkpoint or use the config.json that belongs to these weights.`,
     );
   }
   if (!WEIGHT_DTYPES.includes(info.dtype as WeightDtype)) {
@@ -204,7 +195,7 @@ function checkPart(src: TensorSource, cfg: Glm4Config, entry: OnDiskEntry, part:
   if (!shapesEqual(info.shape, part.shape)) {
     throw new Glm4Error(
       "ERR_GLM4_SHAPE_MISMATCH",
-      `${srcName}: tensor ${JSON.stringify(part.onDisk)}${where(src, part.onDisk)} has shape [${info.shape.join(", ")}], but the config (${dims(cfg)}) expects [${part.shape.join(", ")}] for ${entry.name}. Check that config.json belongs to these weights.`,
+      `${srcName}: tensor ${JSON.stringify(part.onDisk)}${where(src, part.onDisk)} has shape [${info.shape.join(", ")}], but the config (${describeDims(cfg)}) expects [${part.shape.join(", ")}] for ${entry.name}. Check that config.json belongs to these weights.`,
     );
   }
   return info.dtype as WeightDtype;
@@ -250,7 +241,7 @@ export function checkCheckpoint(src: TensorSource, cfg: Glm4Config, options: Che
     const first = layout.find((e) => e.parts.some((p) => p.onDisk === missing[0]))!;
     throw new Glm4Error(
       "ERR_GLM4_MISSING_TENSOR",
-      `${srcName}: tensor ${JSON.stringify(missing[0])} (${namingLabel(naming)}, part of ${first.name})${missing.length > 1 ? ` and ${missing.length - 1} more are` : " is"} missing; the config describes ${dims(cfg)}. Re-download the incomplete checkpoint or use the config.json that belongs to these weights.`,
+      `${srcName}: tensor ${JSON.stringify(missing[0])} (${namingLabel(naming)}, part of ${first.name})${missing.length > 1 ? ` and ${missing.length - 1} more are` : " is"} missing; the config describes ${describeDims(cfg)}. Re-download the incomplete checkpoint or use the config.json that belongs to these weights.`,
     );
   }
   for (const e of layout) checkEntry(src, cfg, e, naming, srcName);
@@ -258,7 +249,7 @@ export function checkCheckpoint(src: TensorSource, cfg: Glm4Config, options: Che
   if (unused.length > 0 && options.allowUnused !== true) {
     throw new Glm4Error(
       "ERR_GLM4_UNEXPECTED_TENSOR",
-      `${srcName}: tensor ${JSON.stringify(unused[0])}${where(src, unused[0])}${unused.length > 1 ? ` and ${unused.length - 1} more` : ""} are not used by the model the config describes (${dims(cfg)}, qkv bias ${cfg.qkvBias}). Check that config.json belongs to these weights.`,
+      `${srcName}: tensor ${JSON.stringify(unused[0])}${where(src, unused[0])}${unused.length > 1 ? ` and ${unused.length - 1} more` : ""} are not used by the model the config describes (${describeDims(cfg)}, qkv bias ${cfg.qkvBias}). Check that config.json belongs to these weights.`,
     );
   }
   return { naming, unused };
@@ -332,8 +323,7 @@ export function splitRows(buf: Buffer, rowCounts: readonly number[]): Buffer[] {
 
 /** Split a fused qkv weight [(Hq+2Hkv)*D, H] or bias [(Hq+2Hkv)*D] into its q, k and v row blocks (views). */
 export function splitQkv(fused: Buffer, cfg: Glm4Config): { q: Buffer; k: Buffer; v: Buffer } {
-  const q = cfg.numHeads * cfg.headDim;
-  const kv = cfg.numKvHeads * cfg.headDim;
+  const { q, kv } = qkvRows(cfg);
   const [qb, kb, vb] = splitRows(fused, [q, kv, kv]);
   return { q: qb, k: kb, v: vb };
 }
@@ -356,7 +346,7 @@ export function toOnDisk(
   const parts = onDiskParts(cfg, t.name, naming);
   const want = expectedShapes(cfg).get(t.name)!;
   if (!shapesEqual(want, t.shape)) {
-    throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `toOnDisk: ${t.name} has shape [${t.shape.join(", ")}] but the config (${dims(cfg)}) expects [${want.join(", ")}].`);
+    throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `toOnDisk: ${t.name} has shape [${t.shape.join(", ")}] but the config (${describeDims(cfg)}) expects [${want.join(", ")}].`);
   }
   const datas = parts.length === 1 ? [t.data] : splitRows(t.data, parts.map((p) => p.shape[0]));
   return parts.map((p, i) => ({ name: p.onDisk, dtype: t.dtype, shape: [...p.shape], data: datas[i] }));

@@ -8,9 +8,10 @@ import { Glm4Error } from "../errors.js";
 import type { Glm4Config } from "./config.js";
 import type { NativeContext } from "../engine/native.js";
 import type { ModelWeights, Quantization } from "../engine/weights.js";
-import { INT4_RECORD_FILE, bf16ToF32, checkInt4Checkpoint, checkInt4Params, f16ToF32, readInt4Record, u16View, type GroupSize, type Int4Record } from "./int4-format.js";
+import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, readInt4Record, type GroupSize, type Int4Record } from "./int4-format.js";
+import { bf16ToF32, f16ToF32, u16View } from "../util.js";
 import { checkGptqCheckpoint, checkGptqTensors, defaultGIdx, loadGptqWeights, readGptqConfig, type GptqConfig } from "./gptq.js";
-import type { Checkpoint } from "./safetensors.js";
+import type { Checkpoint } from "./checkpoint.js";
 import { loadInt4CheckpointWeights, type WeightLoadOptions } from "../engine/loader.js";
 
 export type Prequantized =

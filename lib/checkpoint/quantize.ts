@@ -17,13 +17,16 @@ import { copyFile, mkdir, open as fsOpen, readdir, realpath, rename, rm, stat, w
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { Glm4Error, wrapNative } from "../errors.js";
-import { readConfig, expectedShapes } from "./config.js";
-import { Checkpoint, DTYPE_BYTES, INDEX_FILE, type Dtype } from "./safetensors.js";
+import { readConfig } from "./config.js";
+import { expectedShapes, isLinearName } from "./tensors.js";
+import { DTYPE_BYTES, type Dtype } from "./safetensors.js";
+import { Checkpoint, INDEX_FILE } from "./checkpoint.js";
 import { checkCheckpoint, iterateWeights, onDiskLayout } from "./namings.js";
-import { checkHostFits, isLinearName, quantizeHostLinear } from "../engine/loader.js";
+import { checkHostFits } from "./checkpoint.js";
+import { quantizeHostLinear } from "../engine/upload.js";
 import { createContext, resolveDevice, type DeviceOption } from "../engine/device.js";
 import { disposeLinear } from "../engine/weights.js";
-import { packageVersion } from "../util.js";
+import { isInside, packageVersion } from "../util.js";
 import { CANONICAL_LAYOUT, INT4_FORMAT, INT4_RECORD_FILE, INT4_VERSION, INT4_ZERO_POINT, int4Names, type GroupSize, type Int4Record } from "./int4-format.js";
 import { detectPrequantized } from "./prequantized.js";
 
@@ -67,10 +70,6 @@ export interface QuantizeResult {
   sourceBytes: number;
   device: string;
   seconds: number;
-}
-
-function isInside(p: string, root: string): boolean {
-  return p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
 }
 
 /** The real path `p` has or would have: the nearest existing ancestor resolved through symlinks, plus the rest. */
@@ -294,7 +293,7 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
       if (isLinearName(t.name)) {
         let lin;
         try {
-          lin = quantizeHostLinear(ctx, t, G);
+          lin = await quantizeHostLinear(ctx, t, G);
         } catch (e) {
           throw wrapNative(e);
         }

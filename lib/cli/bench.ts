@@ -18,21 +18,20 @@ import { Glm4Error } from "../errors.js";
 import { loadGlm4, type Glm4Model } from "../glm4.js";
 import { buildInfo, devices } from "../engine/native-binary.js";
 import { packageRoot } from "../util.js";
-import type { Linear, ModelWeights } from "../engine/weights.js";
+import type { Glm4Config } from "../checkpoint/config.js";
+import { modelTensors } from "../checkpoint/tensors.js";
+import type { NativeTensor } from "../engine/native.js";
+import { deviceBytes, weightOf, type Linear, type ModelWeights } from "../engine/weights.js";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-function linearBytes(l: Linear): number {
-  return l.kind === "int4" ? l.q.codes.nbytes + l.q.scales.nbytes + l.q.zeros.nbytes : l.w.nbytes;
-}
-
-/** Bytes one decode step must read from device memory: every linear weight once, norms, biases, the KV cache up to `ctxLen`. */
-export function bytesPerToken(w: ModelWeights, cfg: { hiddenSize: number; numLayers: number; numKvHeads: number; headDim: number }, ctxLen: number, kvBytes: number): { weights: number; kv: number; total: number } {
-  let weights = linearBytes(w.output) + w.finalNorm.nbytes; // the embedding row comes from host memory
-  for (const L of w.layers) {
-    for (const l of [L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) weights += linearBytes(l);
-    weights += L.attnNorm.nbytes + L.ffnNorm.nbytes + (L.qBias?.nbytes ?? 0) + (L.kBias?.nbytes ?? 0) + (L.vBias?.nbytes ?? 0);
-  }
+/**
+ * Bytes one decode step must read from device memory: every weight of the tensor list once (the embedding row
+ * comes from host memory), the KV cache up to `ctxLen`.
+ */
+export function bytesPerToken(w: ModelWeights, cfg: Glm4Config, ctxLen: number, kvBytes: number): { weights: number; kv: number; total: number } {
+  let weights = 0;
+  for (const t of modelTensors(cfg)) if (t.kind !== "embed") weights += deviceBytes(weightOf(w, t) as Linear | NativeTensor);
   const kv = 2 * cfg.numLayers * ctxLen * cfg.numKvHeads * cfg.headDim * kvBytes;
   return { weights, kv, total: weights + kv };
 }

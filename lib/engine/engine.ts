@@ -320,6 +320,8 @@ export class Engine {
       recordLinear(ctx, logits, hLast, this.w.output);
     } catch (e) {
       ctx.endCapture().dispose();
+      scratch.dispose();
+      for (const t of [addr?.rows, addr?.start, hLast, logits]) t?.dispose();
       throw e;
     }
     // On CUDA the step's graph (~360 nodes a token) is recorded and instantiated here, off the JS thread.

@@ -1,19 +1,27 @@
 /** What a load costs in device memory, from the config alone (the load's own refusal and `inspect` use it). */
 import type { Glm4Config } from "../checkpoint/config.js";
-import { isLinearName, linearBytes, tensorPlan } from "./loader.js";
+import { modelTensors } from "../checkpoint/tensors.js";
 import type { Quantization } from "./weights.js";
+
+/** Bytes a linear [n, k] weight takes on the device. */
+export function linearBytes(n: number, k: number, q: Quantization, group: number): number {
+  return q === "int4" ? (n * k) / 2 + 2 * 2 * n * (k / group) : 2 * n * k;
+}
 
 /** Bytes a load needs on the device: weights, KV cache, scratch and the largest full-precision tensor in flight. */
 export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization; groupSize: number; maxContext: number; prefillChunk: number; kvBytes: number }): { weights: number; kvCache: number; scratch: number; transient: number; total: number } {
   let weights = 0;
   let largest = 0;
-  for (const t of tensorPlan(cfg)) {
+  for (const t of modelTensors(cfg)) {
+    if (t.kind === "embed") continue; // host memory
     const n = t.shape.reduce((a, b) => a * b, 1);
-    if (t.name === "embed") continue; // host memory
-    if (isLinearName(t.name)) weights += linearBytes(t.shape[0], t.shape[1], o.quantization, o.groupSize);
-    else weights += 2 * n;
-    // INT4 linears go up in chunks of at most 64 MiB of full precision (loader.chunkRows).
-    if (isLinearName(t.name) && o.quantization === "int4") largest = Math.max(largest, Math.min(2 * n, 64 * 2 ** 20));
+    if (t.kind !== "linear") weights += 2 * n;
+    else {
+      const [rows, k] = t.shape;
+      weights += linearBytes(rows, k, o.quantization, o.groupSize);
+      // INT4 linears go up in chunks of at most 64 MiB of full precision (upload.chunkRows).
+      if (o.quantization === "int4") largest = Math.max(largest, Math.min(2 * n, 64 * 2 ** 20));
+    }
   }
   const kvCache = 2 * cfg.numLayers * o.maxContext * cfg.numKvHeads * cfg.headDim * o.kvBytes;
   const T = o.prefillChunk;

@@ -5,6 +5,8 @@
  * row a token: the engine gathers the rows on the host and writes them as the step's input).
  */
 import { Glm4Error } from "../errors.js";
+import type { LayerPart, ModelTensor } from "../checkpoint/tensors.js";
+import { f16ToF32 } from "../util.js";
 import type { NativeTensor, QWeight } from "./native.js";
 
 export type Quantization = "int4" | "none";
@@ -12,11 +14,12 @@ export type Quantization = "int4" | "none";
 /** A linear layer's weight: INT4 (canonical layout) or full precision (bf16/f32). */
 export type Linear = { kind: "int4"; q: QWeight; n: number; k: number } | { kind: "dense"; w: NativeTensor; n: number; k: number };
 
+/** A layer's weights: the fields of LAYER_FIELD (one per tensor of the list), plus the q/k/v views. */
 export interface LayerWeights {
   attnNorm: NativeTensor;
   /** The fused [q; k; v] weight (and bias): one GEMV launch for a single token, whose q, k, v are then
    * contiguous slices of one output row. q, k, v below are row views of it, for prompts of several tokens. */
-  qkv?: Linear;
+  qkv: Linear;
   qkvBias?: NativeTensor;
   q: Linear;
   k: Linear;
@@ -29,6 +32,17 @@ export interface LayerWeights {
   gateUp: Linear;
   down: Linear;
 }
+
+/** Where each layer tensor of the list (lib/checkpoint/tensors.ts) lives in LayerWeights. */
+export const LAYER_FIELD = {
+  attn_norm: "attnNorm",
+  qkv: "qkv",
+  qkv_bias: "qkvBias",
+  attn_out: "attnOut",
+  ffn_norm: "ffnNorm",
+  gate_up: "gateUp",
+  down: "down",
+} as const satisfies Record<LayerPart, keyof LayerWeights>;
 
 /** The embedding table in host memory, in its on-disk dtype; rows are converted to f32 when gathered. */
 export class HostEmbedding {
@@ -66,13 +80,6 @@ export class HostEmbedding {
   }
 }
 
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
 export interface ModelWeights {
   embed: HostEmbedding;
   layers: LayerWeights[];
@@ -101,14 +108,27 @@ export function disposeLinear(l: Linear): void {
   }
 }
 
+function isLinear(v: Linear | NativeTensor): v is Linear {
+  return "kind" in v;
+}
+
+/** The weight a tensor of the list became (the host embedding, a device tensor, or a linear layer). */
+export function weightOf(w: ModelWeights, t: ModelTensor): HostEmbedding | NativeTensor | Linear {
+  if (t.layer !== null) return w.layers[t.layer][LAYER_FIELD[t.part as LayerPart]]!;
+  return t.part === "embed" ? w.embed : t.part === "final_norm" ? w.finalNorm : w.output;
+}
+
+/** Bytes a linear layer or a device tensor holds on the device. */
+export function deviceBytes(v: Linear | NativeTensor): number {
+  if (!isLinear(v)) return v.nbytes;
+  return v.kind === "int4" ? v.q.codes.nbytes + v.q.scales.nbytes + v.q.zeros.nbytes : v.w.nbytes;
+}
+
+/** Frees every device tensor of `w`, views included; also the partial weights of a load that failed half-way. */
 export function disposeWeights(w: Partial<ModelWeights>): void {
   w.finalNorm?.dispose();
   if (w.output) disposeLinear(w.output);
-  // Also called on the partial weights of a load that failed half-way: any field may be missing.
   for (const L of (w.layers ?? []) as Partial<LayerWeights>[]) {
-    L.attnNorm?.dispose();
-    L.ffnNorm?.dispose();
-    for (const b of [L.qBias, L.kBias, L.vBias, L.qkvBias]) b?.dispose();
-    for (const l of [L.qkv, L.q, L.k, L.v, L.attnOut, L.gateUp, L.down]) if (l) disposeLinear(l);
+    for (const v of Object.values(L)) if (v) (isLinear(v) ? disposeLinear(v) : v.dispose());
   }
 }
