@@ -1,0 +1,183 @@
+// Shared pieces of the INT4 x BF16 tensor-core GEMMs (gemm_int4_mma.cuh for sm_80+, gemm_int4_sm90.cuh for
+// sm_90a): the operands, layout-1 dequantization in registers, and small PTX wrappers. Depends only on the CUDA
+// headers, so the standalone kernel harness (bench/kernels/gemm_int4_bench.cu) includes the same code as the addon.
+//
+// The problem, for every kernel here: Y f32 [M, N] (+)= X bf16 [M, K] * W^T (+ bias), W [N, K] INT4 in the kernel
+// layout 1 of core/int4_layout.h ("tiled16x64": 16 x 64 tiles whose lane words are mma.m16n8k16 A fragments).
+// W plays the A operand (rows = output features), the M tokens play the N columns of the MMA, so each tile of the
+// accumulators is D[n][m] = Y^T, written back transposed by the epilogue.
+#pragma once
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace glm4 {
+namespace gemmk {
+
+// INT4 weight in layout 1 (N % 16 == 0, K % 64 == 0, group in 32/64/128).
+struct L1Weight {
+  const uint8_t* codes;    // u8 [N*K/2]: 512-byte tiles (nt, kt) at 512 * (nt * K/64 + kt); lane l's 16 bytes at 16 l
+  const uint16_t* scales;  // bf16: element (n, gi) at ((n/16) * (K/G) + gi) * 16 + n%16
+  const uint16_t* zeros;   // bf16, same layout as scales
+  int n, k, group;
+};
+
+// Output: y f32 [M, N] row-major; bias (at most one of the two) added once per element. accumulate: several
+// K splits add into y with atomics (y zeroed first by the launcher; bias added by split 0).
+struct Out {
+  float* y;
+  const float* bias_f32;      // [N] or null
+  const uint16_t* bias_bf16;  // [N] bf16 or null
+  int m, n;
+};
+
+__device__ __forceinline__ float bias_at(const Out& o, int n) {
+  if (o.bias_f32) return o.bias_f32[n];
+  if (o.bias_bf16) return __uint_as_float(static_cast<uint32_t>(o.bias_bf16[n]) << 16);
+  return 0.f;
+}
+
+// ---------------------------------------------------------------- dequantization (layout 1 -> mma A fragment)
+// bf16x2 fused multiply-add (sm_80+), round to nearest even.
+__device__ __forceinline__ uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+__device__ __forceinline__ uint32_t bf16x2_splat(uint16_t h) { return static_cast<uint32_t>(h) | (static_cast<uint32_t>(h) << 16); }
+__device__ __forceinline__ uint16_t f2bf_rn(float f) {
+  const __nv_bfloat16 b = __float2bfloat16_rn(f);
+  return *reinterpret_cast<const uint16_t*>(&b);
+}
+
+// Scale and zero of the two rows (g and g+8) that one lane's fragment covers, prepared for the FMA below:
+// s2 = (s, s) and nzs2 = (-z s, -z s) as bf16x2, per row.
+struct GroupSZ {
+  uint32_t s_lo, nzs_lo, s_hi, nzs_hi;  // lo: row g, hi: row g + 8
+};
+__device__ __forceinline__ GroupSZ make_sz(uint16_t s_g, uint16_t z_g, uint16_t s_g8, uint16_t z_g8) {
+  GroupSZ r;
+  const float sg = __uint_as_float(static_cast<uint32_t>(s_g) << 16), zg = __uint_as_float(static_cast<uint32_t>(z_g) << 16);
+  const float sh = __uint_as_float(static_cast<uint32_t>(s_g8) << 16), zh = __uint_as_float(static_cast<uint32_t>(z_g8) << 16);
+  r.s_lo = bf16x2_splat(s_g);
+  r.s_hi = bf16x2_splat(s_g8);
+  r.nzs_lo = bf16x2_splat(f2bf_rn(-zg * sg));
+  r.nzs_hi = bf16x2_splat(f2bf_rn(-zh * sh));
+  return r;
+}
+
+// Field-wise select (a select of references would take the array's address and move it to local memory).
+__device__ __forceinline__ GroupSZ pick(bool second, const GroupSZ& a, const GroupSZ& b) {
+  GroupSZ r;
+  r.s_lo = second ? b.s_lo : a.s_lo;
+  r.nzs_lo = second ? b.nzs_lo : a.nzs_lo;
+  r.s_hi = second ? b.s_hi : a.s_hi;
+  r.nzs_hi = second ? b.nzs_hi : a.nzs_hi;
+  return r;
+}
+
+// One layout-1 word (a lane's k16 sub-tile) -> the four bf16x2 registers of its mma A fragment.
+// (word >> 4s) & 0x000F000F holds the codes (a[2s], a[2s+1]) in the low bits of each half; OR-ing the bf16 128.0
+// (0x4300, whose mantissa unit is 1) makes the pair (128 + q0, 128 + q1) exactly; one FMA subtracts 128 (exact:
+// q < 16 is representable), a second applies w = q s + (-z s). Registers 0 and 2 are row g, 1 and 3 row g + 8.
+// Rounding: -z s is rounded to bf16 once per group and the result once per weight (|error| <= 2^-9 (|z s| + |w|));
+// the canonical CPU path rounds (q - z) s once. Both are far inside the bf16 activations' own rounding.
+__device__ __forceinline__ void dequant_word(uint32_t w, const GroupSZ& sz, uint32_t (&a)[4]) {
+  constexpr uint32_t kMagic = 0x43004300u, kOne = 0x3F803F80u, kNeg128 = 0xC300C300u;
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    const uint32_t v = ((w >> (4 * s)) & 0x000F000Fu) | kMagic;
+    const uint32_t q = fma_bf16x2(v, kOne, kNeg128);
+    a[s] = (s & 1) ? fma_bf16x2(q, sz.s_hi, sz.nzs_hi) : fma_bf16x2(q, sz.s_lo, sz.nzs_lo);
+  }
+}
+
+// ---------------------------------------------------------------- PTX wrappers (sm_80+)
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint16_t lds16(uint32_t addr) {
+  uint16_t v;
+  asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(addr));
+  return v;
+}
+
+// 16-byte cp.async, zero-filling when !pred (the source address must still be valid: callers clamp it).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void red_add(float* p, float v) { asm volatile("red.global.add.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory"); }
+
+// One output column n (a weight row) of a fragment tile: acc[4 i + off + e] -> y[m0 + 8 i + e][n] for the tile's
+// I 8-token columns (m0 already holds the lane's 2t). Guards and bias are resolved once per column.
+template <int I, int NACC>
+__device__ __forceinline__ void store_column(const Out& o, const float (&acc)[NACC], int off, int m0, int n, bool split,
+                                             bool add_bias) {
+  if (n >= o.n) return;
+  const float b = add_bias ? bias_at(o, n) : 0.f;
+  float* col = o.y + n;
+#pragma unroll
+  for (int i = 0; i < I; ++i)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int m = m0 + 8 * i + e;
+      if (m < o.m) {
+        float* p = col + static_cast<int64_t>(m) * o.n;
+        const float v = acc[4 * i + off + e] + b;
+        if (split)
+          red_add(p, v);
+        else
+          *p = v;
+      }
+    }
+}
+
+// Tile order shared by the persistent kernels: token blocks in panels of kPanel so that the tiles running at the
+// same time share both their weight rows (consecutive tiles of a panel) and the panel's activations (L2-resident
+// while the row blocks sweep past); K splits slowest.
+constexpr int kPanel = 8;
+struct TileCoord {
+  int mb, nb, split;
+};
+__host__ __device__ __forceinline__ TileCoord tile_coord(int t, int n_mb, int n_nb) {
+  const int per_split = n_mb * n_nb;
+  TileCoord c;
+  c.split = t / per_split;
+  int r = t - c.split * per_split;
+  const int full = n_mb / kPanel;  // complete panels
+  const int in_full = full * kPanel * n_nb;
+  if (r < in_full) {
+    const int p = r / (kPanel * n_nb);
+    r -= p * kPanel * n_nb;
+    c.nb = r / kPanel;
+    c.mb = p * kPanel + r % kPanel;
+  } else {
+    r -= in_full;
+    const int w = n_mb - full * kPanel;  // width of the last panel (> 0 here)
+    c.nb = r / w;
+    c.mb = full * kPanel + r % w;
+  }
+  return c;
+}
+
+}  // namespace gemmk
+}  // namespace glm4

@@ -1,0 +1,293 @@
+// INT4 (layout 1) x BF16 GEMM on Hopper's wgmma (sm_90a). Dependency-free (see gemm_int4_common.cuh); the
+// tensor maps are encoded on the host through the driver entry point that the CUDA runtime hands out, so neither
+// the addon nor the harness links libcuda.
+//
+// D = W X^T per block tile: BR = 2 * WR * 64 weight rows x TT tokens, 64 k per pipeline stage.
+// - 3 warpgroups (384 threads), persistent (one block an SM, tiles in gemmk::tile_coord order):
+//   warpgroup 0 = producer: one thread issues the TMA copies of each stage (X box [TT][64] bf16 with the 128-byte
+//   swizzle, the RT = BR/16 layout-1 weight tiles, their scales and zeros) onto the stage's `full` mbarrier;
+//   it keeps 40 registers (setmaxnreg) so that the consumers can have 232.
+//   warpgroups 1, 2 = consumers: each owns WR x 64 weight rows. Warp w of a consumer reads its lane's 16 fragment
+//   bytes of each of its 16-row tiles from shared memory (one ld.shared.v4: the 4 k16 words), dequantizes them in
+//   registers (dequant_word: mask-and-shift, bf16 magic number, scale/zero FMA on bf16x2) and issues
+//   wgmma.m64nTTk16 with A from registers and B = the X tile through a 128B-swizzle K-major descriptor.
+// - A registers are read asynchronously by wgmma: the 4 k16 sub-steps use 4 register sets, and before set j is
+//   rewritten, wgmma.wait_group 3 guarantees that the group which read it (4 commits earlier) is complete; the
+//   previous stage's buffers are released (`empty` mbarrier) at sub-step 3 of the next stage, when all its groups
+//   are complete. So the tensor cores always have up to 3 groups of each warpgroup queued while the next
+//   fragments are dequantized.
+// - Epilogue: the accumulators hold D[n][m]; each lane writes Y[m][n] (+ bias) directly (32-byte segments), or
+//   adds into y with red.global when K is split across tiles (small M: more tiles streaming the weights).
+#pragma once
+#include <cuda.h>  // CUtensorMap and the encode function's types (the function itself comes from the runtime)
+
+#include "gemm_int4_common.cuh"
+#include "wgmma_bf16.cuh"
+
+namespace glm4 {
+namespace gemmk {
+
+template <int WR_, int TT_, int STAGES_>
+struct Sm90Cfg {
+  static constexpr int WR = WR_, TT = TT_, STAGES = STAGES_;
+  static constexpr int THREADS = 384;
+  static constexpr int RT = 2 * WR * 4;  // 16-row tiles per block
+  static constexpr int BR = RT * 16;
+  static constexpr int X_BYTES = TT * 128;            // multiple of 1024 for TT % 8 == 0: keeps the swizzle atoms aligned
+  static constexpr int W_BYTES = RT * 512;
+  static constexpr int SZ_BYTES = RT * 64;            // room for 2 groups (G = 32) of 16 bf16 per tile
+  static constexpr int STAGE_BYTES = X_BYTES + W_BYTES + 2 * SZ_BYTES;
+  static constexpr int SMEM = STAGES * STAGE_BYTES + 1024 /* alignment */ + 2 * STAGES * 8 /* mbarriers */;
+  static_assert(STAGE_BYTES % 1024 == 0, "stages must keep X 1024-byte aligned (128B swizzle)");
+  static_assert(TT % 16 == 0 && TT <= 256, "wgmma N");
+};
+
+// ---------------------------------------------------------------- PTX: mbarrier, TMA, wgmma bookkeeping
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Keeps a register value alive (and in place) up to this point: A fragments read by in-flight wgmma.
+__device__ __forceinline__ void keep(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
+__device__ __forceinline__ void keep(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+#endif
+
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+struct Sm90Maps {
+  CUtensorMap x, w, s, z;
+};
+
+template <class C>
+__global__ void __launch_bounds__(384, 1)
+    gemm_int4_sm90_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
+                          const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
+                          int group, int ktiles, int splits) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t sraw = smem_u32(smem_raw);
+  const uint32_t sbase = (sraw + 1023) & ~1023u;
+  const uint32_t bars = sbase + C::STAGES * C::STAGE_BYTES;  // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s)
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+  const int n_mb = (o.m + C::TT - 1) / C::TT, n_nb = (o.n / 16 + C::RT - 1) / C::RT;
+  const int total = n_mb * n_nb * splits;
+  const int gps = group == 32 ? 2 : 1;
+
+  if (tid == 0) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      mbar_init(bars + 8 * s, 1);                   // full: the producer's expect_tx arrival + the bytes
+      mbar_init(bars + 8 * (C::STAGES + s), 8);     // empty: one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ------------------------------------------------ producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (warp == 0 && lane == 0) {
+      const uint32_t tx = C::X_BYTES + C::W_BYTES + 2 * (C::RT * 32 * gps);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int t = blockIdx.x; t < total; t += gridDim.x) {
+        const TileCoord tc = tile_coord(t, n_mb, n_nb);
+        const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * tc.split / splits);
+        const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (tc.split + 1) / splits);
+        const int m0 = tc.mb * C::TT, rt0 = tc.nb * C::RT;
+        for (int kt = kb; kt < ke; ++kt) {
+          mbar_wait(bars + 8 * (C::STAGES + stage), phase ^ 1);
+          const uint32_t full = bars + 8 * stage;
+          mbar_expect_tx(full, tx);
+          const uint32_t st = sbase + stage * C::STAGE_BYTES;
+          tma_load_2d(st, &tmx, kt * 64, m0, full);
+          tma_load_2d(st + C::X_BYTES, &tmw, kt * 128, rt0, full);
+          const int gi0 = (kt * 64) / group;
+          tma_load_2d(st + C::X_BYTES + C::W_BYTES, &tms, gi0 * 16, rt0, full);
+          tma_load_2d(st + C::X_BYTES + C::W_BYTES + C::SZ_BYTES, &tmz, gi0 * 16, rt0, full);
+          if (++stage == C::STAGES) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    // ------------------------------------------------ consumers
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    using MMA = Wgmma<C::TT>;
+    const int c = wg - 1, g = lane >> 2;
+    float acc[C::WR][MMA::kAcc];
+    uint32_t A[4][C::WR][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) A[j][r][e] = 0u;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int t = blockIdx.x; t < total; t += gridDim.x) {
+      const TileCoord tc = tile_coord(t, n_mb, n_nb);
+      const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * tc.split / splits);
+      const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (tc.split + 1) / splits);
+#pragma unroll
+      for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+        for (int i = 0; i < MMA::kAcc; ++i) acc[r][i] = 0.f;
+      int prev = -1;
+      for (int kt = kb; kt < ke; ++kt) {
+        mbar_wait(bars + 8 * stage, phase);
+        const uint32_t st = sbase + stage * C::STAGE_BYTES;
+        const uint32_t sw = st + C::X_BYTES, ss = sw + C::W_BYTES, sz = ss + C::SZ_BYTES;
+        uint4 raw[C::WR];
+        GroupSZ gsz[C::WR][2];
+#pragma unroll
+        for (int r = 0; r < C::WR; ++r) {
+          const int rt = (c * C::WR + r) * 4 + warp;
+          raw[r] = lds128(sw + rt * 512 + lane * 16);
+          const uint32_t o0 = rt * 32 * gps + g * 2;  // TMA box: [RT][16 * gps] bf16; row g + 8 is 16 bytes on
+          gsz[r][0] = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16));
+          gsz[r][1] = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48))
+                               : gsz[r][0];
+        }
+        const uint64_t desc = desc_sw128(st);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          wgmma_wait<3>();  // the group that read A[j] (4 commits ago) is complete
+          if (j == 3 && prev >= 0) {
+            if (lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev));  // all groups of the previous stage done
+            prev = -1;
+          }
+#pragma unroll
+          for (int r = 0; r < C::WR; ++r) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) keep(A[j][r][e]);
+            const uint32_t word = j == 0 ? raw[r].x : j == 1 ? raw[r].y : j == 2 ? raw[r].z : raw[r].w;
+            dequant_word(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), A[j][r]);
+          }
+          wgmma_fence();
+#pragma unroll
+          for (int r = 0; r < C::WR; ++r)
+            MMA::mma(acc[r], A[j][r][0], A[j][r][1], A[j][r][2], A[j][r][3], desc + 2 * j);  // +32 bytes per k16
+          wgmma_commit();
+        }
+        prev = stage;
+        if (++stage == C::STAGES) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+        for (int i = 0; i < MMA::kAcc; ++i) keep(acc[r][i]);
+      if (prev >= 0 && lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev));
+
+      // acc[r][4i + 2h + e] = D[row 16 warp + g + 8h][col 8i + 2t + e]
+      const int m0 = tc.mb * C::TT + (lane & 3) * 2;
+#pragma unroll
+      for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int n = tc.nb * C::BR + (c * C::WR + r) * 64 + warp * 16 + g + 8 * h;
+          store_column<MMA::kAcc / 4>(o, acc[r], 2 * h, m0, n, splits > 1, tc.split == 0);
+        }
+    }
+  }
+#endif
+}
+
+// ---------------------------------------------------------------- host side
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// cuTensorMapEncodeTiled from the driver (through the runtime: no libcuda link). Null when the driver lacks it.
+inline EncodeTiledFn encode_tiled_fn() {
+  static EncodeTiledFn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = nullptr;
+    (void)cudaGetLastError();
+    return reinterpret_cast<EncodeTiledFn>(p);
+  }();
+  return fn;
+}
+
+// 2-D tensor map: inner dimension d0 (contiguous), outer d1 with a row stride of `stride` bytes.
+inline bool make_map_2d(CUtensorMap* map, CUtensorMapDataType dt, const void* base, uint64_t d0, uint64_t d1,
+                        uint64_t stride, uint32_t b0, uint32_t b1, CUtensorMapSwizzle sw) {
+  const EncodeTiledFn fn = encode_tiled_fn();
+  if (!fn) return false;
+  const cuuint64_t dims[2] = {d0, d1};
+  const cuuint64_t strides[1] = {stride};
+  const cuuint32_t box[2] = {b0, b1};
+  const cuuint32_t es[2] = {1, 1};
+  return fn(map, dt, 2, const_cast<void*>(base), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, sw,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Launch on `st` with `grid` persistent blocks (<= tiles; typically the SM count). y must be zeroed first when
+// splits > 1. x: bf16 [M, K] with K % 64 == 0 and a 16-byte aligned base. Returns cudaErrorNotSupported when the
+// driver cannot encode tensor maps.
+template <class C>
+inline cudaError_t launch_gemm_int4_sm90(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
+                                         int splits, int grid) {
+  Sm90Maps m;
+  const int gps = w.group == 32 ? 2 : 1;
+  const uint64_t K = static_cast<uint64_t>(w.k), N = static_cast<uint64_t>(w.n), KG = K / w.group;
+  bool ok = make_map_2d(&m.x, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, K, static_cast<uint64_t>(o.m), K * 2, 64, C::TT,
+                        CU_TENSOR_MAP_SWIZZLE_128B);
+  ok = ok && make_map_2d(&m.w, CU_TENSOR_MAP_DATA_TYPE_UINT32, w.codes, (K / 64) * 128, N / 16, (K / 64) * 512, 128,
+                         C::RT, CU_TENSOR_MAP_SWIZZLE_NONE);
+  ok = ok && make_map_2d(&m.s, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, w.scales, KG * 16, N / 16, KG * 32, 16 * gps, C::RT,
+                         CU_TENSOR_MAP_SWIZZLE_NONE);
+  ok = ok && make_map_2d(&m.z, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, w.zeros, KG * 16, N / 16, KG * 32, 16 * gps, C::RT,
+                         CU_TENSOR_MAP_SWIZZLE_NONE);
+  if (!ok) return cudaErrorNotSupported;
+  const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+  if (e != cudaSuccess) return e;
+  gemm_int4_sm90_kernel<C><<<grid, C::THREADS, C::SMEM, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, splits);
+  return cudaGetLastError();
+}
+
+template <class C>
+inline int sm90_tiles(int m, int n) {
+  return ((m + C::TT - 1) / C::TT) * ((n / 16 + C::RT - 1) / C::RT);
+}
+
+}  // namespace gemmk
+}  // namespace glm4
