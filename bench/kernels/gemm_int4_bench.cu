@@ -4,7 +4,7 @@
 // Build (here, no GPU needed):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o bench/kernels/bin/gemm_int4_bench \
 //        bench/kernels/gemm_int4_bench.cu
-// Run: gemm_int4_bench [--json FILE] [--quick]
+// Run: gemm_int4_bench [--json FILE] [--quick] [--layout-only (the host check of the layout spec, no GPU)]
 //
 // Checks, in order:
 //   1. layout: a host repack of random canonical weights (this file's private copy of PLAN.md's layout-1 spec)
@@ -48,6 +48,7 @@ static bool g_first_json = true;
 static void json_rec(const std::string& s) {
   if (!g_json) return;
   fprintf(g_json, "%s%s\n", g_first_json ? "[" : ",", s.c_str());
+  fflush(g_json);  // a run cut short by its timeout keeps what it measured
   g_first_json = false;
 }
 
@@ -544,6 +545,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     if (!strcmp(argv[i], "--quick")) quick = true;
+    if (!strcmp(argv[i], "--layout-only")) return check_layout_host() ? 0 : 1;  // host only: no GPU needed
   }
   if (json_path) g_json = fopen(json_path, "w");
   cudaDeviceProp prop;

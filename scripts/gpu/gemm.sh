@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU run for the INT4 x BF16 tensor-core GEMMs (issue 13 GEMM, small M of issue 14). Budget: 150 s on an H200.
+# The lead runs it from the repository root after `. .gpu/prelude.sh`, with bench/kernels/bin/gemm_int4_bench
+# built here (sm_90a; see bench/kernels/gemm_int4_bench.cu) and carried; it is rebuilt there when missing.
+# Writes $OUT/gemm.log (everything) and $OUT/gemm.json (validation, figures, cuBLAS), prints the table last.
+#   1. SASS: the wgmma kernels must show HGMMA (else they run a slower path or nothing).
+#   2. gemm_int4_bench: validates every variant (fresh inputs, poisoned output, odd M, every group size, f64
+#      samples), copy bandwidth, then times the variants that passed at M = 16..2048 (8192 for gate_up).
+#   3. cuBLAS BF16 through torch on the same shapes.
+#   4. the summary table: best variant per (shape, M), its share of cuBLAS, time over the INT4 weight read.
+set -u
+OUT=${OUT:-/tmp/gemm-out}
+mkdir -p "$OUT"
+TMPD=$(mktemp -d)
+BIN=bench/kernels/bin/gemm_int4_bench
+{
+  echo "== gemm.sh $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader || true
+  if [ ! -x "$BIN" ]; then
+    echo "building $BIN"
+    mkdir -p bench/kernels/bin
+    timeout 150 nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o "$BIN" bench/kernels/gemm_int4_bench.cu
+  fi
+  if command -v cuobjdump >/dev/null; then
+    cuobjdump --dump-sass "$BIN" > "$TMPD/sass.txt" 2>/dev/null
+    echo "SASS: HGMMA instructions: $(grep -c HGMMA "$TMPD/sass.txt"), HMMA: $(grep -c 'HMMA' "$TMPD/sass.txt"), local loads (LDL): $(grep -c 'LDL' "$TMPD/sass.txt"), UTMALDG: $(grep -c UTMALDG "$TMPD/sass.txt")"
+    awk '/Function : /{f=$3} /HGMMA/{c[f]++} END{for(k in c) print "  HGMMA in", k, c[k]}' "$TMPD/sass.txt" | head -20
+  fi
+  timeout 100 "$BIN" --json "$TMPD/kernels.json"
+  echo "harness exit: $?"
+  timeout 45 python3 scripts/gpu/gemm_cublas.py "$TMPD/cublas.json"
+  echo "cublas exit: $?"
+  python3 scripts/gpu/gemm_summary.py "$TMPD/kernels.json" "$TMPD/cublas.json" "$OUT/gemm.json"
+} 2>&1 | tee "$OUT/gemm.log"
+rm -rf "$TMPD"
