@@ -30,7 +30,8 @@
   X(quantize_int4, "quantizeInt4", (Context& c, const QWeight& q, const Tensor& w))                                 \
   /* out bf16|f32 [N,K] = dequantized q (codebook 0: (q - z) * s; 1: (NF4[q] - z) * s) */                          \
   X(dequantize_int4, "dequantizeInt4", (Context& c, const Tensor& out, const QWeight& q))                           \
-  /* out f32[M,N] = x f32[M,K] * W^T (+ bias bf16|f32 [N] when defined; optional) */                                \
+  /* out f32[M,N] = x f32[M,K] * W^T (+ bias bf16|f32 [N] when defined; optional). CUDA, layout 1, M > 8: x may   \
+     be bf16 (the tensor-core GEMM's input; f32 is converted first), see kInt4GemvMaxM in ops.h */                  \
   X(matmul_int4, "matmulInt4", (Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias)) \
   /* out f32[M,N] = x f32[M,K] * w^T (+ bias; optional);  w bf16|f32 [N,K] */                                       \
   X(matmul, "matmul", (Context& c, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias))        \

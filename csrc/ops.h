@@ -25,6 +25,10 @@ struct QWeight {
   int codebook = 0;  // 0 integer, 1 NF4
 };
 
+// matmul_int4 on CUDA: up to this many rows (tokens) run the GEMV; more run a tensor-core GEMM, which reads x as
+// bf16 for layout 1 (an f32 x is converted first by the dispatch; cuda::linear_plan picks the kernel per shape).
+constexpr int64_t kInt4GemvMaxM = 8;
+
 // Arguments for rotary / attention, all read on the device.
 struct AttnShape {
   int64_t tokens = 0;    // T

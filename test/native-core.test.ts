@@ -16,6 +16,40 @@ const N = native();
 const ctx: NativeContext = new N.Context("cpu");
 afterAll(() => ctx.dispose());
 
+describe("linearPath(): which kernel matmul_int4 runs for a shape", () => {
+  it("rejects bad numbers with a RangeError or TypeError carrying a code", () => {
+    const bad: [unknown[], RegExp][] = [
+      [[0, 4096, 4096], /positive integers/],
+      [[1.5, 4096, 4096], /positive integers/],
+      [[16, 4096, 4096, 48], /group must be 32, 64 or 128/],
+      [[16, 4096, 4096, 128, 2], /layout must be 0 or 1/],
+      [[16, 4096, 4096, 128, 1, -1], /device/],
+    ];
+    for (const [args, msg] of bad) {
+      let err: (Error & { code?: string }) | undefined;
+      try {
+        (N.linearPath as (...a: unknown[]) => string)(...args);
+      } catch (e) {
+        err = e as Error & { code?: string };
+      }
+      expect(err, JSON.stringify(args)).toBeInstanceOf(RangeError);
+      expect(err?.message).toMatch(msg);
+      expect(err?.code).toBe("ERR_GLM4_INVALID_ARGUMENT");
+    }
+    expect(() => (N.linearPath as (...a: unknown[]) => string)("16", 4096, 4096)).toThrow(TypeError);
+  });
+  it("without a CUDA device it throws a coded error instead of guessing", () => {
+    if (N.devices().length > 0) return; // test/gpu/ops.test.ts checks the answers on a GPU
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      N.linearPath(16, 4096, 4096);
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toMatch(/^ERR_GLM4_(NO_CUDA|CUDA)$/);
+  });
+});
+
 describe("buildInfo() and devices()", () => {
   const info = N.buildInfo();
   it("has the documented shape", () => {

@@ -160,6 +160,8 @@ describe("bad dtypes throw synchronously with ERR_GLM4_DTYPE_MISMATCH", () => {
   });
   it("quantize of an i32 weight; convert of i32; a bf16 argmax output", () => {
     expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), ctx.empty("i32", [8, 128])), "ERR_GLM4_DTYPE_MISMATCH", "quantize_int4", "i32[8,128]");
+    // bf16 x is the CUDA tensor-core GEMM's input (layout 1, M > 8) only
+    expectError(() => ctx.matmulInt4(f32([16, 8]), bf16([16, 128]), qweight(8, 128, 64)), "ERR_GLM4_DTYPE_MISMATCH", "matmul_int4", "bf16[16,128]", "layout 1");
     expectError(() => ctx.convert(f32([4]), ctx.empty("i32", [4])), "ERR_GLM4_DTYPE_MISMATCH", "convert", "i32[4]");
     expectError(() => ctx.argmax(bf16([2]), f32([2, 10])), "ERR_GLM4_DTYPE_MISMATCH", "argmax", "bf16[2]");
   });

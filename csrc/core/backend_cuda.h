@@ -44,6 +44,9 @@ void* event_create(int device);
 void event_record(int device, void* ev, void* stream);
 double event_elapsed_ms(int device, void* start, void* stop);  // waits for stop
 void event_destroy(void* ev);
+// Which kernel matmul_int4 runs for out[m, n] = x[m, k] W^T on `device` (W in `layout`), e.g. "wgmma r256 t16
+// splits=4" (csrc/cuda/gemm_int4.cu, linear_plan). For the bench and the tests: it launches nothing.
+std::string linear_path(int device, int64_t m, int64_t n, int64_t k, int group, int layout);
 }  // namespace cudart
 
 }  // namespace glm4

@@ -129,13 +129,28 @@ void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
   const char* op = "matmul_int4";
   check_q(op, c, w);
   on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
-  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_dtype(op, "out", out, DType::F32);
+  // x is f32, or bf16 where the tensor-core GEMM reads it (CUDA, layout 1, M > kInt4GemvMaxM).
+  const bool tc_path = is_cuda(c) && w.layout == 1 && x.ndim() == 2 && x.dim(0) > kInt4GemvMaxM;
+  if (tc_path)
+    check_dtype2(op, "x", x, DType::F32, DType::BF16);
+  else
+    GLM4_CHECK(x.dtype() == DType::F32, GLM4_E_DTYPE, op, ": x must be f32 here (bf16 only for CUDA layout 1 with M > ",
+               kInt4GemvMaxM, "), got ", x.describe());
   check_ndim(op, "x", x, 2); check_ndim(op, "out", out, 2);
   GLM4_CHECK(x.dim(1) == w.k, GLM4_E_SHAPE, op, ": x ", x.describe(), " has K=", x.dim(1), " but the weight is [", w.n,
              ",", w.k, "]");
   GLM4_CHECK(out.dim(0) == x.dim(0) && out.dim(1) == w.n, GLM4_E_SHAPE, op, ": out ", out.describe(), " must be [",
              x.dim(0), ",", w.n, "]");
   check_bias(op, c, bias, w.n);
+  if (tc_path && x.dtype() == DType::F32) {
+    // The tensor-core GEMM reads bf16 activations (its TMA copies bytes): convert into a buffer that the recorded
+    // closures own, so that a captured plan keeps it alive. Producers that write bf16 skip this pass.
+    const Tensor xb = c.empty(DType::BF16, x.shape());
+    GLM4_RECORD(c, convert, xb, x);
+    GLM4_RECORD(c, matmul_int4, out, xb, w, bias);
+    return;
+  }
   GLM4_RECORD(c, matmul_int4, out, x, w, bias);
 }
 

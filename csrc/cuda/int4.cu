@@ -10,6 +10,7 @@
 // 122 us vs ~224 us), so the switch stays at 8 until the GEMM gets faster.
 #include <algorithm>
 
+#include "gemm_int4.h"
 #include "gemm_tc.cuh"
 #include "ops.h"
 #include "util.cuh"
@@ -437,9 +438,15 @@ void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
 }
 
 void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias) {
+  const int64_t m = x.dim(0);
+  if (w.layout == 1) {  // the kernel layout: linear_plan (gemm_int4.cu) picks the kernel
+    const LinearPlan plan = linear_plan(m, w.n, w.k, w.group, w.layout);
+    GLM4_CHECK(plan.kind != LinearKind::Gemv, GLM4_E_UNSUPPORTED, "matmul_int4: the GEMV (M <= 8) does not read layout 1 yet");
+    gemm_int4_layout1(c, out, x, w, bias, plan);
+    return;
+  }
   GLM4_CHECK(w.layout == 0, GLM4_E_UNSUPPORTED, "matmul_int4: layout ", w.layout,
              " is not implemented by the CUDA backend; pass the canonical layout 0");
-  const int64_t m = x.dim(0);
   if (m == 0 || w.n == 0) return;
   GLM4_CHECK(w.k > 0 && w.k % 32 == 0 && (w.group == 32 || w.group == 64 || w.group == 128), GLM4_E_SHAPE,
              "matmul_int4: K=", w.k, " with group ", w.group, " is not a valid INT4 shape");

@@ -1,4 +1,4 @@
-// Module entry: Context, Tensor, Plan, buildInfo(), devices(), opList().
+// Module entry: Context, Tensor, Plan, buildInfo(), devices(), opList(), linearPath().
 #include <napi.h>
 
 #include "convert.h"
@@ -89,6 +89,35 @@ static Napi::Value OpList(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// linearPath(m, n, k, group = 128, layout = 1, device = 0): the kernel matmul_int4 runs for that shape on that
+// CUDA device (csrc/cuda/gemm_int4.cu, linear_plan), e.g. "gemv" or "wgmma r256 t128 splits=1".
+static Napi::Value LinearPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto num = [&](size_t i, double dflt, const char* what) -> double {
+    if (info.Length() <= i || info[i].IsUndefined()) return dflt;
+    if (!info[i].IsNumber()) type_error(env, std::string("linearPath: ") + what + " must be a number");
+    return info[i].As<Napi::Number>().DoubleValue();
+  };
+  auto range = [&](const char* msg) {
+    Napi::RangeError err = Napi::RangeError::New(env, msg);
+    err.Set("code", Napi::String::New(env, GLM4_E_INVALID_ARG));
+    throw err;
+  };
+  const double m = num(0, -1, "m"), n = num(1, -1, "n"), k = num(2, -1, "k");
+  const double g = num(3, 128, "group"), layout = num(4, 1, "layout"), dev = num(5, 0, "device");
+  auto whole = [](double v) { return v >= 0 && v < 9.0e15 && v == static_cast<double>(static_cast<int64_t>(v)); };
+  if (!whole(m) || !whole(n) || !whole(k) || m < 1 || n < 1 || k < 1)
+    range("linearPath: m, n and k must be positive integers");
+  if (!(g == 32 || g == 64 || g == 128)) range("linearPath: group must be 32, 64 or 128");
+  if (!(layout == 0 || layout == 1)) range("linearPath: layout must be 0 or 1");
+  if (!whole(dev)) range("linearPath: device must be a device index");
+  const std::string path = guard(env, [&] {
+    return cudart::linear_path(static_cast<int>(dev), static_cast<int64_t>(m), static_cast<int64_t>(n), static_cast<int64_t>(k),
+                               static_cast<int>(g), static_cast<int>(layout));
+  });
+  return Napi::String::New(env, path);
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tensor", TensorWrap::Init(env));
   exports.Set("Plan", init_plan(env));
@@ -96,6 +125,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("devices", Napi::Function::New(env, Devices));
   exports.Set("opList", Napi::Function::New(env, OpList));
+  exports.Set("linearPath", Napi::Function::New(env, LinearPath));
   return exports;
 }
 

@@ -157,4 +157,10 @@ export interface NativeModule {
   devices(): DeviceInfo[];
   /** Every op of csrc/op_list.h: the op methods of NativeContext (test/ops.test.ts holds the two together). */
   opList(): NativeOpInfo[];
+  /**
+   * The kernel matmulInt4 runs for out[m, n] = x[m, k] W^T on a CUDA device (W in `layout`, groups of `group`):
+   * "gemv", "gemm_tc (layout 0)", "wgmma r256 t128 splits=1", "mma r128 t16 splits=4", ... (csrc/cuda/gemm_int4.cu).
+   * Launches nothing. Throws ERR_GLM4_NO_CUDA without a CUDA backend; RangeError on bad numbers.
+   */
+  linearPath(m: number, n: number, k: number, group?: 32 | 64 | 128, layout?: 0 | 1, device?: number): string;
 }

@@ -46,6 +46,15 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
     cpu?.dispose();
   });
 
+  it("linearPath names the INT4 kernel per shape: the GEMV up to 8 rows, a tensor-core GEMM above", () => {
+    const sm90 = devices[0].computeCapability === "9.0" && info.cudaArchitectures.includes("90a");
+    expect(N.linearPath(1, 4608, 4096)).toBe("gemv");
+    expect(N.linearPath(8, 4608, 4096)).toBe("gemv");
+    expect(N.linearPath(64, 4096, 4096, 128, 0)).toBe("gemm_tc (layout 0)");
+    for (const m of [9, 64, 128, 2048]) expect(N.linearPath(m, 27392, 4096)).toMatch(sm90 ? /^wgmma / : /^mma /);
+    expect(N.linearPath(16, 4096, 13696)).toMatch(/splits=([2-9]|1[0-6])$/); // one token tile on 16 row blocks: K split
+  });
+
   describe("op table: cuda vs float64 and cuda vs cpu", () => {
     for (const c of OP_CASES) {
       if (c.gpuPending) {

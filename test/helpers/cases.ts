@@ -15,6 +15,7 @@ import path from "node:path";
 
 import type { DType, NativeContext, NativeTensor, QWeight } from "../../lib/engine/native.js";
 import { packageRoot } from "../../lib/util.js";
+import { repackLayout1 } from "./layout1.js";
 import * as R from "./reference.js";
 import {
   type FloatDType,
@@ -511,6 +512,51 @@ function matmulInt4Case(
       // The reference multiplies by the weights the codes on the device stand for.
       const deq = R.dequantizeInt4Ref(readBits(q.codes), readBits(q.scales), readBits(q.zeros), n, k, g, codebook);
       return [{ name: "out", mode: "norm", got, ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
+    },
+  };
+}
+
+/**
+ * matmul_int4 through the tensor-core GEMM (M > 8) on CUDA: the weight in layout 1, built on the host from the
+ * spec (test/helpers/layout1.ts), x f32 (the dispatch converts it to bf16) or bf16 (the GEMM's own input). The CPU
+ * runs the canonical weight, and x in f32 holding the same values, so the cross-check compares the two paths.
+ * Tolerance TOL.matmul (gpu 5e-5): the GEMM rounds x to bf16, dequantizes as fma(q, s, bf16(-z s)) in bf16 and
+ * rounds each weight to bf16; that arithmetic emulated in float64 on these weight statistics gives 8.7e-6 to 9.3e-6
+ * (M=17..118, every group size), against 5.1e-6 to 5.7e-6 for f32 (q - z) s rounded once (the canonical path): >= 5x
+ * margin, while a wrong group, row tile or K step costs >= 1e-3.
+ */
+function gemmInt4Case(
+  m: number,
+  n: number,
+  k: number,
+  g: 32 | 64 | 128,
+  opts: { bias?: "f32" | "bf16"; xbf16?: boolean } = {},
+): OpCase {
+  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.xbf16 ? ",x=bf16" : "");
+  return {
+    name: `matmul_int4(M=${m},N=${n},K=${k},G=${g},cuda layout 1 GEMM${extra})`,
+    op: "matmul_int4",
+    build(env) {
+      const { q, packed, scales, zeros } = givenQWeight(env, n, k, g);
+      let w = q;
+      if (env.ctx.device !== "cpu") {
+        const l1 = repackLayout1(packed, scales, zeros, n, k, g);
+        w = {
+          codes: env.bytes("i4", [n, k], l1.codes),
+          scales: env.track(env.ctx.fromBuffer("bf16", [n, k / g], l1.scales)),
+          zeros: env.track(env.ctx.fromBuffer("bf16", [n, k / g], l1.zeros)),
+          groupSize: g,
+          layout: 1,
+        };
+      }
+      const x = env.randn(opts.xbf16 ? "bf16" : "f32", [m, k]);
+      // bf16 x is for the CUDA GEMM only; the CPU gets the same values in f32
+      const xt = opts.xbf16 && env.ctx.device === "cpu" ? env.floats("f32", [m, k], x.v).t : x.t;
+      const b = opts.bias ? env.randn(opts.bias, [n], 0.3) : null;
+      const out = env.out("f32", [m, n]);
+      env.ctx.matmulInt4(out, xt, w, b ? b.t : null);
+      const deq = R.dequantizeInt4Ref(packed, scales, zeros, n, k, g, 0);
+      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
     },
   };
 }
@@ -1209,6 +1255,18 @@ function buildTable(): OpCase[] {
     matmulInt4Case(1, 512, 1024, 128),
     matmulInt4Case(1, 96, 256, 128, { nf4: true }),
     matmulInt4Case(17, 33, 192, 64, { nf4: true, bias: "bf16" }),
+  );
+  // matmul_int4 through the layout-1 tensor-core GEMM (CUDA; M > 8): M no multiple of any tile (9, 17, 118, 2049),
+  // one token tile exactly (64, 128), N a multiple of 16 only, K = 3 or 5 steps of 64, every group size, biases,
+  // x given in bf16 (skipping the conversion), a K long enough for K splits.
+  c.push(
+    gemmInt4Case(9, 80, 192, 64),
+    gemmInt4Case(17, 208, 320, 32, { bias: "bf16" }),
+    gemmInt4Case(64, 48, 256, 128),
+    gemmInt4Case(118, 272, 384, 64, { bias: "f32" }),
+    gemmInt4Case(128, 96, 512, 128, { xbf16: true }),
+    gemmInt4Case(33, 64, 2048, 128, { xbf16: true, bias: "bf16" }),
+    gemmInt4Case(2049, 144, 192, 32),
   );
   // matmul with bf16 / f32 weights, K and N tails, biases
   c.push(
