@@ -100,23 +100,23 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
     const uint32_t st = sbase + (kk % C::STAGES) * C::STAGE_BYTES;
     const uint32_t sw = st + C::X_BYTES, ss = sw + C::W_BYTES, szz = ss + C::SZ_BYTES;
     uint4 raw[C::MW];
-    GroupSZ gsz[C::MW][2];
+    GroupSZ gsz[C::MW];
 #pragma unroll
-    for (int i = 0; i < C::MW; ++i) {
-      const int rt = ww * C::MW + i;
-      raw[i] = lds128(sw + rt * 512 + lane * 16);
-      const uint32_t o0 = rt * 64 + g * 2;  // group q at + 32 q, row g + 8 at + 16
-      gsz[i][0] = make_sz(lds16(ss + o0), lds16(szz + o0), lds16(ss + o0 + 16), lds16(szz + o0 + 16));
-      gsz[i][1] = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(szz + o0 + 32), lds16(ss + o0 + 48), lds16(szz + o0 + 48))
-                           : gsz[i][0];
-    }
+    for (int i = 0; i < C::MW; ++i) raw[i] = lds128(sw + (ww * C::MW + i) * 512 + lane * 16);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
+      if (j == 0 || (j == 2 && gps == 2)) {  // the stage's group (G = 32: a second one from sub-step 2)
+#pragma unroll
+        for (int i = 0; i < C::MW; ++i) {
+          const uint32_t o0 = (ww * C::MW + i) * 64 + (j == 2 ? 32 : 0) + g * 2;  // row g + 8 at + 16
+          gsz[i] = make_sz(lds16(ss + o0), lds16(szz + o0), lds16(ss + o0 + 16), lds16(szz + o0 + 16));
+        }
+      }
       uint32_t a[C::MW][4];
 #pragma unroll
       for (int i = 0; i < C::MW; ++i) {
         const uint32_t word = j == 0 ? raw[i].x : j == 1 ? raw[i].y : j == 2 ? raw[i].z : raw[i].w;
-        dequant_word(word, pick(gps == 2 && j >= 2, gsz[i][0], gsz[i][1]), a[i]);
+        dequant_word(word, gsz[i], a[i]);
       }
 #pragma unroll
       for (int p = 0; p < C::NT / 2; ++p) {
