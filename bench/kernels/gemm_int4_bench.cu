@@ -4,7 +4,10 @@
 // Build (here, no GPU needed):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o bench/kernels/bin/gemm_int4_bench \
 //        bench/kernels/gemm_int4_bench.cu
-// Run: gemm_int4_bench [--json FILE] [--quick] [--layout-only (the host check of the layout spec, no GPU)]
+// Run: gemm_int4_bench [--json FILE] [--quick] [--variants a,b] [--validate-only] [--list] [--layout-only]
+//   --list and --layout-only need no GPU (variant names; the host check of the layout spec). scripts/gpu/gemm.sh
+//   validates each variant in its own process first (a fault or a hang there cannot take the others down), then
+//   times the ones that passed (validating them again in that process before timing).
 //
 // Checks, in order:
 //   1. layout: a host repack of random canonical weights (this file's private copy of PLAN.md's layout-1 spec)
@@ -241,6 +244,9 @@ static std::vector<Variant> variants() {
   v.push_back(sm90_variant<Sm90Cfg<2, 16, 16>>("wgmma_r256_t16"));
   v.push_back(sm90_variant<Sm90Cfg<1, 32, 16>>("wgmma_r128_t32"));
   v.push_back(sm90_variant<Sm90Cfg<1, 16, 16>>("wgmma_r128_t16"));
+  // the same with each stage's wgmma groups drained before the next stage (the simpler synchronization)
+  v.push_back(sm90_variant<Sm90Cfg<2, 128, 8, false>>("wgmma_r256_t128_drain"));
+  v.push_back(sm90_variant<Sm90Cfg<2, 16, 16, false>>("wgmma_r256_t16_drain"));
   // mma.sync multistage (sm_80+): <WW, WT, MW, NT, STAGES, min blocks/SM>
   v.push_back(mma_variant<MmaCfg<4, 2, 2, 8, 4, 2>>("mma_r128_t128"));
   v.push_back(mma_variant<MmaCfg<4, 1, 2, 8, 6, 1>>("mma_r128_t64"));
@@ -541,11 +547,18 @@ static double time_convert(cudaStream_t st, int M, int K) {
 
 int main(int argc, char** argv) {
   const char* json_path = nullptr;
-  bool quick = false;
+  bool quick = false, validate_only = false;
+  std::string only;  // comma-separated variant names (default: all)
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     if (!strcmp(argv[i], "--quick")) quick = true;
+    if (!strcmp(argv[i], "--validate-only")) validate_only = true;
+    if (!strcmp(argv[i], "--variants") && i + 1 < argc) only = std::string(",") + argv[++i] + ",";
     if (!strcmp(argv[i], "--layout-only")) return check_layout_host() ? 0 : 1;  // host only: no GPU needed
+    if (!strcmp(argv[i], "--list")) {  // host only: the variant names, one a line
+      for (const Variant& v : variants()) printf("%s\n", v.name.c_str());
+      return 0;
+    }
   }
   if (json_path) g_json = fopen(json_path, "w");
   cudaDeviceProp prop;
@@ -557,7 +570,9 @@ int main(int argc, char** argv) {
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
 
   bool all_ok = check_layout_host();
-  std::vector<Variant> vs = variants();
+  std::vector<Variant> vs;
+  for (Variant& v : variants())
+    if (only.empty() || only.find("," + v.name + ",") != std::string::npos) vs.push_back(std::move(v));
   std::vector<bool> passed(vs.size(), false);
 
   // Validation cases: odd M (no multiple of any tile), every group size, N a multiple of 16 only, a bias.
@@ -595,6 +610,13 @@ int main(int argc, char** argv) {
     all_ok = all_ok && ok;
   }
 
+  if (validate_only) {
+    if (g_json) {
+      fprintf(g_json, "%s]\n", g_first_json ? "[" : "");
+      fclose(g_json);
+    }
+    return all_ok ? 0 : 1;
+  }
   const double bw = copy_bandwidth(st);
   printf("\ncopy bandwidth (read + write): %.0f GB/s\n", bw / 1e9);
   json_rec("{\"ceiling\":\"copy_bw\",\"bytes_per_s\":" + std::to_string(bw) + "}");

@@ -27,9 +27,13 @@
 namespace glm4 {
 namespace gemmk {
 
-template <int WR_, int TT_, int STAGES_>
+// ROLL: the rolling window of 3 wgmma groups in flight (the design above); false drains each stage's groups
+// before the next stage (simpler, the tensor cores idle while a warpgroup dequantizes: kept as the reference
+// variant that the harness times beside the rolling one).
+template <int WR_, int TT_, int STAGES_, bool ROLL_ = true>
 struct Sm90Cfg {
   static constexpr int WR = WR_, TT = TT_, STAGES = STAGES_;
+  static constexpr bool ROLL = ROLL_;
   static constexpr int THREADS = 384;
   static constexpr int RT = 2 * WR * 4;  // 16-row tiles per block
   static constexpr int BR = RT * 16;
@@ -183,10 +187,12 @@ __global__ void __launch_bounds__(384, 1)
         const uint64_t desc = desc_sw128(st);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          wgmma_wait<3>();  // the group that read A[j] (4 commits ago) is complete
-          if (j == 3 && prev >= 0) {
-            if (lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev));  // all groups of the previous stage done
-            prev = -1;
+          if constexpr (C::ROLL) {
+            wgmma_wait<3>();  // the group that read A[j] (4 commits ago) is complete
+            if (j == 3 && prev >= 0) {
+              if (lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev));  // all groups of the previous stage done
+              prev = -1;
+            }
           }
 #pragma unroll
           for (int r = 0; r < C::WR; ++r) {
@@ -201,7 +207,11 @@ __global__ void __launch_bounds__(384, 1)
             MMA::mma(acc[r], A[j][r][0], A[j][r][1], A[j][r][2], A[j][r][3], desc + 2 * j);  // +32 bytes per k16
           wgmma_commit();
         }
-        prev = stage;
+        if constexpr (!C::ROLL) {  // drain: this stage's groups are complete, its buffers free at once
+          wgmma_wait<0>();
+          if (lane == 0) mbar_arrive(bars + 8 * (C::STAGES + stage));
+        }
+        prev = C::ROLL ? stage : -1;
         if (++stage == C::STAGES) {
           stage = 0;
           phase ^= 1;

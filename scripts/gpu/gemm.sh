@@ -4,8 +4,9 @@
 # built here (sm_90a; see bench/kernels/gemm_int4_bench.cu) and carried; it is rebuilt there when missing.
 # Writes $OUT/gemm.log (everything) and $OUT/gemm.json (validation, figures, cuBLAS), prints the table last.
 #   1. SASS: the wgmma kernels must show HGMMA (else they run a slower path or nothing).
-#   2. gemm_int4_bench: validates every variant (fresh inputs, poisoned output, odd M, every group size, f64
-#      samples), copy bandwidth, then times the variants that passed at M = 16..2048 (8192 for gate_up).
+#   2. gemm_int4_bench: validates each variant in its own process (fresh inputs, poisoned output, odd M, every
+#      group size, f64 samples), then in one process validates the ones that passed again (all cases), measures
+#      the copy bandwidth and times them at M = 16..2048 (8192 for gate_up).
 #   3. cuBLAS BF16 through torch on the same shapes.
 #   4. the summary table: best variant per (shape, M), its share of cuBLAS, time over the INT4 weight read.
 set -u
@@ -26,10 +27,21 @@ BIN=bench/kernels/bin/gemm_int4_bench
     echo "SASS: HGMMA instructions: $(grep -c HGMMA "$TMPD/sass.txt"), HMMA: $(grep -c 'HMMA' "$TMPD/sass.txt"), local loads (LDL): $(grep -c 'LDL' "$TMPD/sass.txt"), UTMALDG: $(grep -c UTMALDG "$TMPD/sass.txt")"
     awk '/Function : /{f=$3} /HGMMA/{c[f]++} END{for(k in c) print "  HGMMA in", k, c[k]}' "$TMPD/sass.txt" | head -20
   fi
-  timeout 100 "$BIN" --json "$TMPD/kernels.json"
-  echo "harness exit: $?"
+  # each variant validated in its own process: a fault (sticky CUDA error) or a hang cannot take the others down
+  ok=""
+  bad=""
+  for v in $("$BIN" --list); do
+    if timeout 25 "$BIN" --variants "$v" --validate-only > "$TMPD/val.txt" 2>&1; then ok="$ok,$v"; else bad="$bad,$v"; fi
+    grep -E "^$v|f64|error" "$TMPD/val.txt" | head -4
+  done
+  echo "validated in separate processes: ok=[${ok#,}] failed=[${bad#,}]"
+  echo "[\"${bad#,}\"]" | sed 's/,/","/g' > "$TMPD/failed.json"
+  if [ -n "$ok" ]; then
+    timeout 100 "$BIN" --variants "${ok#,}" --json "$TMPD/kernels.json"
+    echo "harness exit: $?"
+  fi
   timeout 45 python3 scripts/gpu/gemm_cublas.py "$TMPD/cublas.json"
   echo "cublas exit: $?"
-  python3 scripts/gpu/gemm_summary.py "$TMPD/kernels.json" "$TMPD/cublas.json" "$OUT/gemm.json"
+  python3 scripts/gpu/gemm_summary.py "$TMPD/kernels.json" "$TMPD/cublas.json" "$OUT/gemm.json" "$TMPD/failed.json"
 } 2>&1 | tee "$OUT/gemm.log"
 rm -rf "$TMPD"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Merges the kernel harness's records and cuBLAS's into one JSON and prints the table that picks the winners.
-Usage: gemm_summary.py KERNELS.json CUBLAS.json OUT.json"""
+Usage: gemm_summary.py KERNELS.json CUBLAS.json OUT.json [FAILED.json]"""
 import json
 import sys
 
@@ -24,6 +24,11 @@ def main():
     times = [r for r in kern if r.get("time")]
     bw = next((r["bytes_per_s"] for r in kern if r.get("ceiling") == "copy_bw"), None)
     failed = sorted({r["variant"] for r in checks if r.get("check") == "variant" and not r["ok"]})
+    if len(sys.argv) > 4:  # variants that failed (or crashed, or hung) in their own validation process
+        try:
+            failed = sorted(set(failed) | {v for v in json.load(open(sys.argv[4])) if v})
+        except Exception as e:
+            print(f"(no list of separately failed variants: {e})")
     print("\nvalidation failures:", ", ".join(failed) if failed else "none")
     if bw:
         print(f"copy bandwidth {bw / 1e9:.0f} GB/s (read + write)")
