@@ -6,8 +6,8 @@
  *   for await (const c of s.chat("再说一遍")) process.stdout.write(c.text);   // prefills only the new turn
  *   await s.dispose();
  *
- * The session owns a Sequence (a one-slot engine: its own KV cache; the model's context and weights are shared) and keeps the
- * token ids that are in that cache. Every call finds the longest common prefix of the new prompt and the
+ * The session owns a Sequence (one slot of an engine of its own: its own KV cache; the model's context and
+ * weights are shared) and keeps the token ids that are in that cache. Every call finds the longest common prefix of the new prompt and the
  * cache, keeps it, and prefills only the rest (usage.cachedTokens says how many were kept); a prompt that
  * diverges early simply keeps less. Appending one message continues the token transcript as the model saw
  * it (the prompt plus the exact tokens it generated), so a multi-turn chat never prefills a turn twice.
@@ -16,7 +16,7 @@
 import { Glm4Error } from "./errors.js";
 import { buildChatPrompt, chatStopIds, type ChatMessage } from "./text/chat-format.js";
 import { streamChunks } from "./engine/generation.js";
-import type { Sequence } from "./engine/engine.js";
+import type { Sequence } from "./engine/sequence.js";
 import type { Runtime } from "./engine/runtime.js";
 import type { GenerateOptions, GenerateResult, TextChunk } from "./types.js";
 

@@ -10,7 +10,7 @@
  *   const s = e.admit(promptIds);  await e.prefill(s, promptIds);
  *   for (;;) { const [t] = await e.pick([{ slot: s, params }]); ...; await e.step([{ slot: s, token: t }]); }
  *   e.release(s);
- * or, for one sequence, its Sequence view: `const q = e.sequence(s); await q.prefill(ids); await q.step(t)`.
+ * or, for one sequence, a Sequence view of its slot (lib/engine/sequence.ts): `new Sequence(e, s)`.
  *
  * A decode step for B slots is captured once per B (a Plan: on CUDA one graph launch; B = 1 records the fused
  * one-token QKV launch) and replayed: the host writes x [B, H] (embedding rows gathered on the host: the table
@@ -94,7 +94,6 @@ function prefix(t: NativeTensor, n: number, views: NativeTensor[]): NativeTensor
 export class Engine {
   readonly kv: KvCache;
   private readonly slots: SlotState[];
-  private readonly views: Sequence[] = [];
   private readonly plans = new Map<number, StepPlan>();
   private readonly slotLogits: NativeTensor; // f32 [maxBatch, V]: logits of slot s at row s (after a prefill, or moved out of a step's buffer)
   private pickBuf: NativeTensor | null = null; // f32 [maxBatch, V]: rows gathered for one pick (made when first needed)
@@ -465,12 +464,6 @@ export class Engine {
     return (await this.ensurePlan(b)).plan;
   }
 
-  /** One slot seen as a single sequence (what a Generation drives). */
-  sequence(slot: number): Sequence {
-    this.slot(slot, false);
-    return (this.views[slot] ??= new Sequence(this, slot));
-  }
-
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
@@ -482,54 +475,5 @@ export class Engine {
     this.plans.clear();
     for (const t of [this.slotLogits, this.pickBuf, this.hOne, this.tokArg, this.tokSample, this.params, this.topK]) t?.dispose();
     this.kv.dispose();
-  }
-}
-
-/**
- * One slot of an Engine seen as a single sequence (the surface a Generation drives): `step` and `pick` run a batch
- * of one. The scheduler drives the engine directly (one step and one pick for all its slots) and uses this view
- * for prefill, host-side sampling and the length checks.
- */
-export class Sequence {
-  constructor(
-    readonly engine: Engine,
-    readonly slot: number,
-  ) {}
-  /** Tokens this sequence's cache holds at most. */
-  get maxContext(): number {
-    return this.engine.maxContext;
-  }
-  /** Tokens in the cache (the next token goes to this position). */
-  get length(): number {
-    return this.engine.length(this.slot);
-  }
-  /** The ids in the cache (empty when unknown). */
-  get tokens(): readonly number[] {
-    return this.engine.cachedTokens(this.slot);
-  }
-  reset(): void {
-    this.engine.reset(this.slot);
-  }
-  truncate(n: number): void {
-    this.engine.truncate(this.slot, n);
-  }
-  reusePrefix(prompt: readonly number[]): number {
-    return this.engine.reusePrefix(this.slot, prompt);
-  }
-  async prefill(ids: readonly number[]): Promise<void> {
-    await this.engine.prefill(this.slot, ids);
-  }
-  /** Every token's logits, f32 [ids.length, V] (the caller disposes the tensor). */
-  async prefillAll(ids: readonly number[]): Promise<NativeTensor> {
-    return (await this.engine.prefill(this.slot, ids, { allLogits: true }))!;
-  }
-  async step(id: number): Promise<void> {
-    await this.engine.step([{ slot: this.slot, token: id }]);
-  }
-  async pick(p: PickParams): Promise<number> {
-    return (await this.engine.pick([{ slot: this.slot, params: p }]))[0];
-  }
-  readLogits(): Float32Array {
-    return this.engine.readLogits(this.slot);
   }
 }

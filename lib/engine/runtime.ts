@@ -13,7 +13,8 @@ import type { Glm4Config } from "../checkpoint/config.js";
 import type { Glm4Tokenizer } from "../text/tokenizer.js";
 import type { GenerateOptions, GenerateResult, ModelInfo, TextChunk } from "../types.js";
 import type { DType, NativeContext } from "./native.js";
-import { Engine, type Sequence } from "./engine.js";
+import { Engine } from "./engine.js";
+import { Sequence } from "./sequence.js";
 import { Generation, checkGenerateOptions, type CheckedGenerateOptions, type SequenceEngine } from "./generation.js";
 import { checkMaxContext } from "./kv-cache.js";
 import { disposeWeights, type ModelWeights } from "./weights.js";
@@ -48,7 +49,7 @@ export class Runtime {
     private readonly engineDefaults: { kvDtype: DType; prefillChunk: number },
   ) {
     this.engine = new Engine(ctx, config, weights, { ...engineDefaults, maxContext: checkMaxContext(info.maxContext, config.maxPositions) });
-    this.solo = this.engine.sequence(this.engine.admit());
+    this.solo = new Sequence(this.engine, this.engine.admit());
   }
 
   /** Throws ERR_GLM4_DISPOSED once the model was disposed. */
@@ -88,7 +89,7 @@ export class Runtime {
   /** A sequence with a KV cache of its own (a one-slot engine; free it with releaseEngine(seq.engine)). */
   newSequence(maxContext?: number): Sequence {
     const e = this.newEngine({ maxContext });
-    return e.sequence(e.admit());
+    return new Sequence(e, e.admit());
   }
 
   /** Frees an engine from `newEngine` or `newSequence` once the work queued before has finished. */

@@ -21,6 +21,7 @@
 import { Glm4Error } from "../errors.js";
 import { checkGenerateOptions, type Generation } from "../engine/generation.js";
 import type { Engine, PickParams } from "../engine/engine.js";
+import { Sequence } from "../engine/sequence.js";
 import { checkMaxContext } from "../engine/kv-cache.js";
 import type { Runtime } from "../engine/runtime.js";
 import type { GenerateOptions, GenerateResult, TextChunk } from "../types.js";
@@ -174,7 +175,7 @@ export class Scheduler {
         this.batch ??= this.rt.newEngine({ maxBatch: this.slots.length, maxContext: this.maxContext });
         slot = this.batch.admit(job.req.prompt);
         const opts = checkGenerateOptions({ ...job.req.options, signal: job.signal });
-        const gen = this.rt.generation(this.batch.sequence(slot), job.req.prompt, opts, job.req.onChunk);
+        const gen = this.rt.generation(new Sequence(this.batch, slot), job.req.prompt, opts, job.req.onChunk);
         this.slots[slot] = { gen, job };
         await gen.prefill(true);
       } catch (e) {

@@ -10,7 +10,7 @@
  * bad request (also n > 1, a prompt over the limit, options this server lacks), 401 for a missing or wrong
  * key (when `apiKey` is set), 404, 429 when every slot is busy and the queue is full.
  *
- * Requests go through a Scheduler (lib/serve/scheduler.ts): `maxConcurrent` sequences, the slots of one batch engine
+ * Requests go through a Scheduler (lib/serve/scheduler.ts): `maxConcurrent` sequences, the slots of one engine
  * (continuous batching: one batched decode step a tick for all of them), advance token by token through the
  * model's queue; others wait in a queue of at most `maxQueue`. A client
  * that disconnects aborts its generation, which frees its slot at the next token.
