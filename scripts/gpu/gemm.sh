@@ -8,7 +8,8 @@
 #      group size, f64 samples), then in one process validates the ones that passed again (all cases), measures
 #      the copy bandwidth and times them at M = 16..2048 (8192 for gate_up).
 #   3. cuBLAS BF16 through torch on the same shapes.
-#   4. the summary table: best variant per (shape, M), its share of cuBLAS, time over the INT4 weight read.
+#   4. (budget permitting) the op table's GEMM cases and linearPath through the addon (test/gpu/ops.test.ts).
+#   5. the summary table: best variant per (shape, M), its share of cuBLAS, time over the INT4 weight read.
 set -u
 OUT=${OUT:-/tmp/gemm-out}
 mkdir -p "$OUT"
@@ -31,17 +32,27 @@ BIN=bench/kernels/bin/gemm_int4_bench
   ok=""
   bad=""
   for v in $("$BIN" --list); do
-    if timeout 25 "$BIN" --variants "$v" --validate-only > "$TMPD/val.txt" 2>&1; then ok="$ok,$v"; else bad="$bad,$v"; fi
+    if [ "$SECONDS" -gt 70 ]; then bad="$bad,$v"; echo "$v: not validated (budget)"; continue; fi
+    if timeout 15 "$BIN" --variants "$v" --validate-only > "$TMPD/val.txt" 2>&1; then ok="$ok,$v"; else bad="$bad,$v"; fi
     grep -E "^$v|f64|error" "$TMPD/val.txt" | head -4
   done
   echo "validated in separate processes: ok=[${ok#,}] failed=[${bad#,}]"
   echo "[\"${bad#,}\"]" | sed 's/,/","/g' > "$TMPD/failed.json"
   if [ -n "$ok" ]; then
-    timeout 100 "$BIN" --variants "${ok#,}" --json "$TMPD/kernels.json"
+    left=$(( 120 - SECONDS )); [ "$left" -lt 20 ] && left=20
+    timeout "$left" "$BIN" --variants "${ok#,}" --json "$TMPD/kernels.json"
     echo "harness exit: $?"
   fi
-  timeout 45 python3 scripts/gpu/gemm_cublas.py "$TMPD/cublas.json"
+  left=$(( 150 - SECONDS )); [ "$left" -lt 25 ] && left=25
+  timeout "$left" python3 scripts/gpu/gemm_cublas.py "$TMPD/cublas.json"
   echo "cublas exit: $?"
+  # the addon's path (dispatch conversion to bf16, linear_plan, the kernels through matmul_int4) on the op cases,
+  # when the budget allows (needs build/Release/glm4_native.node with sm_90a)
+  if [ "$SECONDS" -lt 105 ] && [ -f build/Release/glm4_native.node ]; then
+    timeout 40 npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "GEMM|linearPath" 2>&1 | grep -E "✓|✗|×|FAIL|passed|failed|skipped|Error" | head -30
+  else
+    echo "(op-table GEMM cases skipped: $SECONDS s used, or no addon binary)"
+  fi
   python3 scripts/gpu/gemm_summary.py "$TMPD/kernels.json" "$TMPD/cublas.json" "$OUT/gemm.json" "$TMPD/failed.json"
 } 2>&1 | tee "$OUT/gemm.log"
 rm -rf "$TMPD"
