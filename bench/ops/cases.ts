@@ -222,10 +222,14 @@ function int4Weight(env: PerfEnv, n: number, k: number, g: 32 | 64 | 128): QWeig
   return q;
 }
 
-function matmulInt4Case(lin: Linear, m: number, g: 32 | 64 | 128, phase: "decode" | "prefill"): PerfCase {
+/**
+ * layout 1: the weight repacked into the CUDA kernel layout by repack_int4(dst, src) (when the addon has that op:
+ * what the engine loads on CUDA); the reference still reads the canonical rows.
+ */
+function matmulInt4Case(lin: Linear, m: number, g: 32 | 64 | 128, phase: "decode" | "prefill", layout: 0 | 1 = 0): PerfCase {
   const { n, k } = lin;
   return {
-    name: `matmul_int4 ${lin.label} (M=${m},N=${n},K=${k},G=${g})`,
+    name: `matmul_int4 ${lin.label} (M=${m},N=${n},K=${k},G=${g}${layout ? ",layout=1" : ""})`,
     op: "matmul_int4",
     phase,
     bytes: int4Bytes(n, k, g) + 4 * m * k + 4 * m * n,
@@ -233,7 +237,12 @@ function matmulInt4Case(lin: Linear, m: number, g: 32 | 64 | 128, phase: "decode
     gemm: [m, n, k],
     setup(env) {
       const q0 = int4Weight(env, n, k, g);
-      const qs = env.coldCopies(int4Bytes(n, k, g), q0, (q) => ({ ...q, codes: env.copyOf(q.codes), scales: env.copyOf(q.scales), zeros: env.copyOf(q.zeros) }));
+      let qt = q0;
+      if (layout === 1) {
+        qt = { ...q0, codes: env.empty("i4", [n, k]), scales: env.empty("bf16", [n, k / g]), zeros: env.empty("bf16", [n, k / g]), layout: 1 };
+        (env.ctx as unknown as { repackInt4(dst: QWeight, src: QWeight): void }).repackInt4(qt, q0);
+      }
+      const qs = env.coldCopies(int4Bytes(n, k, g), qt, (q) => ({ ...q, codes: env.copyOf(q.codes), scales: env.copyOf(q.scales), zeros: env.copyOf(q.zeros) }));
       const x = env.randn("f32", [m, k]);
       const out = env.empty("f32", [m, n]);
       return {
@@ -803,13 +812,17 @@ function copyCase(bytes: number): PerfCase {
 
 // ------------------------------------------------------------------ the table
 
-/** Every perf case for dimensions d, in a fixed order. */
-export function perfCases(d: Dims): PerfCase[] {
+/**
+ * Every perf case for dimensions d, in a fixed order. repacked: the INT4 linears are timed in the CUDA kernel layout
+ * (layout 1, through repack_int4) as the engine loads them on CUDA, instead of the canonical one.
+ */
+export function perfCases(d: Dims, opts: { repacked?: boolean } = {}): PerfCase[] {
   const c: PerfCase[] = [];
   const lins = linears(d);
   const g = d.group;
-  for (const m of d.decodeM) for (const l of lins) c.push(matmulInt4Case(l, m, g, "decode"));
-  for (const m of d.prefillM) for (const l of lins) c.push(matmulInt4Case(l, m, g, "prefill"));
+  const layout = opts.repacked ? 1 : 0;
+  for (const m of d.decodeM) for (const l of lins) c.push(matmulInt4Case(l, m, g, "decode", layout));
+  for (const m of d.prefillM) for (const l of lins) c.push(matmulInt4Case(l, m, g, "prefill", layout));
   const [, oProj, , , output] = lins;
   for (const m of [1, d.prefillM[0]]) for (const l of [oProj, output]) c.push(matmulBf16Case(l, m, m === 1 ? "decode" : "prefill"));
   for (const len of d.contexts) c.push(attentionCase(d, "decode", 1, len));

@@ -178,9 +178,11 @@ function cardOf(name: string): string {
 }
 
 export async function runOpsBench(N: NativeModule, opts: OpsBenchOptions): Promise<OpsBenchResult> {
-  const all = opts.cases ?? perfCases(opts.dims);
-  const cases = opts.filter ? all.filter((c) => opts.filter!.test(c.name)) : all;
   const onCuda = opts.device.startsWith("cuda");
+  // On CUDA the INT4 linears are timed in the kernel layout once the addon can repack to it (repack_int4).
+  const repacked = onCuda && N.opList().some((o) => o.name === "repack_int4" && o.args.length === 2);
+  const all = opts.cases ?? perfCases(opts.dims, { repacked });
+  const cases = opts.filter ? all.filter((c) => opts.filter!.test(c.name)) : all;
   const info = onCuda ? (N.devices()[Number(opts.device.split(":")[1] ?? 0)] ?? null) : null;
   if (onCuda && !info) throw new Error(`no CUDA device for ${opts.device} (${N.buildInfo().cudaStatus})`);
   const log = opts.log;
@@ -343,7 +345,14 @@ export function formatOpsBrief(r: OpsBenchResult): string {
   const lines = [`${r.device}: copy ${r.ceilings.copyGBs ? r.ceilings.copyGBs.toFixed(0) : "?"} GB/s; ${r.ceilings.torch.ok ? `torch ${r.ceilings.torch.version}` : `no cuBLAS (${r.ceilings.torch.note})`}`];
   const w = Math.max(...r.cases.map((c) => c.name.length));
   for (const c of r.cases) {
-    const share = c.shareCublas !== undefined ? `${pct(c.shareCublas)} of cuBLAS` : c.shareSdpa !== undefined ? `${pct(c.shareSdpa)} of SDPA` : c.shareCopy !== undefined ? `${pct(c.shareCopy)} of copy BW` : "";
+    // Decode, sampling and load ops are bound by memory: their share of the copy bandwidth first.
+    const parts = [
+      c.shareCopy !== undefined ? `${pct(c.shareCopy)} of copy BW` : "",
+      c.shareCublas !== undefined ? `${pct(c.shareCublas)} of cuBLAS` : "",
+      c.shareSdpa !== undefined ? `${pct(c.shareSdpa)} of SDPA` : "",
+    ].filter(Boolean);
+    if (c.phase === "prefill") parts.reverse();
+    const share = parts.join(", ");
     const t = c.ms !== undefined ? `${num(c.ms * 1e3, 2)} us` : c.error ? "ERROR" : "CHECK FAILED";
     lines.push(`${c.name.padEnd(w)}  ${t.padStart(10)}  ${share}`);
   }
