@@ -177,7 +177,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
     const replayMs = (performance.now() - tr) / reps;
 
     // Per-op profile of one decode step at the last context measured.
-    const prof = ctx.profile(plan, 5);
+    const prof = await ctx.profileAsync(plan, 5);
     const byOp = new Map<string, { calls: number; ms: number }>();
     for (const p of prof) {
       const e = byOp.get(p.op) ?? { calls: 0, ms: 0 };
