@@ -7,6 +7,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadGlm4, type Glm4Model } from "../lib/index.js";
 import { Engine } from "../lib/engine/engine.js";
+import { KvCache, checkMaxContext } from "../lib/engine/kv-cache.js";
 import { Scheduler } from "../lib/serve/scheduler.js";
 import { makePrompts, runAlone, runBatched } from "./helpers/batch-check.js";
 
@@ -51,6 +52,67 @@ describe("one engine, several slots (cpu)", () => {
     } finally {
       await model.runtime.releaseEngine(b);
     }
+  });
+});
+
+describe("one engine for one sequence and for a batch", () => {
+  it("a one-slot engine's step is the single-sequence step: fused QKV launch, positions as rows; B = 2 reads q, k, v apart", async () => {
+    const rt = model.runtime;
+    const L = model.config.numLayers;
+    const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
+    // One real step of `slots` (so that the plan's inputs hold valid positions and rows), then its ops by name.
+    const opsOf = (e: Engine, slots: number[]) =>
+      rt.exclusive(async () => {
+        for (const s of slots) {
+          e.reset(s);
+          await e.prefill(s, [1, 2, 3]);
+        }
+        await e.step(slots.map((slot) => ({ slot, token: 4 })));
+        await e.pick(slots.map((slot) => ({ slot, params: greedy })));
+        return rt.ctx.profile(await e.stepPlan(slots.length), 1).map((p) => p.op);
+      });
+    const count = (ops: string[], op: string) => ops.filter((o) => o === op).length;
+    expect(rt.engine.maxBatch).toBe(1);
+    expect(rt.engine.kv.addressed).toBe(false); // nothing but x and the position is written a token
+    const one = await opsOf(rt.engine, [rt.solo.slot]);
+    expect(count(one, "matmul_int4")).toBe(4 * L + 1); // qkv, attn_out, gate_up, down a layer; the output layer
+    const e = rt.newEngine({ maxBatch: 2 });
+    try {
+      expect(e.kv.addressed).toBe(true);
+      const slots = [e.admit(), e.admit()];
+      const two = await opsOf(e, slots);
+      expect(count(two, "matmul_int4")).toBe(6 * L + 1); // q, k, v as three row views for two rows
+      expect(two.length).toBe(one.length + 2 * L);
+      expect(await opsOf(e, [slots[1]])).toEqual(one); // one row of a shared cache: the same ops, with a KV address
+    } finally {
+      await rt.releaseEngine(e);
+    }
+  });
+
+  it("KV addressing: row = slot * S + position, start = slot * S; maxContext is checked in one function", () => {
+    const ctx = model.runtime.ctx;
+    const kv = new KvCache(ctx, model.config, 3, 16, "f32");
+    try {
+      expect([kv.row(0, 5), kv.row(2, 5), kv.firstRow(1)]).toEqual([5, 37, 16]);
+      expect(kv.k[0].shape).toEqual([48, model.config.numKvHeads, model.config.headDim]);
+      const a = kv.newAddress(ctx, 2)!;
+      kv.writeAddress(a, [{ slot: 2, pos: 3 }, { slot: 0, pos: 15 }]);
+      expect(Array.from(a.rows.read())).toEqual([35, 15]);
+      expect(Array.from(a.start.read())).toEqual([32, 0]);
+      a.rows.dispose();
+      a.start.dispose();
+    } finally {
+      kv.dispose();
+    }
+    const solo = new KvCache(ctx, model.config, 1, 8, "f32");
+    expect(solo.newAddress(ctx, 4)).toBeNull();
+    solo.dispose();
+    expect(() => checkMaxContext(0, 64)).toThrow(RangeError);
+    expect(() => checkMaxContext(65, 64)).toThrow(/maxContext must be an integer in \[1, 64\], got 65/);
+    expect(() => checkMaxContext(2.5, 64)).toThrow(RangeError);
+    expect(checkMaxContext(64, 64)).toBe(64);
+    expect(() => new KvCache(ctx, model.config, 1025, 1, "f32")).toThrow(/maxBatch/);
+    expect(() => model.runtime.newEngine({ maxContext: model.config.maxPositions + 1 })).toThrow(/maxContext must be an integer/);
   });
 });
 

@@ -49,7 +49,7 @@ export class KvCache {
     dtype: DType,
   ) {
     if (!Number.isInteger(slots) || slots < 1 || slots > MAX_SLOTS) throw new RangeError(`maxBatch must be an integer in [1, ${MAX_SLOTS}], got ${String(slots)}`);
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`maxContext must be a positive integer, got ${String(capacity)}`);
+    checkMaxContext(capacity, cfg.maxPositions);
     if (slots * capacity >= 2 ** 31) throw new RangeError(`maxBatch * maxContext = ${slots * capacity} cache rows do not fit int32 row indices`);
     try {
       for (let i = 0; i < cfg.numLayers; i++) {
