@@ -25,6 +25,7 @@
       "csrc/cuda/rmsnorm.cu",
       "csrc/cuda/int4.cu",
       "csrc/cuda/gemm_int4.cu",
+      "csrc/cuda/gemv_int4.cu",
       "csrc/cuda/matmul.cu",
       "csrc/cuda/rotary.cu",
       "csrc/cuda/attention.cu",

@@ -29,6 +29,13 @@ struct QWeight {
 // bf16 for layout 1 (an f32 x is converted first by the dispatch; cuda::linear_plan picks the kernel per shape).
 constexpr int64_t kInt4GemvMaxM = 8;
 
+// linear_int4's epilogue (its `mode` argument): what happens to y = norm(x) W^T + bias.
+enum class LinearMode : int64_t {
+  Store = 0,       // out f32[M,N] = y
+  Accumulate = 1,  // out f32[M,N] += y   (the residual add of o_proj and down)
+  SwiGlu = 2,      // out f32[M,N/2] = silu(y[:, :N/2]) * y[:, N/2:]   (gate first, like swiglu)
+};
+
 // Arguments for rotary / attention, all read on the device.
 struct AttnShape {
   int64_t tokens = 0;    // T

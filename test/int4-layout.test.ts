@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { NativeTensor, QWeight } from "../lib/engine/native.js";
 import { native } from "../lib/engine/native-binary.js";
 import { loadQuantFixture, quantFixtures } from "./helpers/cases.js";
-import { dequantizeInt4Ref, packInt4, quantizeInt4Ref, unpackInt4 } from "./helpers/reference.js";
+import { dequantizeInt4Ref, packInt4, quantizeInt4Ref, repackInt4Ref, unpackInt4 } from "./helpers/reference.js";
 import { Rng, bf16BitsToF32, decodeFloats, encodeFloats, f32ToBf16Bits } from "./helpers/rng.js";
 
 const ctx = new (native().Context)("cpu");
@@ -275,4 +275,154 @@ describe("a group holding Inf or NaN is rejected", () => {
       ok.w.dispose();
     });
   }
+});
+
+// ------------------------------------------------------------------ layout 1 (the CUDA kernel layout)
+
+describe("layout 1 (tiled 16 x 64, csrc/core/int4_layout.h): repack_int4 bit for bit", () => {
+  type Q = QWeight & { layout: number };
+  const given = (n: number, k: number, g: G, packed: Uint8Array, scales: Uint16Array, zeros: Uint16Array, codebook: 0 | 1 = 0): Q => ({
+    codes: ctx.fromBuffer("i4", [n, k], packed),
+    scales: ctx.fromBuffer("bf16", [n, k / g], scales),
+    zeros: ctx.fromBuffer("bf16", [n, k / g], zeros),
+    groupSize: g,
+    layout: 0,
+    codebook,
+  });
+  const empty1 = (n: number, k: number, g: G, codebook: 0 | 1 = 0): Q => {
+    const q = qweight(n, k, g) as Q;
+    q.codes.write(new Uint8Array((n * k) / 2).fill(0xa5));
+    q.layout = 1;
+    q.codebook = codebook;
+    return q;
+  };
+  const random = (rng: Rng, n: number, k: number, g: G) => {
+    const packed = new Uint8Array((n * k) / 2);
+    for (let i = 0; i < packed.length; ++i) packed[i] = rng.u32() & 0xff;
+    const scales = new Uint16Array((n * k) / g).map(() => f32ToBf16Bits(1e-3 + 0.1 * rng.uniform()));
+    const zeros = new Uint16Array((n * k) / g).map(() => f32ToBf16Bits(15 * rng.uniform()));
+    return { packed, scales, zeros };
+  };
+
+  it("a hand-computed weight: every word of every lane, and the one marked word", () => {
+    // code(n, k) = (k & 1) | bit(n, 3) << 1 | bit(k, 3) << 2, so in every lane's word the entries a0..a7 are the
+    // codes 0..7: nibbles [a0, a2, a4, a6, a1, a3, a5, a7] = [0, 2, 4, 6, 1, 3, 5, 7] -> word 0x75316420, bytes
+    // 20 64 31 75. Plus 8 for rows n % 8 == 5 (g = 5), k in tile kt = 1, sub-tile j = 2, columns with
+    // (k >> 1) & 3 == 3 (t = 3): exactly lane 4 * 5 + 3 = 23, word 2 of tile (0, 1), whose entries become 8..15:
+    // nibbles [8, 10, 12, 14, 9, 11, 13, 15] -> 0xFDB9ECA8 at byte 512 + 16 * 23 + 4 * 2 = 888.
+    const n = 16, k = 128;
+    const codes: number[] = [];
+    for (let r = 0; r < n; ++r)
+      for (let c = 0; c < k; ++c) {
+        const mark = (r & 7) === 5 && ((c >> 4) & 3) === 2 && ((c >> 1) & 3) === 3 && c >> 6 === 1;
+        codes.push((c & 1) | (((r >> 3) & 1) << 1) | (((c >> 3) & 1) << 2) | (mark ? 8 : 0));
+      }
+    const src = given(n, k, 64, packInt4(codes, n, k), new Uint16Array(32).fill(0x3f80), new Uint16Array(32));
+    const dst = empty1(n, k, 64);
+    ctx.repackInt4(dst, src);
+    const want = new Uint8Array(1024);
+    for (let i = 0; i < 1024; i += 4) want.set([0x20, 0x64, 0x31, 0x75], i);
+    want.set([0xa8, 0xec, 0xb9, 0xfd], 888);
+    expect(Array.from(dst.codes.read() as Uint8Array)).toEqual(Array.from(want));
+    disposeQ(src);
+    disposeQ(dst);
+  });
+
+  it("scales and zeros: (n, gi) -> ((n / 16) * K/G + gi) * 16 + n % 16 (hand-computed)", () => {
+    // N = 32, K = 128, G = 32: 4 groups a row; canonical index n * 4 + gi holds the value n * 4 + gi + 1.
+    const n = 32, k = 128, g = 32;
+    const vals = Uint16Array.from({ length: 128 }, (_, i) => i + 1);
+    const src = given(n, k, g, new Uint8Array(2048), vals, vals.map((v) => v + 1000));
+    const dst = empty1(n, k, g);
+    ctx.repackInt4(dst, src);
+    const s = dst.scales.read() as Uint16Array;
+    const z = dst.zeros.read() as Uint16Array;
+    // (n=0, gi=0) -> 0; (n=1, gi=0) -> 1; (n=0, gi=1) -> 16; (n=15, gi=3) -> 63; (n=16, gi=0) -> 64; (n=17, gi=2) -> 97
+    for (const [row, gi, at] of [[0, 0, 0], [1, 0, 1], [0, 1, 16], [15, 3, 63], [16, 0, 64], [17, 2, 97], [31, 3, 127]]) {
+      expect(s[at], `scale (${row}, ${gi})`).toBe(row * 4 + gi + 1);
+      expect(z[at], `zero (${row}, ${gi})`).toBe(row * 4 + gi + 1001);
+    }
+    disposeQ(src);
+    disposeQ(dst);
+  });
+
+  for (const [n, k, g] of [[16, 64, 64], [48, 192, 32], [32, 256, 128], [80, 128, 64]] as [number, number, G][]) {
+    it(`random codes N=${n} K=${k} G=${g}: equals the spec's fragment-by-fragment reference; 1 -> 0 gives the input back`, () => {
+      const { packed, scales, zeros } = random(new Rng(`repack ${n} ${k} ${g}`), n, k, g);
+      const src = given(n, k, g, packed, scales, zeros);
+      const dst = empty1(n, k, g);
+      ctx.repackInt4(dst, src);
+      const ref = repackInt4Ref(packed, [scales, zeros], n, k, g);
+      expect(Buffer.from(dst.codes.read() as Uint8Array).equals(Buffer.from(ref.codes)), "codes").toBe(true);
+      expect(Array.from(dst.scales.read() as Uint16Array)).toEqual(Array.from(ref.groups[0]));
+      expect(Array.from(dst.zeros.read() as Uint16Array)).toEqual(Array.from(ref.groups[1]));
+      // dequantize reads layout 1 as the same weight (CPU: through the index functions)
+      expect(Array.from(dequantize(dst, n, k))).toEqual(Array.from(dequantize(src, n, k)));
+      const back = given(n, k, g, new Uint8Array((n * k) / 2).fill(0x5a), new Uint16Array((n * k) / g), new Uint16Array((n * k) / g));
+      ctx.repackInt4(back, dst);
+      expect(Buffer.from(back.codes.read() as Uint8Array).equals(Buffer.from(packed)), "codes back").toBe(true);
+      expect(Array.from(back.scales.read() as Uint16Array)).toEqual(Array.from(scales));
+      expect(Array.from(back.zeros.read() as Uint16Array)).toEqual(Array.from(zeros));
+      for (const q of [src, dst, back]) disposeQ(q);
+    });
+  }
+
+  it("rows slice: rows [16a, 16b) of a layout-1 weight are the layout-1 weight of those rows", () => {
+    const n = 64, k = 128, g = 64;
+    const { packed, scales, zeros } = random(new Rng("slice"), n, k, g);
+    const src = given(n, k, g, packed, scales, zeros);
+    const dst = empty1(n, k, g);
+    ctx.repackInt4(dst, src);
+    const part = { codes: dst.codes.slice0(16, 48), scales: dst.scales.slice0(16, 48), zeros: dst.zeros.slice0(16, 48), groupSize: g, layout: 1 } as QWeight;
+    const full = dequantize(src, n, k);
+    expect(Array.from(dequantize(part, 32, k))).toEqual(Array.from(full.subarray(16 * k, 48 * k)));
+    for (const t of [part.codes, part.scales, part.zeros]) t.dispose();
+    disposeQ(src);
+    disposeQ(dst);
+  });
+
+  it("NF4 codebook: dequantize is (NF4[q] - zero) * scale in float32 (both layouts)", () => {
+    const n = 16, k = 64, g = 32;
+    const { packed, scales, zeros } = random(new Rng("nf4"), n, k, g);
+    const src = given(n, k, g, packed, scales, zeros, 1);
+    const want = dequantizeInt4Ref(packed, scales, zeros, n, k, g, 1);
+    expect(Array.from(dequantize(src, n, k))).toEqual(Array.from(want));
+    const dst = empty1(n, k, g, 1);
+    ctx.repackInt4(dst, src);
+    expect(Array.from(dequantize(dst, n, k))).toEqual(Array.from(want));
+    disposeQ(src);
+    disposeQ(dst);
+  });
+
+  it("bad repacks and layout-1 weights on the CPU matmuls throw coded errors naming the shapes", () => {
+    const { packed, scales, zeros } = random(new Rng("bad"), 32, 128, 64);
+    const src = given(32, 128, 64, packed, scales, zeros);
+    const odd = given(24, 128, 64, packed.subarray(0, 24 * 64), scales.subarray(0, 48), zeros.subarray(0, 48));
+    const odd1 = { ...empty1(24, 128, 64) };
+    const codeOf = (f: () => void): string | undefined => {
+      try {
+        f();
+      } catch (e) {
+        return `${(e as { code?: string }).code}: ${(e as Error).message}`;
+      }
+      return undefined;
+    };
+    expect(codeOf(() => ctx.repackInt4(odd1, odd))).toMatch(/ERR_GLM4_SHAPE.*layout 1 needs N % 16 == 0 and K % 64 == 0, got \[24,128\]/);
+    expect(codeOf(() => ctx.repackInt4(src, src))).toMatch(/ERR_GLM4_INVALID_ARGUMENT.*both layout 0/);
+    const dst = empty1(32, 128, 64);
+    expect(codeOf(() => ctx.repackInt4({ ...dst, groupSize: 32 } as QWeight, src))).toMatch(/ERR_GLM4_SHAPE/);
+    expect(codeOf(() => ctx.repackInt4({ ...dst, codebook: 1 }, src))).toMatch(/codebook 1 must match src/);
+    expect(codeOf(() => ctx.repackInt4({ ...dst, codebook: 2 as 1 }, src))).toMatch(/unknown codebook 2/);
+    expect(codeOf(() => ctx.repackInt4({ ...src, layout: 1, codes: src.codes } as QWeight, src))).toMatch(/overlaps src/);
+    const x = ctx.fromBuffer("f32", [1, 128], new Float32Array(128).fill(1));
+    const y = ctx.empty("f32", [1, 32]);
+    ctx.repackInt4(dst, src);
+    expect(codeOf(() => ctx.matmulInt4(y, x, dst))).toMatch(/ERR_GLM4_INVALID_ARGUMENT.*canonical layout/);
+    expect(codeOf(() => ctx.linearInt4(y, x, dst, 1e-5, 0))).toMatch(/ERR_GLM4_INVALID_ARGUMENT.*canonical layout/);
+    expect(codeOf(() => ctx.linearInt4(y, x, src, 1e-5, 3 as 0))).toMatch(/unknown mode 3/);
+    expect(codeOf(() => ctx.linearInt4(ctx.empty("f32", [1, 32]), x, src, 1e-5, 2))).toMatch(/out .* must be \[1,16\]/);
+    expect(codeOf(() => ctx.linearInt4(x.reshape([1, 128]), x, { ...src, groupSize: 64 }, 1e-5, 0))).toMatch(/must be \[1,32\]|overlaps x/);
+    for (const q of [src, odd, dst]) disposeQ(q);
+    for (const t of [odd1.codes, odd1.scales, odd1.zeros, x, y]) t.dispose();
+  });
 });

@@ -20,20 +20,19 @@ void on_ctx(const char* op, const Context& c, const Tensor& t, const char* arg) 
   GLM4_CHECK(t.is_contiguous(), GLM4_E_SHAPE, op, ": ", arg, " must be contiguous, got ", t.describe());
 }
 
-void check_q(const char* op, const Context& c, const QWeight& q) {
+// cpu_tiled: the op reads layout 1 on the CPU too (repack_int4 and dequantize_int4: the reference of the layout;
+// the CPU matmuls need layout 0, the CPU backend never repacks for itself).
+void check_q(const char* op, const Context& c, const QWeight& q, bool cpu_tiled = false) {
   on_ctx(op, c, q.codes, "codes");
   on_ctx(op, c, q.scales, "scales");
   on_ctx(op, c, q.zeros, "zeros");
   GLM4_CHECK(valid_group(q.group), GLM4_E_INVALID_ARG, op, ": group size ", q.group, " is not 32, 64 or 128");
   GLM4_CHECK(q.layout == 0 || q.layout == 1, GLM4_E_INVALID_ARG, op, ": unknown layout ", q.layout,
              " (0 canonical, 1 the CUDA kernel layout)");
-  GLM4_CHECK(is_cuda(c) || q.layout == 0, GLM4_E_INVALID_ARG, op,
+  GLM4_CHECK(is_cuda(c) || cpu_tiled || q.layout == 0, GLM4_E_INVALID_ARG, op,
              ": the CPU backend needs the canonical layout (0), got layout ", q.layout);
   GLM4_CHECK(valid_codebook(q.codebook), GLM4_E_INVALID_ARG, op, ": unknown codebook ", q.codebook,
              " (0 integer codes, 1 NF4)");
-  // Until the CUDA INT4 kernels read the NF4 table (PLAN: the gemv helper's kernels serve both codebooks).
-  GLM4_CHECK(!is_cuda(c) || q.codebook == 0, GLM4_E_UNSUPPORTED, op,
-             ": the CUDA backend does not read NF4 codes (codebook 1) yet");
   check_dtype(op, "codes", q.codes, DType::I4);
   check_dtype(op, "scales", q.scales, DType::BF16);
   check_dtype(op, "zeros", q.zeros, DType::BF16);
@@ -44,6 +43,15 @@ void check_q(const char* op, const Context& c, const QWeight& q) {
   const std::vector<int64_t> gs{q.n, q.k / q.group};
   GLM4_CHECK(q.scales.shape() == gs, GLM4_E_SHAPE, op, ": scales must be ", shape_str(gs), ", got ", q.scales.describe());
   GLM4_CHECK(q.zeros.shape() == gs, GLM4_E_SHAPE, op, ": zeros must be ", shape_str(gs), ", got ", q.zeros.describe());
+  GLM4_CHECK(q.layout != kInt4LayoutTiled || int4_tiled_shape_ok(q.n, q.k), GLM4_E_SHAPE, op,
+             ": layout 1 needs N % 16 == 0 and K % 64 == 0, got [", q.n, ",", q.k, "]");
+}
+
+// Whether two (contiguous) tensors share any byte.
+bool overlap(const Tensor& a, const Tensor& b) {
+  const char* a0 = static_cast<const char*>(a.raw());
+  const char* b0 = static_cast<const char*>(b.raw());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
 void need_rows(const char* op, const char* arg, const Tensor& t, int64_t rows) {
@@ -116,8 +124,7 @@ void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
 
 void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
   const char* op = "dequantize_int4";
-  check_q(op, c, q);
-  GLM4_CHECK(q.layout == 0, GLM4_E_INVALID_ARG, op, ": needs the canonical layout (0), got layout ", q.layout);
+  check_q(op, c, q, /*cpu_tiled=*/true);
   on_ctx(op, c, out, "out");
   check_dtype2(op, "out", out, DType::F32, DType::BF16);
   GLM4_CHECK(out.ndim() == 2 && out.dim(0) == q.n && out.dim(1) == q.k, GLM4_E_SHAPE, op, ": out ", out.describe(),
@@ -143,6 +150,9 @@ void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
   GLM4_CHECK(out.dim(0) == x.dim(0) && out.dim(1) == w.n, GLM4_E_SHAPE, op, ": out ", out.describe(), " must be [",
              x.dim(0), ",", w.n, "]");
   check_bias(op, c, bias, w.n);
+  GLM4_CHECK(!tc_path || w.codebook == kInt4CodebookInt, GLM4_E_UNSUPPORTED, op, ": the tensor-core GEMM (M > ",
+             kInt4GemvMaxM, ") reads integer codes only; an NF4 weight runs on CUDA through the GEMV (M <= ", kInt4GemvMaxM,
+             ") or linear_int4");
   if (tc_path && x.dtype() == DType::F32) {
     // The tensor-core GEMM reads bf16 activations (its TMA copies bytes): convert into a buffer that the recorded
     // closures own, so that a captured plan keeps it alive. Producers that write bf16 skip this pass.
@@ -152,6 +162,54 @@ void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
     return;
   }
   GLM4_RECORD(c, matmul_int4, out, x, w, bias);
+}
+
+void repack_int4(Context& c, const QWeight& dst, const QWeight& src) {
+  const char* op = "repack_int4";
+  check_q(op, c, dst, /*cpu_tiled=*/true);
+  check_q(op, c, src, /*cpu_tiled=*/true);
+  GLM4_CHECK(dst.n == src.n && dst.k == src.k && dst.group == src.group && dst.codebook == src.codebook, GLM4_E_SHAPE,
+             op, ": dst [", dst.n, ",", dst.k, "] group ", dst.group, " codebook ", dst.codebook, " must match src [", src.n,
+             ",", src.k, "] group ", src.group, " codebook ", src.codebook);
+  GLM4_CHECK(dst.layout != src.layout, GLM4_E_INVALID_ARG, op, ": dst and src are both layout ", src.layout,
+             " (repack converts 0 -> 1 or 1 -> 0)");
+  for (const Tensor* t : {&dst.codes, &dst.scales, &dst.zeros})
+    for (const Tensor* u : {&src.codes, &src.scales, &src.zeros})
+      GLM4_CHECK(t->numel() == 0 || !overlap(*t, *u), GLM4_E_INVALID_ARG, op, ": dst ", t->describe(), " overlaps src ",
+                 u->describe(), " (repacking is not in place)");
+  GLM4_RECORD(c, repack_int4, dst, src);
+}
+
+void linear_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps, int64_t mode,
+                 const Tensor& bias, const Tensor& norm_weight) {
+  const char* op = "linear_int4";
+  check_q(op, c, w);
+  on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
+  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_ndim(op, "x", x, 2); check_ndim(op, "out", out, 2);
+  GLM4_CHECK(mode >= 0 && mode <= 2, GLM4_E_INVALID_ARG, op, ": unknown mode ", mode, " (0 store, 1 accumulate, 2 swiglu)");
+  const bool swiglu = mode == static_cast<int64_t>(LinearMode::SwiGlu);
+  GLM4_CHECK(x.dim(1) == w.k, GLM4_E_SHAPE, op, ": x ", x.describe(), " has K=", x.dim(1), " but the weight is [", w.n,
+             ",", w.k, "]");
+  GLM4_CHECK(!swiglu || w.n % 2 == 0, GLM4_E_SHAPE, op, ": swiglu needs an even N (gate | up), got ", w.n);
+  const int64_t nout = swiglu ? w.n / 2 : w.n;
+  GLM4_CHECK(out.dim(0) == x.dim(0) && out.dim(1) == nout, GLM4_E_SHAPE, op, ": out ", out.describe(), " must be [",
+             x.dim(0), ",", nout, "]");
+  GLM4_CHECK(out.numel() == 0 || x.numel() == 0 || !overlap(out, x), GLM4_E_INVALID_ARG, op, ": out ", out.describe(),
+             " overlaps x ", x.describe());
+  GLM4_CHECK(!is_cuda(c) || w.layout == kInt4LayoutTiled, GLM4_E_INVALID_ARG, op,
+             ": the CUDA backend reads layout 1 (repack_int4 at load), got layout ", w.layout);
+  GLM4_CHECK(!is_cuda(c) || !swiglu || (w.n / 2) % 16 == 0, GLM4_E_SHAPE, op,
+             ": swiglu on CUDA needs N/2 a multiple of 16 (gate and up row tiles), got N=", w.n);
+  check_bias(op, c, bias, w.n);
+  if (norm_weight.defined()) {
+    on_ctx(op, c, norm_weight, "norm_weight");
+    check_dtype2(op, "norm_weight", norm_weight, DType::BF16, DType::F32);
+    GLM4_CHECK(norm_weight.ndim() == 1 && norm_weight.dim(0) == w.k, GLM4_E_SHAPE, op, ": norm_weight must be [", w.k,
+               "], got ", norm_weight.describe());
+    GLM4_CHECK(eps > 0.f && std::isfinite(eps), GLM4_E_INVALID_ARG, op, ": eps must be positive and finite, got ", eps);
+  }
+  GLM4_RECORD(c, linear_int4, out, x, w, eps, mode, bias, norm_weight);
 }
 
 void matmul(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {

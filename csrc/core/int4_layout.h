@@ -74,4 +74,41 @@ GLM4_HD float int4_code_value(int codebook, int q) {
   return codebook == 1 ? nf4[q & 15] : static_cast<float>(q);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Layout 1: the CUDA kernel layout ("tiled16x64"). QWeight::layout 0 is the canonical layout above (disk, CPU);
+// layout 1 is what every CUDA INT4 kernel reads (the M = 1..8 GEMV, the small- and large-M GEMMs); `repack_int4`
+// writes it from layout 0 at load (and back). Same tensors, same byte and element counts, another order. It
+// applies when N % 16 == 0 and K % 64 == 0 (every GLM-4-9B shape); other shapes keep layout 0.
+//
+// codes (u8, N*K/2 bytes): tiles of 16 rows x 64 k, 512 bytes each. Tile (nt, kt), nt < N/16, kt < K/64, starts at
+// byte 512 * (nt * (K/64) + kt): a row tile's run over K is contiguous. Inside a tile, lane l = 4 g + t
+// (g = l / 4, t = l % 4) of a warp owns bytes 16 l .. 16 l + 15, four little-endian u32 words; word j (0..3) holds
+// the k16 sub-tile k0 = 64 kt + 16 j as the A fragment of mma.m16n8k16 (A = W: rows n, columns k):
+//   a0 = W[16nt+g  , k0+2t  ]   a1 = W[16nt+g  , k0+2t+1]
+//   a2 = W[16nt+g+8, k0+2t  ]   a3 = W[16nt+g+8, k0+2t+1]
+//   a4 = W[16nt+g  , k0+2t+8]   a5 = W[16nt+g  , k0+2t+9]
+//   a6 = W[16nt+g+8, k0+2t+8]   a7 = W[16nt+g+8, k0+2t+9]
+// Bits 4p..4p+3 of the word hold entry [a0, a2, a4, a6, a1, a3, a5, a7][p], so that (word >> 4s) & 0x000F000F is
+// the pair (a[2s], a[2s+1]) in the low and high half-words (s = 0..3): one mask (and an OR with a float's
+// exponent) makes the mma's A register s.
+// scales, zeros (bf16, N * K/G elements): element (n, gi) at ((n / 16) * (K/G) + gi) * 16 + n % 16: for each
+// (row tile, group) the 16 rows' values contiguously (one 32-byte sector a warp).
+// Rows [16a, 16b) of a layout-1 weight are again a layout-1 weight (rows slice like layout 0).
+constexpr int kInt4LayoutCanonical = 0;
+constexpr int kInt4LayoutTiled = 1;
+GLM4_HD bool int4_tiled_shape_ok(int64_t n, int64_t k) { return n % 16 == 0 && k % 64 == 0; }
+// Byte of the layout-1 codes that holds code (n, k) of a weight with K columns, and whether it is the high nibble.
+GLM4_HD int64_t int4_tiled_code_byte(int64_t n, int64_t k, int64_t K, bool* high) {
+  const int64_t nt = n >> 4, kt = k >> 6;
+  const int r = static_cast<int>(n & 15), c = static_cast<int>(k & 15), j = static_cast<int>((k >> 4) & 3);
+  const int g = r & 7, hi_row = r >> 3, t = (c & 7) >> 1, odd = c & 1, hi_k = c >> 3;
+  const int p = 4 * odd + 2 * hi_k + hi_row;  // entry a_i, i = 4 hi_k + 2 hi_row + odd, sits at nibble p
+  *high = (p & 1) != 0;
+  return 512 * (nt * (K >> 6) + kt) + 16 * (4 * g + t) + 4 * j + (p >> 1);
+}
+// Index of scale / zero (n, gi) in layout 1 (groups_per_row = K/G).
+GLM4_HD int64_t int4_tiled_group_index(int64_t n, int64_t gi, int64_t groups_per_row) {
+  return ((n >> 4) * groups_per_row + gi) * 16 + (n & 15);
+}
+
 }  // namespace glm4

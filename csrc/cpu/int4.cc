@@ -1,5 +1,6 @@
 // INT4 quantize / dequantize / dequant-matmul in the canonical layout (csrc/core/int4_layout.h).
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common.h"
@@ -48,17 +49,74 @@ void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
              " holds NaN or Inf; the checkpoint is damaged");
 }
 
-// Row r of the weight (canonical layout), dequantized to float: (value of the code in its codebook - zero) * scale.
+// Row r of the weight, dequantized to float: (value(code) - zero) * scale in f32 (value = the code itself, or its
+// NF4 value). Layout 1 is read through its index functions (tests only: the CPU backend never repacks).
 static void dequant_row(const QWeight& q, int64_t r, float* dst) {
   const int64_t k = q.k, ng = k / q.group;
-  const uint8_t* codes = q.codes.data<uint8_t>() + r * (k / 2);
-  const uint16_t* sc = q.scales.data<uint16_t>() + r * ng;
-  const uint16_t* zr = q.zeros.data<uint16_t>() + r * ng;
+  const uint8_t* all = q.codes.data<uint8_t>();
+  const uint16_t* sc = q.scales.data<uint16_t>();
+  const uint16_t* zr = q.zeros.data<uint16_t>();
+  float value[16];
+  for (int i = 0; i < 16; ++i) value[i] = int4_code_value(q.codebook, i);
+  const bool tiled = q.layout == kInt4LayoutTiled;
   for (int64_t gi = 0; gi < ng; ++gi) {
-    const float s = bf16_to_f32(sc[gi]), z = bf16_to_f32(zr[gi]);
-    for (int64_t i = gi * q.group; i < (gi + 1) * q.group; ++i)
-      dst[i] = (int4_code_value(q.codebook, int4_get(codes, i)) - z) * s;
+    const int64_t si = tiled ? int4_tiled_group_index(r, gi, ng) : r * ng + gi;
+    const float s = bf16_to_f32(sc[si]), z = bf16_to_f32(zr[si]);
+    for (int64_t i = gi * q.group; i < (gi + 1) * q.group; ++i) {
+      int code;
+      if (tiled) {
+        bool high = false;
+        const uint8_t b = all[int4_tiled_code_byte(r, i, k, &high)];
+        code = high ? b >> 4 : b & 0xf;
+      } else {
+        code = int4_get(all + r * (k / 2), i);
+      }
+      dst[i] = (value[code] - z) * s;
+    }
   }
+}
+
+// Canonical <-> layout 1 (core/int4_layout.h), a tile at a time: every code and every scale/zero moves once.
+void repack_int4(Context& c, const QWeight& dst, const QWeight& src) {
+  const int64_t n = src.n, k = src.k, ng = k / src.group;
+  const bool to_tiled = dst.layout == kInt4LayoutTiled;
+  const uint8_t* sc = src.codes.data<uint8_t>();
+  uint8_t* dc = dst.codes.data<uint8_t>();
+  const uint16_t* ss = src.scales.data<uint16_t>();
+  const uint16_t* sz = src.zeros.data<uint16_t>();
+  uint16_t* ds = dst.scales.data<uint16_t>();
+  uint16_t* dz = dst.zeros.data<uint16_t>();
+  c.pool().parallel_for(n / 16, 1, [&](int64_t b, int64_t e) {
+    for (int64_t nt = b; nt < e; ++nt) {
+      const int64_t r0 = nt * 16;
+      // bytes of this row tile in either layout: [r0 * k/2, (r0 + 16) * k/2)
+      std::memset(dc + r0 * (k / 2), 0, static_cast<size_t>(8 * k));
+      for (int64_t r = r0; r < r0 + 16; ++r) {
+        for (int64_t i = 0; i < k; ++i) {
+          bool high = false;
+          const int64_t tb = int4_tiled_code_byte(r, i, k, &high);
+          const int64_t cb = r * (k / 2) + i / 2;
+          if (to_tiled) {
+            const int code = int4_get(sc + r * (k / 2), i);
+            dc[tb] = static_cast<uint8_t>(dc[tb] | (high ? code << 4 : code));
+          } else {
+            const int code = high ? sc[tb] >> 4 : sc[tb] & 0xf;
+            dc[cb] = static_cast<uint8_t>(dc[cb] | ((i & 1) ? code << 4 : code));
+          }
+        }
+        for (int64_t gi = 0; gi < ng; ++gi) {
+          const int64_t ti = int4_tiled_group_index(r, gi, ng), ci = r * ng + gi;
+          if (to_tiled) {
+            ds[ti] = ss[ci];
+            dz[ti] = sz[ci];
+          } else {
+            ds[ci] = ss[ti];
+            dz[ci] = sz[ti];
+          }
+        }
+      }
+    }
+  });
 }
 
 
@@ -70,6 +128,54 @@ void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
       for (int64_t i = 0; i < q.k; ++i) store(out, r * q.k + i, row[i]);
     }
   });
+}
+
+// The reference of the fused linear: exactly rmsnorm(), matmul_int4(), then add() / swiglu() (the CPU's
+// expressions in the same order), so on the CPU it is bit-identical to the unfused ops.
+void linear_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps, int64_t mode_arg,
+                 const Tensor& bias, const Tensor& norm_w) {
+  const LinearMode mode = static_cast<LinearMode>(mode_arg);
+  const int64_t m = x.dim(0), n = w.n, k = w.k;
+  std::vector<float> xn(static_cast<size_t>(m * k));
+  std::memcpy(xn.data(), x.data<float>(), static_cast<size_t>(m * k) * sizeof(float));
+  if (norm_w.defined()) {
+    std::vector<float> wf(k);
+    load_row(norm_w.reshape({1, k}), 0, wf.data());
+    for (int64_t i = 0; i < m; ++i) {
+      float* xr = xn.data() + i * k;
+      double ss = 0;
+      for (int64_t j = 0; j < k; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(k) + eps));
+      for (int64_t j = 0; j < k; ++j) xr[j] = xr[j] * inv * wf[j];
+    }
+  }
+  std::vector<float> y(static_cast<size_t>(m * n));
+  c.pool().parallel_for(n, 4, [&](int64_t b, int64_t e) {
+    std::vector<float> row(k);
+    for (int64_t r = b; r < e; ++r) {
+      dequant_row(w, r, row.data());
+      const float bv = bias.defined() ? load(bias, r) : 0.f;
+      for (int64_t i = 0; i < m; ++i) {
+        const float* xi = xn.data() + i * k;
+        double acc = 0;
+        for (int64_t j = 0; j < k; ++j) acc += static_cast<double>(xi[j]) * row[j];
+        y[i * n + r] = static_cast<float>(acc) + bv;
+      }
+    }
+  });
+  float* o = out.data<float>();
+  if (mode == LinearMode::Store) {
+    std::memcpy(o, y.data(), y.size() * sizeof(float));
+  } else if (mode == LinearMode::Accumulate) {
+    for (int64_t i = 0; i < m * n; ++i) o[i] = o[i] + y[i];
+  } else {
+    const int64_t f = n / 2;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < f; ++j) {
+        const float g = y[i * n + j], u = y[i * n + f + j];
+        o[i * f + j] = g / (1.f + std::exp(-g)) * u;
+      }
+  }
 }
 
 void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias) {

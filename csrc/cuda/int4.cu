@@ -17,6 +17,11 @@
 
 namespace glm4 {
 namespace cuda {
+
+// gemv_int4.cu: layout 1
+void matmul_int4_tiled(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias);
+void dequantize_int4_tiled(Context& c, const Tensor& out, const QWeight& q);
+
 namespace {
 
 // ============================================================ quantize
@@ -99,8 +104,9 @@ template <typename TO>
 __global__ void __launch_bounds__(256) dequantize_int4_kernel(const uint4* __restrict__ codes,
                                                               const uint16_t* __restrict__ scales,
                                                               const uint16_t* __restrict__ zeros, TO* __restrict__ out,
-                                                              int64_t n, int64_t k, int g) {
+                                                              int64_t n, int64_t k, int g, int codebook) {
   const int64_t cpr = k / 32, total = n * cpr, kg = k / g;
+  const float nf4[16] = {GLM4_NF4_VALUES};
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / cpr, c = i - r * cpr;
@@ -110,7 +116,10 @@ __global__ void __launch_bounds__(256) dequantize_int4_kernel(const uint4* __res
     const uint32_t words[4] = {q.x, q.y, q.z, q.w};
     float v[32];
 #pragma unroll
-    for (int j = 0; j < 32; ++j) v[j] = (static_cast<float>((words[j >> 3] >> ((j & 7) * 4)) & 0xfu) - z) * s;
+    for (int j = 0; j < 32; ++j) {
+      const uint32_t q = (words[j >> 3] >> ((j & 7) * 4)) & 0xfu;
+      v[j] = ((codebook == kInt4CodebookNf4 ? nf4[q] : static_cast<float>(q)) - z) * s;
+    }
     TO* o = out + r * k + c * 32;
     if constexpr (sizeof(TO) == 4) {
 #pragma unroll
@@ -422,6 +431,10 @@ void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
 
 void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
   if (q.n == 0 || q.k == 0) return;
+  if (q.layout == kInt4LayoutTiled) {
+    dequantize_int4_tiled(c, out, q);
+    return;
+  }
   GLM4_CHECK(aligned16(q.codes.raw()) && aligned16(out.raw()), GLM4_E_INVALID_ARG,
              "dequantize_int4: codes and out must be 16-byte aligned (got ", q.codes.describe(), ", ", out.describe(), ")");
   const int64_t chunks = q.n * (q.k / 32);
@@ -431,22 +444,29 @@ void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
   const uint16_t* sc = q.scales.data<uint16_t>();
   const uint16_t* zr = q.zeros.data<uint16_t>();
   if (out.dtype() == DType::F32)
-    dequantize_int4_kernel<float><<<blocks, 256, 0, st>>>(codes, sc, zr, out.data<float>(), q.n, q.k, q.group);
+    dequantize_int4_kernel<float><<<blocks, 256, 0, st>>>(codes, sc, zr, out.data<float>(), q.n, q.k, q.group, q.codebook);
   else
-    dequantize_int4_kernel<Bf16><<<blocks, 256, 0, st>>>(codes, sc, zr, out.data<Bf16>(), q.n, q.k, q.group);
+    dequantize_int4_kernel<Bf16><<<blocks, 256, 0, st>>>(codes, sc, zr, out.data<Bf16>(), q.n, q.k, q.group, q.codebook);
   CUDA_CHECK_LAUNCH("dequantize_int4");
 }
 
 void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias) {
   const int64_t m = x.dim(0);
-  if (w.layout == 1) {  // the kernel layout: linear_plan (gemm_int4.cu) picks the kernel
+  if (w.layout == kInt4LayoutTiled) {  // the kernel layout: linear_plan (gemm_int4.cu) picks the kernel
     const LinearPlan plan = linear_plan(m, w.n, w.k, w.group, w.layout);
-    GLM4_CHECK(plan.kind != LinearKind::Gemv, GLM4_E_UNSUPPORTED, "matmul_int4: the GEMV (M <= 8) does not read layout 1 yet");
+    if (plan.kind == LinearKind::Gemv) {
+      matmul_int4_tiled(c, out, x, w, bias);  // gemv_int4.cu: the tensor-core GEMV
+      return;
+    }
+    GLM4_CHECK(w.codebook == kInt4CodebookInt, GLM4_E_UNSUPPORTED, "matmul_int4: the tensor-core GEMM (M > ",
+               kInt4GemvMaxM, ") reads integer codes only; NF4 runs through the GEMV (M <= ", kInt4GemvMaxM, ")");
     gemm_int4_layout1(c, out, x, w, bias, plan);
     return;
   }
   GLM4_CHECK(w.layout == 0, GLM4_E_UNSUPPORTED, "matmul_int4: layout ", w.layout,
              " is not implemented by the CUDA backend; pass the canonical layout 0");
+  GLM4_CHECK(w.codebook == kInt4CodebookInt, GLM4_E_UNSUPPORTED, "matmul_int4: the CUDA kernels of the canonical layout read ",
+             "integer codes only; repack an NF4 weight to layout 1 (repack_int4)");
   if (m == 0 || w.n == 0) return;
   GLM4_CHECK(w.k > 0 && w.k % 32 == 0 && (w.group == 32 || w.group == 64 || w.group == 128), GLM4_E_SHAPE,
              "matmul_int4: K=", w.k, " with group ", w.group, " is not a valid INT4 shape");

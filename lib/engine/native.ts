@@ -81,6 +81,9 @@ export interface QWeight {
   codebook?: number;
 }
 
+/** linearInt4's epilogue: 0 out = y, 1 out += y (residual add), 2 out = silu(y[:, :N/2]) * y[:, N/2:]. */
+export type LinearMode = 0 | 1 | 2;
+
 /** One op of csrc/op_list.h, as the addon's opList() reports it. */
 export interface NativeOpInfo {
   /** The C++ name, e.g. "rotary_kv_write" (also the name errors and profiles use). */
@@ -124,7 +127,15 @@ export interface NativeContext {
   rmsnorm(out: NativeTensor, x: NativeTensor, weight: NativeTensor, eps: number): void;
   quantizeInt4(q: QWeight, w: NativeTensor): void;
   dequantizeInt4(out: NativeTensor, q: QWeight): void;
+  /** dst = src in the other layout (0 -> 1 or 1 -> 0), bit-exact moves; dst must not overlap src. */
+  repackInt4(dst: QWeight, src: QWeight): void;
   matmulInt4(out: NativeTensor, x: NativeTensor, w: QWeight, bias?: NativeTensor | null): void;
+  /**
+   * The fused INT4 linear of decode (csrc/op_list.h linear_int4): y = xn W^T (+ bias), xn = rmsnorm(x) * normWeight
+   * (eps) when normWeight is given, else x; then by mode: 0 out = y, 1 out += y (residual add), 2 out = silu(y[:, :N/2])
+   * * y[:, N/2:] (out [M, N/2]). CPU: layout 0; CUDA: layout 1.
+   */
+  linearInt4(out: NativeTensor, x: NativeTensor, w: QWeight, eps: number, mode: LinearMode, bias?: NativeTensor | null, normWeight?: NativeTensor | null): void;
   matmul(out: NativeTensor, x: NativeTensor, w: NativeTensor, bias?: NativeTensor | null): void;
   addBias(x: NativeTensor, bias: NativeTensor): void;
   rotary(x: NativeTensor, positions: NativeTensor, rotDim: number, theta: number): void;

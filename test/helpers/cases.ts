@@ -13,7 +13,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-import type { DType, NativeContext, NativeTensor, QWeight } from "../../lib/engine/native.js";
+import type { DType, LinearMode, NativeContext, NativeTensor, QWeight } from "../../lib/engine/native.js";
 import { packageRoot } from "../../lib/util.js";
 import { repackLayout1 } from "./layout1.js";
 import * as R from "./reference.js";
@@ -461,17 +461,28 @@ function givenQWeight(
   return { q, packed, scales, zeros };
 }
 
-/** Why the NF4 cases do not run on CUDA yet (the dispatch refuses codebook 1 there with ERR_GLM4_UNSUPPORTED). */
-const NF4_PENDING = "NF4 (codebook 1) is not read by the CUDA INT4 kernels yet (issue 12/13, the gemv helper)";
+/** Why an NF4 matmul case of a shape that layout 1 cannot hold does not run on CUDA. */
+const NF4_CANONICAL_PENDING =
+  "the CUDA kernels of the canonical layout read integer codes only; NF4 runs through layout 1 (N % 16 == 0, K % 64 == 0)";
 
-function dequantizeCase(n: number, k: number, g: 32 | 64 | 128, out: "f32" | "bf16", codebook: 0 | 1 = 0, unit = false): OpCase {
-  const extra = (codebook ? ",codebook=nf4" : "") + (unit ? ",unit scales" : "");
+/** q (canonical) repacked into a fresh, poisoned layout-1 weight on the same context. */
+function repacked(env: CaseEnv, q: QWeight): QWeight {
+  const [n, k] = q.codes.shape;
+  const d: QWeight = { ...env.qweight(n, k, q.groupSize), layout: 1, ...(q.codebook ? { codebook: q.codebook } : {}) };
+  env.ctx.repackInt4(d, q);
+  return d;
+}
+
+/** layout 1: the weight is repacked (on each backend: the CPU reads layout 1 through the layout's index functions). */
+function dequantizeCase(n: number, k: number, g: 32 | 64 | 128, out: "f32" | "bf16", codebook: 0 | 1 = 0, unit = false, layout: 0 | 1 = 0): OpCase {
+  const extra = (codebook ? ",codebook=nf4" : "") + (unit ? ",unit scales" : "") + (layout ? ",layout=1" : "");
   return {
     name: `dequantize_int4(N=${n},K=${k},G=${g},out=${out}${extra})`,
     op: "dequantize_int4",
-    ...(codebook ? { gpuPending: NF4_PENDING } : {}),
     build(env) {
-      const { q, packed, scales, zeros } = givenQWeight(env, n, k, g, codebook, unit);
+      const given = givenQWeight(env, n, k, g, codebook, unit);
+      const { packed, scales, zeros } = given;
+      const q = layout ? repacked(env, given.q) : given.q;
       const o = env.out(out, [n, k]);
       env.ctx.dequantizeInt4(o, q);
       // (code - zero) * scale is exact in float32 for these zeros (see dequantizeInt4Ref); bf16 output = its RNE.
@@ -487,14 +498,18 @@ function matmulInt4Case(
   n: number,
   k: number,
   g: 32 | 64 | 128,
-  opts: { bias?: "f32" | "bf16"; given?: boolean; nf4?: boolean } = {},
+  opts: { bias?: "f32" | "bf16"; given?: boolean; nf4?: boolean; layout1?: boolean } = {},
 ): OpCase {
-  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.given ? ",codes=given" : "") + (opts.nf4 ? ",codebook=nf4" : "");
   const codebook = opts.nf4 ? 1 : 0;
+  // On CUDA, layout 1 (the tensor-core GEMV; NF4 always goes there when the shape allows); the CPU runs the same
+  // weight in layout 0 (it never repacks), so the cross-check compares the two layouts' kernels.
+  const tiled = (opts.layout1 || opts.nf4) && n % 16 === 0 && k % 64 === 0;
+  const extra =
+    (opts.bias ? `,bias=${opts.bias}` : "") + (opts.given ? ",codes=given" : "") + (opts.nf4 ? ",codebook=nf4" : "") + (tiled ? ",cuda layout 1" : "");
   return {
     name: `matmul_int4(M=${m},N=${n},K=${k},G=${g}${extra})`,
     op: "matmul_int4",
-    ...(opts.nf4 ? { gpuPending: NF4_PENDING } : {}),
+    ...(opts.nf4 && !tiled ? { gpuPending: NF4_CANONICAL_PENDING } : {}),
     build(env) {
       const x = env.randn("f32", [m, k]);
       let q: QWeight;
@@ -505,12 +520,13 @@ function matmulInt4Case(
         q = env.qweight(n, k, g);
         env.ctx.quantizeInt4(q, w.t);
       }
+      // The reference multiplies by the weights the (canonical) codes on the device stand for.
+      const deq = R.dequantizeInt4Ref(readBits(q.codes), readBits(q.scales), readBits(q.zeros), n, k, g, codebook);
+      if (tiled && env.ctx.device !== "cpu") q = repacked(env, q);
       const b = opts.bias ? env.randn(opts.bias, [n], 0.3) : null;
       const out = env.out("f32", [m, n]);
       env.ctx.matmulInt4(out, x.t, q, b ? b.t : null);
       const got = readF64(out);
-      // The reference multiplies by the weights the codes on the device stand for.
-      const deq = R.dequantizeInt4Ref(readBits(q.codes), readBits(q.scales), readBits(q.zeros), n, k, g, codebook);
       return [{ name: "out", mode: "norm", got, ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
     },
   };
@@ -557,6 +573,80 @@ function gemmInt4Case(
       env.ctx.matmulInt4(out, xt, w, b ? b.t : null);
       const deq = R.dequantizeInt4Ref(packed, scales, zeros, n, k, g, 0);
       return [{ name: "out", mode: "norm", got: readF64(out), ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
+    },
+  };
+}
+
+/** repack_int4 0 -> 1 against the spec's fragment-by-fragment reference, and 1 -> 0 back to the input. */
+function repackCase(n: number, k: number, g: 32 | 64 | 128, codebook: 0 | 1 = 0): OpCase {
+  return {
+    name: `repack_int4(N=${n},K=${k},G=${g}${codebook ? ",codebook=nf4" : ""})`,
+    op: "repack_int4",
+    build(env) {
+      const { q, packed, scales, zeros } = givenQWeight(env, n, k, g, codebook);
+      const t = repacked(env, q);
+      const back: QWeight = { ...env.qweight(n, k, g), ...(codebook ? { codebook } : {}) };
+      env.ctx.repackInt4(back, t);
+      const ref = R.repackInt4Ref(packed, [scales, zeros], n, k, g);
+      return [
+        { name: "codes (layout 1)", mode: "exact", got: readBits(t.codes), ref: ref.codes },
+        { name: "scales (layout 1)", mode: "exact", got: readBits(t.scales), ref: ref.groups[0] },
+        { name: "zeros (layout 1)", mode: "exact", got: readBits(t.zeros), ref: ref.groups[1] },
+        { name: "codes back (layout 0)", mode: "exact", got: readBits(back.codes), ref: packed },
+        { name: "scales back", mode: "exact", got: readBits(back.scales), ref: scales },
+        { name: "zeros back", mode: "exact", got: readBits(back.zeros), ref: zeros },
+      ];
+    },
+  };
+}
+
+/**
+ * linear_int4, the fused INT4 linear of decode: (rmsnorm) -> x W^T (+ bias) -> store | accumulate | swiglu.
+ * CPU: layout 0, and bit for bit the unfused rmsnorm -> matmul_int4 -> copy | add | swiglu on the same inputs (the
+ * fusion's promise on the reference backend). CUDA: the weight repacked to layout 1; against float64 with the
+ * matmul tolerance (x is rounded to bf16 as the kernel stages it: TOL.matmul's reason; NF4 values rounded to bf16:
+ * its "weights rounded as well" case) and against the CPU with it.
+ */
+function linearInt4Case(
+  m: number,
+  n: number,
+  k: number,
+  g: 32 | 64 | 128,
+  opts: { mode: LinearMode; bias?: "f32" | "bf16"; norm?: "f32" | "bf16"; nf4?: boolean },
+): OpCase {
+  const codebook = opts.nf4 ? 1 : 0;
+  const modeName = ["store", "accumulate", "swiglu"][opts.mode];
+  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.norm ? `,norm=${opts.norm}` : "") + (codebook ? ",codebook=nf4" : "");
+  return {
+    name: `linear_int4(M=${m},N=${n},K=${k},G=${g},${modeName}${extra})`,
+    op: "linear_int4",
+    build(env) {
+      const eps = 1.5625e-7;
+      const x = env.randn("f32", [m, k], opts.norm ? 3 : 1);
+      const canonical = givenQWeight(env, n, k, g, codebook).q;
+      const deq = R.dequantizeInt4Ref(readBits(canonical.codes), readBits(canonical.scales), readBits(canonical.zeros), n, k, g, codebook);
+      const q = env.ctx.device === "cpu" ? canonical : repacked(env, canonical);
+      const b = opts.bias ? env.randn(opts.bias, [n], 0.3) : null;
+      const nw = opts.norm ? env.randn(opts.norm, [k], 0.5, 1) : null;
+      const nout = opts.mode === 2 ? n / 2 : n;
+      const base = opts.mode === 1 ? env.randn("f32", [m, nout], 2) : null;
+      const out = base ? base.t : env.out("f32", [m, nout]);
+      env.ctx.linearInt4(out, x.t, q, eps, opts.mode, b ? b.t : null, nw ? nw.t : null);
+      const got = readF64(out);
+      const ref = R.linearInt4Ref(x.v, m, k, deq, n, { bias: b?.v, normW: nw?.v, eps: Math.fround(eps), mode: opts.mode, base: base?.v });
+      const outs: Output[] = [{ name: "out", mode: "norm", got, ref, tol: TOL.matmul }];
+      if (env.ctx.device === "cpu") {
+        const xn = env.out("f32", [m, k]);
+        if (nw) env.ctx.rmsnorm(xn, x.t, nw.t, eps);
+        const y = env.out("f32", [m, n]);
+        env.ctx.matmulInt4(y, nw ? xn : x.t, canonical, b ? b.t : null);
+        const o2 = base ? env.floats("f32", [m, nout], base.v).t : env.out("f32", [m, nout]);
+        if (opts.mode === 0) env.ctx.copy(o2, y);
+        else if (opts.mode === 1) env.ctx.add(o2, o2, y);
+        else env.ctx.swiglu(o2, y);
+        outs.push({ name: "out == unfused ops (cpu)", mode: "exact", got: readBits(out), ref: readBits(o2), nanClass: "f32", cross: "skip" });
+      }
+      return outs;
     },
   };
 }
@@ -1244,6 +1334,13 @@ function buildTable(): OpCase[] {
   c.push(dequantizeCase(3, 256, 64, "bf16"), dequantizeCase(2, 128, 128, "bf16"));
   // NF4 (codebook 1): the table itself (unit scales, every code appears), then scaled groups with some zeros
   c.push(dequantizeCase(2, 64, 32, "f32", 1, true), dequantizeCase(5, 384, 128, "f32", 1), dequantizeCase(3, 128, 64, "bf16", 1));
+  // layout 1 (the CUDA kernel layout): repack both ways, dequantize from it (both codebooks)
+  c.push(repackCase(16, 64, 64), repackCase(48, 192, 32), repackCase(80, 256, 128), repackCase(32, 384, 64, 1));
+  c.push(
+    dequantizeCase(48, 256, 128, "f32", 0, false, 1),
+    dequantizeCase(16, 192, 32, "bf16", 0, false, 1),
+    dequantizeCase(32, 128, 64, "bf16", 1, false, 1),
+  );
   // matmul_int4: every M for every group size; N and K tails (odd N, K = 3 groups); biases; given codes; a GEMV
   for (const g of G_ALL) for (const m of M_ALL) c.push(matmulInt4Case(m, 96, 256, g));
   c.push(
@@ -1267,6 +1364,31 @@ function buildTable(): OpCase[] {
     gemmInt4Case(128, 96, 512, 128, { xbf16: true }),
     gemmInt4Case(33, 64, 2048, 128, { xbf16: true, bias: "bf16" }),
     gemmInt4Case(2049, 144, 192, 32),
+  );
+  // matmul_int4 through the layout-1 GEMV on CUDA: M = 1, 3, 8 and 17 (launches of 8, 8, 1), N a multiple of 16 but
+  // not of 64, every group size, biases, NF4
+  c.push(
+    matmulInt4Case(1, 48, 256, 128, { layout1: true }),
+    matmulInt4Case(3, 80, 192, 64, { layout1: true, bias: "bf16" }),
+    matmulInt4Case(8, 208, 128, 32, { layout1: true, bias: "f32" }),
+    matmulInt4Case(17, 48, 320, 64, { layout1: true }),
+    matmulInt4Case(1, 512, 1024, 128, { layout1: true }),
+    matmulInt4Case(3, 96, 256, 32, { nf4: true }),
+  );
+  // linear_int4: each mode with and without the norm prologue and bias; M = 1, 3, 8, 17; every group size; NF4;
+  // N a multiple of 16 not of 64; swiglu with N/2 a multiple of 16
+  c.push(
+    linearInt4Case(1, 48, 256, 128, { mode: 0 }),
+    linearInt4Case(3, 80, 256, 64, { mode: 0, norm: "bf16", bias: "bf16" }),
+    linearInt4Case(8, 208, 192, 32, { mode: 0, norm: "f32", bias: "f32" }),
+    linearInt4Case(1, 96, 512, 128, { mode: 1 }),
+    linearInt4Case(8, 48, 320, 64, { mode: 1, bias: "f32" }),
+    linearInt4Case(3, 160, 128, 32, { mode: 2, norm: "bf16" }),
+    linearInt4Case(1, 224, 256, 128, { mode: 2, norm: "bf16" }),
+    linearInt4Case(8, 96, 256, 64, { mode: 2, norm: "f32", bias: "bf16" }),
+    linearInt4Case(17, 64, 192, 64, { mode: 1, norm: "bf16", bias: "bf16" }),
+    linearInt4Case(3, 80, 256, 128, { mode: 0, norm: "bf16", nf4: true }),
+    linearInt4Case(8, 96, 128, 32, { mode: 2, nf4: true }),
   );
   // matmul with bf16 / f32 weights, K and N tails, biases
   c.push(

@@ -411,3 +411,63 @@ export function dequantizeInt4Ref(
   }
   return out;
 }
+
+// ------------------------------------------------------------------ INT4 layout 1 (the CUDA kernel layout)
+
+/**
+ * Canonical -> layout 1, written from the spec's fragment definition (csrc/core/int4_layout.h, PLAN.md), not from
+ * the C++ index function: for each 16 x 64 tile (nt, kt), lane l = 4g + t, word j (k0 = 64kt + 16j), the entries
+ *   a0 = W[g][k0+2t], a1 = W[g][k0+2t+1], a2 = W[g+8][k0+2t], a3 = W[g+8][k0+2t+1],
+ *   a4 = W[g][k0+2t+8], a5 = W[g][k0+2t+9], a6 = W[g+8][k0+2t+8], a7 = W[g+8][k0+2t+9]   (rows of the tile)
+ * go to nibbles 0..7 in the order a0, a2, a4, a6, a1, a3, a5, a7; the word is stored little-endian at byte
+ * 512 (nt K/64 + kt) + 16 l + 4 j. Scales and zeros: (n, gi) -> ((n/16) (K/G) + gi) 16 + n % 16.
+ */
+export function repackInt4Ref(packed: ArrayLike<number>, groupVals: ArrayLike<number>[], n: number, k: number, g: number): { codes: Uint8Array; groups: Uint16Array[] } {
+  if (n % 16 !== 0 || k % 64 !== 0) throw new Error(`repackInt4Ref: [${n},${k}] is not a multiple of 16 x 64`);
+  const c = unpackInt4(packed, n, k);
+  const W = (r: number, col: number) => c[r * k + col];
+  const codes = new Uint8Array((n * k) / 2);
+  const kt64 = k / 64;
+  for (let nt = 0; nt < n / 16; ++nt)
+    for (let kt = 0; kt < kt64; ++kt)
+      for (let l = 0; l < 32; ++l) {
+        const gg = nt * 16 + (l >> 2);
+        const t = l & 3;
+        for (let j = 0; j < 4; ++j) {
+          const k0 = kt * 64 + 16 * j;
+          const a = [W(gg, k0 + 2 * t), W(gg, k0 + 2 * t + 1), W(gg + 8, k0 + 2 * t), W(gg + 8, k0 + 2 * t + 1),
+            W(gg, k0 + 2 * t + 8), W(gg, k0 + 2 * t + 9), W(gg + 8, k0 + 2 * t + 8), W(gg + 8, k0 + 2 * t + 9)];
+          const order = [a[0], a[2], a[4], a[6], a[1], a[3], a[5], a[7]];
+          let word = 0;
+          for (let p = 0; p < 8; ++p) word += order[p] * 2 ** (4 * p);
+          const at = 512 * (nt * kt64 + kt) + 16 * l + 4 * j;
+          for (let b = 0; b < 4; ++b) codes[at + b] = Math.floor(word / 2 ** (8 * b)) & 0xff;
+        }
+      }
+  const ng = k / g;
+  const groups = groupVals.map((v) => {
+    const o = new Uint16Array(n * ng);
+    for (let r = 0; r < n; ++r) for (let gi = 0; gi < ng; ++gi) o[(Math.floor(r / 16) * ng + gi) * 16 + (r % 16)] = v[r * ng + gi];
+    return o;
+  });
+  return { codes, groups };
+}
+
+/**
+ * The fused INT4 linear (csrc/ops.h linear_int4) in float64: xn = rmsnorm(x) * normW when normW is given;
+ * y = xn W^T + bias; mode 0: y, 1: base + y, 2: silu(y[:, :N/2]) * y[:, N/2:].
+ */
+export function linearInt4Ref(
+  x: ArrayLike<number>,
+  m: number,
+  k: number,
+  w: ArrayLike<number>,
+  n: number,
+  opts: { bias?: ArrayLike<number> | null; normW?: ArrayLike<number> | null; eps?: number; mode: 0 | 1 | 2; base?: ArrayLike<number> },
+): Float64Array {
+  const xn = opts.normW ? rmsnormRef(x, m, k, opts.normW, opts.eps!) : x;
+  const y = matmulRef(xn, m, k, w, n, opts.bias ?? null);
+  if (opts.mode === 0) return y;
+  if (opts.mode === 1) return addRef(opts.base!, y);
+  return swigluRef(y, m, n / 2);
+}

@@ -1,0 +1,477 @@
+// The INT4 GEMV of decode (M = 1..8 tokens) on the tensor cores, reading layout 1 (core/int4_layout.h), with the
+// fusions of linear_int4 (ops.h): an RMSNorm prologue, bias, and store / accumulate / SwiGLU epilogues. Included by
+// gemv_int4.cu (the ops) and by the kernel harness (bench/kernels/gemv_bench.cu), which instantiates variants.
+//
+// Why tensor cores for a GEMV: layout 1 makes each lane's 16-byte load exactly its A fragments of four
+// mma.m16n8k16 (16 rows x 64 k a warp load, 512 contiguous bytes), and the M <= 8 tokens are the mma's 8 columns.
+// The per-tile work is then the same for M = 1 and M = 8: 4 mma + ~28 integer ops of dequantization + ~10 for the
+// group's scale/zero, about 45 % of the issue slots an SM has for 512 bytes at its share of HBM bandwidth. (The
+// CUDA-core GEMV it replaces did 1 FFMA per code and token: compute bound from M = 4.)
+//
+// Arithmetic (per 16-row tile, token m, one group-or-tile span of k):
+//   A = 128 + q exactly in bf16 (0x4300 | q: one LOP3 per pair), B = x~ = bf16(x * norm_w) staged in shared memory,
+//   d = mma sum_k (128 + q_k) x~_k in f32; then acc += s * (d - (128 + z) * sum_k x~_k)   [NF4: A = bf16(NF4[q]),
+//   offset 0]. sum_k x~_k comes from the staging (f32 over the same bf16 values), so the result is
+//   sum_k (q_k - z) s x~_k up to f32 rounding; the 128 offset costs ~5 bits of the tensor core's f32 accumulation
+//   (|d| ~ 128 |sum x|), far below the bf16 rounding of x (the matmul tolerance's reason).
+// The RMSNorm scale r_m = 1/sqrt(mean(x_m^2) + eps) is a per-token scalar: x * norm_w is staged and the result is
+// multiplied by r_m in the epilogue; sum x^2 is accumulated while staging (f32).
+//
+// Work decomposition (chosen per shape, never per M, so a token's arithmetic is the same for every M: batched rows
+// equal solo rows bit for bit): a block owns RT row tiles (SwiGLU: RT/2 gate tiles and their up partners N/32 tiles
+// further) and a K range; a cluster of CL blocks (sm_90) splits K further. Inside a block, RT * KS units (row tile,
+// K slice) go to W = RT * KS / UPW warps, UPW units each, streamed back to back. A warp keeps DEPTH 16-byte tile
+// loads in flight (a register ring; L1::no_allocate + L2 evict_first: weights are read once a token). Partial sums
+// meet in shared memory (and through distributed shared memory across the cluster) in a fixed order.
+//
+// PDL: the weight loads of the first DEPTH tiles are issued before griddepcontrol.wait, so with programmatic
+// stream serialization they overlap the previous kernel's tail; x, the residual and the output are touched only
+// after it. launch_dependents is signalled early (every block resident at once is the usual case).
+#pragma once
+#include <cooperative_groups.h>
+
+#include "core/int4_layout.h"
+#include "util.cuh"
+
+namespace glm4 {
+namespace cuda {
+namespace gemv {
+
+namespace cg = cooperative_groups;
+
+enum Mode : int { kStore = 0, kAccumulate = 1, kSwiGlu = 2 };
+
+// The decomposition (host-chosen, see pick_config in gemv_int4.cu).
+struct Config {
+  int rt = 1;   // row tiles per block (SwiGLU: even; gate tiles rt/2 and their up partners)
+  int ks = 8;   // K slices per row tile inside a block
+  int cl = 1;   // blocks per cluster along K (1 without clusters)
+  int upw = 1;  // units (row tile, K slice) per warp
+  __host__ __device__ int warps() const { return rt * ks / upw; }
+};
+
+struct Params {
+  const float* x;            // [M, K] f32
+  const uint8_t* codes;      // layout 1, N*K/2 bytes
+  const uint16_t* scales;    // layout 1, bf16 [N, K/G]
+  const uint16_t* zeros;     // layout 1, bf16 [N, K/G]
+  const float* bias_f32;     // [N] or null
+  const uint16_t* bias_bf16; // [N] bf16 or null
+  const float* norm_f32;     // [K] or null (no norm when both are null)
+  const uint16_t* norm_bf16; // [K] bf16 or null
+  float* out;                // [M, N] (SwiGLU: [M, N/2])
+  float eps;
+  int M, N, K;
+  int mode;
+  Config cfg;
+};
+
+// Shared memory of one block for M tokens over KTb k-tiles (bytes, 16-aligned pieces):
+//   xf    uint4 [KTb][2][M][4]   x~ as mma B fragments (lane 4g+t of token g reads [kt][h][g][t])
+//   xh    float [KTb*2][8]       sum of x~ over each 32-k half tile, per token (0 past M)
+//   xt    float [KTb][8]         the same over each 64-k tile ((h0 + h1), fixed order)
+//   part  float [RT*KS][128]     per-unit partial sums (aliases xf when UPW == 1: written after the main loop)
+//   bsum  float [RT][128]        the block's sums (read by the cluster's other blocks)
+//   ssq   float [W][8] + [8]     sum of x^2 per warp and the block's, per token
+struct Smem {
+  int xf, xh, xt, part, bsum, ssq, total;
+  __host__ __device__ static Smem of(int M, int KTb, const Config& c) {
+    Smem s;
+    int o = 0;
+    auto take = [&](int bytes) { const int at = o; o += (bytes + 15) & ~15; return at; };
+    const int xfb = KTb * M * 128, partb = c.rt * c.ks * 512;
+    s.xf = take(c.upw == 1 && partb > xfb ? partb : xfb);
+    s.xh = take(KTb * 2 * 8 * 4);
+    s.xt = take(KTb * 8 * 4);
+    s.part = c.upw == 1 ? s.xf : take(partb);
+    s.bsum = take(c.rt * 512);
+    s.ssq = take((c.warps() + 1) * 8 * 4);
+    s.total = o;
+    return s;
+  }
+};
+
+// The decomposition of one shape (never of M: a token's arithmetic must not depend on how many tokens run).
+// Candidates: 8 warps a block; row tiles a block rt = 1, 2, 4, ... (rt <= 8: K split into 8/rt slices inside the
+// block; rt > 8: each warp streams rt/8 row tiles); K split over a cluster of cl = 1, 2, 4, 8 blocks (sm_90).
+// Rule: every block resident at once (one wave: no tail of late blocks), shared memory for mc = 8 tokens' x
+// (fewer only where 8 cannot fit: no clusters), and of those the most warps (memory-level parallelism); ties go
+// to the smaller cluster. occ(threads, smem) is the kernel's resident blocks an SM. force_cl / force_rt (> 0) pin
+// one choice (the kernel harness's variants).
+// Expected on an H200 (132 SMs, 3 blocks of 256 threads an SM at <= 80 registers): qkv rt 1 cl 1 (288 blocks),
+// o rt 1 cl 1 (256), gate_up (SwiGLU) rt 8 cl 1 (214), down rt 4 cl 4 (256), output rt 32 cl 1 (296).
+struct Plan {
+  Config cfg;
+  int mc = 8;         // tokens a launch
+  int rowgroups = 0;  // grid y (grid x = cl)
+  bool one_wave = false;
+};
+
+// Tile range [b, e) of part i of n over t tiles (balanced, contiguous).
+__host__ __device__ __forceinline__ int split_lo(int t, int n, int i) { return static_cast<int>(static_cast<int64_t>(t) * i / n); }
+
+template <class Occ>
+inline bool choose_plan(int64_t n, int64_t k, bool swiglu, int sms, int major, int smem_optin, Occ occ, Plan* out,
+                        int force_cl = 0, int force_rt = 0) {
+  const int nt = static_cast<int>(n / 16), kt = static_cast<int>(k / 64);
+  int64_t best = -1;
+  for (int mc : {8, 4, 2, 1}) {
+    for (int cl : {1, 2, 4, 8}) {
+      if ((cl > 1 && major < 9) || cl > kt || (force_cl && cl != force_cl)) continue;
+      for (int rt = swiglu ? 2 : 1; rt <= 64; rt *= 2) {
+        if (force_rt && rt != force_rt) continue;
+        Config c;
+        c.rt = rt;
+        c.ks = rt < 8 ? 8 / rt : 1;
+        c.upw = rt > 8 ? rt / 8 : 1;
+        c.cl = cl;
+        if ((kt + cl - 1) / cl < c.ks) continue;  // every K slice gets a tile
+        const int smem = Smem::of(mc, (kt + cl - 1) / cl, c).total;
+        if (smem > smem_optin) continue;
+        const int per_sm = occ(c.warps() * 32, smem);
+        if (per_sm <= 0) continue;
+        const int rg = swiglu ? (nt / 2 + rt / 2 - 1) / (rt / 2) : (nt + rt - 1) / rt;
+        const int64_t blocks = static_cast<int64_t>(rg) * cl;
+        const bool one_wave = blocks <= static_cast<int64_t>(per_sm) * sms;
+        // one wave first; among one-wave plans the most warps; otherwise the fewest blocks
+        const int64_t score = one_wave ? (int64_t{1} << 40) + blocks * c.warps() : (int64_t{1} << 39) - blocks;
+        if (score > best) {
+          best = score;
+          out->cfg = c;
+          out->mc = mc;
+          out->rowgroups = rg;
+          out->one_wave = one_wave;
+        }
+      }
+    }
+    if (best >= 0) return true;  // some plan fits this many tokens a launch
+  }
+  return false;
+}
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                          uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ uint16_t ld_stream_u16(const uint16_t* p, uint64_t pol) {
+  uint16_t r;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(r) : "l"(p), "l"(pol));
+  return r;
+}
+// NF4 value of code i (once a block; a local table is fine there).
+__device__ __forceinline__ float d_nf4(int i) { return int4_code_value(kInt4CodebookNf4, i); }
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// The A registers of one k16 sub-tile (word w of a lane's 16 bytes): pair s = (w >> 4s) & 0x000F000F.
+template <int CB>
+__device__ __forceinline__ void dequant_word(uint32_t w, const uint32_t* nf4, uint32_t (&a)[4]) {
+  if constexpr (CB == 0) {
+    // bf16 0x4300 | q = 128 + q exactly (q in the low 4 mantissa bits)
+    a[0] = (w & 0x000F000Fu) | 0x43004300u;
+    a[1] = ((w >> 4) & 0x000F000Fu) | 0x43004300u;
+    a[2] = ((w >> 8) & 0x000F000Fu) | 0x43004300u;
+    a[3] = ((w >> 12) & 0x000F000Fu) | 0x43004300u;
+  } else {
+    // NF4: a 16-entry table of bf16 values in shared memory (16 words: one bank each, no conflicts)
+#pragma unroll
+    for (int s = 0; s < 4; ++s) a[s] = __byte_perm(nf4[(w >> (4 * s)) & 15u], nf4[(w >> (16 + 4 * s)) & 15u], 0x5410);
+  }
+}
+
+template <int DEPTH, int CB, int G>
+__global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
+  static_assert(G == 32 || G == 64 || G == 128, "group size");
+  constexpr int SZN = G == 32 ? 2 : 1;  // scale/zero loads a tile (a 64-k tile spans two groups of 32)
+  constexpr float OFF = CB == 0 ? 128.f : 0.f;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ uint32_t nf4s[16];
+
+  const Config cfg = p.cfg;
+  const int M = p.M, K = p.K, KT = K >> 6, NT = p.N >> 4, KG = K / G;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, W = blockDim.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int crank = blockIdx.x;  // rank in the cluster (the cluster spans grid x)
+  const int rg = blockIdx.y;     // row group
+  const bool swiglu = p.mode == kSwiGlu;
+  const int kb_blk = split_lo(KT, cfg.cl, crank), KTb = split_lo(KT, cfg.cl, crank + 1) - kb_blk;
+  const Smem sm = Smem::of(M, (KT + cfg.cl - 1) / cfg.cl, cfg);  // the same offsets in every block of a cluster
+  uint4* xf = reinterpret_cast<uint4*>(smem + sm.xf);
+  float* xh = reinterpret_cast<float*>(smem + sm.xh);
+  float* xt = reinterpret_cast<float*>(smem + sm.xt);
+  float* part = reinterpret_cast<float*>(smem + sm.part);
+  float* bsum = reinterpret_cast<float*>(smem + sm.bsum);
+  float* ssq = reinterpret_cast<float*>(smem + sm.ssq);
+
+  // Row tile of unit row r of this block (-1: past N).
+  auto tile_of = [&](int r) -> int {
+    if (!swiglu) {
+      const int nt = rg * cfg.rt + r;
+      return nt < NT ? nt : -1;
+    }
+    const int P = cfg.rt >> 1, half = NT >> 1, i = rg * P + (r < P ? r : r - P);
+    return i < half ? (r < P ? i : half + i) : -1;
+  };
+
+  // ---- the warp's stream of tiles. Units u = warp + i * W (i < UPW) = (row r = u / KS, slice s = u % KS); as W is
+  // a multiple of KS, every unit of a warp has the same slice s, hence the same tiles [kb, kb + L): the stream is
+  // UPW runs of L tiles, row r0 + i * W/KS. Units past N load nothing (their rows are never stored).
+  const uint64_t pol = l2_evict_first_policy();
+  const int s_w = warp % cfg.ks, r0 = warp / cfg.ks, rstep = W / cfg.ks;
+  const int kb = kb_blk + split_lo(KTb, cfg.ks, s_w), L = kb_blk + split_lo(KTb, cfg.ks, s_w + 1) - kb;
+  // this lane loads one of s_g, s_g8, z_g, z_g8 (by t); the quad shares them by shuffles
+  const uint16_t* szlane = (t < 2 ? p.scales : p.zeros) + g + (t & 1) * 8;
+  struct Cursor {
+    int i, j;  // unit, tile within the unit's run
+    int nt;    // the unit's row tile (-1: past N)
+  };
+  auto open = [&](Cursor& c, int i) {
+    c.i = i;
+    c.j = 0;
+    c.nt = i < cfg.upw ? tile_of(r0 + i * rstep) : -1;
+  };
+  auto step = [&](Cursor& c) {
+    if (++c.j >= L) open(c, c.i + 1);
+  };
+  const int total = L > 0 ? cfg.upw * L : 0;
+
+  uint4 q[DEPTH];
+  uint16_t sz[DEPTH][SZN];
+  auto load = [&](int d, const Cursor& c) {
+    if (c.nt < 0) return;
+    const int kt = kb + c.j;
+    q[d] = ld_stream16(p.codes + (static_cast<int64_t>(c.nt) * KT + kt) * 512 + lane * 16, pol);
+#pragma unroll
+    for (int h = 0; h < SZN; ++h) {
+      const int gi = G == 32 ? 2 * kt + h : (G == 64 ? kt : kt >> 1);
+      sz[d][h] = ld_stream_u16(szlane + (static_cast<int64_t>(c.nt) * KG + gi) * 16, pol);
+    }
+  };
+
+  Cursor ld;
+  open(ld, 0);
+  int nld = 0;  // positions loaded
+#pragma unroll
+  for (int d = 0; d < DEPTH; ++d)
+    if (nld < total) {
+      load(d, ld);
+      step(ld);
+      ++nld;
+    }
+
+  if (CB == 1 && tid < 16) nf4s[tid] = f_to_bf16_bits(d_nf4(tid));
+
+  // ---- after this point x, out (accumulate) and everything the previous kernel writes may be read
+  pdl_wait();
+  pdl_launch_dependents();
+
+  // ---- stage x~ = bf16(x * norm_w) as B fragments, half-tile and tile sums of x~, sum of x^2
+  const bool norm = p.norm_f32 != nullptr || p.norm_bf16 != nullptr;
+  if (cfg.upw > 1)  // units without tiles leave their partial sums at zero
+    for (int i = tid; i < cfg.rt * cfg.ks * 128; i += blockDim.x) part[i] = 0.f;
+  for (int m = 0; m < M; ++m) {
+    const float* xr = p.x + static_cast<int64_t>(m) * K;
+    float ss = 0.f;
+    // i = (ktl * 2 + h) * 4 + tt; whole warps iterate (the shuffles below need all 32 lanes; groups of 8 lanes,
+    // one 64-k tile, are entirely inside or outside the range)
+    for (int base = warp * 32; base < KTb * 8; base += blockDim.x) {
+      const int i = base + lane;
+      const bool ok = i < KTb * 8;
+      const int ktl = i >> 3, h = (i >> 2) & 1, tt = i & 3;
+      const int k = (kb_blk + ktl) * 64 + 32 * h + 2 * tt;
+      float2 v[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e)  // k + 0, + 8, + 16, + 24
+        v[e] = ok ? __ldg(reinterpret_cast<const float2*>(xr + k + 8 * e)) : make_float2(0.f, 0.f);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ss = fmaf(v[e].y, v[e].y, fmaf(v[e].x, v[e].x, ss));
+      if (norm && ok) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int kk = k + 8 * e;
+          const float w0 = p.norm_f32 ? p.norm_f32[kk] : bf16_bits_to_f(p.norm_bf16[kk]);
+          const float w1 = p.norm_f32 ? p.norm_f32[kk + 1] : bf16_bits_to_f(p.norm_bf16[kk + 1]);
+          v[e].x *= w0;
+          v[e].y *= w1;
+        }
+      }
+      uint4 f;
+      f.x = bf16x2(v[0].x, v[0].y);  // j = 2h:   k0 + 2t, 2t+1
+      f.y = bf16x2(v[1].x, v[1].y);  //           k0 + 2t+8, 2t+9
+      f.z = bf16x2(v[2].x, v[2].y);  // j = 2h+1
+      f.w = bf16x2(v[3].x, v[3].y);
+      if (ok) xf[((ktl * 2 + h) * M + m) * 4 + tt] = f;
+      // sum of the bf16 values (what the tensor cores multiply), fixed order
+      float hs = (bf16lo(f.x) + bf16hi(f.x)) + (bf16lo(f.y) + bf16hi(f.y)) + ((bf16lo(f.z) + bf16hi(f.z)) + (bf16lo(f.w) + bf16hi(f.w)));
+      hs += __shfl_xor_sync(0xffffffffu, hs, 1);
+      hs += __shfl_xor_sync(0xffffffffu, hs, 2);
+      const float other = __shfl_xor_sync(0xffffffffu, hs, 4);  // the tile's other half (i ^ 4 is lane ^ 4)
+      if (ok && tt == 0) {
+        xh[(ktl * 2 + h) * 8 + m] = hs;
+        if (h == 0) xt[ktl * 8 + m] = hs + other;
+      }
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) ssq[warp * 8 + m] = ss;
+  }
+  for (int i = tid; i < KTb * 8; i += blockDim.x) {  // tokens M..7: zero sums (their fragments are never read)
+    const int ktl = i >> 3, m = i & 7;
+    if (m >= M) {
+      xt[ktl * 8 + m] = 0.f;
+      xh[(ktl * 2) * 8 + m] = 0.f;
+      xh[(ktl * 2 + 1) * 8 + m] = 0.f;
+    }
+  }
+  __syncthreads();
+
+  // ---- main loop
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  const bool has_tok = g < M;  // B columns past M are zero
+  auto correct = [&](float (&d)[4], uint16_t v, float2 xs) {
+    // v: this lane's s_g | s_g8 | z_g | z_g8 (by t); the quad shares them
+    const float s0 = bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 0, 4));
+    const float s1 = bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 1, 4));
+    const float c0 = OFF + bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 2, 4));
+    const float c1 = OFF + bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 3, 4));
+    acc[0] = fmaf(s0, fmaf(-c0, xs.x, d[0]), acc[0]);
+    acc[1] = fmaf(s0, fmaf(-c0, xs.y, d[1]), acc[1]);
+    acc[2] = fmaf(s1, fmaf(-c1, xs.x, d[2]), acc[2]);
+    acc[3] = fmaf(s1, fmaf(-c1, xs.y, d[3]), acc[3]);
+  };
+  auto compute = [&](const uint4& qq, const uint16_t (&v)[SZN], int kt) {
+    const int ktl = kt - kb_blk;
+    uint4 b01 = make_uint4(0, 0, 0, 0), b23 = make_uint4(0, 0, 0, 0);
+    if (has_tok) {
+      b01 = xf[((ktl * 2) * M + g) * 4 + t];
+      b23 = xf[((ktl * 2 + 1) * M + g) * 4 + t];
+    }
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    uint32_t a[4];
+    dequant_word<CB>(qq.x, nf4s, a);
+    mma_16816(d, a[0], a[1], a[2], a[3], b01.x, b01.y);
+    dequant_word<CB>(qq.y, nf4s, a);
+    mma_16816(d, a[0], a[1], a[2], a[3], b01.z, b01.w);
+    if constexpr (G == 32) {
+      correct(d, v[0], *reinterpret_cast<const float2*>(&xh[(ktl * 2) * 8 + 2 * t]));
+      d[0] = d[1] = d[2] = d[3] = 0.f;
+    }
+    dequant_word<CB>(qq.z, nf4s, a);
+    mma_16816(d, a[0], a[1], a[2], a[3], b23.x, b23.y);
+    dequant_word<CB>(qq.w, nf4s, a);
+    mma_16816(d, a[0], a[1], a[2], a[3], b23.z, b23.w);
+    if constexpr (G == 32)
+      correct(d, v[1], *reinterpret_cast<const float2*>(&xh[(ktl * 2 + 1) * 8 + 2 * t]));
+    else
+      correct(d, v[0], *reinterpret_cast<const float2*>(&xt[ktl * 8 + 2 * t]));
+  };
+
+  Cursor cp;
+  open(cp, 0);
+  for (int pos = 0; pos < total; pos += DEPTH) {
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) {
+      if (pos + d >= total) break;
+      const uint4 cur = q[d];
+      uint16_t v[SZN];
+#pragma unroll
+      for (int h = 0; h < SZN; ++h) v[h] = sz[d][h];
+      if (nld < total) {  // refill the slot: DEPTH tiles stay in flight
+        load(d, ld);
+        step(ld);
+        ++nld;
+      }
+      compute(cur, v, kb + cp.j);
+      const int ci = cp.i;
+      step(cp);
+      if (cfg.upw > 1 && cp.i != ci) {  // the unit ended: its partial sums to shared memory
+        *reinterpret_cast<float4*>(&part[(warp + ci * W) * 128 + lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
+      }
+    }
+  }
+  // With UPW == 1 a warp has one unit: its sums go to `part` (which aliases xf) after every warp is done with x.
+  __syncthreads();
+  if (cfg.upw == 1)  // unit u = warp = r * KS + s
+    *reinterpret_cast<float4*>(&part[warp * 128 + lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  __syncthreads();
+
+  // ---- block sums (fixed order over the K slices), then the cluster's (fixed order over ranks)
+  for (int o = tid; o < cfg.rt * 128; o += blockDim.x) {
+    const int r = o >> 7, idx = o & 127;
+    float v = 0.f;
+    for (int s = 0; s < cfg.ks; ++s) v += part[(r * cfg.ks + s) * 128 + idx];
+    bsum[o] = v;
+  }
+  if (tid < 8) {
+    float v = 0.f;
+    for (int w = 0; w < W; ++w) v += ssq[w * 8 + tid];
+    ssq[W * 8 + tid] = v;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::cluster_group cluster = cg::this_cluster();
+  if (cfg.cl > 1) cluster.sync(); else __syncthreads();
+#else
+  __syncthreads();
+#endif
+  auto remote = [&](float* local, int rank) -> const float* {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (cfg.cl > 1) return cluster.map_shared_rank(local, rank);
+#endif
+    return local;
+  };
+
+  const int FI = (swiglu ? cfg.rt / 2 : cfg.rt) * 128, Nout = swiglu ? p.N / 2 : p.N;
+  for (int o = tid; o < FI; o += blockDim.x) {
+    if (o % cfg.cl != crank) continue;
+    const int r = o >> 7, idx = o & 127;
+    const int ln = idx >> 2, e = idx & 3;                       // lane and accumulator of the fragment
+    const int row = (ln >> 2) + ((e & 2) ? 8 : 0), m = 2 * (ln & 3) + (e & 1);
+    if (m >= M) continue;
+    const int nt = tile_of(r);
+    if (nt < 0) continue;
+    float rinv = 1.f;  // the token's RMSNorm scale: sum of x^2 over the cluster's blocks, fixed order
+    if (norm) {
+      float v = 0.f;
+      for (int c = 0; c < cfg.cl; ++c) v += remote(ssq, c)[W * 8 + m];
+      rinv = 1.f / sqrtf(v / static_cast<float>(K) + p.eps);
+    }
+    float y0 = 0.f, y1 = 0.f;
+    for (int c = 0; c < cfg.cl; ++c) y0 += remote(bsum, c)[o];
+    const int n0 = nt * 16 + row;
+    y0 = y0 * rinv + (p.bias_f32 ? p.bias_f32[n0] : (p.bias_bf16 ? bf16_bits_to_f(p.bias_bf16[n0]) : 0.f));
+    if (swiglu) {
+      const int ou = (r + cfg.rt / 2) * 128 + idx, n1 = n0 + p.N / 2;
+      for (int c = 0; c < cfg.cl; ++c) y1 += remote(bsum, c)[ou];
+      y1 = y1 * rinv + (p.bias_f32 ? p.bias_f32[n1] : (p.bias_bf16 ? bf16_bits_to_f(p.bias_bf16[n1]) : 0.f));
+      p.out[static_cast<int64_t>(m) * Nout + n0] = y0 / (1.f + expf(-y0)) * y1;
+    } else if (p.mode == kAccumulate) {
+      float* o_ = p.out + static_cast<int64_t>(m) * Nout + n0;
+      *o_ = *o_ + y0;
+    } else {
+      p.out[static_cast<int64_t>(m) * Nout + n0] = y0;
+    }
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (cfg.cl > 1) cluster.sync();  // the other blocks' shared memory was read above
+#endif
+}
+
+}  // namespace gemv
+}  // namespace cuda
+}  // namespace glm4
