@@ -170,7 +170,7 @@ struct Variant {
   bool plain;  // store, no norm, no bias (the bare GEMV, comparable with tinygemm)
 };
 
-static int g_sms = 0, g_major = 0, g_smem_optin = 0;
+static int g_sms = 0, g_major = 0, g_smem_optin = 0, g_smem_sm = 0;
 
 static bool plan_variant(const Shape& s, const Kernel* kern, bool swiglu, int force_cl, int force_rt, gemv::Plan* out) {
   CK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kern->fn), cudaFuncAttributeMaxDynamicSharedMemorySize, g_smem_optin));
@@ -179,7 +179,7 @@ static bool plan_variant(const Shape& s, const Kernel* kern, bool swiglu, int fo
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, reinterpret_cast<const void*>(kern->fn), threads, smem));
     return per;
   };
-  return gemv::choose_plan(s.n, s.k, swiglu, g_sms, g_major, g_smem_optin, occ, out, force_cl, force_rt);
+  return gemv::choose_plan(s.n, s.k, swiglu, g_sms, g_major, g_smem_optin, g_smem_sm, occ, out, force_cl, force_rt);
 }
 
 static gemv::Params params_for(const Shape& s, const Weights& w, const Variant& v, int copy, const float* x, float* out, int M) {
@@ -318,6 +318,39 @@ static Check batch_equals_solo(const Shape& s, const Weights& w, const Variant& 
   return {true, 0, ""};
 }
 
+// Row views: rows [r0, r0 + nv) run as a weight of their own (the engine's q, k, v views of the fused qkv weight)
+// give bit for bit the rows of the whole weight's call (family A plans: a row's arithmetic depends on K only).
+static Check views_equal_whole(const Shape& s, const Weights& w, const Variant& v, float* d_x, float* d_out, float* d_out1,
+                               cudaStream_t st) {
+  std::vector<float> x(size_t(3) * s.k);
+  for (auto& e : x) e = static_cast<float>(normal());
+  CK(cudaMemcpy(d_x, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+  Variant whole = v;
+  whole.plain = true;
+  launch(whole, params_for(s, w, whole, 0, d_x, d_out, 3), st);
+  const int kg = s.k / w.g;
+  for (const int r0 : {s.n - 512, s.n - 256}) {
+    const int nv = 256;
+    Shape sv = s;
+    sv.n = nv;
+    Variant vv = whole;
+    if (!plan_variant(sv, v.kern, false, 0, 0, &vv.plan)) return {false, 0, "no plan for the view"};
+    gemv::Params p = params_for(sv, w, vv, 0, d_x, d_out1, 3);
+    p.codes += int64_t(r0) * s.k / 2;
+    p.scales += int64_t(r0) * kg;
+    p.zeros += int64_t(r0) * kg;
+    launch(vv, p, st);
+    CK(cudaStreamSynchronize(st));
+    std::vector<float> a(size_t(3) * s.n), b(size_t(3) * nv);
+    CK(cudaMemcpy(a.data(), d_out, a.size() * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b.data(), d_out1, b.size() * 4, cudaMemcpyDeviceToHost));
+    for (int m = 0; m < 3; ++m)
+      if (std::memcmp(&a[size_t(m) * s.n + r0], &b[size_t(m) * nv], size_t(nv) * 4) != 0)
+        return {false, 0, "rows " + std::to_string(r0) + "+256 as a view differ from the whole weight's (token " + std::to_string(m) + ")"};
+  }
+  return {true, 0, ""};
+}
+
 // Per-call microseconds: best of 5 replays of a graph of R calls rotating over the weight copies.
 static double time_calls(const Shape& s, const Weights& w, const Variant& v, int M, float* d_x, float* d_out, cudaStream_t st) {
   const int R = w.copies >= 8 ? std::max(80, 2 * w.copies) : std::max(8, 4 * w.copies);
@@ -365,6 +398,7 @@ int main(int argc, char** argv) {
   g_sms = prop.multiProcessorCount;
   g_major = prop.major;
   CK(cudaDeviceGetAttribute(&g_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  CK(cudaDeviceGetAttribute(&g_smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
   std::printf("device %s, %d SMs, L2 %d MB, smem/block opt-in %d KB\n", prop.name, g_sms, prop.l2CacheSize >> 20, g_smem_optin >> 10);
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -473,7 +507,8 @@ int main(int argc, char** argv) {
         }
       }
       if (ok && (sp.name == "auto" || sp.name == "auto-plain")) {
-        const Check c = batch_equals_solo(s, w, v, d_x, d_out, d_out1, st);
+        Check c = batch_equals_solo(s, w, v, d_x, d_out, d_out1, st);
+        if (c.ok && !std::strcmp(s.name, "qkv")) c = views_equal_whole(s, w, v, d_x, d_out, d_out1, st);
         if (!c.ok) {
           ok = false;
           why = c.why;

@@ -129,7 +129,7 @@ const void* kernel_for(int codebook, int group) {
 }
 
 struct DevLimits {
-  int sms = 0, major = 0, smem_optin = 0;
+  int sms = 0, major = 0, smem_optin = 0, smem_sm = 0;
 };
 DevLimits dev_limits() {
   int dev = 0;
@@ -138,6 +138,7 @@ DevLimits dev_limits() {
   CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
   return d;
 }
 
@@ -165,7 +166,7 @@ Plan plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu) {
     return per_sm;
   };
   Plan pl;
-  GLM4_CHECK(gemv::choose_plan(n, k, swiglu, d.sms, d.major, d.smem_optin, occ, &pl.g), GLM4_E_UNSUPPORTED,
+  GLM4_CHECK(gemv::choose_plan(n, k, swiglu, d.sms, d.major, d.smem_optin, d.smem_sm, occ, &pl.g), GLM4_E_UNSUPPORTED,
              "linear_int4: no GEMV configuration fits [", n, ",", k, "] in this device's shared memory");
   pl.pdl = d.major >= 9;
   cache.emplace(key, pl);

@@ -92,14 +92,18 @@ struct Smem {
 };
 
 // The decomposition of one shape (never of M: a token's arithmetic must not depend on how many tokens run).
-// Candidates: 8 warps a block; row tiles a block rt = 1, 2, 4, ... (rt <= 8: K split into 8/rt slices inside the
-// block; rt > 8: each warp streams rt/8 row tiles); K split over a cluster of cl = 1, 2, 4, 8 blocks (sm_90).
-// Rule: every block resident at once (one wave: no tail of late blocks), shared memory for mc = 8 tokens' x
-// (fewer only where 8 cannot fit: no clusters), and of those the most warps (memory-level parallelism); ties go
-// to the smaller cluster. occ(threads, smem) is the kernel's resident blocks an SM. force_cl / force_rt (> 0) pin
-// one choice (the kernel harness's variants).
-// Expected on an H200 (132 SMs, 3 blocks of 256 threads an SM at <= 80 registers): qkv rt 1 cl 1 (288 blocks),
-// o rt 1 cl 1 (256), gate_up (SwiGLU) rt 8 cl 1 (214), down rt 4 cl 4 (256), output rt 32 cl 1 (296).
+// Every block resident at once (one wave: no tail of late blocks), 8 warps a block, shared memory for 8 tokens' x.
+// Two families:
+//   A "split K" (qkv, o, down, and any row range of them): each row tile's K is cut into 8 slices inside a block
+//     (ks = 8, one warp each; rt = upw row tiles a block, a warp streaming its slice of each) and over a cluster of
+//     cl blocks, cl chosen from K alone (the smallest whose x slice lets 3 blocks share an SM). A row's arithmetic
+//     then depends on K only: row views of one weight (q, k, v of the fused qkv) compute exactly like the whole.
+//   B "whole rows" (SwiGLU gate_up, and shapes too tall for A in one wave: the output layer): a warp streams whole
+//     K runs (ks = 1, cl = 1), rt = 8 upw row tiles a block, rt as small as one wave allows.
+// occ(threads, smem) is the kernel's resident blocks an SM; smem_sm the shared memory of an SM. force_cl / force_rt
+// (> 0) pin a choice (the kernel harness's variants; force_rt also picks the family: ks = 1 when rt > 8).
+// Expected on an H200 (132 SMs, 3 blocks of 256 threads an SM at <= 80 registers): qkv A rt 1 cl 1 (288 blocks),
+// o A rt 1 (256), k/v views A rt 1 (16), down A rt 4 cl 4 (256), gate_up B rt 8 (214), output B rt 32 (296).
 struct Plan {
   Config cfg;
   int mc = 8;         // tokens a launch
@@ -111,40 +115,65 @@ struct Plan {
 __host__ __device__ __forceinline__ int split_lo(int t, int n, int i) { return static_cast<int>(static_cast<int64_t>(t) * i / n); }
 
 template <class Occ>
-inline bool choose_plan(int64_t n, int64_t k, bool swiglu, int sms, int major, int smem_optin, Occ occ, Plan* out,
+inline bool choose_plan(int64_t n, int64_t k, bool swiglu, int sms, int major, int smem_optin, int smem_sm, Occ occ, Plan* out,
                         int force_cl = 0, int force_rt = 0) {
   const int nt = static_cast<int>(n / 16), kt = static_cast<int>(k / 64);
-  int64_t best = -1;
+  auto try_plan = [&](const Config& c, int mc) -> int {  // 1 one wave, 0 fits (more waves), -1 does not fit
+    if ((kt + c.cl - 1) / c.cl < c.ks) return -1;  // every K slice gets a tile
+    const int smem = Smem::of(mc, (kt + c.cl - 1) / c.cl, c).total;
+    if (smem > smem_optin) return -1;
+    const int per_sm = occ(c.warps() * 32, smem);
+    if (per_sm <= 0) return -1;
+    const int rg = swiglu ? (nt / 2 + c.rt / 2 - 1) / (c.rt / 2) : (nt + c.rt - 1) / c.rt;
+    out->cfg = c;
+    out->mc = mc;
+    out->rowgroups = rg;
+    out->one_wave = static_cast<int64_t>(rg) * c.cl <= static_cast<int64_t>(per_sm) * sms;
+    return out->one_wave ? 1 : 0;
+  };
   for (int mc : {8, 4, 2, 1}) {
-    for (int cl : {1, 2, 4, 8}) {
-      if ((cl > 1 && major < 9) || cl > kt || (force_cl && cl != force_cl)) continue;
-      for (int rt = swiglu ? 2 : 1; rt <= 64; rt *= 2) {
+    // family A: cl from K alone
+    int cl = force_cl;
+    if (!cl) {
+      for (cl = 1; cl < 8 && (major >= 9 || cl == 1); cl *= 2) {
+        Config c;
+        c.cl = cl;
+        if (Smem::of(mc, (kt + cl - 1) / cl, c).total + 1024 <= smem_sm / 3) break;
+        if (major < 9) break;
+      }
+    }
+    if (!swiglu && (!force_rt || force_rt <= 8) && (cl == 1 || major >= 9)) {
+      int last = -1;
+      for (int rt = 1; rt <= 8; rt *= 2) {
         if (force_rt && rt != force_rt) continue;
         Config c;
         c.rt = rt;
-        c.ks = rt < 8 ? 8 / rt : 1;
-        c.upw = rt > 8 ? rt / 8 : 1;
+        c.ks = 8;
+        c.upw = rt;
         c.cl = cl;
-        if ((kt + cl - 1) / cl < c.ks) continue;  // every K slice gets a tile
-        const int smem = Smem::of(mc, (kt + cl - 1) / cl, c).total;
-        if (smem > smem_optin) continue;
-        const int per_sm = occ(c.warps() * 32, smem);
-        if (per_sm <= 0) continue;
-        const int rg = swiglu ? (nt / 2 + rt / 2 - 1) / (rt / 2) : (nt + rt - 1) / rt;
-        const int64_t blocks = static_cast<int64_t>(rg) * cl;
-        const bool one_wave = blocks <= static_cast<int64_t>(per_sm) * sms;
-        // one wave first; among one-wave plans the most warps; otherwise the fewest blocks
-        const int64_t score = one_wave ? (int64_t{1} << 40) + blocks * c.warps() : (int64_t{1} << 39) - blocks;
-        if (score > best) {
-          best = score;
-          out->cfg = c;
-          out->mc = mc;
-          out->rowgroups = rg;
-          out->one_wave = one_wave;
-        }
+        last = try_plan(c, mc);
+        if (last == 1 || (force_rt && last == 0)) return true;
       }
     }
-    if (best >= 0) return true;  // some plan fits this many tokens a launch
+    // family B
+    int last = -1;
+    Config best;
+    for (int rt = 8; rt <= 128; rt *= 2) {
+      if (force_rt && rt != force_rt) continue;
+      Config c;
+      c.rt = rt;
+      c.ks = 1;
+      c.upw = rt / 8;
+      c.cl = force_cl ? force_cl : 1;
+      if (c.cl > 1 && major < 9) continue;
+      const int r = try_plan(c, mc);
+      if (r == 1) return true;
+      if (r == 0) {
+        last = 0;
+        best = c;
+      }
+    }
+    if (last == 0) return try_plan(best, mc) >= 0;  // no one-wave plan: the tallest blocks that fit
   }
   return false;
 }

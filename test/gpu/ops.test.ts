@@ -110,6 +110,51 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
     for (const t of [table, ids, out]) t.dispose();
   });
 
+  // The layout-1 GEMV launches with programmatic dependent launch (its weight loads start before the previous kernel
+  // ends; x and the output are touched only after griddepcontrol.wait). A chain of linear_int4 calls, each reading the
+  // one before, captured as a CUDA graph and replayed, must give exactly what direct calls give: a wait in the wrong
+  // place would read a stale input.
+  it("a chain of linear_int4 calls (PDL launches) replays as a CUDA graph bit for bit like direct calls", () => {
+    const M = 3, H = 256, F = 512;
+    const rnd = (n: number, seed: number, amp = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * amp);
+    const weight = (n: number, k: number, seed: number) => {
+      const codes = gpu.fromBuffer("i4", [n, k], Uint8Array.from({ length: (n * k) / 2 }, (_, i) => (i * 7 + seed * 13) & 0xff));
+      const groups = (v: number) => gpu.fromBuffer("bf16", [n, k / 128], encodeFloats("bf16", Array.from({ length: (n * k) / 128 }, (_, i) => v + ((i * 5 + seed) % 7) * 0.001)));
+      const src = { codes, scales: groups(0.004), zeros: groups(7.5), groupSize: 128 as const };
+      const dst = { codes: gpu.empty("i4", [n, k]), scales: gpu.empty("bf16", [n, k / 128]), zeros: gpu.empty("bf16", [n, k / 128]), groupSize: 128 as const, layout: 1 };
+      gpu.repackInt4(dst, src);
+      return dst;
+    };
+    const w1 = weight(F, H, 1), w2 = weight(H, F, 2), w3 = weight(F, H, 3), w4 = weight(H, H / 2, 4);
+    const x = gpu.fromBuffer("f32", [M, H], rnd(M * H, 1, 3));
+    const h0 = gpu.fromBuffer("f32", [M, H], rnd(M * H, 2));
+    const nw = gpu.fromBuffer("bf16", [H], encodeFloats("bf16", Array.from(rnd(H, 3, 0.3)).map((v) => 1 + v)));
+    const bias = gpu.fromBuffer("f32", [F], rnd(F, 4, 0.5));
+    const a = gpu.empty("f32", [M, F]), h = gpu.empty("f32", [M, H]), c = gpu.empty("f32", [M, H / 2]), d = gpu.empty("f32", [M, H]);
+    const step = () => {
+      gpu.copy(h, h0);
+      gpu.linearInt4(a, x, w1, 1.5625e-7, 0, bias, nw); // qkv-like: norm + bias
+      gpu.linearInt4(h, a, w2, 0, 1); // o-like: h += a W2^T
+      gpu.linearInt4(c, h, w3, 1.5625e-7, 2, null, nw); // gate_up-like: norm + SwiGLU
+      gpu.linearInt4(d, c, w4, 0, 0); // down-like
+    };
+    const bits = (t: typeof a) => Array.from(new Uint32Array((t.read() as Float32Array).slice().buffer));
+    step();
+    const want = [bits(a), bits(h), bits(c), bits(d)];
+    expect(want[3].some((v) => v !== 0), "the chain computed something").toBe(true);
+    gpu.beginCapture();
+    step();
+    const plan = gpu.endCapture();
+    for (const t of [a, h, c, d]) t.write(new Float32Array(t.shape[0] * t.shape[1]).fill(NaN));
+    for (let r = 0; r < 3; ++r) {
+      gpu.replay(plan);
+      expect([bits(a), bits(h), bits(c), bits(d)], `replay ${r}`).toEqual(want);
+    }
+    plan.dispose();
+    for (const q of [w1, w2, w3, w4]) for (const t of [q.codes, q.scales, q.zeros]) t.dispose();
+    for (const t of [x, h0, nw, bias, a, h, c, d]) t.dispose();
+  });
+
   it("a captured decode step replays (as a CUDA graph) like direct calls", () => {
     const a = new N.Context("cuda");
     const b = new N.Context("cuda");

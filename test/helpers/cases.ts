@@ -605,7 +605,8 @@ function repackCase(n: number, k: number, g: 32 | 64 | 128, codebook: 0 | 1 = 0)
  * CPU: layout 0, and bit for bit the unfused rmsnorm -> matmul_int4 -> copy | add | swiglu on the same inputs (the
  * fusion's promise on the reference backend). CUDA: the weight repacked to layout 1; against float64 with the
  * matmul tolerance (x is rounded to bf16 as the kernel stages it: TOL.matmul's reason; NF4 values rounded to bf16:
- * its "weights rounded as well" case) and against the CPU with it.
+ * its "weights rounded as well" case) and against the CPU with it; and token 0 alone equals token 0 of the batch
+ * bit for bit (batched decode must equal solo decode).
  */
 function linearInt4Case(
   m: number,
@@ -645,6 +646,12 @@ function linearInt4Case(
         else if (opts.mode === 1) env.ctx.add(o2, o2, y);
         else env.ctx.swiglu(o2, y);
         outs.push({ name: "out == unfused ops (cpu)", mode: "exact", got: readBits(out), ref: readBits(o2), nanClass: "f32", cross: "skip" });
+      } else {
+        // CUDA: token 0 run alone gets bit for bit what it gets in the batch (the decomposition never depends on M)
+        const o1 = base ? env.floats("f32", [1, nout], base.v.subarray(0, nout)).t : env.out("f32", [1, nout]);
+        env.ctx.linearInt4(o1, env.track(x.t.slice0(0, 1)), q, eps, opts.mode, b ? b.t : null, nw ? nw.t : null);
+        const row0 = readBits(out).slice(0, nout);
+        outs.push({ name: "token 0 alone == token 0 of the batch (cuda)", mode: "exact", got: readBits(o1), ref: row0, nanClass: "f32", cross: "skip" });
       }
       return outs;
     },
