@@ -13,7 +13,7 @@ import { Glm4Error, wrapNative } from "./errors.js";
 import { readConfig, type Glm4Config } from "./checkpoint/config.js";
 import { detectPrequantized } from "./checkpoint/prequantized.js";
 import { native } from "./engine/native-binary.js";
-import { disposeWeights, type ModelWeights } from "./engine/weights.js";
+import { disposeWeights, repackForKernels, type ModelWeights } from "./engine/weights.js";
 import { createContext, resolveDevice } from "./engine/device.js";
 import { glm4_9bConfig, loadCheckpointWeights, syntheticWeights } from "./engine/loader.js";
 import { streamChunks } from "./engine/generation.js";
@@ -145,6 +145,7 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   try {
     const wopts = { quantization, groupSize: pre?.groupSize ?? (groupSize as 32 | 64 | 128), onProgress: options.onProgress, signal: options.signal };
     weights = synthetic ? await syntheticWeights(cfg, ctx, { ...wopts, seed: options.syntheticSeed }) : pre ? await pre.load(cfg, ctx, wopts) : await loadCheckpointWeights(dir!, cfg, ctx, wopts);
+    if (onGpu) await repackForKernels(ctx, weights); // INT4 linears into the CUDA kernel layout (layout 1)
     const info = { dir: synthetic ? null : path.resolve(dir!), device, quantization, groupSize: wopts.groupSize, maxContext };
     const rt = new Runtime(ctx, cfg, weights, tokenizer, info, { kvDtype: onGpu ? "bf16" : "f32", prefillChunk });
     await ctx.flushAsync();

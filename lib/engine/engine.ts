@@ -27,7 +27,7 @@
 import { Glm4Error, wrapNative } from "../errors.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { DType, NativeContext, NativePlan, NativeTensor } from "./native.js";
-import { Scratch, recordLayers, recordLinear } from "./forward.js";
+import { Scratch, fusedDecode, recordLayers, recordLinear, recordLogits } from "./forward.js";
 import { KvCache, type KvAddress } from "./kv-cache.js";
 import type { ModelWeights } from "./weights.js";
 
@@ -315,8 +315,14 @@ export class Engine {
     ctx.beginCapture();
     try {
       // The last residual add is fused with the final norm into hLast.
-      recordLayers(ctx, cfg, this.w, scratch, this.kv, addr, { out: hLast, norm: this.w.finalNorm });
-      recordLinear(ctx, logits, hLast, this.w.output);
+      if (fusedDecode(this.w, b)) {
+        // INT4 linears in the CUDA kernel layout: norms, residual adds and SwiGLU ride in the GEMVs (forward.ts)
+        recordLayers(ctx, cfg, this.w, scratch, this.kv, addr);
+        recordLogits(ctx, cfg, this.w, logits, scratch.x, hLast);
+      } else {
+        recordLayers(ctx, cfg, this.w, scratch, this.kv, addr, { out: hLast, norm: this.w.finalNorm });
+        recordLinear(ctx, logits, hLast, this.w.output);
+      }
     } catch (e) {
       ctx.endCapture().dispose();
       scratch.dispose();

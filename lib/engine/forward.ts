@@ -6,7 +6,7 @@
  */
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { NativeContext, NativeTensor } from "./native.js";
-import type { Linear, ModelWeights } from "./weights.js";
+import { isTiled, type Linear, type ModelWeights } from "./weights.js";
 import type { KvAddress, KvCache } from "./kv-cache.js";
 
 /** Scratch activations for T tokens (a prefill chunk, or the rows of a captured decode step). */
@@ -71,6 +71,11 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
  * hidden states).
  */
 export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null, final?: { out: NativeTensor; norm: NativeTensor }): void {
+  if (fusedDecode(w, s.t)) {
+    recordLayersFused(ctx, cfg, w, s, kv, addr);
+    if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
+    return;
+  }
   const T = s.t;
   const rows = addr?.rows ?? s.pos, start = addr?.start ?? null;
   const kcache = kv.k, vcache = kv.v;
@@ -104,4 +109,62 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
     else ctx.add(s.x, s.x, s.o);
   }
   for (const t of [q2, k2, v2, a2]) t.dispose();
+}
+
+/**
+ * Whether the layers of T tokens take the fused decode path: T <= 8 (one launch of the tensor-core GEMV) and every
+ * linear INT4 in the CUDA kernel layout (repackForKernels at load on CUDA).
+ */
+export function fusedDecode(w: ModelWeights, T: number): boolean {
+  return (
+    T <= 8 &&
+    w.layers.every((L) => isTiled(L.q) && isTiled(L.k) && isTiled(L.v) && (!L.qkv || isTiled(L.qkv)) && isTiled(L.attnOut) && isTiled(L.gateUp) && isTiled(L.down))
+  );
+}
+
+/**
+ * The decode layers on linear_int4 (csrc/op_list.h): a layer is [QKV GEMV with the attention RMSNorm as its
+ * prologue and the bias] [rotary + KV write] [attention] [O GEMV adding into the residual stream] [gate|up GEMV
+ * with the FFN RMSNorm prologue and SwiGLU epilogue] [down GEMV adding into the residual stream]: 6 launches a layer
+ * (the unfused path: 9). s.x holds the residual stream throughout and the final hidden states at the end.
+ * Rows stay independent of the batch: linear_int4's per-row arithmetic depends on the weight's K only, so q, k, v
+ * computed through the row views (T > 1) equal the fused QKV launch (T = 1) bit for bit.
+ */
+function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null): void {
+  const T = s.t, eps = cfg.rmsEps;
+  const rows = addr?.rows ?? s.pos, start = addr?.start ?? null;
+  const scale = 1 / Math.sqrt(cfg.headDim);
+  const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
+  const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
+  const v2 = s.v.reshape([T, cfg.numKvHeads * cfg.headDim]);
+  const a2 = s.attn.reshape([T, cfg.numHeads * cfg.headDim]);
+  const q = (l: Linear) => (l as Extract<Linear, { kind: "int4" }>).q;
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const L = w.layers[i];
+    if (s.qkv && L.qkv) {
+      ctx.linearInt4(s.qkv, s.x, q(L.qkv), eps, 0, L.qkvBias ?? null, L.attnNorm);
+    } else {
+      ctx.linearInt4(q2, s.x, q(L.q), eps, 0, L.qBias ?? null, L.attnNorm);
+      ctx.linearInt4(k2, s.x, q(L.k), eps, 0, L.kBias ?? null, L.attnNorm);
+      ctx.linearInt4(v2, s.x, q(L.v), eps, 0, L.vBias ?? null, L.attnNorm);
+    }
+    ctx.rotaryKvWrite(s.q, s.k, s.v, kv.k[i], kv.v[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
+    ctx.attention(s.attn, s.q, kv.k[i], kv.v[i], rows, scale, start);
+    ctx.linearInt4(s.x, a2, q(L.attnOut), eps, 1); // x += attn Wo^T
+    ctx.linearInt4(s.act, s.x, q(L.gateUp), eps, 2, null, L.ffnNorm); // act = silu(gate) * up of rmsnorm(x)
+    ctx.linearInt4(s.x, s.act, q(L.down), eps, 1); // x += act Wd^T
+  }
+  for (const t of [q2, k2, v2, a2]) t.dispose();
+}
+
+/**
+ * Logits of the hidden states x (f32 [T, H]): the final RMSNorm and the output layer, fused into one launch when the
+ * output layer is in the CUDA kernel layout and T <= 8; else rmsnorm into h (f32 [T, H]) and the output linear.
+ */
+export function recordLogits(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, logits: NativeTensor, x: NativeTensor, h: NativeTensor): void {
+  if (isTiled(w.output) && x.shape[0] <= 8) ctx.linearInt4(logits, x, w.output.q, cfg.rmsEps, 0, null, w.finalNorm);
+  else {
+    ctx.rmsnorm(h, x, w.finalNorm, cfg.rmsEps);
+    recordLinear(ctx, logits, h, w.output);
+  }
 }

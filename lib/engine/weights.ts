@@ -7,11 +7,12 @@
 import { Glm4Error } from "../errors.js";
 import type { LayerPart, ModelTensor } from "../checkpoint/tensors.js";
 import { f16ToF32 } from "../util.js";
-import type { NativeTensor, QWeight } from "./native.js";
+import type { NativeContext, NativeTensor, QWeight } from "./native.js";
 
 export type Quantization = "int4" | "none";
 
-/** A linear layer's weight: INT4 (canonical layout) or full precision (bf16/f32). */
+/** A linear layer's weight: INT4 (canonical layout 0, or the CUDA kernel layout 1 after repackForKernels) or full
+ * precision (bf16/f32). */
 export type Linear = { kind: "int4"; q: QWeight; n: number; k: number } | { kind: "dense"; w: NativeTensor; n: number; k: number };
 
 /** A layer's weights: the fields of LAYER_FIELD (one per tensor of the list), plus the q/k/v views. */
@@ -131,4 +132,61 @@ export function disposeWeights(w: Partial<ModelWeights>): void {
   for (const L of (w.layers ?? []) as Partial<LayerWeights>[]) {
     for (const v of Object.values(L)) if (v) (isLinear(v) ? disposeLinear(v) : v.dispose());
   }
+}
+
+/** Whether a linear is INT4 in the CUDA kernel layout (layout 1): linear_int4 serves it, with its fusions. */
+export function isTiled(l: Linear | undefined): l is Extract<Linear, { kind: "int4" }> {
+  return l !== undefined && l.kind === "int4" && l.q.layout === 1;
+}
+
+/**
+ * Repacks every INT4 linear whose shape allows it (N % 16 == 0, K % 64 == 0: all of GLM-4's) into the CUDA kernel
+ * layout (layout 1, csrc/core/int4_layout.h) that the CUDA GEMV and GEMMs read; one weight at a time, each canonical
+ * copy freed as soon as its repack has run (the transient is the largest linear: the output layer). The fused QKV
+ * weight is repacked whole and q, k, v become row views of the result again. For CUDA contexts; the CPU backend
+ * keeps the canonical layout (it never repacks).
+ */
+export async function repackForKernels(ctx: NativeContext, w: ModelWeights): Promise<void> {
+  const one = async (l: Linear): Promise<Linear> => {
+    if (l.kind !== "int4" || (l.q.layout ?? 0) !== 0 || l.n % 16 !== 0 || l.k % 64 !== 0) return l;
+    const g = l.q.groupSize;
+    const q: QWeight = {
+      codes: ctx.empty("i4", [l.n, l.k]),
+      scales: ctx.empty("bf16", [l.n, l.k / g]),
+      zeros: ctx.empty("bf16", [l.n, l.k / g]),
+      groupSize: g,
+      layout: 1,
+      ...(l.q.codebook ? { codebook: l.q.codebook } : {}),
+    };
+    try {
+      ctx.repackInt4(q, l.q);
+      await ctx.flushAsync();
+    } catch (e) {
+      for (const t of [q.codes, q.scales, q.zeros]) t.dispose();
+      throw e;
+    }
+    disposeLinear(l);
+    return { kind: "int4", q, n: l.n, k: l.k };
+  };
+  for (const L of w.layers) {
+    if (L.qkv && L.q.n % 16 === 0 && L.k.n % 16 === 0) {
+      const nq = L.q.n, nk = L.k.n, nv = L.v.n;
+      const fused = await one(L.qkv);
+      if (fused !== L.qkv) {
+        for (const v of [L.q, L.k, L.v]) disposeLinear(v); // row views of the canonical weight
+        L.qkv = fused;
+        L.q = sliceLinear(fused, 0, nq);
+        L.k = sliceLinear(fused, nq, nq + nk);
+        L.v = sliceLinear(fused, nq + nk, nq + nk + nv);
+      }
+    } else if (!L.qkv) {
+      L.q = await one(L.q);
+      L.k = await one(L.k);
+      L.v = await one(L.v);
+    }
+    L.attnOut = await one(L.attnOut);
+    L.gateUp = await one(L.gateUp);
+    L.down = await one(L.down);
+  }
+  w.output = await one(w.output);
 }
