@@ -39,7 +39,7 @@ export class Runtime {
   /** Its one sequence. */
   readonly solo: Sequence;
 
-  /** Takes ownership of ctx and weights (freed by dispose, also when this constructor throws). */
+  /** Takes ownership of ctx and weights (dispose frees them; when this constructor throws, the caller still owns them). */
   constructor(
     readonly ctx: NativeContext,
     readonly config: Glm4Config,
