@@ -125,12 +125,12 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
       gpu.repackInt4(dst, src);
       return dst;
     };
-    const w1 = weight(F, H, 1), w2 = weight(H, F, 2), w3 = weight(F, H, 3), w4 = weight(H, H / 2, 4);
+    const w1 = weight(F, H, 1), w2 = weight(H, F, 2), w3 = weight(F, H, 3), w4 = weight(H, F / 2, 4);
     const x = gpu.fromBuffer("f32", [M, H], rnd(M * H, 1, 3));
     const h0 = gpu.fromBuffer("f32", [M, H], rnd(M * H, 2));
     const nw = gpu.fromBuffer("bf16", [H], encodeFloats("bf16", Array.from(rnd(H, 3, 0.3)).map((v) => 1 + v)));
     const bias = gpu.fromBuffer("f32", [F], rnd(F, 4, 0.5));
-    const a = gpu.empty("f32", [M, F]), h = gpu.empty("f32", [M, H]), c = gpu.empty("f32", [M, H / 2]), d = gpu.empty("f32", [M, H]);
+    const a = gpu.empty("f32", [M, F]), h = gpu.empty("f32", [M, H]), c = gpu.empty("f32", [M, F / 2]), d = gpu.empty("f32", [M, H]);
     const step = () => {
       gpu.copy(h, h0);
       gpu.linearInt4(a, x, w1, 1.5625e-7, 0, bias, nw); // qkv-like: norm + bias
