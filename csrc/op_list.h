@@ -60,12 +60,19 @@
   X(rotary_kv_write, "rotaryKvWrite", (Context& c, const Tensor& q, const Tensor& k, const Tensor& v,               \
                                        const Tensor& kcache, const Tensor& vcache, const Tensor& positions,         \
                                        const Tensor& rows, int64_t rot_dim, float theta))                           \
-  /* out f32[T,Hq,D]: causal GQA attention of q f32[T,Hq,D] over cache rows start[t]..pos[t] (inclusive;          \
-     start i32[T] optional: undefined = 0). Several sequences share one cache this way, each owning a slot         \
-     of rows (row = slot * S + position, start = slot * S). Query head h reads KV group h / (Hq/Hkv);              \
-     softmax(q.k * scale) v */                                                                                      \
+  /* Causal GQA attention over a (paged) KV cache: out f32[T,Hq,D] = softmax(q.k * scale) v for q f32[T,Hq,D].   \
+     kcache/vcache bf16|f32 [R, Hkv, D]: the rows of every sequence; query head h reads KV group h / (Hq/Hkv).     \
+     Query t attends positions 0..positions[t] (inclusive) of its sequence:                                       \
+     - table undefined (optional): one contiguous sequence, position p is row p (block_size 0, seq undefined);    \
+     - table i32[B, NB]: sequence b's position p is row table[b][p / bs] * bs + p % bs (bs = block_size, a power  \
+       of two in 16..256); query t belongs to sequence seq[t] (seq i32[T], optional: all sequence 0).             \
+     Contiguous slots are the special case table[b][i] = b * (S / bs) + i; a chunk of new tokens over a cached    \
+     prefix is queries at positions p0..p0+T-1. Rows of other sequences are never read. The CPU throws on a       \
+     position, sequence or table entry outside the pool; CUDA never reads outside the pool (such a query gets      \
+     zeros or undefined values). CUDA kernels: csrc/cuda/attention_kernels.cuh. */                                \
   X(attention, "attention", (Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache,                  \
-                             const Tensor& vcache, const Tensor& positions, float scale, const Tensor& start))      \
+                             const Tensor& vcache, const Tensor& positions, float scale, int64_t block_size,        \
+                             const Tensor& table, const Tensor& seq))                                              \
   /* out f32[M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32[M,2F] (gate first) */                                      \
   X(swiglu, "swiglu", (Context& c, const Tensor& out, const Tensor& gate_up))                                       \
   /* out = a + b, all f32 same shape (out may alias a or b) */                                                      \

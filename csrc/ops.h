@@ -58,4 +58,16 @@ GLM4_OP_LIST(GLM4_DECLARE_OP)
 }  // namespace ops
 #undef GLM4_DECLARE_OP
 
+namespace cuda {
+// Attention's split-K scratch (decode partial states and arrival tickets) for these arguments, from the context's
+// "attention" workspace (Context::workspace), zero-filled when new; undefined when the kernel chosen does not
+// split. The dispatch layer takes it when the op is recorded, so that the recorded op (and a plan captured with
+// it) owns its scratch; attention_run then launches with it. cuda::attention does both at once (csrc/cuda/attention.cu).
+Tensor attention_workspace(Context& c, const Tensor& q, const Tensor& kcache, const Tensor& table, const Tensor& seq,
+                           int64_t block_size);
+void attention_run(Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache, const Tensor& vcache,
+                   const Tensor& positions, float scale, int64_t block_size, const Tensor& table, const Tensor& seq,
+                   const Tensor& work);
+}  // namespace cuda
+
 }  // namespace glm4

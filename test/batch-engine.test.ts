@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadGlm4, type Glm4Model } from "../lib/index.js";
 import { Engine } from "../lib/engine/engine.js";
-import { KvCache, checkMaxContext } from "../lib/engine/kv-cache.js";
+import { KV_BLOCK, KvCache, checkMaxContext } from "../lib/engine/kv-cache.js";
 import { Scheduler } from "../lib/serve/scheduler.js";
 import { makePrompts, runAlone, runBatched } from "./helpers/batch-check.js";
 
@@ -89,18 +89,29 @@ describe("one engine for one sequence and for a batch", () => {
     }
   });
 
-  it("KV addressing: row = slot * S + position, start = slot * S; maxContext is checked in one function", () => {
+  it("KV addressing: row = slot * S' + position (S' = maxContext in whole blocks), a block table over the slots; maxContext is checked in one function", () => {
     const ctx = model.runtime.ctx;
     const kv = new KvCache(ctx, model.config, 3, 16, "f32");
     try {
-      expect([kv.row(0, 5), kv.row(2, 5), kv.firstRow(1)]).toEqual([5, 37, 16]);
-      expect(kv.k[0].shape).toEqual([48, model.config.numKvHeads, model.config.headDim]);
+      expect(kv.stride).toBe(KV_BLOCK);
+      expect(kv.blockSize).toBe(KV_BLOCK);
+      expect([kv.row(0, 5), kv.row(2, 5)]).toEqual([5, 2 * KV_BLOCK + 5]);
+      expect(kv.k[0].shape).toEqual([3 * KV_BLOCK, model.config.numKvHeads, model.config.headDim]);
+      // A step of several slots: the whole table and each token's slot.
       const a = kv.newAddress(ctx, 2)!;
       kv.writeAddress(a, [{ slot: 2, pos: 3 }, { slot: 0, pos: 15 }]);
-      expect(Array.from(a.rows.read())).toEqual([35, 15]);
-      expect(Array.from(a.start.read())).toEqual([32, 0]);
-      a.rows.dispose();
-      a.start.dispose();
+      expect(Array.from(a.rows.read())).toEqual([2 * KV_BLOCK + 3, 15]);
+      expect(Array.from(a.seq!.read())).toEqual([2, 0]);
+      expect(a.table.shape).toEqual([3, 1]);
+      expect(Array.from(a.table.read())).toEqual([0, 1, 2]);
+      a.dispose();
+      // A chunk of one slot: that slot's table row, no sequence ids.
+      const c = kv.newAddress(ctx, 2, 1)!;
+      kv.writeAddress(c, [{ slot: 1, pos: 0 }, { slot: 1, pos: 1 }]);
+      expect(Array.from(c.rows.read())).toEqual([KV_BLOCK, KV_BLOCK + 1]);
+      expect(c.seq).toBeNull();
+      expect(Array.from(c.table.read())).toEqual([1]);
+      c.dispose();
     } finally {
       kv.dispose();
     }

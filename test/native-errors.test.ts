@@ -93,12 +93,12 @@ describe("bad shapes throw synchronously with ERR_GLM4_SHAPE_MISMATCH, naming th
   it("attention: query heads not a multiple of KV heads; head dims differ", () => {
     const kc = f32([16, 3, 32]);
     const vc = f32([16, 3, 32]);
-    expectError(() => ctx.attention(f32([1, 8, 32]), f32([1, 8, 32]), kc, vc, i32([0]), 0.1), "ERR_GLM4_SHAPE_MISMATCH", "attention", "8 query heads", "3 KV heads");
-    expectError(() => ctx.attention(f32([1, 6, 64]), f32([1, 6, 64]), kc, vc, i32([0]), 0.1), "ERR_GLM4_SHAPE_MISMATCH", "attention", "[1,6,64]", "[16,3,32]");
+    expectError(() => ctx.attention(f32([1, 8, 32]), f32([1, 8, 32]), kc, vc, i32([0]), 0.1, 0), "ERR_GLM4_SHAPE_MISMATCH", "attention", "8 query heads", "3 KV heads");
+    expectError(() => ctx.attention(f32([1, 6, 64]), f32([1, 6, 64]), kc, vc, i32([0]), 0.1, 0), "ERR_GLM4_SHAPE_MISMATCH", "attention", "[1,6,64]", "[16,3,32]");
   });
   it("attention: positions of the wrong length", () => {
     const kc = f32([16, 2, 32]);
-    expectError(() => ctx.attention(f32([3, 4, 32]), f32([3, 4, 32]), kc, f32([16, 2, 32]), i32([0, 1]), 0.1), "ERR_GLM4_SHAPE_MISMATCH", "attention", "positions", "[3]");
+    expectError(() => ctx.attention(f32([3, 4, 32]), f32([3, 4, 32]), kc, f32([16, 2, 32]), i32([0, 1]), 0.1, 0), "ERR_GLM4_SHAPE_MISMATCH", "attention", "positions", "[3]");
   });
   it("kv_write: k does not fit the cache; v differs from k; vcache differs from kcache", () => {
     const kc = bf16([16, 2, 32]);
@@ -211,7 +211,7 @@ describe("bad arguments throw synchronously with ERR_GLM4_INVALID_ARGUMENT", () 
     expectError(() => ctx.softmax(f32([1, 8]), f32([1, 8]), 0), "ERR_GLM4_INVALID_ARGUMENT", "softmax", "temperature");
     expectError(() => ctx.softmax(f32([1, 8]), f32([1, 8]), NaN), "ERR_GLM4_INVALID_ARGUMENT", "softmax");
     const kc = f32([4, 1, 8]);
-    expectError(() => ctx.attention(f32([1, 1, 8]), f32([1, 1, 8]), kc, kc, i32([0]), 0), "ERR_GLM4_INVALID_ARGUMENT", "attention", "scale");
+    expectError(() => ctx.attention(f32([1, 1, 8]), f32([1, 1, 8]), kc, kc, i32([0]), 0, 0), "ERR_GLM4_INVALID_ARGUMENT", "attention", "scale");
     expectError(() => ctx.fillRandom(f32([4]), 1, 0, -1), "ERR_GLM4_INVALID_ARGUMENT", "fill_random");
   });
   it("rotary: odd rot_dim, rot_dim above the head dim, theta <= 1", () => {
@@ -267,7 +267,7 @@ describe("data-dependent errors throw at flush with a clear message", () => {
     const vc = f32([8, 2, 16]);
     ctx.kvWrite(kc, vc, f32([2, 2, 16]), f32([2, 2, 16]), i32([3, 8]));
     expectError(() => ctx.flush(), "ERR_GLM4_INVALID_ARGUMENT", "kv_write", "position 8", "8 rows");
-    ctx.attention(f32([1, 4, 16]), f32([1, 4, 16]), kc, vc, i32([-1]), 0.25);
+    ctx.attention(f32([1, 4, 16]), f32([1, 4, 16]), kc, vc, i32([-1]), 0.25, 0);
     expectError(() => ctx.flush(), "ERR_GLM4_INVALID_ARGUMENT", "attention", "position -1", "8 rows");
     contextStillWorks();
   });

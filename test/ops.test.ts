@@ -86,33 +86,38 @@ describe("op table on cpu: results do not depend on the thread count", () => {
   }
 });
 
-describe("attention with start (slots of a shared cache)", () => {
+describe("attention through a block table: bad tables are refused", () => {
   const c = new (native().Context)("cpu");
   afterAll(() => c.dispose());
-  const ints = (v: number[]) => c.fromBuffer("i32", [v.length], Int32Array.from(v));
+  const ints = (shape: number[], v: number[]) => c.fromBuffer("i32", shape, Int32Array.from(v));
+  const f32 = (shape: number[]) => c.fromBuffer("f32", shape, new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.5));
+  // A pool of 4 blocks of 16 rows; two sequences of 2 blocks each.
+  const kc = f32([64, 1, 8]), vc = f32([64, 1, 8]);
+  const q = f32([2, 2, 8]), out = c.empty("f32", [2, 2, 8]);
+  const table = ints([2, 2], [3, 0, 1, 2]);
 
-  it("a sequence in slot 2 gets bit for bit what it gets alone at slot 0", () => {
-    const S = 16, Hq = 4, Hkv = 2, D = 8, len = 11;
-    const rnd = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 3);
-    const k = rnd(len * Hkv * D, 1), v = rnd(len * Hkv * D, 2), q = rnd(Hq * D, 3);
-    const run = (slot: number, slots: number) => {
-      const kc = c.fromBuffer("f32", [slots * S, Hkv, D], new Float32Array(slots * S * Hkv * D).fill(7));
-      const vc = c.fromBuffer("f32", [slots * S, Hkv, D], new Float32Array(slots * S * Hkv * D).fill(-7));
-      c.kvWrite(kc, vc, c.fromBuffer("f32", [len, Hkv, D], k), c.fromBuffer("f32", [len, Hkv, D], v), ints(Array.from({ length: len }, (_, i) => slot * S + i)));
-      const out = c.empty("f32", [1, Hq, D]);
-      c.attention(out, c.fromBuffer("f32", [1, Hq, D], q), kc, vc, ints([slot * S + len - 1]), 0.3, ints([slot * S]));
-      return Array.from(out.read() as Float32Array);
-    };
-    expect(run(2, 4)).toEqual(run(0, 1));
+  it("checks shapes, dtypes and the block size when the op is called", () => {
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 24, table, null)).toThrow(/block size 24 is not a power of two in \[16, 256\]/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 512, table, null)).toThrow(/block size 512/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 16.5, table, null)).toThrow(/block_size must be an integer/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 16, f32([2, 2]), null)).toThrow(/table/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 16, ints([4], [0, 1, 2, 3]), null)).toThrow(/table/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 16, table, ints([3], [0, 1, 1]))).toThrow(/seq must be \[2\]/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 0, null, ints([2], [0, 1]))).toThrow(/seq needs a block table/);
+    expect(() => c.attention(out, q, kc, vc, ints([2], [0, 1]), 0.5, 16)).toThrow(/block size 16 without a block table/);
   });
 
-  it("rejects a start of the wrong shape or dtype at once, and a start past pos when it runs", () => {
-    const kc = c.empty("f32", [8, 1, 8]), vc = c.empty("f32", [8, 1, 8]);
-    const q = c.fromBuffer("f32", [2, 1, 8], new Float32Array(16).fill(1));
-    const out = c.empty("f32", [2, 1, 8]);
-    expect(() => c.attention(out, q, kc, vc, ints([1, 2]), 0.5, ints([0]))).toThrow(/start must be \[2\]/);
-    expect(() => c.attention(out, q, kc, vc, ints([1, 2]), 0.5, c.empty("f32", [2]))).toThrow(/start/);
-    c.attention(out, q, kc, vc, ints([1, 2]), 0.5, ints([0, 3]));
-    expect(() => c.flush()).toThrow(/start 3 of query 1 is not in \[0, 2\]/);
+  it("a position past the table, a sequence outside it, a block outside the pool, when it runs", () => {
+    c.attention(out, q, kc, vc, ints([2], [5, 32]), 0.5, 16, table, ints([2], [0, 1]));
+    expect(() => c.flush()).toThrow(/position 32 of query 1 is past the 2 blocks of 16 tokens/);
+    c.attention(out, q, kc, vc, ints([2], [5, 3]), 0.5, 16, table, ints([2], [0, 2]));
+    expect(() => c.flush()).toThrow(/sequence 2 of query 1 is not in \[0, 2\)/);
+    c.attention(out, q, kc, vc, ints([2], [5, 20]), 0.5, 16, ints([2, 2], [3, 0, 1, 4]), ints([2], [0, 1]));
+    expect(() => c.flush()).toThrow(/block table entry 4 \(block 1 of sequence 1, read by query 1\) is outside the pool of 64 rows/);
+    c.attention(out, q, kc, vc, ints([2], [5, -1]), 0.5, 16, table, ints([2], [0, 1]));
+    expect(() => c.flush()).toThrow(/position -1 of query 1 is negative/);
+    // Entries past a sequence's last block are never read: garbage there is fine.
+    c.attention(out, q, kc, vc, ints([2], [5, 3]), 0.5, 16, ints([2, 2], [3, -7, 1, 99]), ints([2], [0, 1]));
+    c.flush();
   });
 });

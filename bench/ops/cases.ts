@@ -309,13 +309,16 @@ function matmulBf16Case(lin: Linear, m: number, phase: "decode" | "prefill"): Pe
 // ------------------------------------------------------------------ attention
 
 /**
- * Decode attention: B sequences (slots of one shared cache, S rows each) at context L, one query token each; or
- * prefill: T tokens at positions past..past+T-1 of one sequence (causal).
+ * Decode attention: B sequences at context L, one query token each (B > 1: slots of one shared pool of S' rows
+ * each, S' = L rounded up to blocks of 64, read through a block table as the engine does); or prefill: T tokens
+ * at positions 0..T-1 of one sequence (causal, contiguous cache).
  */
 function attentionCase(d: Dims, kind: "decode" | "prefill", b: number, len: number): PerfCase {
   const { qHeads: hq, kvHeads: hkv, headDim: hd } = d;
   const t = kind === "decode" ? b : len; // query tokens
-  const s = len; // cache rows a sequence
+  const paged = kind === "decode" && b > 1;
+  const bs = 64; // block size through the table (lib/engine/kv-cache.ts KV_BLOCK)
+  const s = paged ? Math.ceil(len / bs) * bs : len; // cache rows a sequence
   const rows = kind === "decode" ? b * s : s;
   const kvRead = kind === "decode" ? b * len * hkv * hd * 2 * 2 : len * hkv * hd * 2 * 2;
   const scoreCount = kind === "decode" ? b * len : (len * (len + 1)) / 2; // (query, key) pairs per head
@@ -335,16 +338,18 @@ function attentionCase(d: Dims, kind: "decode" | "prefill", b: number, len: numb
       const caches = env.coldCopies(kvRead, [kc0, vc0], ([k, v]) => [env.copyOf(k), env.copyOf(v)]);
       const q = env.randn("f32", [t, hq, hd]);
       const out = env.empty("f32", [t, hq, hd]);
+      // Cache rows of each query's last key and first key (for the reference); the op takes sequence positions.
       const posv = kind === "decode" ? Array.from({ length: b }, (_, i) => i * s + len - 1) : Array.from({ length: len }, (_, i) => i);
-      const startv = kind === "decode" && b > 1 ? Array.from({ length: b }, (_, i) => i * s) : null;
-      const pos = env.ints(posv);
-      const start = startv ? env.ints(startv) : null;
+      const startv = paged ? Array.from({ length: b }, (_, i) => i * s) : null;
+      const pos = env.ints(paged ? Array.from({ length: b }, () => len - 1) : posv);
+      const table = paged ? env.track(env.ctx.fromBuffer("i32", [b, s / bs], Int32Array.from({ length: (b * s) / bs }, (_, i) => i))) : null;
+      const seq = paged ? env.ints(Array.from({ length: b }, (_, i) => i)) : null;
       const scale = 1 / Math.sqrt(hd);
       return {
         copies: caches.length,
         record: (i) => {
           const [kc, vc] = caches[i % caches.length];
-          env.ctx.attention(out, q, kc, vc, pos, scale, start);
+          env.ctx.attention(out, q, kc, vc, pos, scale, paged ? bs : 0, table, seq);
         },
         check() {
           // Sampled query tokens, every head, against the float64 attention over their cache rows.

@@ -100,6 +100,7 @@ void Context::dispose() {
   }
   std::lock_guard<std::mutex> lk(exec_mu_);
   scratch_ = Tensor();
+  workspaces_.clear();
   pool_.reset();
   if (stream_) cudart::stream_destroy(device_.index, stream_);
   stream_ = nullptr;
@@ -117,6 +118,16 @@ ThreadPool& Context::pool() {
 void* Context::scratch(int64_t bytes) {
   if (!scratch_.defined() || scratch_.nbytes() < bytes) scratch_ = empty(DType::U8, {std::max<int64_t>(bytes, 1 << 20)});
   return scratch_.raw();
+}
+
+Tensor Context::workspace(const std::string& tag, int64_t bytes, bool* fresh) {
+  std::lock_guard<std::mutex> lk(queue_mu_);
+  GLM4_CHECK(!disposed_, GLM4_E_DISPOSED, "the context was disposed");
+  Tensor& w = workspaces_[tag];
+  const bool grow = !w.defined() || w.nbytes() < bytes;
+  if (grow) w = empty(DType::U8, {std::max<int64_t>(bytes, 1 << 16)});
+  if (fresh) *fresh = grow;
+  return w;
 }
 
 void Context::enqueue(Op op, const char* name) {

@@ -10,8 +10,10 @@
 #pragma once
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -85,6 +87,12 @@ class Context : public std::enable_shared_from_this<Context> {
   ThreadPool& pool();
   void* stream() const { return stream_; }  // cudaStream_t on CUDA
   void* scratch(int64_t bytes);             // device scratch owned by the context, grown on demand
+  // A device buffer of at least `bytes` per `tag`, grown on demand, for ops that need scratch beyond their
+  // arguments (attention's split-K partials). Taken when the op is recorded, not when it runs, and kept by the
+  // recorded op: a plan captured with an older, smaller buffer keeps that one alive. The ops of one context run
+  // in order, so they may share it. `fresh` (optional) is set when the buffer was just allocated (contents
+  // undefined); the tag's users agree on what they leave in it.
+  Tensor workspace(const std::string& tag, int64_t bytes, bool* fresh = nullptr);
   bool disposed() const { return disposed_; }
   void dispose();
 
@@ -102,6 +110,7 @@ class Context : public std::enable_shared_from_this<Context> {
   int threads_ = 0;
   void* stream_ = nullptr;
   Tensor scratch_;
+  std::map<std::string, Tensor> workspaces_;
   bool disposed_ = false;
 };
 

@@ -302,7 +302,7 @@ void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor&
 }
 
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
-               float scale, const Tensor& start) {
+               float scale, int64_t block_size, const Tensor& table, const Tensor& seq) {
   const char* op = "attention";
   check_cache(op, c, kc, vc);
   on_ctx(op, c, out, "out"); on_ctx(op, c, q, "q");
@@ -310,17 +310,41 @@ void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc,
   check_ndim(op, "q", q, 3);
   GLM4_CHECK(out.shape() == q.shape(), GLM4_E_SHAPE, op, ": out ", out.describe(), " must match q ", q.describe());
   GLM4_CHECK(q.dim(2) == kc.dim(2), GLM4_E_SHAPE, op, ": head dim of q ", q.describe(), " and cache ", kc.describe(), " differ");
-  GLM4_CHECK(q.dim(1) % kc.dim(1) == 0, GLM4_E_SHAPE, op, ": ", q.dim(1), " query heads are not a multiple of ", kc.dim(1),
-             " KV heads");
+  GLM4_CHECK(kc.dim(1) > 0 && q.dim(1) % kc.dim(1) == 0, GLM4_E_SHAPE, op, ": ", q.dim(1),
+             " query heads are not a multiple of ", kc.dim(1), " KV heads");
   check_pos(op, c, pos, q.dim(0));
-  if (start.defined()) {
-    on_ctx(op, c, start, "start");
-    check_dtype(op, "start", start, DType::I32);
-    GLM4_CHECK(start.ndim() == 1 && start.dim(0) == q.dim(0), GLM4_E_SHAPE, op, ": start must be [", q.dim(0), "], got ",
-               start.describe());
-  }
   GLM4_CHECK(scale > 0.f && std::isfinite(scale), GLM4_E_INVALID_ARG, op, ": scale must be positive, got ", scale);
-  GLM4_RECORD(c, attention, out, q, kc, vc, pos, scale, start);
+  if (table.defined()) {
+    on_ctx(op, c, table, "table");
+    check_dtype(op, "table", table, DType::I32);
+    check_ndim(op, "table", table, 2);
+    GLM4_CHECK(block_size >= 16 && block_size <= 256 && (block_size & (block_size - 1)) == 0, GLM4_E_INVALID_ARG, op,
+               ": block size ", block_size, " is not a power of two in [16, 256]");
+    GLM4_CHECK(table.dim(0) > 0 && table.dim(1) > 0 && table.dim(1) * block_size < (int64_t{1} << 31), GLM4_E_SHAPE, op,
+               ": block table ", table.describe(), " must be [B >= 1, blocks >= 1] with blocks * ", block_size,
+               " < 2^31 positions");
+    if (seq.defined()) {
+      on_ctx(op, c, seq, "seq");
+      check_dtype(op, "seq", seq, DType::I32);
+      GLM4_CHECK(seq.ndim() == 1 && seq.dim(0) == q.dim(0), GLM4_E_SHAPE, op, ": seq must be [", q.dim(0), "], got ",
+                 seq.describe());
+    }
+  } else {
+    GLM4_CHECK(block_size == 0, GLM4_E_INVALID_ARG, op, ": block size ", block_size,
+               " without a block table (a contiguous cache takes 0)");
+    GLM4_CHECK(!seq.defined(), GLM4_E_INVALID_ARG, op, ": seq needs a block table (without one the cache is a single sequence)");
+  }
+#if defined(GLM4_WITH_CUDA)
+  if (is_cuda(c)) {
+    // The split-K scratch is taken now, when the op is recorded, and held by the recorded op (and by a plan
+    // captured with it): allocating while a graph is captured is not allowed.
+    const Tensor work = cuda::attention_workspace(c, q, kc, table, seq, block_size);
+    c.enqueue([=](Context& cx) { cuda::attention_run(cx, out, q, kc, vc, pos, scale, block_size, table, seq, work); },
+              "attention");
+    return;
+  }
+#endif
+  GLM4_RECORD(c, attention, out, q, kc, vc, pos, scale, block_size, table, seq);
 }
 
 void swiglu(Context& c, const Tensor& out, const Tensor& gu) {

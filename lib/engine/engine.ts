@@ -268,7 +268,7 @@ export class Engine {
         const s = new Scratch(ctx, cfg, T);
         let addr: KvAddress | null = null;
         try {
-          addr = this.kv.newAddress(ctx, T);
+          addr = this.kv.newAddress(ctx, T, slot);
           s.x.write(w.embed.gather(chunk));
           s.pos.write(Int32Array.from(chunk, (_, j) => st.length + j));
           if (addr) this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
@@ -289,8 +289,7 @@ export class Engine {
           await ctx.flushAsync();
         } finally {
           s.dispose();
-          addr?.rows.dispose();
-          addr?.start.dispose();
+          addr?.dispose();
         }
         st.length += T;
         st.ids.push(...chunk);
@@ -476,7 +475,8 @@ export class Engine {
     for (const p of this.plans.values()) {
       p.plan.dispose();
       p.scratch.dispose();
-      for (const t of [p.addr?.rows, p.addr?.start, p.hLast, p.logits]) t?.dispose();
+      p.addr?.dispose();
+      for (const t of [p.hLast, p.logits]) t.dispose();
     }
     this.plans.clear();
     for (const t of [this.slotLogits, this.pickBuf, this.hOne, this.tokArg, this.tokSample, this.params, this.topK]) t?.dispose();

@@ -59,10 +59,10 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
 }
 
 /**
- * Records the layers for the embedded tokens in s.x; leaves the final hidden states in s.x. Rotary takes the
- * sequence positions s.pos (the angles); kv_write and attention take the cache rows of `addr` (i32 [T]) and
- * attention reads rows start[t]..rows[t]. `addr` null (a cache of one sequence, lib/engine/kv-cache.ts): the
- * positions are the rows and attention reads from row 0.
+ * Records the layers for the embedded tokens in s.x; leaves the final hidden states in s.x. Rotary and attention
+ * take the sequence positions s.pos; the KV write takes the cache rows of `addr` (i32 [T]) and attention reads
+ * through its block table. `addr` null (a cache of one sequence, lib/engine/kv-cache.ts): the positions are the
+ * rows and attention reads the cache as one contiguous sequence.
  *
  * Each residual add is fused with the RMSNorm that follows it (add_rmsnorm: the FFN norm, the next layer's
  * attention norm) and rotary(q) + rotary(k) + kv_write are one op (rotary_kv_write): 4 launches a layer fewer,
@@ -77,7 +77,7 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
     return;
   }
   const T = s.t;
-  const rows = addr?.rows ?? s.pos, start = addr?.start ?? null;
+  const rows = addr?.rows ?? s.pos;
   const kcache = kv.k, vcache = kv.v;
   const scale = 1 / Math.sqrt(cfg.headDim);
   const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
@@ -98,7 +98,8 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
       recordLinear(ctx, v2, s.h, L.v, L.vBias);
     }
     ctx.rotaryKvWrite(s.q, s.k, s.v, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
-    ctx.attention(s.attn, s.q, kcache[i], vcache[i], rows, scale, start);
+    if (addr) ctx.attention(s.attn, s.q, kcache[i], vcache[i], s.pos, scale, kv.blockSize, addr.table, addr.seq);
+    else ctx.attention(s.attn, s.q, kcache[i], vcache[i], s.pos, scale, 0);
     recordLinear(ctx, s.o, a2, L.attnOut);
     ctx.addRmsnorm(s.h, s.x, s.o, L.ffnNorm, cfg.rmsEps);
     recordLinear(ctx, s.gu, s.h, L.gateUp);

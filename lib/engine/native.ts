@@ -146,7 +146,14 @@ export interface NativeContext {
    */
   rotaryKvWrite(q: NativeTensor, k: NativeTensor, v: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
   /** Query t attends cache rows start[t]..positions[t] (start i32[T], optional: 0). */
-  attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, start?: NativeTensor | null): void;
+  /**
+   * Causal GQA attention (csrc/op_list.h): query t (q f32[T,Hq,D]) attends positions 0..positions[t] of its
+   * sequence. Without a table (blockSize 0) the cache [S,Hkv,D] is one sequence, position p = row p. With a block
+   * table i32[B,NB] the caches are a pool of rows and sequence b's position p is row
+   * table[b][p / blockSize] * blockSize + p % blockSize (blockSize a power of two in 16..256); query t belongs to
+   * sequence seq[t] (seq i32[T]; null: sequence 0).
+   */
+  attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, blockSize: number, table?: NativeTensor | null, seq?: NativeTensor | null): void;
   swiglu(out: NativeTensor, gateUp: NativeTensor): void;
   add(out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   /** x += o in place, then out = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */

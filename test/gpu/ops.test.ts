@@ -190,29 +190,47 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
     a.dispose();
     b.dispose();
   });
-  // Continuous batching relies on this: a sequence in slot b of a shared cache (start = b*S) must get exactly the
-  // arithmetic it gets alone at slot 0 -- the key splits divide start..pos relative to start. Checked for a decode
-  // batch (T*Hq < 2*SMs: the split-K cluster path on sm_90) and for a prefill chunk (P = 1).
-  for (const [label, T, Hq] of [["decode batch (cluster split-K)", 1, 32], ["prefill chunk (no split)", 48, 32]] as const) {
-    it(`attention with start: slot 3 of 4 is bit-identical to slot 0 alone, ${label}`, () => {
-      const S = 1024, Hkv = 2, D = 128, len = 777;
+  // Continuous batching relies on this: a sequence decoded in a batch, its blocks anywhere in the pool, gets
+  // exactly the arithmetic it gets alone over a contiguous cache (the decode split rule depends on its length only,
+  // not on the batch or the grid); and a prefill chunk through a block table equals the contiguous one.
+  for (const [label, T, batch] of [["decode: the query of sequence 3 in a batch of 4", 1, true], ["prefill chunk of 48 tokens, one sequence", 48, false]] as const) {
+    it(`attention through a block table is bit-identical to a contiguous cache: ${label}`, () => {
+      const S = 1024, Hkv = 2, Hq = 32, D = 128, len = 777, bs = 64, nb = S / bs;
       const rnd = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 2);
       const k = rnd(len * Hkv * D, 1), v = rnd(len * Hkv * D, 2), q = rnd(T * Hq * D, 3);
-      const ints = (a: number[]) => gpu.fromBuffer("i32", [a.length], Int32Array.from(a));
-      const run = (slot: number, slots: number) => {
-        const kc = gpu.empty("bf16", [slots * S, Hkv, D]), vc = gpu.empty("bf16", [slots * S, Hkv, D]);
+      const ints = (a: number[], shape = [a.length]) => gpu.fromBuffer("i32", shape, Int32Array.from(a));
+      const pos = Array.from({ length: T }, (_, i) => len - T + i);
+      const run = (paged: boolean) => {
+        const seqs = paged && batch ? 4 : 1;
+        const rows = seqs * S;
+        const kc = gpu.empty("bf16", [rows, Hkv, D]), vc = gpu.empty("bf16", [rows, Hkv, D]);
         gpu.fillRandom(kc, 5, 0, 1);
         gpu.fillRandom(vc, 6, 0, 1);
-        gpu.kvWrite(kc, vc, gpu.fromBuffer("f32", [len, Hkv, D], k), gpu.fromBuffer("f32", [len, Hkv, D], v), ints(Array.from({ length: len }, (_, i) => slot * S + i)));
+        // Sequence `me` owns blocks in reverse order, interleaved with the others': table[b][i] = (nb - 1 - i) * seqs + b.
+        const me = seqs - 1;
+        const table = Array.from({ length: seqs * nb }, (_, j) => (nb - 1 - (j % nb)) * seqs + Math.floor(j / nb));
+        const rowOf = (p: number) => (paged ? table[me * nb + Math.floor(p / bs)] * bs + (p % bs) : p);
+        gpu.kvWrite(kc, vc, gpu.fromBuffer("f32", [len, Hkv, D], k), gpu.fromBuffer("f32", [len, Hkv, D], v), ints(Array.from({ length: len }, (_, p) => rowOf(p))));
         const out = gpu.empty("f32", [T, Hq, D]);
-        const pos = Array.from({ length: T }, (_, i) => slot * S + len - T + i);
-        gpu.attention(out, gpu.fromBuffer("f32", [T, Hq, D], q), kc, vc, ints(pos), 1 / Math.sqrt(D), ints(pos.map(() => slot * S)));
+        const qt = gpu.fromBuffer("f32", [T, Hq, D], q);
+        if (!paged) gpu.attention(out, qt, kc, vc, ints(pos), 1 / Math.sqrt(D), 0);
+        else if (batch) {
+          // 4 queries, one per sequence; the others attend their own (random) rows.
+          const q4 = gpu.fromBuffer("f32", [4, Hq, D], Float32Array.from({ length: 4 * Hq * D }, (_, i) => {
+            const b = Math.floor(i / (Hq * D));
+            return q[i % (Hq * D)] * (b === me ? 1 : 0.5 + b / 7); // row `me` is the query of the contiguous run
+          }));
+          const o4 = gpu.empty("f32", [4, Hq, D]);
+          gpu.attention(o4, q4, kc, vc, ints([100, 5, 1023, pos[0]]), 1 / Math.sqrt(D), bs, ints(table, [seqs, nb]), ints([0, 1, 2, 3]));
+          gpu.copy(out, o4.slice0(3, 4));
+        } else gpu.attention(out, qt, kc, vc, ints(pos), 1 / Math.sqrt(D), bs, ints(table, [seqs, nb]), null);
         const r = Array.from(new Uint32Array((out.read() as Float32Array).buffer));
         for (const t of [kc, vc, out]) t.dispose();
         return r;
       };
-      const alone = run(0, 1);
-      expect(run(3, 4)).toEqual(alone);
+      const alone = run(false);
+      expect(alone.some((x) => x !== 0), "the output is not all zeros").toBe(true);
+      expect(run(true)).toEqual(alone);
     });
   }
 });

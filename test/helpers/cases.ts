@@ -846,7 +846,7 @@ function attentionDecodeCase(hq: number, hkv: number, d: number, pos: number, s:
       const kc = env.floats(cache, [s, hkv, d], kv);
       const vc = env.floats(cache, [s, hkv, d], vv);
       const out = env.out("f32", [1, hq, d]);
-      env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([1], [pos]), scale);
+      env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([1], [pos]), scale, 0);
       const ref = R.attentionRef(q.v, 1, hq, d, kc.v, vc.v, hkv, [pos], scale);
       return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
     },
@@ -884,7 +884,7 @@ function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, sta
       write(t, start);
       const pos = Array.from({ length: t }, (_, i) => start + i);
       const out = env.out("f32", [t, hq, d]);
-      env.ctx.attention(out, q.t, kc, vc, env.ints([t], pos), scale);
+      env.ctx.attention(out, q.t, kc, vc, env.ints([t], pos), scale, 0);
       const ref = R.attentionRef(q.v, t, hq, d, kAll, vAll, hkv, pos, scale);
       return [
         { name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention },
@@ -895,46 +895,128 @@ function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, sta
   };
 }
 
+/** One paged attention case: sequences of cached lengths `lens`, the last `t` positions of each as queries. */
+interface PagedSpec {
+  lens: number[];
+  t: number;
+  hq: number;
+  hkv: number;
+  d: number;
+  /** Block size (a power of two in 16..256). */
+  bs: number;
+  cache: "bf16" | "f32";
+  /** Pass sequence ids (several sequences); false: one sequence, no seq tensor (lens.length must be 1). */
+  seq: boolean;
+  /** Query order with several sequences: sequence by sequence, or round robin (tiles mixing sequences). */
+  order?: "grouped" | "interleaved";
+}
+
 /**
- * Slotted attention (continuous batching): `seqs` sequences share one cache of seqs.length * s rows, sequence b
- * owning rows b*s .. b*s + s - 1. `t` queries per sequence (t = 1: a batched decode step; t > 1: a prefill
- * chunk of one sequence at a time, all in one call here) at positions last-t+1 .. last; query i of sequence b
- * attends rows start = b*s .. b*s + pos. Rows of a slot past its last position hold NaN (never read); rows 0,
- * last/2 and last of each slot get a key aligned with the mean query (large scores), so a kernel that read another
- * slot's rows (ignored start) would be visibly wrong.
+ * Attention through a block table (csrc/ops.h). The pool holds every sequence's blocks in a shuffled order, plus
+ * spare blocks; rows that no query may read hold NaN: the tail of each sequence's last block, the spare blocks,
+ * and a poison block that every unused table entry points to. A kernel that reads past a sequence's last
+ * position, another sequence's rows, or a table entry it should not, meets NaN. Rows 0, len/2 and len-1 of each
+ * sequence get a key aligned with the mean query (large scores), so that a wrong row is a visible error.
+ * Outputs: vs float64; "paged == contiguous" (same device, bit for bit): with one sequence, the same queries
+ * over a contiguous copy of it; with one query per sequence (a decode batch), each sequence's query alone over
+ * a contiguous copy (the per-query arithmetic must not depend on the batch or on where the blocks are).
  */
-function attentionSlotsCase(last: number[], t: number, hq: number, hkv: number, d: number, s: number, cache: "bf16" | "f32"): OpCase {
+function attentionPagedCase(sp: PagedSpec): OpCase {
+  const { lens, t, hq, hkv, d, bs, cache } = sp;
+  const order = sp.order ?? "grouped";
+  const lensName = lens.length > 6 ? `${lens.slice(0, 6).join(";")};..(${lens.length})` : lens.join(";");
   return {
-    name: `attention(slots: last=${last.join(";")},T/seq=${t},Hq=${hq},Hkv=${hkv},D=${d},S/slot=${s},cache=${cache})`,
+    name: `attention(paged: lens=${lensName},T/seq=${t},Hq=${hq},Hkv=${hkv},D=${d},bs=${bs},cache=${cache},${sp.seq ? `seq,${order}` : "one seq"})`,
     op: "attention",
     build(env) {
+      if (!sp.seq && lens.length !== 1) throw new Error("attentionPagedCase: one sequence without seq ids");
       const scale = Math.fround(1 / Math.sqrt(d));
-      const B = last.length, row = hkv * d, T = B * t;
-      const q = env.randn("f32", [T, hq, d]);
-      const kv = env.rng.normals(B * s * row);
-      const vv = env.rng.normals(B * s * row);
-      // A "foreign" key: aligned with the mean query of every head, so reading another slot's row would dominate.
+      const B = lens.length, row = hkv * d, shift = Math.log2(bs);
+      const nbs = lens.map((l) => Math.ceil(l / bs));
+      const NB = Math.max(...nbs) + 1;
+      const used = nbs.reduce((a, b) => a + b, 0);
+      const blocks = used + 3; // 2 spare, 1 poison
+      const perm = Array.from({ length: blocks }, (_, i) => i);
+      for (let i = blocks - 1; i > 0; --i) {
+        const j = env.rng.int(i + 1);
+        [perm[i], perm[j]] = [perm[j], perm[i]];
+      }
+      const poisonBlock = perm[blocks - 1];
+      const table = new Int32Array(B * NB).fill(poisonBlock);
+      let next = 0;
+      for (let b = 0; b < B; ++b) for (let i = 0; i < nbs[b]; ++i) table[b * NB + i] = perm[next++];
+      const rowOfSeq = (b: number, p: number) => table[b * NB + (p >> shift)] * bs + (p & (bs - 1));
+      const poolRows = blocks * bs;
+      const kv = new Float64Array(poolRows * row).fill(NaN);
+      const vv = new Float64Array(poolRows * row).fill(NaN);
+      const q = env.randn("f32", [B * t, hq, d]);
       const mean = new Float64Array(d);
-      for (let i = 0; i < T * hq; ++i) for (let x = 0; x < d; ++x) mean[x] += q.v[i * d + x] / (T * hq);
+      for (let i = 0; i < B * t * hq; ++i) for (let x = 0; x < d; ++x) mean[x] += q.v[i * d + x] / (B * t * hq);
       let nn = 0;
       for (let x = 0; x < d; ++x) nn += mean[x] * mean[x];
       for (let b = 0; b < B; ++b) {
-        for (const r of [0, Math.floor(last[b] / 2), last[b]])
-          for (let g = 0; g < hkv; ++g) for (let x = 0; x < d; ++x) kv[((b * s + r) * hkv + g) * d + x] = (8 / scale) * (mean[x] / nn);
-        for (let r = last[b] + 1; r < s; ++r) for (let j = 0; j < row; ++j) kv[(b * s + r) * row + j] = vv[(b * s + r) * row + j] = NaN;
-      }
-      const kc = env.floats(cache, [B * s, hkv, d], kv);
-      const vc = env.floats(cache, [B * s, hkv, d], vv);
-      const pos: number[] = [], start: number[] = [];
-      for (let b = 0; b < B; ++b)
-        for (let i = 0; i < t; ++i) {
-          pos.push(b * s + last[b] - t + 1 + i);
-          start.push(b * s);
+        const kr = env.rng.normals(lens[b] * row), vr = env.rng.normals(lens[b] * row);
+        for (let p = 0; p < lens[b]; ++p) {
+          const r = rowOfSeq(b, p);
+          for (let j = 0; j < row; ++j) {
+            kv[r * row + j] = kr[p * row + j];
+            vv[r * row + j] = vr[p * row + j];
+          }
         }
+        for (const p of [0, Math.floor((lens[b] - 1) / 2), lens[b] - 1]) {
+          const r = rowOfSeq(b, p);
+          for (let g = 0; g < hkv; ++g) for (let x = 0; x < d; ++x) kv[(r * hkv + g) * d + x] = (6 / scale) * (mean[x] / nn);
+        }
+      }
+      const kc = env.floats(cache, [poolRows, hkv, d], kv);
+      const vc = env.floats(cache, [poolRows, hkv, d], vv);
+      // Queries: sequence b's positions lens[b]-t .. lens[b]-1.
+      const seqOf: number[] = [], pos: number[] = [];
+      if (order === "grouped") {
+        for (let b = 0; b < B; ++b)
+          for (let i = 0; i < t; ++i) {
+            seqOf.push(b);
+            pos.push(lens[b] - t + i);
+          }
+      } else {
+        for (let i = 0; i < t; ++i)
+          for (let b = 0; b < B; ++b) {
+            seqOf.push(b);
+            pos.push(lens[b] - t + i);
+          }
+      }
+      const T = B * t;
+      const tbl = env.ints([B, NB], table);
       const out = env.out("f32", [T, hq, d]);
-      env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([T], pos), scale, env.ints([T], start));
-      const ref = R.attentionRef(q.v, T, hq, d, kc.v, vc.v, hkv, pos, scale, start);
-      return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+      env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([T], pos), scale, bs, tbl, sp.seq ? env.ints([T], seqOf) : null);
+      const ref = R.attentionRowsRef(q.v, T, hq, d, kc.v, vc.v, hkv, pos, scale, (i, p) => rowOfSeq(seqOf[i], p));
+      const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+      // The same queries over contiguous copies of their sequences.
+      const contiguous = (b: number, qi: number[]): NativeTensor => {
+        const L = lens[b];
+        const ck = new Float64Array((L + 1) * row).fill(NaN), cv = new Float64Array((L + 1) * row).fill(NaN);
+        for (let p = 0; p < L; ++p)
+          for (let j = 0; j < row; ++j) {
+            ck[p * row + j] = kc.v[rowOfSeq(b, p) * row + j];
+            cv[p * row + j] = vc.v[rowOfSeq(b, p) * row + j];
+          }
+        const qa = new Float64Array(qi.length * hq * d);
+        qi.forEach((i, n) => qa.set(q.v.subarray(i * hq * d, (i + 1) * hq * d), n * hq * d));
+        const o = env.out("f32", [qi.length, hq, d]);
+        env.ctx.attention(o, env.floats("f32", [qi.length, hq, d], qa).t, env.floats(cache, [L + 1, hkv, d], ck).t, env.floats(cache, [L + 1, hkv, d], cv).t, env.ints([qi.length], qi.map((i) => pos[i])), scale, 0);
+        return o;
+      };
+      if (!sp.seq || t === 1) {
+        const parts = sp.seq ? seqOf.map((b, i) => readBits(contiguous(b, [i]))) : [readBits(contiguous(0, pos.map((_, i) => i)))];
+        const alone = new Uint32Array(T * hq * d);
+        let o = 0;
+        for (const part of parts) {
+          alone.set(part as Uint32Array, o);
+          o += part.length;
+        }
+        outs.push({ name: sp.seq ? "== each sequence alone, contiguous (same device)" : "== contiguous (same device)", mode: "exact", got: readBits(out), ref: alone, nanClass: "f32", cross: "skip" });
+      }
+      return outs;
     },
   };
 }
@@ -1449,13 +1531,29 @@ function buildTable(): OpCase[] {
     attentionPrefillCase(9, 32, 2, 128, 5, 20, "f32"),
     attentionPrefillCase(5, 4, 4, 32, 5, 12, "bf16"),
     attentionPrefillCase(1, 16, 1, 64, 5, 8, "f32"),
-    // start: several sequences in slots of one cache (decode batches take the split-K cluster path on sm_90 when
-    // T*Hq < 2*SMs; the prefill-like ones with T*Hq >= 2*SMs take P = 1)
-    attentionSlotsCase([700, 5, 1023, 0], 1, 32, 2, 128, 1024, "bf16"),
-    attentionSlotsCase([3, 299, 150], 1, 8, 2, 64, 300, "f32"),
-    attentionSlotsCase([2, 9, 0, 17, 33, 64, 100, 127], 1, 32, 2, 128, 128, "bf16"),
-    attentionSlotsCase([40, 19], 12, 32, 2, 128, 64, "bf16"),
-    attentionSlotsCase([11, 30, 7], 8, 16, 1, 32, 32, "f32"),
+  );
+  // attention through a block table (issue 14): decode batches (one query per sequence) of B = 1, 3, 17 with lengths
+  // around the tile and block edges up to 8192; GQA 1, 2, 3 (not a power of two), 16, 24 (two 16-head tiles);
+  // D 32, 64, 128 and 80 (the plain fallback); both cache dtypes; every block size from 16 to 256.
+  c.push(
+    attentionPagedCase({ lens: [8192], t: 1, hq: 32, hkv: 2, d: 128, bs: 64, cache: "bf16", seq: false }),
+    attentionPagedCase({ lens: [1, 64, 1000], t: 1, hq: 32, hkv: 2, d: 128, bs: 16, cache: "bf16", seq: true }),
+    attentionPagedCase({ lens: Array.from({ length: 17 }, (_, i) => [1, 63, 64, 65, 1000, 8192][i % 6]), t: 1, hq: 16, hkv: 1, d: 64, bs: 64, cache: "bf16", seq: true }),
+    attentionPagedCase({ lens: [65, 300, 7], t: 1, hq: 8, hkv: 4, d: 32, bs: 32, cache: "f32", seq: true }),
+    attentionPagedCase({ lens: [129, 1], t: 1, hq: 2, hkv: 2, d: 128, bs: 256, cache: "bf16", seq: true }),
+    attentionPagedCase({ lens: [500, 77], t: 1, hq: 6, hkv: 2, d: 80, bs: 16, cache: "bf16", seq: true }),
+    attentionPagedCase({ lens: [3000], t: 1, hq: 48, hkv: 2, d: 64, bs: 128, cache: "bf16", seq: false }),
+    // prefill: T = 17, 118 (a chunk over a cached prefix of 1000), 2049 (no multiple of any tile); a handful of
+    // tokens (the decode kernel's range); chunks of several sequences, in order and interleaved (tiles that mix
+    // sequences); GQA 1
+    attentionPagedCase({ lens: [17], t: 17, hq: 32, hkv: 2, d: 128, bs: 16, cache: "bf16", seq: false }),
+    attentionPagedCase({ lens: [1118], t: 118, hq: 8, hkv: 2, d: 64, bs: 64, cache: "bf16", seq: false }),
+    attentionPagedCase({ lens: [2049], t: 2049, hq: 2, hkv: 1, d: 32, bs: 256, cache: "bf16", seq: false }),
+    attentionPagedCase({ lens: [70], t: 3, hq: 16, hkv: 1, d: 128, bs: 32, cache: "bf16", seq: false }),
+    attentionPagedCase({ lens: [150, 400, 130], t: 100, hq: 4, hkv: 2, d: 64, bs: 32, cache: "bf16", seq: true, order: "interleaved" }),
+    attentionPagedCase({ lens: [40, 19], t: 12, hq: 32, hkv: 2, d: 128, bs: 16, cache: "bf16", seq: true }),
+    attentionPagedCase({ lens: [200], t: 45, hq: 4, hkv: 4, d: 128, bs: 64, cache: "f32", seq: false }),
+    attentionPagedCase({ lens: [200, 90], t: 45, hq: 4, hkv: 4, d: 128, bs: 64, cache: "bf16", seq: true, order: "interleaved" }),
   );
   for (const m of M_ALL) c.push(swigluCase(m, [96, 97, 64, 50][M_ALL.indexOf(m)]));
   c.push(addCase([17, 96], "none"), addCase([3, 5, 7], "none"), addCase([118, 33], "out=a"), addCase([1, 64], "out=b"), addCase([5, 5], "out=a=b"));
@@ -1578,7 +1676,7 @@ export function makeDecodeStep(c: NativeContext): DecodeStep {
     c.rotary(q3, pos, D / 2, 5e6);
     c.rotary(k3, pos, D / 2, 5e6);
     c.kvWrite(kc, vc, k3, v3, pos);
-    c.attention(att, q3, kc, vc, pos, 1 / Math.sqrt(D));
+    c.attention(att, q3, kc, vc, pos, 1 / Math.sqrt(D), 0);
     c.matmul(o, att2, wo);
     c.add(h, h, o);
     c.rmsnorm(hn, h, ln2, 1.5625e-7);

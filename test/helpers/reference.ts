@@ -117,6 +117,51 @@ export function rotaryRef(
 }
 
 /**
+ * Causal GQA attention over a paged cache: query i (q [t, hq, d]) sees positions 0..pos[i] of its sequence,
+ * position p at pool row rowOf(i, p) (k, v: [rows, hkv, d]). softmax(q.k * scale) v in float64.
+ */
+export function attentionRowsRef(
+  q: ArrayLike<number>,
+  t: number,
+  hq: number,
+  d: number,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  hkv: number,
+  pos: ArrayLike<number>,
+  scale: number,
+  rowOf: (i: number, p: number) => number,
+): Float64Array {
+  const out = new Float64Array(t * hq * d);
+  const per = hq / hkv;
+  for (let i = 0; i < t; ++i) {
+    const len = pos[i] + 1;
+    const rows = Array.from({ length: len }, (_, p) => rowOf(i, p));
+    const sc = new Float64Array(len);
+    for (let h = 0; h < hq; ++h) {
+      const g = Math.floor(h / per);
+      const qo = (i * hq + h) * d;
+      let mx = -Infinity;
+      for (let j = 0; j < len; ++j) {
+        const ko = (rows[j] * hkv + g) * d;
+        let dot = 0;
+        for (let x = 0; x < d; ++x) dot += q[qo + x] * k[ko + x];
+        sc[j] = dot * scale;
+        if (sc[j] > mx) mx = sc[j];
+      }
+      let sum = 0;
+      for (let j = 0; j < len; ++j) sum += sc[j] = Math.exp(sc[j] - mx);
+      for (let j = 0; j < len; ++j) {
+        const pw = sc[j] / sum;
+        const vo = (rows[j] * hkv + g) * d;
+        for (let x = 0; x < d; ++x) out[qo + x] += pw * v[vo + x];
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Causal GQA attention: q [T, Hq, D] over cache rows start[t]..pos[t] of k, v [S, Hkv, D] (start absent: 0); query
  * head h reads KV group h / (Hq / Hkv); out = softmax(scale * q.k) v.
  */

@@ -1,0 +1,487 @@
+// Kernel harness for csrc/cuda/attention_kernels.cuh (the same kernels the op runs): validates every variant
+// against a float64 reference on the CPU (fresh inputs, poisoned outputs), then times decode and prefill on
+// GLM-4-9B shapes (Hq 32, Hkv 2, D 128, paged bf16 cache, block size 64) and prints a table and JSON lines.
+//
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc bench/kernels/attention_bench.cu \
+//        -o bench/kernels/bin/attention_bench
+//   bench/kernels/bin/attention_bench [--quick] [--json FILE]
+//
+// Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
+// step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
+// back-to-back launches (the engine's replay). GB/s counts the K and V bytes the queries see; the copy bandwidth
+// (cudaMemcpy device to device, read + write) is measured in the same run. Prefill: causal FLOP = 2 * 2 * T^2/2 *
+// Hq * D over the time.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda/attention_kernels.cuh"
+
+using namespace glm4::cuda;
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+// ------------------------------------------------------------------------------------------- inputs
+// Values are a hash of (seed, index), so the host recomputes any element the device filled.
+__host__ __device__ inline uint32_t hash32(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+__host__ __device__ inline float uval(uint64_t seed, uint64_t i, float amp) {  // uniform in [-amp, amp)
+  return (static_cast<float>(hash32(seed * 0x9e3779b97f4a7c15ULL + i) >> 8) * (1.f / 16777216.f) * 2.f - 1.f) * amp;
+}
+__host__ __device__ inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float bf16_to_f(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+__global__ void fill_bf16(uint16_t* p, size_t n, uint64_t seed, float amp) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    p[i] = to_bf16(uval(seed, i, amp));
+}
+__global__ void fill_f32(float* p, size_t n, uint64_t seed, float amp) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    p[i] = uval(seed, i, amp);
+}
+__global__ void fill_nan(float* p, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    p[i] = __int_as_float(0x7fc00000);
+}
+
+constexpr int kHq = 32, kHkv = 2, kD = 128, kBs = 64;
+
+// One attention problem: B sequences of lengths lens, the last t positions of each as queries (grouped by
+// sequence), a shuffled block table over a pool with a spare block, bf16 K/V filled from seeds.
+struct Problem {
+  int Hq = kHq, Hkv = kHkv, D = kD, bs = kBs, t = 1;
+  std::vector<int> lens;
+  bool seq = true;  // pass sequence ids (false: one sequence)
+  int B = 0, NB = 0;
+  int64_t rows = 0;
+  std::vector<int32_t> table, pos, seqs;
+  uint64_t kseed = 11, vseed = 12, qseed = 13;
+  float qamp = 2.5f;
+  // device
+  uint16_t *kc = nullptr, *vc = nullptr;
+  float *q = nullptr, *out = nullptr;
+  int32_t *dtable = nullptr, *dpos = nullptr, *dseq = nullptr;
+
+  int T() const { return B * t; }
+  int64_t cache_bytes_read() const {  // K and V bytes the queries see (each sequence's longest query)
+    int64_t n = 0;
+    for (int l : lens) n += static_cast<int64_t>(l) * Hkv * D * 2 * 2;
+    return n;
+  }
+  void build(uint64_t shuffle_seed = 5) {
+    B = static_cast<int>(lens.size());
+    NB = 0;
+    int used = 0;
+    for (int l : lens) {
+      NB = std::max(NB, (l + bs - 1) / bs);
+      used += (l + bs - 1) / bs;
+    }
+    const int blocks = used + 1;
+    rows = static_cast<int64_t>(blocks) * bs;
+    std::vector<int> perm(blocks);
+    for (int i = 0; i < blocks; ++i) perm[i] = i;
+    for (int i = blocks - 1; i > 0; --i) std::swap(perm[i], perm[hash32(shuffle_seed * 1000003 + i) % (i + 1)]);
+    table.assign(static_cast<size_t>(B) * NB, perm[blocks - 1]);
+    int next = 0;
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < (lens[b] + bs - 1) / bs; ++i) table[static_cast<size_t>(b) * NB + i] = perm[next++];
+    pos.clear();
+    seqs.clear();
+    ref_cache.clear();
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < t; ++i) {
+        pos.push_back(lens[b] - t + i);
+        seqs.push_back(b);
+      }
+    const size_t n = static_cast<size_t>(rows) * Hkv * D;
+    CK(cudaMalloc(&kc, n * 2));
+    CK(cudaMalloc(&vc, n * 2));
+    fill_bf16<<<1024, 256>>>(kc, n, kseed, 1.7f);
+    fill_bf16<<<1024, 256>>>(vc, n, vseed, 1.7f);
+    const size_t nq = static_cast<size_t>(T()) * Hq * D;
+    CK(cudaMalloc(&q, nq * 4));
+    CK(cudaMalloc(&out, nq * 4));
+    fill_f32<<<1024, 256>>>(q, nq, qseed, qamp);
+    CK(cudaMalloc(&dtable, table.size() * 4));
+    CK(cudaMalloc(&dpos, pos.size() * 4));
+    CK(cudaMalloc(&dseq, seqs.size() * 4));
+    CK(cudaMemcpy(dtable, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dpos, pos.data(), pos.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dseq, seqs.data(), seqs.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize());
+  }
+  void free_all() {
+    for (void* p : {static_cast<void*>(kc), static_cast<void*>(vc), static_cast<void*>(q), static_cast<void*>(out),
+                    static_cast<void*>(dtable), static_cast<void*>(dpos), static_cast<void*>(dseq)})
+      if (p) CK(cudaFree(p));
+    kc = vc = nullptr;
+    q = out = nullptr;
+    dtable = dpos = dseq = nullptr;
+  }
+  attn::Args args(void* work) const {
+    attn::Args a;
+    a.q = q;
+    a.kc = kc;
+    a.vc = vc;
+    a.pos = dpos;
+    a.table = dtable;
+    a.seq = seq ? dseq : nullptr;
+    a.out = out;
+    a.work = work;
+    a.T = T();
+    a.Hq = Hq;
+    a.Hkv = Hkv;
+    a.D = D;
+    a.rows = rows;
+    a.B = B;
+    a.NB = NB;
+    a.shift = 0;
+    while ((1 << a.shift) < bs) ++a.shift;
+    a.qscale = (1.f / std::sqrt(static_cast<float>(D))) * attn::kLog2e;
+    a.bf16 = true;
+    return a;
+  }
+  // float64 reference of query i, every head ([Hq][D]); computed once per query and kept.
+  std::vector<std::vector<double>> ref_cache;
+  const std::vector<double>& reference(int i) {
+    if (ref_cache.size() < pos.size()) ref_cache.resize(pos.size());
+    std::vector<double>& o = ref_cache[i];
+    if (!o.empty()) return o;
+    const int b = seqs[i], p = pos[i], per = Hq / Hkv;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    o.assign(static_cast<size_t>(Hq) * D, 0.0);
+    std::vector<double> kr(D), vr(D), sc(static_cast<size_t>(per) * (p + 1));
+    for (int g = 0; g < Hkv; ++g) {
+      std::vector<double> mx(per, -INFINITY), sum(per, 0.0);
+      for (int j = 0; j <= p; ++j) {
+        const int64_t r = static_cast<int64_t>(table[static_cast<size_t>(b) * NB + j / bs]) * bs + j % bs;
+        const size_t base = (static_cast<size_t>(r) * Hkv + g) * D;
+        for (int x = 0; x < D; ++x) kr[x] = bf16_to_f(to_bf16(uval(kseed, base + x, 1.7f)));
+        for (int hh = 0; hh < per; ++hh) {
+          const size_t qo = (static_cast<size_t>(i) * Hq + g * per + hh) * D;
+          double dot = 0;
+          for (int x = 0; x < D; ++x) dot += static_cast<double>(uval(qseed, qo + x, qamp)) * kr[x];
+          sc[static_cast<size_t>(hh) * (p + 1) + j] = dot * scale;
+          mx[hh] = std::max(mx[hh], dot * scale);
+        }
+      }
+      for (int hh = 0; hh < per; ++hh)
+        for (int j = 0; j <= p; ++j) sum[hh] += (sc[static_cast<size_t>(hh) * (p + 1) + j] = std::exp(sc[static_cast<size_t>(hh) * (p + 1) + j] - mx[hh]));
+      for (int j = 0; j <= p; ++j) {
+        const int64_t r = static_cast<int64_t>(table[static_cast<size_t>(b) * NB + j / bs]) * bs + j % bs;
+        const size_t base = (static_cast<size_t>(r) * Hkv + g) * D;
+        for (int x = 0; x < D; ++x) vr[x] = bf16_to_f(to_bf16(uval(vseed, base + x, 1.7f)));
+        for (int hh = 0; hh < per; ++hh) {
+          const double w = sc[static_cast<size_t>(hh) * (p + 1) + j] / sum[hh];
+          double* oh = o.data() + static_cast<size_t>(g * per + hh) * D;
+          for (int x = 0; x < D; ++x) oh[x] += w * vr[x];
+        }
+      }
+    }
+    return o;
+  }
+};
+
+// Normalized squared error of the kernel's output on the sampled queries (every head); NaN -> infinity.
+double check(Problem& pr, const std::vector<int>& queries) {
+  std::vector<float> got(static_cast<size_t>(pr.T()) * pr.Hq * pr.D);
+  CK(cudaMemcpy(got.data(), pr.out, got.size() * 4, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  for (int i : queries) {
+    const std::vector<double>& ref = pr.reference(i);
+    for (size_t x = 0; x < ref.size(); ++x) {
+      const double gv = got[static_cast<size_t>(i) * pr.Hq * pr.D + x];
+      if (!std::isfinite(gv)) return INFINITY;
+      num += (gv - ref[x]) * (gv - ref[x]);
+      den += ref[x] * ref[x];
+    }
+  }
+  return num / std::max(den, 1e-300);
+}
+
+// ------------------------------------------------------------------------------------------- variants
+struct Variant {
+  std::string name;
+  attn::Kind kind;
+  int mink, pfix, stages, warps;
+};
+
+attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
+  const int64_t max_len = static_cast<int64_t>(pr.NB) * pr.bs;
+  attn::Plan p;
+  if (v.kind == attn::Kind::Generic) {
+    p.kind = attn::Kind::Generic;
+    return p;
+  }
+  if (v.kind == attn::Kind::Prefill) {
+    p.kind = attn::Kind::Prefill;
+    p.warps = v.warps;
+    return p;
+  }
+  // Decode with this variant's split rule, whatever T (plan_attention would send long single-sequence T to prefill).
+  p = attn::plan_attention(1, pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, v.mink, v.pfix, v.stages);
+  const int64_t units = static_cast<int64_t>(pr.T()) * pr.Hkv * p.rt;
+  p.work = p.splits > 1 ? attn::decode_work_bytes(units, p.splits, pr.D) : 0;
+  return p;
+}
+
+struct Work {
+  void* p = nullptr;
+  size_t bytes = 0;
+  void* get(size_t n) {
+    if (n > bytes) {
+      if (p) CK(cudaFree(p));
+      CK(cudaMalloc(&p, n));
+      CK(cudaMemset(p, 0, n));
+      bytes = n;
+    }
+    return p;
+  }
+};
+
+bool run_checked(Problem& pr, const Variant& v, int smem_optin, Work& work, const std::vector<int>& queries, double* err) {
+  const attn::Plan p = plan_of(pr, v, smem_optin);
+  const size_t nq = static_cast<size_t>(pr.T()) * pr.Hq * pr.D;
+  fill_nan<<<256, 256>>>(pr.out, nq);
+  void* w = p.work ? work.get(p.work) : nullptr;
+  CK(attn::launch(pr.args(w), p, 0));
+  CK(cudaDeviceSynchronize());
+  *err = check(pr, queries);
+  // Twice more: the split-K tickets must be back at zero after every launch (same result bit for bit).
+  std::vector<float> a(nq), b(nq);
+  CK(cudaMemcpy(a.data(), pr.out, nq * 4, cudaMemcpyDeviceToHost));
+  for (int r = 0; r < 2; ++r) {
+    fill_nan<<<256, 256>>>(pr.out, nq);
+    CK(attn::launch(pr.args(w), p, 0));
+  }
+  CK(cudaDeviceSynchronize());
+  CK(cudaMemcpy(b.data(), pr.out, nq * 4, cudaMemcpyDeviceToHost));
+  const bool same = std::memcmp(a.data(), b.data(), nq * 4) == 0;
+  if (!same) *err = INFINITY;
+  return *err <= 5e-5;
+}
+
+// ------------------------------------------------------------------------------------------- timing
+double copy_bandwidth() {
+  const size_t n = size_t{1} << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, n));
+  CK(cudaMalloc(&b, n));
+  CK(cudaMemset(a, 1, n));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+  CK(cudaEventRecord(e0));
+  for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
+  CK(cudaEventRecord(e1));
+  CK(cudaEventSynchronize(e1));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * n * 10 / (ms * 1e-3) / 1e9;  // GB/s, read + write
+}
+
+// Mean microseconds per launch: a CUDA graph of `n` launches cycling over the problems, replayed `reps` times.
+double time_graph(std::vector<Problem>& prs, const attn::Plan& p, void* work, int n, int reps) {
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  for (auto& pr : prs) CK(attn::launch(pr.args(work), p, st));  // warm up (and set smem attributes)
+  CK(cudaStreamSynchronize(st));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < n; ++i) CK(attn::launch(prs[i % prs.size()].args(work), p, st));
+  CK(cudaStreamEndCapture(st, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  CK(cudaGraphLaunch(ge, st));
+  CK(cudaStreamSynchronize(st));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaEventRecord(e0, st));
+  for (int r = 0; r < reps; ++r) CK(cudaGraphLaunch(ge, st));
+  CK(cudaEventRecord(e1, st));
+  CK(cudaEventSynchronize(e1));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  CK(cudaStreamDestroy(st));
+  return ms * 1e3 / (static_cast<double>(n) * reps);
+}
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  const char* json_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+  }
+  FILE* js = json_path ? std::fopen(json_path, "w") : nullptr;
+  int dev = 0, smem_optin = 0, sms = 0;
+  CK(cudaGetDevice(&dev));
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, dev));
+  CK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const double copy_gbs = copy_bandwidth();
+  std::printf("device %s, %d SMs, smem opt-in %d B, L2 %d MB; copy bandwidth (read+write) %.0f GB/s\n", prop.name, sms,
+              smem_optin, prop.l2CacheSize >> 20, copy_gbs);
+  if (js) std::fprintf(js, "{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f}\n", prop.name, sms, copy_gbs);
+
+  const std::vector<Variant> decode_variants = {
+      {"dec m128 p64 s4 (default)", attn::Kind::Decode, 128, 64, 4, 4},
+      {"dec m64 p128 s4", attn::Kind::Decode, 64, 128, 4, 4},
+      {"dec m256 p32 s4", attn::Kind::Decode, 256, 32, 4, 4},
+      {"dec m256 p64 s4", attn::Kind::Decode, 256, 64, 4, 4},
+      {"dec m512 p16 s4", attn::Kind::Decode, 512, 16, 4, 4},
+      {"dec m128 p64 s2", attn::Kind::Decode, 128, 64, 2, 4},
+      {"dec m64 p128 s2", attn::Kind::Decode, 64, 128, 2, 4},
+  };
+  const std::vector<Variant> prefill_variants = {
+      {"pre w4 (default)", attn::Kind::Prefill, 0, 0, 0, 4},
+      {"pre w8", attn::Kind::Prefill, 0, 0, 0, 8},
+  };
+  const Variant generic{"generic", attn::Kind::Generic, 0, 0, 0, 0};
+  Work work;
+  int failures = 0;
+
+  // ---- validation: every variant on shapes that exercise tails, splits, merges and passes.
+  std::printf("\n== validation (normalized squared error vs float64, limit 5e-5; repeated launches bit-identical)\n");
+  {
+    struct VCase {
+      const char* name;
+      std::vector<int> lens;
+      int t;
+      bool seq;
+      bool prefill;  // else decode
+    };
+    const std::vector<VCase> vcases = {
+        {"decode B=3 lens 1/65/5000", {1, 65, 5000}, 1, true, false},
+        {"decode B=1 len 20000", {20000}, 1, true, false},
+        {"decode B=17 lens 63..8192", {63, 64, 65, 1000, 8192, 1, 129, 4000, 63, 64, 65, 1000, 8192, 1, 129, 4000, 300}, 1, true, false},
+        {"decode T=3 of one seq len 700", {700}, 3, false, false},
+        {"prefill T=2049", {2049}, 2049, false, true},
+        {"prefill chunk T=118 over 1000", {1118}, 118, false, true},
+        {"prefill 3 seqs x 100 (mixed tiles)", {150, 400, 130}, 100, true, true},
+    };
+    for (const auto& vc : vcases) {
+      Problem pr;
+      pr.lens = vc.lens;
+      pr.t = vc.t;
+      pr.seq = vc.seq;
+      pr.build();
+      // Check every query for small T, else a spread sample (first, last, and some in between).
+      std::vector<int> qs;
+      if (pr.T() <= 17) for (int i = 0; i < pr.T(); ++i) qs.push_back(i);
+      else for (int i : {0, 1, 63, 64, pr.T() / 2, pr.T() - 2, pr.T() - 1}) qs.push_back(i);
+      std::vector<Variant> vs = vc.prefill ? prefill_variants : decode_variants;
+      vs.push_back(generic);
+      for (const auto& v : vs) {
+        double err = 0;
+        const bool ok = run_checked(pr, v, smem_optin, work, qs, &err);
+        failures += !ok;
+        std::printf("  %-36s %-28s err %.2e %s\n", vc.name, v.name.c_str(), err, ok ? "ok" : "FAIL");
+        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"%s\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":%s}\n", vc.name, v.name.c_str(), err, ok ? "true" : "false");
+      }
+      pr.free_all();
+    }
+  }
+
+  // ---- decode timing: B = 1 and 32, contexts 128 .. 32K, every decode variant (validated on the first copy).
+  std::printf("\n== decode (Hq 32, Hkv 2, D 128, bf16, block 64): us per launch in a graph, GB/s on the cache, share of copy\n");
+  const std::vector<int> ctxs = quick ? std::vector<int>{2048, 8192} : std::vector<int>{128, 2048, 8192, 32768};
+  for (int B : {1, 32}) {
+    for (int ctx : ctxs) {
+      Problem one;
+      one.lens.assign(B, ctx);
+      const int64_t bytes = one.cache_bytes_read();
+      const int copies = static_cast<int>(std::max<int64_t>(2, std::min<int64_t>(16, (256LL << 20) / bytes + 1)));
+      if (bytes * copies > (24LL << 30)) continue;
+      std::vector<Problem> prs(copies);
+      for (int c = 0; c < copies; ++c) {
+        prs[c].lens.assign(B, ctx);
+        prs[c].kseed = 100 + c;
+        prs[c].vseed = 200 + c;
+        prs[c].build(7 + c);
+      }
+      for (const auto& v : decode_variants) {
+        const attn::Plan p = plan_of(prs[0], v, smem_optin);
+        double err = 0;
+        const bool ok = run_checked(prs[0], v, smem_optin, work, {0, prs[0].T() - 1}, &err);
+        if (!ok) {
+          ++failures;
+          std::printf("  B=%-3d ctx=%-6d %-28s FAILED validation (err %.2e): not timed\n", B, ctx, v.name.c_str(), err);
+          continue;
+        }
+        void* w = p.work ? work.get(p.work) : nullptr;
+        const double us = time_graph(prs, p, w, std::max(copies, 20), quick ? 3 : 10);
+        const double gbs = bytes / (us * 1e-6) / 1e9;
+        std::printf("  B=%-3d ctx=%-6d %-28s splits %-3d %9.2f us %8.0f GB/s %5.1f%% of copy (err %.1e)\n", B, ctx,
+                    v.name.c_str(), p.splits, us, gbs, 100.0 * gbs / copy_gbs, err);
+        if (js)
+          std::fprintf(js, "{\"kind\":\"decode\",\"B\":%d,\"ctx\":%d,\"variant\":\"%s\",\"splits\":%d,\"us\":%.3f,\"gbs\":%.1f,\"share\":%.4f}\n",
+                       B, ctx, v.name.c_str(), p.splits, us, gbs, gbs / copy_gbs);
+      }
+      for (auto& pr : prs) pr.free_all();
+    }
+  }
+
+  // ---- prefill timing: one sequence, causal, T = 2K, 8K, 32K.
+  std::printf("\n== prefill (causal, one sequence, Hq 32, Hkv 2, D 128): ms, TFLOP/s (2 * T^2 * Hq * D)\n");
+  const std::vector<int> Ts = quick ? std::vector<int>{2048, 8192} : std::vector<int>{2048, 8192, 32768};
+  for (int T : Ts) {
+    Problem pr;
+    pr.lens = {T};
+    pr.t = T;
+    pr.seq = false;
+    pr.build();
+    const double flop = 2.0 * T * static_cast<double>(T) * kHq * kD;
+    for (const auto& v : prefill_variants) {
+      const attn::Plan p = plan_of(pr, v, smem_optin);
+      double err = 0;
+      const bool ok = run_checked(pr, v, smem_optin, work, {0, T / 2, T - 1}, &err);
+      if (!ok) {
+        ++failures;
+        std::printf("  T=%-6d %-20s FAILED validation (err %.2e): not timed\n", T, v.name.c_str(), err);
+        continue;
+      }
+      std::vector<Problem> one{pr};
+      const double us = time_graph(one, p, nullptr, T >= 32768 ? 2 : 5, quick ? 2 : 3);
+      const double tf = flop / (us * 1e-6) / 1e12;
+      std::printf("  T=%-6d %-20s %9.3f ms %7.1f TFLOP/s (err %.1e)\n", T, v.name.c_str(), us / 1e3, tf, err);
+      if (js) std::fprintf(js, "{\"kind\":\"prefill\",\"T\":%d,\"variant\":\"%s\",\"ms\":%.4f,\"tflops\":%.2f}\n", T, v.name.c_str(), us / 1e3, tf);
+    }
+    pr.free_all();
+  }
+  if (js) std::fclose(js);
+  std::printf("\n%s: %d validation failure(s)\n", failures ? "FAILED" : "ok", failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,820 @@
+// Causal GQA attention over a paged KV cache: the kernels and their launchers, on raw pointers, so that the op
+// (csrc/cuda/attention.cu) and the kernel harness (bench/kernels/attention_bench.cu) run the same code. The op's
+// contract is in csrc/ops.h; csrc/cpu/attention.cc is the reference.
+//
+// Addressing. The pool holds rows [R, Hkv, D]. Query t belongs to sequence s = seq[t] (0 without seq) and sees
+// positions 0..pos[t] of it; position p lives at row table[s][p >> shift] * bs + (p & (bs - 1)), or at row p
+// when there is no table. A key whose row falls outside the pool is never read (its K/V arrive as zeros).
+//
+// Three kernels (plan_attention below picks one from the shapes alone, never from the lengths, so a captured
+// decode step replays for any length):
+//  - decode (bf16 cache, D 32/64/128, few queries): one block per (query token, KV group, 16 query heads of the
+//    group, key split). The block streams its split's K/V tiles (64 keys) through shared memory with a cp.async
+//    pipeline, and the 16 heads' scores come from one tensor-core mma (q [16 heads x D] . K^T is an m16 tile):
+//    each K/V byte is read from memory once per token for all the heads of its group. Four warps take 16 keys
+//    of each tile each (online softmax per warp), merged through shared memory at the end. Long contexts are
+//    split over blocks (grid.y = the most splits the shapes allow; each (token, group) derives its own split
+//    count from its length on the device, empty splits exit at once). Splits write partial (max, sum, output)
+//    states to a workspace and the last split to arrive (an atomic ticket per (token, group)) merges them and
+//    resets its ticket to 0, so the workspace is all zeros again after every launch (no memset node, one kernel).
+//  - prefill (bf16 cache, D 32/64/128, many queries): flash attention on the tensor cores. A block takes 16*NW
+//    rows of (token, query head) pairs of one KV group (the heads of a token are adjacent rows, so each K/V tile
+//    in shared memory serves every head of the group), streams the causal key range in 64-key tiles
+//    (double-buffered cp.async), S = Q K^T and O += P V with mma.sync m16n8k16 (bf16 in, f32 accumulate; P is
+//    rounded to bf16 for the PV product), online softmax in registers, no T x T matrix anywhere. Rows of several
+//    sequences in one tile are handled in passes, one sequence's keys per pass.
+//  - generic (any cache dtype, any D <= 512): one warp per (token, head), plain f32 arithmetic. The fallback for
+//    what the fast kernels do not take; never an error on a valid model.
+// Scores are in the log2 domain throughout (q pre-scaled by scale * log2(e), exp2f).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace glm4 {
+namespace cuda {
+namespace attn {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kKeyTile = 64;     // keys per shared-memory tile (decode and prefill)
+constexpr int kMaxSplits = 128;  // upper bound of decode splits per (token, group, head tile): 16 merge groups
+
+// ----------------------------------------------------------------------------------------------- arguments
+struct Args {
+  const float* q = nullptr;       // [T, Hq, D] f32
+  const void* kc = nullptr;       // [R, Hkv, D] bf16 | f32
+  const void* vc = nullptr;       // [R, Hkv, D]
+  const int32_t* pos = nullptr;   // [T] position of each query in its sequence
+  const int32_t* table = nullptr; // [B, NB] block table, or null (one contiguous sequence, position = row)
+  const int32_t* seq = nullptr;   // [T] sequence of each query, or null (all 0)
+  float* out = nullptr;           // [T, Hq, D] f32
+  void* work = nullptr;           // decode split-K workspace (zeros at rest), or null
+  int T = 0, Hq = 0, Hkv = 0, D = 0;
+  int64_t rows = 0;               // R
+  int B = 1, NB = 0, shift = 0;   // table rows, blocks per row, log2(block size)
+  float qscale = 0.f;             // scale * log2(e)
+  bool bf16 = true;               // cache dtype (else f32)
+};
+
+// Where one query's keys live: its table row (or null), how many positions it sees.
+struct QueryKeys {
+  const int32_t* tb;
+  int len;  // 0 for an invalid query (negative position, sequence outside the table)
+};
+
+__device__ __forceinline__ QueryKeys query_keys(const Args& a, int t) {
+  QueryKeys k{nullptr, 0};
+  const int p = a.pos[t];
+  if (p < 0) return k;
+  if (a.table) {
+    const int s = a.seq ? a.seq[t] : 0;
+    if (s < 0 || s >= a.B) return k;
+    k.tb = a.table + static_cast<int64_t>(s) * a.NB;
+    k.len = static_cast<int>(min(static_cast<int64_t>(p) + 1, static_cast<int64_t>(a.NB) << a.shift));
+  } else {
+    k.len = static_cast<int>(min(static_cast<int64_t>(p) + 1, a.rows));
+  }
+  return k;
+}
+
+// Pool row of position p (p < len of its query), or -1 when the table points outside the pool.
+__device__ __forceinline__ int64_t key_row(const Args& a, const int32_t* tb, int p) {
+  if (!tb) return p;
+  const int64_t blk = __ldg(tb + (p >> a.shift));
+  const int64_t r = (blk << a.shift) + (p & ((1 << a.shift) - 1));
+  return (blk >= 0 && r < a.rows) ? r : -1;
+}
+
+// ----------------------------------------------------------------------------------------------- primitives
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+// 16 bytes global -> shared, bypassing L1 (the cache is streamed); zero-filled when !valid (nothing is read).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+
+// c[16x8] += a[16x16] b[16x8], bf16 in, f32 accumulate. Fragments (g = lane / 4, t = lane % 4):
+//   a: {a0a1 (row g, k 2t..2t+1), a2a3 (row g+8, k 2t..), a4a5 (row g, k 2t+8..), a6a7 (row g+8, k 2t+8..)}
+//   b: {b0b1 (k 2t..2t+1, col g), b2b3 (k 2t+8.., col g)};  c: {c0c1 (row g, col 2t..2t+1), c2c3 (row g+8, ..)}
+// The lower-indexed element of each pair sits in the low 16 bits.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// ----------------------------------------------------------------------------------------------- tiles
+// A tile of kKeyTile keys x D bf16 in shared memory, rows padded by 16 bytes: the 8 row addresses of an
+// ldmatrix phase then fall on 8 different 16-byte bank groups (no conflicts), and cp.async stays 16-byte aligned.
+template <int D>
+struct Tile {
+  static constexpr int kLd = D + 8;                          // elements per smem row
+  static constexpr int kBytes = kKeyTile * kLd * 2;          // one K or V tile
+  static constexpr int kChunks = D / 8;                      // 16-byte chunks per key row
+};
+
+// Issues the cp.async of keys [k0, k0 + kKeyTile) of one query's sequence into ks/vs; keys >= kend (or rows
+// outside the pool) are zero-filled. NT threads cooperate; each thread owns one 16-byte column of several keys.
+template <int D, int NT>
+__device__ __forceinline__ void load_kv_tile(const Args& a, const int32_t* tb, int grp, int k0, int kend,
+                                             uint32_t ks, uint32_t vs) {
+  constexpr int C = Tile<D>::kChunks;
+  static_assert(NT % C == 0 && (kKeyTile * C) % NT == 0, "threads vs tile");
+  constexpr int KSTEP = NT / C;  // keys covered by one pass of the threads
+  const int col = threadIdx.x % C;
+  const __nv_bfloat16* kp = static_cast<const __nv_bfloat16*>(a.kc);
+  const __nv_bfloat16* vp = static_cast<const __nv_bfloat16*>(a.vc);
+  const int64_t rs = static_cast<int64_t>(a.Hkv) * D;  // elements per pool row
+  const int64_t off = static_cast<int64_t>(grp) * D + col * 8;
+#pragma unroll
+  for (int key = threadIdx.x / C; key < kKeyTile; key += KSTEP) {
+    const int p = k0 + key;
+    const int64_t r = p < kend ? key_row(a, tb, p) : -1;
+    const bool ok = r >= 0;
+    const int64_t e = ok ? r * rs + off : 0;
+    const uint32_t so = static_cast<uint32_t>((key * Tile<D>::kLd + col * 8) * 2);
+    cp_async16(ks + so, kp + e, ok);
+    cp_async16(vs + so, vp + e, ok);
+  }
+}
+
+// Q fragments of one m16 tile: rows r0 (g) and r1 (g+8) as f32 pointers (null: zero row), scaled, to bf16.
+template <int D>
+__device__ __forceinline__ void load_q_frags(uint32_t (&qa)[D / 16][4], const float* r0, const float* r1, float qscale) {
+  const int t = threadIdx.x & 3;
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    const int c = kd * 16 + 2 * t;
+    float2 x0 = r0 ? *reinterpret_cast<const float2*>(r0 + c) : make_float2(0.f, 0.f);
+    float2 x1 = r1 ? *reinterpret_cast<const float2*>(r1 + c) : make_float2(0.f, 0.f);
+    float2 x2 = r0 ? *reinterpret_cast<const float2*>(r0 + c + 8) : make_float2(0.f, 0.f);
+    float2 x3 = r1 ? *reinterpret_cast<const float2*>(r1 + c + 8) : make_float2(0.f, 0.f);
+    qa[kd][0] = pack_bf16(x0.x * qscale, x0.y * qscale);
+    qa[kd][1] = pack_bf16(x1.x * qscale, x1.y * qscale);
+    qa[kd][2] = pack_bf16(x2.x * qscale, x2.y * qscale);
+    qa[kd][3] = pack_bf16(x3.x * qscale, x3.y * qscale);
+  }
+}
+
+// S[16 x 8*NP] = Q K^T for keys kbase .. kbase + 8*NP - 1 of the tile at ks (NP even).
+template <int D, int NP>
+__device__ __forceinline__ void qk_tile(float (&s)[NP][4], const uint32_t (&qa)[D / 16][4], uint32_t ks, int kbase) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int n = 0; n < NP; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  // ldmatrix x4 over 16 keys x 16 dims: matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7),
+  // (keys 8-15, d 8-15) = b0b1, b2b3 of key tile n, then of key tile n+1.
+  const int krow = kbase + (lane & 7) + ((lane >> 4) << 3);
+  const int kcol = ((lane >> 3) & 1) * 8;
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+#pragma unroll
+    for (int np = 0; np < NP / 2; ++np) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4(b0, b1, b2, b3, ks + static_cast<uint32_t>(((krow + np * 16) * Tile<D>::kLd + kd * 16 + kcol) * 2));
+      mma_bf16(s[2 * np], qa[kd], b0, b1);
+      mma_bf16(s[2 * np + 1], qa[kd], b2, b3);
+    }
+  }
+}
+
+// O[16 x D] += P[16 x 8*NP] V for keys kbase .. of the tile at vs; P from the S accumulators (rounded to bf16).
+template <int D, int NP>
+__device__ __forceinline__ void pv_tile(float (&o)[D / 8][4], const float (&p)[NP][4], uint32_t vs, int kbase) {
+  const int lane = threadIdx.x & 31;
+  // ldmatrix x4 .trans over 16 keys x 16 dims: (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15),
+  // (keys 8-15, d 8-15) = b0b1, b2b3 of dim tile n, then of dim tile n+1.
+  const int vrow = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int vcol = (lane >> 4) * 8;
+#pragma unroll
+  for (int kk = 0; kk < NP / 2; ++kk) {
+    const uint32_t pa[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                            pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4_t(b0, b1, b2, b3,
+                vs + static_cast<uint32_t>(((kbase + kk * 16 + vrow) * Tile<D>::kLd + dn * 16 + vcol) * 2));
+      mma_bf16(o[2 * dn], pa, b0, b1);
+      mma_bf16(o[2 * dn + 1], pa, b2, b3);
+    }
+  }
+}
+
+// Online softmax over one S tile for the thread's two rows (i = 0: row g, elements 0,1; i = 1: row g+8, 2,3).
+// Masked scores are -inf on entry. Rescales o and the thread's partial row sums l; m is the running max (shared
+// by the quad). S becomes P = exp2(S - m).
+template <int D, int NP>
+__device__ __forceinline__ void softmax_update(float (&s)[NP][4], float (&m)[2], float (&l)[2], float (&o)[D / 8][4]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NP; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mn = fmaxf(m[i], mx);
+    const float mu = mn == -INFINITY ? 0.f : mn;  // a row with nothing visible yet: keep everything at 0
+    const float corr = exp2f(m[i] - mu);          // 0 when m was -inf
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < NP; ++n) {
+      s[n][2 * i] = exp2f(s[n][2 * i] - mu);
+      s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - mu);
+      sum += s[n][2 * i] + s[n][2 * i + 1];
+    }
+    l[i] = l[i] * corr + sum;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][2 * i] *= corr;
+      o[n][2 * i + 1] *= corr;
+    }
+    m[i] = mn;
+  }
+}
+
+// Merge factors of two online-softmax states (max a with b): scale for each side.
+__device__ __forceinline__ float merge_scale(float m, float mmax) { return m == -INFINITY ? 0.f : exp2f(m - mmax); }
+
+// ----------------------------------------------------------------------------------------------- decode
+// The decode kernel's workspace for `units` (token, group, head tile) units and at most P splits each (zeros at
+// rest: only the tickets need it):
+//   tickets u32 [units][1 + groups] | level-1 states: (max, sum) float2 [units][P][16], outputs f32 [units][P][16][D]
+//   | level-2 states (one per group of kMergeFan splits): float2 [units][groups][16], f32 [units][groups][16][D]
+constexpr int kMergeFan = 8;
+__host__ __device__ inline int decode_groups(int P) { return (P + kMergeFan - 1) / kMergeFan; }
+__host__ __device__ inline int decode_tickets_per_unit(int P) { return 1 + decode_groups(P); }
+__host__ __device__ inline size_t decode_ticket_bytes(int64_t units, int P) {
+  return (static_cast<size_t>(units) * decode_tickets_per_unit(P) * 4 + 255) / 256 * 256;
+}
+__host__ __device__ inline size_t decode_work_bytes(int64_t units, int P, int D) {
+  return decode_ticket_bytes(units, P) + static_cast<size_t>(units) * (P + decode_groups(P)) * 16 * (2 + D) * 4;
+}
+struct DecodeWork {
+  unsigned* tickets;
+  float2* ml1;
+  float* po1;
+  float2* ml2;
+  float* po2;
+};
+__device__ __forceinline__ DecodeWork decode_work(void* base, int units, int P, int D) {
+  DecodeWork w;
+  unsigned char* b = static_cast<unsigned char*>(base);
+  const size_t n1 = static_cast<size_t>(units) * P * 16, n2 = static_cast<size_t>(units) * decode_groups(P) * 16;
+  w.tickets = reinterpret_cast<unsigned*>(b);
+  w.ml1 = reinterpret_cast<float2*>(b + decode_ticket_bytes(units, P));
+  w.ml2 = w.ml1 + n1;
+  w.po1 = reinterpret_cast<float*>(w.ml2 + n2);
+  w.po2 = w.po1 + n1 * D;
+  return w;
+}
+
+// Merges n partial states (ml[i*16 + r] = (max, sum), po[(i*16 + r)*D + d] = unnormalized output) of 16 rows:
+// into out (rows 0..nrows-1, row stride D, normalized) when out is set, else into one state (ml_dst, po_dst).
+// Block-wide; partials are read through L2 (written by other blocks of this launch). fac: smem [n][16].
+template <int D>
+__device__ __forceinline__ void merge_states(const float2* ml, const float* po, int n, float* fac, int nrows, float* out,
+                                             float2* ml_dst, float* po_dst) {
+  if (threadIdx.x < 16) {
+    const int r = threadIdx.x;
+    float M = -INFINITY;
+    for (int i = 0; i < n; ++i) M = fmaxf(M, __ldcg(&ml[i * 16 + r]).x);
+    float L = 0.f;
+    for (int i = 0; i < n; ++i) {
+      const float2 x = __ldcg(&ml[i * 16 + r]);
+      const float f = merge_scale(x.x, M);
+      fac[i * 16 + r] = f;
+      L += x.y * f;
+    }
+    if (out) {
+      const float inv = L > 0.f ? 1.f / L : 0.f;
+      for (int i = 0; i < n; ++i) fac[i * 16 + r] *= inv;
+    } else {
+      ml_dst[r] = make_float2(M, L);
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < nrows * D / 4; e += blockDim.x) {
+    const int r = e / (D / 4), d = (e % (D / 4)) * 4;
+    float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int i = 0; i < n; ++i) {
+      const float f = fac[i * 16 + r];
+      const float4 x = __ldcg(reinterpret_cast<const float4*>(po + (i * 16 + r) * D + d));
+      O.x += x.x * f; O.y += x.y * f; O.z += x.z * f; O.w += x.w * f;
+    }
+    *reinterpret_cast<float4*>((out ? out : po_dst) + r * D + d) = O;
+  }
+  __syncthreads();  // fac is reused by the next merge
+}
+
+template <int D, int STAGES>
+struct DecodeCfg {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kStageBytes = 2 * Tile<D>::kBytes;
+  static constexpr int kMergeBytes = kWarps * 16 * (D + 2) * 4 + kMaxSplits * 16 * 4;
+  static constexpr int kSmem = STAGES * kStageBytes > kMergeBytes ? STAGES * kStageBytes : kMergeBytes;
+  static_assert(kWarps * 16 == kKeyTile, "each warp takes 16 keys of a tile");
+};
+
+// grid.x = T * Hkv * RT units (unit = ((t * Hkv) + g) * RT + rt), grid.y = P >= the most splits any unit takes,
+// block 128 threads. Split rule (mink: fewest keys a split takes, a multiple of kKeyTile; pfix: most splits): it
+// depends on the unit's length alone, not on the grid, so a sequence decoded alone or in a batch of any size
+// gets the same arithmetic bit for bit.
+template <int D, int STAGES>
+__global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, int pfix) {
+  using Cfg = DecodeCfg<D, STAGES>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int unit = blockIdx.x, split = blockIdx.y, P = gridDim.y;
+  const int rt = unit % RT, g = (unit / RT) % a.Hkv, t = unit / RT / a.Hkv;
+  const int per = a.Hq / a.Hkv;
+  const QueryKeys qk = query_keys(a, t);
+  const int len = qk.len;
+
+  // The split rule: at most pfix splits of at least mink keys, each a multiple of the tile; `live` of them are
+  // non-empty (live <= P: the host sizes the grid for the longest length).
+  int live = 0, chunk = 0;
+  if (len > 0) {
+    const int want = min(pfix, (len + mink - 1) / mink);
+    chunk = ((len + want - 1) / want + kKeyTile - 1) / kKeyTile * kKeyTile;
+    live = (len + chunk - 1) / chunk;
+  }
+  const int h0 = g * per + rt * 16;  // query head of row 0 of this unit
+  const int nrows = min(16, per - rt * 16);
+  if (live == 0) {  // nothing visible: zeros (written once, by split 0)
+    if (split == 0)
+      for (int i = threadIdx.x; i < nrows * D; i += blockDim.x)
+        a.out[(static_cast<int64_t>(t) * a.Hq + h0 + i / D) * D + i % D] = 0.f;
+    return;
+  }
+  if (split >= live) return;
+  const int kb = split * chunk, ke = min(len, kb + chunk);
+  const int ntiles = (ke - kb + kKeyTile - 1) / kKeyTile;
+
+  // Q rows gq and gq + 8 of this warp (every warp holds all 16 rows: they split the keys, not the rows).
+  uint32_t qa[D / 16][4];
+  {
+    const float* qb = a.q + (static_cast<int64_t>(t) * a.Hq + h0) * D;
+    load_q_frags<D>(qa, gq < nrows ? qb + gq * D : nullptr, gq + 8 < nrows ? qb + (gq + 8) * D : nullptr, a.qscale);
+  }
+  const uint32_t sbase = smem_addr(smem);
+  auto ks_of = [&](int st) { return sbase + st * Cfg::kStageBytes; };
+  auto vs_of = [&](int st) { return sbase + st * Cfg::kStageBytes + Tile<D>::kBytes; };
+
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles) load_kv_tile<D, Cfg::kThreads>(a, qk.tb, g, kb + st * kKeyTile, ke, ks_of(st), vs_of(st));
+    cp_async_commit();
+  }
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int j = 0; j < ntiles; ++j) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile j is visible to all; everyone is done with tile j - 1 (its buffer is refilled next)
+    {
+      const int nj = j + STAGES - 1;
+      if (nj < ntiles) load_kv_tile<D, Cfg::kThreads>(a, qk.tb, g, kb + nj * kKeyTile, ke, ks_of(nj % STAGES), vs_of(nj % STAGES));
+      cp_async_commit();
+    }
+    const int key0 = kb + j * kKeyTile + warp * 16;  // this warp's first key
+    if (key0 < ke) {
+      float s[2][4];
+      qk_tile<D, 2>(s, qa, ks_of(j % STAGES), warp * 16);
+      if (key0 + 16 > ke) {
+#pragma unroll
+        for (int n = 0; n < 2; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (key0 + n * 8 + 2 * tq + (e & 1) >= ke) s[n][e] = -INFINITY;
+      }
+      softmax_update<D, 2>(s, m, l, o);
+      pv_tile<D, 2>(o, s, vs_of(j % STAGES), warp * 16);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the pipeline buffers become the merge area
+
+  // Warp states -> shared: wm/wl [4][16], wo [4][16][D].
+  float* wm = reinterpret_cast<float*>(smem);
+  float* wl = wm + Cfg::kWarps * 16;
+  float* wo = wl + Cfg::kWarps * 16;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    const int r = gq + 8 * i;
+    if (tq == 0) {
+      wm[warp * 16 + r] = m[i];
+      wl[warp * 16 + r] = l[i];
+    }
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<float2*>(wo + (warp * 16 + r) * D + n * 8 + 2 * tq) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+  }
+  __syncthreads();
+
+  // Block state per (row, dim), 4 consecutive dims a thread: max M, sum L, output sum O.
+  const int units = gridDim.x;
+  const DecodeWork w = decode_work(a.work, units, P, D);
+  const int gi = split / kMergeFan, ngroups = (live + kMergeFan - 1) / kMergeFan;
+  for (int i = threadIdx.x; i < 16 * D / 4; i += blockDim.x) {
+    const int r = i / (D / 4), d = (i % (D / 4)) * 4;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w8 = 0; w8 < Cfg::kWarps; ++w8) M = fmaxf(M, wm[w8 * 16 + r]);
+    float L = 0.f;
+    float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w8 = 0; w8 < Cfg::kWarps; ++w8) {
+      const float f = merge_scale(wm[w8 * 16 + r], M);
+      const float4 x = *reinterpret_cast<const float4*>(wo + (w8 * 16 + r) * D + d);
+      L += wl[w8 * 16 + r] * f;
+      O.x += x.x * f; O.y += x.y * f; O.z += x.z * f; O.w += x.w * f;
+    }
+    if (live == 1) {
+      if (r < nrows) {
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        *reinterpret_cast<float4*>(a.out + (static_cast<int64_t>(t) * a.Hq + h0 + r) * D + d) =
+            make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv);
+      }
+    } else {
+      const size_t slot = (static_cast<size_t>(unit) * P + split) * 16 + r;
+      *reinterpret_cast<float4*>(w.po1 + slot * D + d) = O;
+      if (d == 0) w.ml1[slot] = make_float2(M, L);
+    }
+  }
+  if (live == 1) return;
+
+  // Split-K merge as a two-level tree of tickets: the last split of each group of kMergeFan to arrive merges its
+  // group (at most kMergeFan partial states read back: the merge stays short), and the last group to finish
+  // merges the groups. Each last arrival resets its ticket: the workspace is zeros again after the launch.
+  __shared__ int s_last;
+  float* fac = wo + Cfg::kWarps * 16 * D;  // merge factors [n][16]
+  float* orow0 = a.out + (static_cast<int64_t>(t) * a.Hq + h0) * D;
+  unsigned* tickets = w.tickets + static_cast<size_t>(unit) * decode_tickets_per_unit(P);
+  __threadfence();  // this block's partial state is visible device-wide before its ticket is taken
+  __syncthreads();
+  const int gsize = min(kMergeFan, live - gi * kMergeFan);
+  if (threadIdx.x == 0) s_last = atomicAdd(&tickets[1 + gi], 1u) == static_cast<unsigned>(gsize - 1);
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const size_t g1 = static_cast<size_t>(unit) * P + gi * kMergeFan;  // first partial of the group
+  if (ngroups == 1) {
+    merge_states<D>(w.ml1 + g1 * 16, w.po1 + g1 * 16 * D, gsize, fac, nrows, orow0, nullptr, nullptr);
+    if (threadIdx.x == 0) tickets[1 + gi] = 0u;
+    return;
+  }
+  const size_t g2 = static_cast<size_t>(unit) * decode_groups(P) + gi;
+  merge_states<D>(w.ml1 + g1 * 16, w.po1 + g1 * 16 * D, gsize, fac, 16, nullptr, w.ml2 + g2 * 16, w.po2 + g2 * 16 * D);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    tickets[1 + gi] = 0u;
+    s_last = atomicAdd(&tickets[0], 1u) == static_cast<unsigned>(ngroups - 1);
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const size_t u2 = static_cast<size_t>(unit) * decode_groups(P);
+  merge_states<D>(w.ml2 + u2 * 16, w.po2 + u2 * 16 * D, ngroups, fac, nrows, orow0, nullptr, nullptr);
+  if (threadIdx.x == 0) tickets[0] = 0u;
+}
+
+// ----------------------------------------------------------------------------------------------- prefill
+template <int D, int NW>
+struct PrefillCfg {
+  static constexpr int kThreads = NW * 32;
+  static constexpr int kRows = NW * 16;
+  static constexpr int kStageBytes = 2 * Tile<D>::kBytes;
+  static constexpr int kSmem = 2 * kStageBytes;
+};
+
+// grid.x = ceil(T * per / kRows) row tiles (heaviest first), grid.y = Hkv. Row r of the group: token r / per,
+// query head g * per + r % per.
+template <int D, int NW>
+__global__ void __launch_bounds__(NW * 32, 1) prefill_kernel(Args a) {
+  using Cfg = PrefillCfg<D, NW>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int s_first, s_kmax;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int g = blockIdx.y;
+  const int per = a.Hq / a.Hkv;
+  const int64_t nrows_all = static_cast<int64_t>(a.T) * per;
+  const int64_t row0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * Cfg::kRows;  // long rows first
+
+  // This thread's two rows (warp rows gq and gq + 8).
+  int rloc[2], rseq[2], rpos[2];
+  bool pending[2];
+  const float* qrow[2];
+  float* orow[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    rloc[i] = warp * 16 + gq + 8 * i;
+    const int64_t r = row0 + rloc[i];
+    qrow[i] = nullptr;
+    orow[i] = nullptr;
+    rseq[i] = -1;
+    rpos[i] = -1;
+    pending[i] = false;
+    if (r < nrows_all) {
+      const int tok = static_cast<int>(r / per), h = g * per + static_cast<int>(r % per);
+      qrow[i] = a.q + (static_cast<int64_t>(tok) * a.Hq + h) * D;
+      orow[i] = a.out + (static_cast<int64_t>(tok) * a.Hq + h) * D;
+      const QueryKeys qk = query_keys(a, tok);
+      if (qk.len > 0) {
+        rseq[i] = a.seq ? a.seq[tok] : 0;
+        rpos[i] = qk.len - 1;  // last visible position (clamped)
+        pending[i] = true;
+      }
+    }
+  }
+  uint32_t qa[D / 16][4];
+  load_q_frags<D>(qa, qrow[0], qrow[1], a.qscale);
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const uint32_t sbase = smem_addr(smem);
+  auto ks_of = [&](int st) { return sbase + st * Cfg::kStageBytes; };
+  auto vs_of = [&](int st) { return sbase + st * Cfg::kStageBytes + Tile<D>::kBytes; };
+
+  // One pass per sequence present among the rows (one pass for a single sequence).
+  for (;;) {
+    __syncthreads();  // the previous pass's smem reads and s_* reads are done
+    if (threadIdx.x == 0) {
+      s_first = 0x7fffffff;
+      s_kmax = -1;
+    }
+    __syncthreads();
+    if (tq == 0)
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        if (pending[i]) atomicMin(&s_first, rloc[i]);
+    __syncthreads();
+    const int first = s_first;
+    if (first == 0x7fffffff) break;
+    int sq;
+    const int32_t* tb = nullptr;
+    {
+      const int tok = static_cast<int>((row0 + first) / per);
+      sq = a.seq ? a.seq[tok] : 0;
+      if (a.table) tb = a.table + static_cast<int64_t>(sq) * a.NB;
+    }
+    bool act[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) act[i] = pending[i] && rseq[i] == sq;
+    if (tq == 0)
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        if (act[i]) atomicMax(&s_kmax, rpos[i]);
+    __syncthreads();
+    const int kend = s_kmax + 1;  // keys 0 .. kend-1 of sequence sq
+    const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
+    // Per warp: tiles below wfull need no mask (every row active and sees the whole tile); tiles from wmax on
+    // are invisible to every row of the warp.
+    const int vmin = min(act[0] ? rpos[0] : -1, act[1] ? rpos[1] : -1);
+    const int vmax = max(act[0] ? rpos[0] : -1, act[1] ? rpos[1] : -1);
+    const int wfull = __reduce_min_sync(0xffffffffu, vmin) + 1;   // keys < wfull are visible to all rows
+    const int wmax = __reduce_max_sync(0xffffffffu, vmax) + 1;    // keys >= wmax are visible to none
+
+    load_kv_tile<D, Cfg::kThreads>(a, tb, g, 0, kend, ks_of(0), vs_of(0));
+    cp_async_commit();
+    for (int j = 0; j < ntiles; ++j) {
+      if (j + 1 < ntiles) load_kv_tile<D, Cfg::kThreads>(a, tb, g, (j + 1) * kKeyTile, kend, ks_of((j + 1) & 1), vs_of((j + 1) & 1));
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();
+      const int k0 = j * kKeyTile;
+      if (k0 < wmax) {
+        float s[8][4];
+        qk_tile<D, 8>(s, qa, ks_of(j & 1), 0);
+        if (k0 + kKeyTile > wfull) {
+#pragma unroll
+          for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = k0 + n * 8 + 2 * tq + (e & 1);
+              const int i = e >> 1;
+              if (!act[i] || key > rpos[i]) s[n][e] = -INFINITY;
+            }
+        }
+        softmax_update<D, 8>(s, m, l, o);
+        pv_tile<D, 8>(o, s, vs_of(j & 1), 0);
+      }
+      __syncthreads();  // the buffer of tile j is refilled by the next iteration's load
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) pending[i] = pending[i] && !act[i];
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    if (!orow[i]) continue;
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<float2*>(orow[i] + n * 8 + 2 * tq) = make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- generic
+__device__ __forceinline__ float load_kv(const void* p, int64_t i, bool bf16) {
+  return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+// One warp per (token, head); lane owns dims lane, lane + 32, ... (NCH = ceil(D / 32) of them).
+template <int NCH>
+__global__ void __launch_bounds__(128) generic_kernel(Args a) {
+  const int lane = threadIdx.x & 31;
+  const int64_t th = static_cast<int64_t>(blockIdx.x) * 4 + (threadIdx.x >> 5);
+  if (th >= static_cast<int64_t>(a.T) * a.Hq) return;
+  const int t = static_cast<int>(th / a.Hq), h = static_cast<int>(th % a.Hq), D = a.D;
+  const int g = h / (a.Hq / a.Hkv);
+  const QueryKeys qk = query_keys(a, t);
+  float qv[NCH], acc[NCH];
+#pragma unroll
+  for (int c = 0; c < NCH; ++c) {
+    const int d = lane + 32 * c;
+    qv[c] = d < D ? a.q[th * D + d] * a.qscale : 0.f;
+    acc[c] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  const int64_t rs = static_cast<int64_t>(a.Hkv) * D;
+  for (int j = 0; j < qk.len; ++j) {
+    const int64_t r = key_row(a, qk.tb, j);
+    if (r < 0) continue;
+    const int64_t base = r * rs + static_cast<int64_t>(g) * D;
+    float dot = 0.f;
+#pragma unroll
+    for (int c = 0; c < NCH; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) dot = fmaf(qv[c], load_kv(a.kc, base + d, a.bf16), dot);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float mn = fmaxf(m, dot);
+    const float corr = exp2f(m - mn), p = exp2f(dot - mn);
+    l = l * corr + p;
+#pragma unroll
+    for (int c = 0; c < NCH; ++c) {
+      const int d = lane + 32 * c;
+      acc[c] = acc[c] * corr + (d < D ? p * load_kv(a.vc, base + d, a.bf16) : 0.f);
+    }
+    m = mn;
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+  for (int c = 0; c < NCH; ++c) {
+    const int d = lane + 32 * c;
+    if (d < D) a.out[th * D + d] = acc[c] * inv;
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- host side
+enum class Kind { Generic, Decode, Prefill };
+
+struct Plan {
+  Kind kind = Kind::Generic;
+  int rt = 1;          // decode: 16-head tiles per group
+  int splits = 1;      // decode: grid.y (most splits per unit)
+  int mink = 128;      // decode: fewest keys per split
+  int pfix = 64;       // decode: most splits per unit
+  int stages = 2;      // decode: pipeline depth
+  int warps = 4;       // prefill: warps per block (16 rows each)
+  size_t work = 0;     // decode: workspace bytes (0 when it does not split)
+};
+
+// The kernel for these shapes and the device's opt-in shared memory per block. Only shapes enter (T, heads, D,
+// dtype, whether queries carry sequence ids, the longest visible range), so a captured step replays for any
+// length. Decode serves few queries (one token per sequence, or a handful of one sequence); the rest goes to the
+// prefill kernel. Decode splits: up to pfix splits of at least mink keys per (token, group): GLM-4-9B at B = 1
+// and 8K context is 2 groups x 64 splits of 128 keys = 128 blocks, about one per SM, each with its whole split
+// in flight. (Defaults are predictions until bench/NOTES.md has the measurements.)
+inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_seq, int64_t max_len, int smem_optin,
+                           int mink = 128, int pfix = 64, int stages = 0, int warps = 4) {
+  Plan p;
+  if (!bf16 || (D != 32 && D != 64 && D != 128)) return p;
+  const int per = Hq / Hkv;
+  const bool decode = multi_seq ? T <= 256 : T <= 4;
+  if (!decode) {
+    p.kind = Kind::Prefill;
+    p.warps = warps;
+    return p;
+  }
+  p.kind = Kind::Decode;
+  p.rt = (per + 15) / 16;
+  const int stage_bytes = 2 * (kKeyTile * (D + 8) * 2);
+  p.stages = stages > 0 ? stages : (smem_optin >= 4 * stage_bytes ? 4 : 2);
+  p.mink = std::max(kKeyTile, (mink + kKeyTile - 1) / kKeyTile * kKeyTile);
+  p.pfix = std::max(1, std::min(pfix, kMaxSplits));
+  const int64_t units = static_cast<int64_t>(T) * Hkv * p.rt;
+  p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.pfix, (max_len + p.mink - 1) / p.mink)));
+  p.work = p.splits > 1 ? decode_work_bytes(units, p.splits, D) : 0;
+  return p;
+}
+
+// Sets a kernel's dynamic shared memory limit once per device (a function attribute, not a stream operation).
+// `done` is the calling launcher's own flag set (one per kernel instantiation).
+template <typename K>
+inline cudaError_t allow_smem(std::atomic<uint64_t>& done, K kernel, int bytes) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (done.load() & bit) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) done.fetch_or(bit);
+  return e;
+}
+
+template <int D, int STAGES>
+inline cudaError_t launch_decode_d(const Args& a, const Plan& p, cudaStream_t st) {
+  using Cfg = DecodeCfg<D, STAGES>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, decode_kernel<D, STAGES>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const dim3 grid(static_cast<unsigned>(static_cast<int64_t>(a.T) * a.Hkv * p.rt), static_cast<unsigned>(p.splits));
+  decode_kernel<D, STAGES><<<grid, Cfg::kThreads, Cfg::kSmem, st>>>(a, p.rt, p.mink, p.pfix);
+  return cudaGetLastError();
+}
+
+template <int D, int NW>
+inline cudaError_t launch_prefill_d(const Args& a, cudaStream_t st) {
+  using Cfg = PrefillCfg<D, NW>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, prefill_kernel<D, NW>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const int64_t tiles = (static_cast<int64_t>(a.T) * (a.Hq / a.Hkv) + Cfg::kRows - 1) / Cfg::kRows;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(a.Hkv));
+  prefill_kernel<D, NW><<<grid, Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  return cudaGetLastError();
+}
+
+// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 4}; prefill D {32, 64, 128}
+// x warps {4, 8}; generic NCH {1, 2, 4, 8, 16} (D <= 512).
+inline cudaError_t launch(const Args& a, const Plan& p, cudaStream_t st) {
+  if (a.T == 0 || a.Hq == 0) return cudaSuccess;
+  if (p.kind == Kind::Decode) {
+    const bool s4 = p.stages >= 4;
+    switch (a.D) {
+      case 32: return s4 ? launch_decode_d<32, 4>(a, p, st) : launch_decode_d<32, 2>(a, p, st);
+      case 64: return s4 ? launch_decode_d<64, 4>(a, p, st) : launch_decode_d<64, 2>(a, p, st);
+      default: return s4 ? launch_decode_d<128, 4>(a, p, st) : launch_decode_d<128, 2>(a, p, st);
+    }
+  }
+  if (p.kind == Kind::Prefill) {
+    const bool w8 = p.warps >= 8;
+    switch (a.D) {
+      case 32: return w8 ? launch_prefill_d<32, 8>(a, st) : launch_prefill_d<32, 4>(a, st);
+      case 64: return w8 ? launch_prefill_d<64, 8>(a, st) : launch_prefill_d<64, 4>(a, st);
+      default: return w8 ? launch_prefill_d<128, 8>(a, st) : launch_prefill_d<128, 4>(a, st);
+    }
+  }
+  const unsigned blocks = static_cast<unsigned>((static_cast<int64_t>(a.T) * a.Hq + 3) / 4);
+  const int nch = (a.D + 31) / 32;
+  if (nch <= 1) generic_kernel<1><<<blocks, 128, 0, st>>>(a);
+  else if (nch <= 2) generic_kernel<2><<<blocks, 128, 0, st>>>(a);
+  else if (nch <= 4) generic_kernel<4><<<blocks, 128, 0, st>>>(a);
+  else if (nch <= 8) generic_kernel<8><<<blocks, 128, 0, st>>>(a);
+  else generic_kernel<16><<<blocks, 128, 0, st>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace attn
+}  // namespace cuda
+}  // namespace glm4
