@@ -325,7 +325,8 @@ export class Engine {
     } catch (e) {
       ctx.endCapture().dispose();
       scratch.dispose();
-      for (const t of [addr?.rows, addr?.start, hLast, logits]) t?.dispose();
+      addr?.dispose();
+      for (const t of [hLast, logits]) t.dispose();
       throw e;
     }
     // On CUDA the step's graph (~360 nodes a token) is recorded and instantiated here, off the JS thread.
