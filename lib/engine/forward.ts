@@ -133,7 +133,7 @@ export function fusedDecode(w: ModelWeights, T: number): boolean {
  */
 function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null): void {
   const T = s.t, eps = cfg.rmsEps;
-  const rows = addr?.rows ?? s.pos, start = addr?.start ?? null;
+  const rows = addr?.rows ?? s.pos;
   const scale = 1 / Math.sqrt(cfg.headDim);
   const q2 = s.q.reshape([T, cfg.numHeads * cfg.headDim]);
   const k2 = s.k.reshape([T, cfg.numKvHeads * cfg.headDim]);
@@ -150,7 +150,8 @@ function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights,
       ctx.linearInt4(v2, s.x, q(L.v), eps, 0, L.vBias ?? null, L.attnNorm);
     }
     ctx.rotaryKvWrite(s.q, s.k, s.v, kv.k[i], kv.v[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
-    ctx.attention(s.attn, s.q, kv.k[i], kv.v[i], rows, scale, start);
+    if (addr) ctx.attention(s.attn, s.q, kv.k[i], kv.v[i], s.pos, scale, kv.blockSize, addr.table, addr.seq);
+    else ctx.attention(s.attn, s.q, kv.k[i], kv.v[i], s.pos, scale, 0);
     ctx.linearInt4(s.x, a2, q(L.attnOut), eps, 1); // x += attn Wo^T
     ctx.linearInt4(s.act, s.x, q(L.gateUp), eps, 2, null, L.ffnNorm); // act = silu(gate) * up of rmsnorm(x)
     ctx.linearInt4(s.x, s.act, q(L.down), eps, 1); // x += act Wd^T
