@@ -4,7 +4,9 @@
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc bench/kernels/attention_bench.cu \
 //        -o bench/kernels/bin/attention_bench
-//   bench/kernels/bin/attention_bench [--quick] [--json FILE]
+//   bench/kernels/bin/attention_bench [--quick] [--json FILE] [--skip I,J,...]
+// Before each variant runs, a line "@variant I NAME" is printed and flushed: if a kernel faults (the process dies),
+// scripts/gpu/attention.sh reruns with that variant skipped. Variant indices: decode 0..6, prefill 7..8, generic 9.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
 // step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
@@ -340,9 +342,16 @@ double time_graph(std::vector<Problem>& prs, const attn::Plan& p, void* work, in
 int main(int argc, char** argv) {
   bool quick = false;
   const char* json_path = nullptr;
+  std::vector<int> skip;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--skip") && i + 1 < argc)
+      for (const char* p = argv[++i]; *p;) {
+        skip.push_back(std::atoi(p));
+        while (*p && *p != ',') ++p;
+        if (*p == ',') ++p;
+      }
   }
   FILE* js = json_path ? std::fopen(json_path, "w") : nullptr;
   int dev = 0, smem_optin = 0, sms = 0;
@@ -372,6 +381,20 @@ int main(int argc, char** argv) {
   const Variant generic{"generic", attn::Kind::Generic, 0, 0, 0, 0};
   Work work;
   int failures = 0;
+  // Index of a variant in the numbering above; announces it (flushed) before it runs, or says it is skipped.
+  auto index_of = [&](const Variant& v) {
+    for (size_t i = 0; i < decode_variants.size(); ++i) if (decode_variants[i].name == v.name) return static_cast<int>(i);
+    for (size_t i = 0; i < prefill_variants.size(); ++i) if (prefill_variants[i].name == v.name) return static_cast<int>(decode_variants.size() + i);
+    return static_cast<int>(decode_variants.size() + prefill_variants.size());
+  };
+  auto announce = [&](const Variant& v) {
+    const int i = index_of(v);
+    for (int k : skip)
+      if (k == i) return false;
+    std::printf("@variant %d %s\n", i, v.name.c_str());
+    std::fflush(stdout);
+    return true;
+  };
 
   // ---- validation: every variant on shapes that exercise tails, splits, merges and passes.
   std::printf("\n== validation (normalized squared error vs float64, limit 5e-5; repeated launches bit-identical)\n");
@@ -405,6 +428,7 @@ int main(int argc, char** argv) {
       std::vector<Variant> vs = vc.prefill ? prefill_variants : decode_variants;
       vs.push_back(generic);
       for (const auto& v : vs) {
+        if (!announce(v)) continue;
         double err = 0;
         const bool ok = run_checked(pr, v, smem_optin, work, qs, &err);
         failures += !ok;
@@ -433,6 +457,7 @@ int main(int argc, char** argv) {
         prs[c].build(7 + c);
       }
       for (const auto& v : decode_variants) {
+        if (!announce(v)) continue;
         const attn::Plan p = plan_of(prs[0], v, smem_optin);
         double err = 0;
         const bool ok = run_checked(prs[0], v, smem_optin, work, {0, prs[0].T() - 1}, &err);
@@ -465,6 +490,7 @@ int main(int argc, char** argv) {
     pr.build();
     const double flop = 2.0 * T * static_cast<double>(T) * kHq * kD;
     for (const auto& v : prefill_variants) {
+      if (!announce(v)) continue;
       const attn::Plan p = plan_of(pr, v, smem_optin);
       double err = 0;
       const bool ok = run_checked(pr, v, smem_optin, work, {0, T / 2, T - 1}, &err);
