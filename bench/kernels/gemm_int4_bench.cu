@@ -14,7 +14,9 @@
 //      read back through the spec's index functions equals the canonical codes, scales, zeros bit for bit;
 //   2. every variant on fresh random inputs (poisoned output, odd M, every group size) against
 //      (a) a GPU reference reading the canonical copy of the same weights (f32 dequantization (q - z) s, f32
-//          accumulation over the same bf16 x): normalized error |y - ref| / |ref| (Frobenius) < 5e-3 and no NaN;
+//          accumulation over the same bf16 x): normalized error |y - ref| / |ref| (Frobenius) < 7.07e-3 (the op
+//          tests' 5e-5 on the squared error; the kernels' bf16 dequantization, fma(q, s, bf16(-z s)) rounded to
+//          bf16, gives ~4e-3 on these statistics: zeros up to 15 make -z s large) and no NaN;
 //      (b) float64 on the host at sampled outputs of one case, which also checks the GPU reference itself.
 //   3. timing of the variants that passed: CUDA graph of back-to-back calls, weights rotated over enough copies
 //      that L2 (60 MB on the H200) does not serve them for the small-M shapes; copy bandwidth measured here too.
@@ -173,8 +175,9 @@ __global__ void l1_sz_to_canonical(const uint16_t* s1, uint16_t* s0, int64_t N, 
 }
 
 // Reference: y[m][n] = sum_k bf16(x[m][k]) * (q - z) s in f32, canonical weights. 32 x 32 output tile, K in 32s.
+__constant__ float c_nf4[16] = {GLM4_NF4_VALUES};
 __global__ void ref_gemm(const uint16_t* x, const uint8_t* c0, const uint16_t* s0, const uint16_t* z0, const uint16_t* bias,
-                         float* y, int M, int N, int K, int G) {
+                         float* y, int M, int N, int K, int G, int codebook) {
   __shared__ float xs[32][33], ws[32][33];
   const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;  // 32 x 8 threads
   const int m0 = blockIdx.x * 32, n0 = blockIdx.y * 32;
@@ -188,7 +191,7 @@ __global__ void ref_gemm(const uint16_t* x, const uint8_t* c0, const uint16_t* s
         const uint8_t b = c0[static_cast<int64_t>(n) * (K / 2) + k / 2];
         const int q = (k & 1) ? (b >> 4) : (b & 15);
         const int64_t gi = static_cast<int64_t>(n) * (K / G) + k / G;
-        wv = (static_cast<float>(q) - bf2f_dev(z0[gi])) * bf2f_dev(s0[gi]);
+        wv = ((codebook == 1 ? c_nf4[q] : static_cast<float>(q)) - bf2f_dev(z0[gi])) * bf2f_dev(s0[gi]);
       }
       ws[i][tx] = wv;
     }
@@ -299,14 +302,17 @@ struct DevQ {
   uint16_t *s1 = nullptr, *z1 = nullptr;
   int64_t n, k, g;
 };
-static DevQ alloc_q(int64_t n, int64_t k, int64_t g, uint64_t seed) {
+static DevQ alloc_q(int64_t n, int64_t k, int64_t g, uint64_t seed, int codebook = 0) {
   DevQ q{nullptr, nullptr, nullptr, n, k, g};
   CK(cudaMalloc(&q.c1, n * k / 2));
   CK(cudaMalloc(&q.s1, n * (k / g) * 2));
   CK(cudaMalloc(&q.z1, n * (k / g) * 2));
   fill_bytes<<<1024, 256>>>(q.c1, n * k / 2, seed);
   fill_bf16<<<1024, 256>>>(q.s1, n * (k / g), seed + 1, 0.002f, 0.02f);
-  fill_bf16<<<1024, 256>>>(q.z1, n * (k / g), seed + 2, 0.f, 15.f);
+  if (codebook == 1)  // NF4 values lie in [-1, 1]: zeros near 0
+    fill_bf16<<<1024, 256>>>(q.z1, n * (k / g), seed + 2, -0.25f, 0.25f);
+  else
+    fill_bf16<<<1024, 256>>>(q.z1, n * (k / g), seed + 2, 0.f, 15.f);
   CK(cudaGetLastError());
   return q;
 }
@@ -368,8 +374,8 @@ struct CaseResult {
 
 // One validation case for one variant: fresh inputs, poisoned y, compare against the canonical GPU reference.
 static CaseResult validate(cudaStream_t st, const Variant& v, int M, int N, int K, int G, bool bias, uint64_t seed,
-                           bool f64_check) {
-  DevQ q = alloc_q(N, K, G, seed);
+                           bool f64_check, int codebook) {
+  DevQ q = alloc_q(N, K, G, seed, codebook);
   uint16_t* x;
   uint16_t* b = nullptr;
   float *y, *yr;
@@ -390,9 +396,9 @@ static CaseResult validate(cudaStream_t st, const Variant& v, int M, int N, int 
   l1_to_canonical<<<1024, 256>>>(q.c1, c0, N, K);
   l1_sz_to_canonical<<<256, 256>>>(q.s1, s0, N, K, G);
   l1_sz_to_canonical<<<256, 256>>>(q.z1, z0, N, K, G);
-  ref_gemm<<<dim3((M + 31) / 32, (N + 31) / 32), 256>>>(x, c0, s0, z0, b, yr, M, N, K, G);
+  ref_gemm<<<dim3((M + 31) / 32, (N + 31) / 32), 256>>>(x, c0, s0, z0, b, yr, M, N, K, G, codebook);
   CK(cudaGetLastError());
-  Problem p{reinterpret_cast<const __nv_bfloat16*>(x), L1Weight{q.c1, q.s1, q.z1, N, K, G}, Out{y, nullptr, b, M, N}};
+  Problem p{reinterpret_cast<const __nv_bfloat16*>(x), L1Weight{q.c1, q.s1, q.z1, N, K, G, codebook}, Out{y, nullptr, b, M, N}};
   const Run r = plan_run(v, M, N, K);
   cudaError_t e = run_variant(st, v, p, r);
   if (e == cudaSuccess) e = cudaStreamSynchronize(st);
@@ -426,7 +432,8 @@ static CaseResult validate(cudaStream_t st, const Variant& v, int M, int N, int 
           l1_pos(K, n, k, &byte, &sh);
           const int code = (hc[byte] >> sh) & 15;
           const int64_t si = l1_sz_index(K, G, n, k / G);
-          acc += static_cast<double>(bf2f(hx[static_cast<int64_t>(m) * K + k])) * ((code - static_cast<double>(bf2f(hz[si]))) * bf2f(hs[si]));
+          acc += static_cast<double>(bf2f(hx[static_cast<int64_t>(m) * K + k])) *
+                 ((static_cast<double>(glm4::int4_code_value(codebook, code)) - bf2f(hz[si])) * bf2f(hs[si]));
         }
         const double yv = hy[static_cast<int64_t>(m) * N + n], rv = hr[static_cast<int64_t>(m) * N + n];
         num += (yv - acc) * (yv - acc);
@@ -579,12 +586,13 @@ int main(int argc, char** argv) {
   struct VCase {
     int m, n, k, g;
     bool bias, f64;
+    int codebook;
   };
-  std::vector<VCase> cases = {{9, 4608, 4096, 128, true, true}, {17, 1040, 1024, 32, false, false},
-                              {118, 2064, 2048, 64, true, false}, {128, 4096, 4096, 128, false, false},
-                              {2049, 4608, 4096, 128, true, true}};
+  std::vector<VCase> cases = {{9, 4608, 4096, 128, true, true, 0},    {17, 1040, 1024, 32, false, false, 0},
+                              {118, 2064, 2048, 64, true, false, 0},  {128, 4096, 4096, 128, false, false, 0},
+                              {2049, 4608, 4096, 128, true, true, 0}, {33, 2064, 1024, 64, true, true, 1}};
   if (quick) cases.resize(3);
-  printf("\n== validation (normalized error vs the canonical f32 reference; pass < 5e-3, no NaN)\n");
+  printf("\n== validation (normalized error vs the canonical f32 reference; pass < 7.07e-3, no NaN)\n");
   for (size_t vi = 0; vi < vs.size(); ++vi) {
     const Variant& v = vs[vi];
     if (v.sm90 && !hopper) {
@@ -595,14 +603,15 @@ int main(int argc, char** argv) {
     std::string errs;
     uint64_t seed = 1000 + vi * 17;
     for (const VCase& c : cases) {
-      const CaseResult r = validate(st, v, c.m, c.n, c.k, c.g, c.bias, seed++, c.f64 && vi == 0);
-      const bool pass = r.nans == 0 && r.err < 5e-3;
+      const CaseResult r = validate(st, v, c.m, c.n, c.k, c.g, c.bias, seed++, c.f64 && vi == 0, c.codebook);
+      const bool pass = r.nans == 0 && r.err < 7.07e-3;
       ok = ok && pass;
       char buf[160];
-      snprintf(buf, sizeof buf, " M%d/N%d/K%d/G%d:%.2e%s", c.m, c.n, c.k, c.g, r.err, r.nans ? "(NaN)" : "");
+      snprintf(buf, sizeof buf, " M%d/N%d/K%d/G%d%s:%.2e%s", c.m, c.n, c.k, c.g, c.codebook ? "/NF4" : "", r.err,
+               r.nans ? "(NaN)" : "");
       errs += buf;
       json_rec("{\"check\":\"variant\",\"variant\":\"" + v.name + "\",\"m\":" + std::to_string(c.m) + ",\"n\":" +
-               std::to_string(c.n) + ",\"k\":" + std::to_string(c.k) + ",\"g\":" + std::to_string(c.g) + ",\"err\":" +
+               std::to_string(c.n) + ",\"k\":" + std::to_string(c.k) + ",\"g\":" + std::to_string(c.g) + ",\"codebook\":" + std::to_string(c.codebook) + ",\"err\":" +
                std::to_string(r.err) + ",\"nans\":" + std::to_string(r.nans) + ",\"ok\":" + (pass ? "true" : "false") + "}");
     }
     passed[vi] = ok;

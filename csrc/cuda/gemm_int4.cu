@@ -142,7 +142,6 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
                        const LinearPlan& plan) {
   const int64_t m = x.dim(0);
   GLM4_CHECK(x.dtype() == DType::BF16, GLM4_E_DTYPE, "matmul_int4 (tensor cores): x must be bf16 here, got ", x.describe());
-  GLM4_CHECK(w.codebook == 0, GLM4_E_UNSUPPORTED, "matmul_int4: the tensor-core GEMM does not read NF4 codes (codebook 1) yet");
   GLM4_CHECK(w.n % 16 == 0 && w.k % 64 == 0, GLM4_E_SHAPE, "matmul_int4: layout 1 needs N % 16 == 0 and K % 64 == 0, got [",
              w.n, ",", w.k, "]");
   GLM4_CHECK(m < (int64_t{1} << 31) && w.n < (int64_t{1} << 31) && w.k < (int64_t{1} << 31), GLM4_E_UNSUPPORTED,
@@ -151,7 +150,7 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
              GLM4_E_INVALID_ARG, "matmul_int4: x, codes, scales and zeros must be 16-byte aligned (x ", x.describe(), ")");
   if (m == 0 || w.n == 0) return;
   gemmk::L1Weight lw{w.codes.data<uint8_t>(), w.scales.data<uint16_t>(), w.zeros.data<uint16_t>(), static_cast<int>(w.n),
-                     static_cast<int>(w.k), w.group};
+                     static_cast<int>(w.k), w.group, w.codebook};
   gemmk::Out o{out.data<float>(), nullptr, nullptr, static_cast<int>(m), static_cast<int>(w.n)};
   if (bias.defined()) {
     if (bias.dtype() == DType::F32)

@@ -28,7 +28,8 @@ struct LinearPlan {
 // the thresholds are written beside the function (gemm_int4.cu).
 LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout);
 
-// out f32[M,N] = x bf16[M,K] W^T (+ bias) through plan (kind Wgmma or Mma); W in layout 1, codebook 0.
+// out f32[M,N] = x bf16[M,K] W^T (+ bias) through plan (kind Wgmma or Mma); W in layout 1, either codebook
+// (NF4 through a 256-entry bf16-pair table in shared memory).
 void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias,
                        const LinearPlan& plan);
 

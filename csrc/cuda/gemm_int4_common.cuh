@@ -11,6 +11,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "core/int4_layout.h"  // GLM4_NF4_VALUES (header-only)
+
 namespace glm4 {
 namespace gemmk {
 
@@ -20,6 +22,7 @@ struct L1Weight {
   const uint16_t* scales;  // bf16: element (n, gi) at ((n/16) * (K/G) + gi) * 16 + n%16
   const uint16_t* zeros;   // bf16, same layout as scales
   int n, k, group;
+  int codebook = 0;        // 0: w = (q - z) s; 1 (NF4): w = (NF4[q] - z) s
 };
 
 // Output: y f32 [M, N] row-major; bias (at most one of the two) added once per element. accumulate: several
@@ -89,6 +92,26 @@ __device__ __forceinline__ void dequant_word(uint32_t w, const GroupSZ& sz, uint
     const uint32_t v = ((w >> (4 * s)) & 0x000F000Fu) | kMagic;
     const uint32_t q = fma_bf16x2(v, kOne, kNeg128);
     a[s] = (s & 1) ? fma_bf16x2(q, sz.s_hi, sz.nzs_hi) : fma_bf16x2(q, sz.s_lo, sz.nzs_lo);
+  }
+}
+
+// NF4 (codebook 1): a 256-entry table in shared memory maps the two codes of a fragment register (q0 | q1 << 4)
+// to the bf16 pair (NF4[q0], NF4[q1]); one ld.shared replaces the magic-number step, the scale/zero FMA is the same.
+// The table values are NF4 rounded to bf16 (relative 2^-9, like the weights' own rounding).
+constexpr int kNf4LutBytes = 256 * 4;
+static __constant__ float kNf4Const[16] = {GLM4_NF4_VALUES};  // indexed at run time: constant memory, not a stack array
+__device__ __forceinline__ void fill_nf4_lut(uint32_t* lut, int tid, int nthreads) {
+  for (int i = tid; i < 256; i += nthreads)
+    lut[i] = static_cast<uint32_t>(f2bf_rn(kNf4Const[i & 15])) | (static_cast<uint32_t>(f2bf_rn(kNf4Const[i >> 4])) << 16);
+}
+__device__ __forceinline__ void dequant_word_nf4(uint32_t w, const GroupSZ& sz, uint32_t lut, uint32_t (&a)[4]) {
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    const uint32_t v = (w >> (4 * s)) & 0x000F000Fu;
+    const uint32_t idx = (v | (v >> 12)) & 0xFFu;
+    uint32_t pair;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(pair) : "r"(lut + idx * 4));
+    a[s] = (s & 1) ? fma_bf16x2(pair, sz.s_hi, sz.nzs_hi) : fma_bf16x2(pair, sz.s_lo, sz.nzs_lo);
   }
 }
 

@@ -24,7 +24,7 @@ struct MmaCfg {
   static constexpr int BR = WW * MW * 16, BT = WT * NT * 8, RT = BR / 16;
   static constexpr int X_BYTES = BT * 128, W_BYTES = RT * 512, SZ_BYTES = RT * 64;  // SZ: room for 2 groups (G = 32)
   static constexpr int STAGE_BYTES = X_BYTES + W_BYTES + 2 * SZ_BYTES;
-  static constexpr int SMEM = STAGES * STAGE_BYTES;
+  static constexpr int SMEM = STAGES * STAGE_BYTES + kNf4LutBytes;  // the NF4 table after the stages
   static_assert(NT % 2 == 0, "B fragments are loaded two 8-token columns at a time");
 };
 
@@ -44,6 +44,9 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
   const int nk = ke - kb;
   const uint32_t sbase = smem_u32(smem);
   const uint16_t* xs = reinterpret_cast<const uint16_t*>(x);
+  const bool nf4 = w.codebook == 1;
+  const uint32_t lut = sbase + C::STAGES * C::STAGE_BYTES;
+  if (nf4) fill_nf4_lut(reinterpret_cast<uint32_t*>(smem + C::STAGES * C::STAGE_BYTES), tid, C::THREADS);  // visible after the loop's first __syncthreads
 
   auto load_stage = [&](int slot, int kt) {
     const uint32_t st = sbase + slot * C::STAGE_BYTES;
@@ -116,7 +119,10 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
 #pragma unroll
       for (int i = 0; i < C::MW; ++i) {
         const uint32_t word = j == 0 ? raw[i].x : j == 1 ? raw[i].y : j == 2 ? raw[i].z : raw[i].w;
-        dequant_word(word, gsz[i], a[i]);
+        if (nf4)
+          dequant_word_nf4(word, gsz[i], lut, a[i]);
+        else
+          dequant_word(word, gsz[i], a[i]);
       }
 #pragma unroll
       for (int p = 0; p < C::NT / 2; ++p) {

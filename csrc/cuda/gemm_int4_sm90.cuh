@@ -41,7 +41,7 @@ struct Sm90Cfg {
   static constexpr int W_BYTES = RT * 512;
   static constexpr int SZ_BYTES = RT * 64;            // room for 2 groups (G = 32) of 16 bf16 per tile
   static constexpr int STAGE_BYTES = X_BYTES + W_BYTES + 2 * SZ_BYTES;
-  static constexpr int SMEM = STAGES * STAGE_BYTES + 1024 /* alignment */ + 2 * STAGES * 8 /* mbarriers */;
+  static constexpr int SMEM = STAGES * STAGE_BYTES + 1024 /* alignment */ + 2 * STAGES * 8 /* mbarriers */ + kNf4LutBytes;
   static_assert(STAGE_BYTES % 1024 == 0, "stages must keep X 1024-byte aligned (128B swizzle)");
   static_assert(TT % 16 == 0 && TT <= 256, "wgmma N");
 };
@@ -96,12 +96,13 @@ template <class C>
 __global__ void __launch_bounds__(384, 1)
     gemm_int4_sm90_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
                           const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
-                          int group, int ktiles, int splits) {
+                          int group, int ktiles, int splits, int codebook) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t sraw = smem_u32(smem_raw);
   const uint32_t sbase = (sraw + 1023) & ~1023u;
   const uint32_t bars = sbase + C::STAGES * C::STAGE_BYTES;  // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s)
+  const uint32_t lut = bars + 16 * C::STAGES;                // NF4 pair table (codebook 1)
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int n_mb = (o.m + C::TT - 1) / C::TT, n_nb = (o.n / 16 + C::RT - 1) / C::RT;
   const int total = n_mb * n_nb * splits;
@@ -114,6 +115,7 @@ __global__ void __launch_bounds__(384, 1)
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
+  if (codebook == 1) fill_nf4_lut(reinterpret_cast<uint32_t*>(smem_raw + (lut - sraw)), tid, C::THREADS);
   __syncthreads();
 
   if (wg == 0) {
@@ -199,7 +201,10 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int e = 0; e < 4; ++e) keep(A[j][r][e]);
             const uint32_t word = j == 0 ? raw[r].x : j == 1 ? raw[r].y : j == 2 ? raw[r].z : raw[r].w;
-            dequant_word(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), A[j][r]);
+            if (codebook == 1)
+              dequant_word_nf4(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), lut, A[j][r]);
+            else
+              dequant_word(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), A[j][r]);
           }
           wgmma_fence();
 #pragma unroll
@@ -290,7 +295,7 @@ inline cudaError_t launch_gemm_int4_sm90(cudaStream_t st, const __nv_bfloat16* x
   if (!ok) return cudaErrorNotSupported;
   const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
   if (e != cudaSuccess) return e;
-  gemm_int4_sm90_kernel<C><<<grid, C::THREADS, C::SMEM, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, splits);
+  gemm_int4_sm90_kernel<C><<<grid, C::THREADS, C::SMEM, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, splits, w.codebook);
   return cudaGetLastError();
 }
 

@@ -546,14 +546,16 @@ function gemmInt4Case(
   n: number,
   k: number,
   g: 32 | 64 | 128,
-  opts: { bias?: "f32" | "bf16"; xbf16?: boolean } = {},
+  opts: { bias?: "f32" | "bf16"; xbf16?: boolean; nf4?: boolean } = {},
 ): OpCase {
-  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.xbf16 ? ",x=bf16" : "");
+  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.xbf16 ? ",x=bf16" : "") + (opts.nf4 ? ",codebook=nf4" : "");
+  const codebook = opts.nf4 ? 1 : 0;
   return {
     name: `matmul_int4(M=${m},N=${n},K=${k},G=${g},cuda layout 1 GEMM${extra})`,
     op: "matmul_int4",
+    ...(opts.nf4 ? { gpuPending: NF4_PENDING } : {}),
     build(env) {
-      const { q, packed, scales, zeros } = givenQWeight(env, n, k, g);
+      const { q, packed, scales, zeros } = givenQWeight(env, n, k, g, codebook);
       let w = q;
       if (env.ctx.device !== "cpu") {
         const l1 = repackLayout1(packed, scales, zeros, n, k, g);
@@ -563,6 +565,7 @@ function gemmInt4Case(
           zeros: env.track(env.ctx.fromBuffer("bf16", [n, k / g], l1.zeros)),
           groupSize: g,
           layout: 1,
+          ...(codebook ? { codebook } : {}),
         };
       }
       const x = env.randn(opts.xbf16 ? "bf16" : "f32", [m, k]);
@@ -571,7 +574,7 @@ function gemmInt4Case(
       const b = opts.bias ? env.randn(opts.bias, [n], 0.3) : null;
       const out = env.out("f32", [m, n]);
       env.ctx.matmulInt4(out, xt, w, b ? b.t : null);
-      const deq = R.dequantizeInt4Ref(packed, scales, zeros, n, k, g, 0);
+      const deq = R.dequantizeInt4Ref(packed, scales, zeros, n, k, g, codebook);
       return [{ name: "out", mode: "norm", got: readF64(out), ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
     },
   };
@@ -1453,6 +1456,7 @@ function buildTable(): OpCase[] {
     gemmInt4Case(128, 96, 512, 128, { xbf16: true }),
     gemmInt4Case(33, 64, 2048, 128, { xbf16: true, bias: "bf16" }),
     gemmInt4Case(2049, 144, 192, 32),
+    gemmInt4Case(40, 112, 256, 64, { nf4: true, bias: "bf16" }),
   );
   // matmul_int4 through the layout-1 GEMV on CUDA: M = 1, 3, 8 and 17 (launches of 8, 8, 1), N a multiple of 16 but
   // not of 64, every group size, biases, NF4
