@@ -16,7 +16,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { Glm4Error } from "../errors.js";
 import { loadGlm4, type Glm4Model } from "../glm4.js";
-import { buildInfo, devices } from "../engine/native-binary.js";
+import { buildInfo, devices, native } from "../engine/native-binary.js";
 import { packageRoot } from "../util.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import { modelTensors } from "../checkpoint/tensors.js";
@@ -76,6 +76,21 @@ export interface BenchResult {
   decodeReplayMs: number;
   /** `--batch`: aggregate decode tok/s of B sequences stepped together (one Engine of B slots), each at `context`. */
   batched?: { batch: number; context: number; tokensPerSecond: number; msPerStep: number; runs: number[] }[];
+  /** Which kernel each INT4 linear ran for each row count (tokens) measured: native linearPath() (CUDA only). */
+  linearPaths?: { m: number; linear: string; path: string }[];
+}
+
+/** The INT4 kernel that matmul_int4 picks (csrc/cuda/gemm_int4.cu) for each linear of layer 0 and the output layer. */
+function linearPaths(weights: ModelWeights, device: string, ms: number[]): NonNullable<BenchResult["linearPaths"]> {
+  const out: NonNullable<BenchResult["linearPaths"]> = [];
+  if (!device.startsWith("cuda")) return out;
+  const l0 = weights.layers[0];
+  const linears: [string, Linear][] = [["qkv", l0.qkv], ["o", l0.attnOut], ["gate_up", l0.gateUp], ["down", l0.down], ["output", weights.output]];
+  for (const m of ms)
+    for (const [name, l] of linears)
+      if (l.kind === "int4")
+        out.push({ m, linear: name, path: native().linearPath(m, l.n, l.k, l.q.groupSize, (l.q.layout ?? 0) as 0 | 1, Number(device.slice(5)) || 0) });
+  return out;
 }
 
 async function copyBandwidth(model: Glm4Model): Promise<number> {
@@ -190,6 +205,10 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
 
     const batched = o.batches?.length ? await batchedDecode(model, o.batches, newTokens, runs, log) : undefined;
 
+    const paths = linearPaths(weights, model.device, [1, ...(o.batches ?? []), ...prefills]);
+    for (const m of [...new Set(paths.map((p) => p.m))])
+      log(`INT4 linears at M=${m}: ${paths.filter((p) => p.m === m).map((p) => `${p.linear} ${p.path}`).join(", ")}`);
+
     const dev = onGpu ? devices()[Number(model.device.slice(5))] : undefined;
     const mem = ctx.memory();
     const result: BenchResult = {
@@ -204,6 +223,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       loadSeconds,
       prefill,
       decode,
+      ...(paths.length ? { linearPaths: paths } : {}),
       memory: {
         weightsBytes,
         kvCacheBytes: engine.kv.nbytes,
@@ -284,6 +304,9 @@ export function formatBench(r: BenchResult): string {
     `one decode step as a graph replayed back to back: ${r.decodeReplayMs?.toFixed(3) ?? "n/a"} ms (device time; wall time per token above minus this is host work)`,
     `one decode step, ops timed one by one (sum ${r.decodeStepMs.toFixed(3)} ms; the graph replay overlaps launch gaps):`,
     ...r.decodeStepOps.map((o) => `  ${o.op.padEnd(16)} x${String(o.calls).padEnd(4)} ${o.ms.toFixed(3).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}%`),
+    ...(r.linearPaths?.length
+      ? ["", "INT4 kernels (linearPath) by rows M:", ...[...new Set(r.linearPaths.map((p) => p.m))].map((m) => `  M=${String(m).padEnd(5)} ${r.linearPaths!.filter((p) => p.m === m).map((p) => `${p.linear}: ${p.path}`).join("; ")}`)]
+      : []),
   ];
   if (r.batched?.length) {
     lines.push("", "batched decode (one engine)    B  context  tok/s in all  ms/step");
