@@ -150,9 +150,6 @@ void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
   GLM4_CHECK(out.dim(0) == x.dim(0) && out.dim(1) == w.n, GLM4_E_SHAPE, op, ": out ", out.describe(), " must be [",
              x.dim(0), ",", w.n, "]");
   check_bias(op, c, bias, w.n);
-  GLM4_CHECK(!tc_path || w.codebook == kInt4CodebookInt, GLM4_E_UNSUPPORTED, op, ": the tensor-core GEMM (M > ",
-             kInt4GemvMaxM, ") reads integer codes only; an NF4 weight runs on CUDA through the GEMV (M <= ", kInt4GemvMaxM,
-             ") or linear_int4");
   if (tc_path && x.dtype() == DType::F32) {
     // The tensor-core GEMM reads bf16 activations (its TMA copies bytes): convert into a buffer that the recorded
     // closures own, so that a captured plan keeps it alive. Producers that write bf16 skip this pass.

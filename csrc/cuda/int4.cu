@@ -458,9 +458,7 @@ void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
       matmul_int4_tiled(c, out, x, w, bias);  // gemv_int4.cu: the tensor-core GEMV
       return;
     }
-    GLM4_CHECK(w.codebook == kInt4CodebookInt, GLM4_E_UNSUPPORTED, "matmul_int4: the tensor-core GEMM (M > ",
-               kInt4GemvMaxM, ") reads integer codes only; NF4 runs through the GEMV (M <= ", kInt4GemvMaxM, ")");
-    gemm_int4_layout1(c, out, x, w, bias, plan);
+    gemm_int4_layout1(c, out, x, w, bias, plan);  // gemm_int4.cu: either codebook
     return;
   }
   GLM4_CHECK(w.layout == 0, GLM4_E_UNSUPPORTED, "matmul_int4: layout ", w.layout,

@@ -553,7 +553,6 @@ function gemmInt4Case(
   return {
     name: `matmul_int4(M=${m},N=${n},K=${k},G=${g},cuda layout 1 GEMM${extra})`,
     op: "matmul_int4",
-    ...(opts.nf4 ? { gpuPending: NF4_PENDING } : {}),
     build(env) {
       const { q, packed, scales, zeros } = givenQWeight(env, n, k, g, codebook);
       let w = q;
