@@ -21,9 +21,12 @@ tmp=$(mktemp -d)
 start=$SECONDS
 {
   nvidia-smi --query-gpu=name,memory.used,clocks.sm,clocks.mem --format=csv
-  echo "== 1. op tests on cuda (attention cases + block-table bit-identity)"
-  timeout 45 npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "attention" --reporter=verbose 2>&1 \
-    | grep -vE "^\s*$|↓|skipped" | tail -70
+  echo "== 1. op tests on cuda: block-table bit-identity, then the attention cases of the op table"
+  timeout 25 npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "bit-identical to a contiguous" --reporter=verbose 2>&1 \
+    | grep -vE "^\s*$|↓|skipped" | tail -12
+  echo "bit-identity tests exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+  timeout 40 npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "attention\(" --reporter=verbose 2>&1 \
+    | grep -vE "^\s*$|↓|skipped" | tail -60
   echo "op tests exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
   echo "== 2. kernel harness"
   if [[ ! -x $bin ]]; then mkdir -p "$(dirname "$bin")"; timeout 100 build || echo "harness build failed"; fi
@@ -83,5 +86,5 @@ for T in sorted({r["T"] for r in rows if r["kind"] == "prefill"}):
     th = [r["tflops"] for r in rows if r["kind"] == "torch_prefill" and r["T"] == T]
     print(f"T={T:<12} {best['variant']:<30}{best['ms']:9.3f}{best['tflops']:9.1f}{(max(th) if th else float('nan')):15.1f}")
 PY
-grep -E "op tests exit|harness exit|torch exit|Tests " "$log" | tail -6
+grep -E "bit-identity tests exit|op tests exit|harness exit|torch exit|Tests " "$log" | tail -8
 rm -rf "$tmp"
