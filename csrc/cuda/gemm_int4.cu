@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "core/backend_cuda.h"
 #include "gemm_int4_mma.cuh"
@@ -102,16 +103,26 @@ std::string LinearPlan::label() const {
 //     (small M streams the weights: the time should stay near one read of them); M > 64: 256 x 128 tiles, or
 //     128 x 128 when those fill the last round of SMs better (qkv at M = 2048: 288 tiles = 2.2 rounds of 132).
 //   other archs, layout 1: mma.sync 128 x 16/32/64 for M <= 64, 128 x 128 above.
+// GLM4_INT4_GEMM=mma forces the mma.sync kernels on sm_90a too (a way around a wgmma problem without a rebuild;
+// read once a process).
+static bool force_mma() {
+  static const bool v = [] {
+    const char* e = std::getenv("GLM4_INT4_GEMM");
+    return e != nullptr && std::string(e) == "mma";
+  }();
+  return v;
+}
+
 LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
   LinearPlan p;
-  if (m <= 8) return p;
+  if (m <= kInt4GemvMaxM) return p;
   if (layout != 1) {
     p.kind = LinearKind::Canonical;
     return p;
   }
   const Dev d = device_info();
   const int64_t ktiles = k / 64;
-  if (d.sm90a) {
+  if (d.sm90a && !force_mma()) {
     p.kind = LinearKind::Wgmma;
     if (m <= 16)
       p.cfg = 3;
