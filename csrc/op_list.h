@@ -90,10 +90,13 @@
   X(convert, "convert", (Context& c, const Tensor& out, const Tensor& input))                                       \
   /* out f32|bf16 filled with normal(0, std) + mean from a counter-based generator (seed, element index) */         \
   X(fill_random, "fillRandom", (Context& c, const Tensor& out, uint64_t seed, float mean, float std))               \
-  /* Sampling on one row per sequence: logits f32[M,V]; params f32[M,4] = (temperature, top_p, min_p,               \
-     uniform u in [0,1)); top_k i32[M] (0 = off). out i32[M]. temperature <= 0 means argmax. */                     \
+  /* Sampling on one row per sequence: logits f32[M,V]; params f32[M,4|5] = (temperature, top_p, min_p,             \
+     uniform u in [0,1), repetition penalty); top_k i32[M] (0 = off). out i32[M]. temperature <= 0 means argmax.     \
+     Optional (both or neither; params then [M,5]): penalty_ids i32[M,L] and penalty_len i32[M]: the logits of       \
+     ids[i][0..len[i]) (len clamped to [0,L]; ids outside [0,V) ignored; repeats count once) are divided by the      \
+     penalty when positive, multiplied by it otherwise (HF's repetition penalty), before anything else. */           \
   X(sample, "sample", (Context& c, const Tensor& out, const Tensor& logits, const Tensor& params,                    \
-                       const Tensor& top_k))                                                                        \
+                       const Tensor& top_k, const Tensor& penalty_ids, const Tensor& penalty_len))                  \
   /* dst = src: same dtype and element count, both on the context's device (any shapes) */                         \
   X(copy, "copy", (Context& c, const Tensor& dst, const Tensor& src))
 // clang-format on

@@ -416,18 +416,30 @@ void fill_random(Context& c, const Tensor& out, uint64_t seed, float mean, float
   GLM4_RECORD(c, fill_random, out, seed, mean, std);
 }
 
-void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& params, const Tensor& top_k) {
+void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& params, const Tensor& top_k,
+            const Tensor& penalty_ids, const Tensor& penalty_len) {
   const char* op = "sample";
   on_ctx(op, c, out, "out"); on_ctx(op, c, logits, "logits"); on_ctx(op, c, params, "params"); on_ctx(op, c, top_k, "top_k");
   check_dtype(op, "out", out, DType::I32); check_dtype(op, "logits", logits, DType::F32);
   check_dtype(op, "params", params, DType::F32); check_dtype(op, "top_k", top_k, DType::I32);
   check_ndim(op, "logits", logits, 2);
   const int64_t m = logits.dim(0);
+  const bool pen = penalty_ids.defined() || penalty_len.defined();
   GLM4_CHECK(out.ndim() == 1 && out.dim(0) == m, GLM4_E_SHAPE, op, ": out must be [", m, "], got ", out.describe());
-  GLM4_CHECK(params.ndim() == 2 && params.dim(0) == m && params.dim(1) == 4, GLM4_E_SHAPE, op, ": params must be [", m,
-             ",4], got ", params.describe());
+  GLM4_CHECK(params.ndim() == 2 && params.dim(0) == m && (params.dim(1) == 4 || params.dim(1) == 5), GLM4_E_SHAPE, op,
+             ": params must be [", m, ",4] or [", m, ",5] (with the repetition penalty), got ", params.describe());
   GLM4_CHECK(top_k.ndim() == 1 && top_k.dim(0) == m, GLM4_E_SHAPE, op, ": top_k must be [", m, "], got ", top_k.describe());
-  GLM4_RECORD(c, sample, out, logits, params, top_k);
+  if (pen) {
+    on_ctx(op, c, penalty_ids, "penalty_ids"); on_ctx(op, c, penalty_len, "penalty_len");
+    check_dtype(op, "penalty_ids", penalty_ids, DType::I32); check_dtype(op, "penalty_len", penalty_len, DType::I32);
+    GLM4_CHECK(penalty_ids.ndim() == 2 && penalty_ids.dim(0) == m, GLM4_E_SHAPE, op, ": penalty_ids must be [", m,
+               ",L], got ", penalty_ids.describe());
+    GLM4_CHECK(penalty_len.ndim() == 1 && penalty_len.dim(0) == m, GLM4_E_SHAPE, op, ": penalty_len must be [", m,
+               "], got ", penalty_len.describe());
+    GLM4_CHECK(params.dim(1) == 5, GLM4_E_SHAPE, op, ": penalty ids need the penalty in params [", m, ",5], got ",
+               params.describe());
+  }
+  GLM4_RECORD(c, sample, out, logits, params, top_k, penalty_ids, penalty_len);
 }
 
 void copy(Context& c, const Tensor& dst, const Tensor& src) {

@@ -162,8 +162,12 @@ export interface NativeContext {
   softmax(out: NativeTensor, x: NativeTensor, temperature: number): void;
   convert(out: NativeTensor, input: NativeTensor): void;
   fillRandom(out: NativeTensor, seed: number, mean: number, std: number): void;
-  /** params f32[M,4] = (temperature, topP, minP, u); topK i32[M] (0 = off). */
-  sample(out: NativeTensor, logits: NativeTensor, params: NativeTensor, topK: NativeTensor): void;
+  /**
+   * params f32[M,4] = (temperature, topP, minP, u), or f32[M,5] with the repetition penalty; topK i32[M] (0 = off).
+   * penaltyIds i32[M,L] and penaltyLen i32[M] (both or neither): the tokens of row i penalized are
+   * penaltyIds[i][0..penaltyLen[i]) (ids outside [0, V) ignored).
+   */
+  sample(out: NativeTensor, logits: NativeTensor, params: NativeTensor, topK: NativeTensor, penaltyIds?: NativeTensor | null, penaltyLen?: NativeTensor | null): void;
   copy(dst: NativeTensor, src: NativeTensor): void;
 }
 

@@ -71,6 +71,24 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
     }
   });
 
+  // The default launch picks the cluster size from the row count; each variant must give the same picks (the
+  // single-block kernels are what GPUs before sm_90 run).
+  describe("sampling kernels: every variant (GLM4_SAMPLING_BLOCKS) vs the float64 reference", () => {
+    for (const variant of ["single", "4", "8"])
+      for (const c of OP_CASES.filter((x) => x.op === "sample" || x.op === "argmax")) {
+        it(`${c.name} [${variant}]`, () => {
+          const saved = process.env.GLM4_SAMPLING_BLOCKS;
+          process.env.GLM4_SAMPLING_BLOCKS = variant;
+          try {
+            expect(referenceFailures(runCase(c, gpu), "gpu"), "cuda vs the float64 reference").toEqual([]);
+          } finally {
+            if (saved === undefined) delete process.env.GLM4_SAMPLING_BLOCKS;
+            else process.env.GLM4_SAMPLING_BLOCKS = saved;
+          }
+        });
+      }
+  });
+
   describe("quantization on cuda matches the numpy fixtures bit for bit (the layout is the same on every backend)", () => {
     for (const fc of quantFixtures().cases) {
       it(`${fc.name} (N=${fc.N},K=${fc.K},G=${fc.G})`, () => {

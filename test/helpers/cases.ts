@@ -1235,6 +1235,249 @@ function sampleDistributionCase(m: number): OpCase {
   };
 }
 
+/** A repetition-penalty list as the op gets it: ids (padded to the case's L), the row's length (may be < 0 or > L). */
+interface PenaltyList {
+  ids: number[];
+  len: number;
+  penalty: number;
+}
+
+interface SampleCaseRow {
+  p: SampleRow;
+  pen?: PenaltyList;
+}
+
+/** Margin for exact picks on rows whose kept set or pick lies past the 2048 candidates (the CUDA "deep" path: masses
+ *  before its window come from f32 exponentials summed in 2^-42 fixed point, ~3e-7 relative for these rows). */
+const SAMPLE_MARGIN_DEEP = 1e-5;
+
+/**
+ * Rows of one sample call, each with its own settings and optional repetition-penalty list. Penalty lists are
+ * padded to the longest with the row's first-maximum id (entries past a row's length, which the op must ignore:
+ * penalizing the maximum would change most picks). check "exact": each row's settings are redrawn while u or a
+ * cut lies within `margin` of a decision boundary, and the picks must equal the reference's; { delta }: every pick
+ * must be acceptable with every boundary misjudged by up to delta (R.samplePickWithin).
+ */
+function sampleRowsCase(
+  name: string,
+  m: number,
+  v: number,
+  logits: (rng: Rng, i: number) => Float64Array,
+  draw: (rng: Rng, i: number, row: Float64Array) => SampleCaseRow,
+  check: { margin: number } | { delta: number } = { margin: SAMPLE_MARGIN },
+): OpCase {
+  return {
+    name: `sample(${name},M=${m},V=${v})`,
+    op: "sample",
+    build(env) {
+      const xv = new Float64Array(m * v);
+      for (let i = 0; i < m; ++i) xv.set(logits(env.rng, i), i * v);
+      const lg = env.floats("f32", [m, v], xv);
+      const rows: SampleCaseRow[] = [];
+      const refRows: Float64Array[] = [];
+      const want: number[] = [];
+      let L = 0;
+      const listOf = (r: SampleCaseRow, row: Float64Array): number[] => {
+        if (!r.pen) return [];
+        const pad = R.argmaxRef(row, 1, v)[0];
+        const padded = [...r.pen.ids];
+        while (padded.length < L) padded.push(pad);
+        return padded.slice(0, Math.min(Math.max(r.pen.len, 0), L));
+      };
+      // Lists first (L is the longest), then the margins, which depend on the penalized rows.
+      const drawn: SampleCaseRow[] = [];
+      const rowArr = Array.from({ length: m }, (_, i) => rowOf(lg.v, i, v));
+      for (let i = 0; i < m; ++i) {
+        drawn.push(draw(env.rng, i, rowArr[i]));
+        L = Math.max(L, drawn[i].pen?.ids.length ?? 0);
+      }
+      for (let i = 0; i < m; ++i) {
+        const row = rowArr[i];
+        for (let tries = 0; ; ++tries) {
+          if (tries > 1000) throw new Error(`case setup: no sampling parameters with margin for row ${i}`);
+          const r: SampleCaseRow = tries === 0 ? drawn[i] : { ...draw(env.rng, i, row), pen: drawn[i].pen };
+          const p = f32Row(r.p);
+          const pr = r.pen ? R.penalizeRef(row, listOf(r, row), r.pen.penalty) : row;
+          if ("margin" in check) {
+            const pk = R.sampleRef(pr, p);
+            if (pk.uMargin < check.margin || pk.cutMargin < check.margin) continue;
+            want.push(pk.id);
+          }
+          rows.push({ ...r, p });
+          refRows.push(pr);
+          break;
+        }
+      }
+      const anyPen = rows.some((r) => r.pen);
+      const pc = anyPen ? 5 : 4;
+      const pv = new Float32Array(m * pc);
+      rows.forEach((r, i) => pv.set([r.p.temperature, r.p.topP, r.p.minP, r.p.u, ...(anyPen ? [r.pen?.penalty ?? 1] : [])], i * pc));
+      const params = env.track(env.ctx.fromBuffer("f32", [m, pc], pv));
+      const topK = env.ints([m], rows.map((r) => r.p.topK));
+      let penIds: NativeTensor | null = null, penLen: NativeTensor | null = null;
+      if (anyPen) {
+        const ids = new Int32Array(m * Math.max(L, 1));
+        rows.forEach((r, i) => {
+          const pad = R.argmaxRef(rowOf(lg.v, i, v), 1, v)[0];
+          for (let j = 0; j < Math.max(L, 1); ++j) ids[i * Math.max(L, 1) + j] = r.pen && j < r.pen.ids.length ? r.pen.ids[j] : pad;
+        });
+        penIds = env.track(env.ctx.fromBuffer("i32", [m, Math.max(L, 1)], ids));
+        penLen = env.ints([m], rows.map((r) => (r.pen ? r.pen.len : 0)));
+      }
+      const out = env.out("i32", [m]);
+      env.ctx.sample(out, lg.t, params, topK, penIds, penLen);
+      if ("margin" in check) return [{ name: "picks", mode: "exact", got: out.read(), ref: want }];
+      const verify = (got: ArrayLike<number>): string | null => {
+        for (let i = 0; i < m; ++i) {
+          const e = R.samplePickWithin(refRows[i], rows[i].p, got[i], check.delta);
+          if (e) return `row ${i}: ${e}`;
+        }
+        return null;
+      };
+      return [{ name: "picks", mode: "stat", got: out.read(), verify }];
+    },
+  };
+}
+
+const sortedIds = new WeakMap<Float64Array, number[]>();
+/** Ids of a row, largest logit first (the reference's order for a temperature > 0); memoized per row. */
+function topIds(row: Float64Array, n: number): number[] {
+  let ids = sortedIds.get(row);
+  if (!ids) sortedIds.set(row, (ids = Array.from({ length: row.length }, (_, j) => j).sort((a, b) => row[b] - row[a] || a - b)));
+  return ids.slice(0, n);
+}
+
+/** x jittered by up to +-5 % (cut margins depend on the threshold, not on u: a redraw must move it). */
+function jitter(rng: Rng, x: number): number {
+  return x * (1 + 0.1 * (rng.uniform() - 0.5));
+}
+
+/** LLM-like rows: normal(0, 2) logits with 30 tokens lifted by 12..18 (a head holding ~99 % of the mass over a long
+ *  flat tail; with a lift of 6..12 the tail held most of it and no top-p cut kept a margin from its threshold). */
+function peakyLogits(v: number) {
+  return (rng: Rng): Float64Array => {
+    const x = rng.normals(v, 2);
+    for (let j = 0; j < 30; ++j) x[rng.int(v)] += 12 + 6 * rng.uniform();
+    return x;
+  };
+}
+
+/** The settings a server sees at once, one per row in turn (greedy, the usual cuts, a penalty with each). */
+function batchSettings(rng: Rng, i: number, row: Float64Array): SampleCaseRow {
+  const u = rng.uniform();
+  const top = () => topIds(row, 8);
+  const pen = (penalty: number): PenaltyList => {
+    const ids = [...top().slice(0, 3), ...Array.from({ length: 12 }, () => rng.int(row.length))];
+    return { ids, len: ids.length, penalty };
+  };
+  const base = { temperature: 1, topP: 1, minP: 0, u, topK: 0 };
+  switch (i % 9) {
+    case 0: return { p: { ...base, temperature: 0 } };
+    case 1: return { p: { ...base, temperature: 0.8, topP: jitter(rng, 0.8) } };
+    case 2: return { p: { ...base, topK: 40 } };
+    case 3: return { p: { ...base, minP: jitter(rng, 0.05) } };
+    case 4: return { p: { ...base, temperature: 0.7, topP: jitter(rng, 0.9), topK: 50, minP: jitter(rng, 0.02) } };
+    case 5: return { p: base };
+    case 6: return { p: { ...base, temperature: 0.6, topK: 1 } };
+    case 7: return { p: { ...base, temperature: 1.1, topP: jitter(rng, 0.9) }, pen: pen(1.3) };
+    default: return { p: { ...base, temperature: 0 }, pen: pen(1.2) };
+  }
+}
+
+/** Repetition penalty: penalties above and below 1, positive and negative logits, greedy and sampled rows, repeats,
+ *  ids outside [0, V), lengths below 0, shorter than the list (padding ignored) and longer than L (clamped). */
+function penaltySettings(rng: Rng, i: number, row: Float64Array): SampleCaseRow {
+  const v = row.length;
+  const t = topIds(row, v);
+  const u = rng.uniform();
+  const base = { temperature: 1, topP: 1, minP: 0, u, topK: 0 };
+  const some = (n: number) => Array.from({ length: n }, () => rng.int(v));
+  switch (i % 8) {
+    case 0: return { p: { ...base, temperature: 0 }, pen: { ids: [t[0], t[0], -1, 5], len: 4, penalty: 1.5 } };
+    case 1: return { p: { ...base, temperature: 0 }, pen: { ids: [t[3], t[v - 1]], len: 2, penalty: 0.4 } };
+    case 2: return { p: { ...base, temperature: 0.8, topP: jitter(rng, 0.9) }, pen: { ids: [...t.slice(0, 3), ...some(17)], len: 20, penalty: 1.3 } };
+    case 3: return { p: { ...base, topK: 10 }, pen: { ids: [...t.slice(0, 4), ...some(26)], len: 33, penalty: 2 } };
+    case 4: return { p: { ...base, temperature: 0.7, minP: jitter(rng, 0.1) }, pen: { ids: t.slice(0, 5), len: -3, penalty: 1.2 } };
+    case 5: return { p: { ...base, temperature: 1.2 }, pen: { ids: t.slice(0, 5), len: 5, penalty: 1 } };
+    case 6: return { p: { ...base, temperature: 0.9, topK: 5 }, pen: { ids: [v, v + 5, -7, t[0]], len: 4, penalty: 1.8 } };
+    default: return { p: { ...base, topP: jitter(rng, 0.7) }, pen: { ids: [t[v - 1], t[v - 2], t[0], t[1]], len: 3, penalty: 1.25 } };
+  }
+}
+
+/** NaN, +Inf and -Inf logits: the CPU's sum is NaN (NaN or +Inf present, or no logit above -Inf) and its loops pick
+ *  (min_p > 0 ? 1 : top-k or V) - 1; greedy ignores NaN unless it is at index 0. */
+function nanLogits(v: number) {
+  return (rng: Rng, i: number): Float64Array => {
+    const x = rng.normals(v, 2);
+    const at = (f: number) => Math.min(v - 1, Math.floor(f * v));
+    switch (i % 10) {
+      case 0: x[at(0.5)] = NaN; break;
+      case 1: x[0] = NaN; break;
+      case 2: x[at(0.7)] = NaN; break;
+      case 3: x[at(0.01)] = NaN; break;
+      case 4: x[at(0.3)] = Infinity; break;
+      case 5: x.fill(-Infinity); break;
+      case 6: for (let j = 0; j < v; j += 2) x[j] = -Infinity; break;
+      case 7: x[at(0.99)] = Infinity; break;
+      case 8: x[at(0.95)] = NaN; x[at(0.2)] = Infinity; break;
+      default: x[at(0.6)] = NaN; x[at(0.1)] = -Infinity; break;
+    }
+    return x;
+  };
+}
+function nanSettings(rng: Rng, i: number): SampleCaseRow {
+  const base = { temperature: 1, topP: 1, minP: 0, u: rng.uniform(), topK: 0 };
+  const s: SampleRow[] = [
+    { ...base, temperature: 0 },
+    { ...base, temperature: 0 },
+    base,
+    { ...base, temperature: 0.8, minP: jitter(rng, 0.1) },
+    { ...base, topK: 50 },
+    { ...base, topP: jitter(rng, 0.9) },
+    { ...base, topK: 20 },
+    { ...base, temperature: 0 },
+    { ...base, topK: 7, topP: 0.5 },
+    { ...base, temperature: 0.5, topK: 3 },
+  ];
+  return { p: s[i % 10] };
+}
+
+/** Flat rows (normal(0, 0.5) logits): kept sets and picks thousands of tokens deep (the CUDA deep path). Row 3 has
+ *  two clusters of 3000 (logits near 0 and near -3), so that a min-p cut between them keeps a margin. */
+function flatLogits(v: number) {
+  return (rng: Rng, i: number): Float64Array => {
+    if (i % 6 !== 3) return rng.normals(v, 0.5);
+    const x = rng.normals(v, 0.1);
+    for (let j = 0; j < v; j += 2) x[j] -= 3;
+    return x;
+  };
+}
+function flatSettings(rng: Rng, i: number, row: Float64Array): SampleCaseRow {
+  const base = { temperature: 1, topP: 1, minP: 0, u: 0.3 + 0.65 * rng.uniform(), topK: 0 };
+  switch (i % 6) {
+    case 0: return { p: base };
+    case 1: return { p: { ...base, topK: 3000 } };
+    case 2: return { p: { ...base, temperature: 0.9, topP: 0.85 + 0.1 * rng.uniform() } };
+    case 3: return { p: { ...base, minP: jitter(rng, 0.15) } };
+    case 4: return { p: { ...base, temperature: 1.1, topK: 2500, topP: jitter(rng, 0.7) } };
+    default: {
+      const ids = Array.from({ length: 100 }, () => rng.int(row.length));
+      return { p: { ...base, topK: 4000 }, pen: { ids, len: 100, penalty: 1.5 } };
+    }
+  }
+}
+
+/** The GLM-4 vocabulary, flat: every pick needs the refinement by key digits; row 3 has one logit value only. */
+function flatBigLogits(v: number) {
+  return (rng: Rng, i: number): Float64Array => (i % 4 === 3 ? new Float64Array(v).fill(0.25) : rng.normals(v, 0.3));
+}
+function flatBigSettings(rng: Rng, i: number): SampleCaseRow {
+  const base = { temperature: 1, topP: 1, minP: 0, u: rng.uniform(), topK: 0 };
+  const s: SampleRow[] = [base, { ...base, topP: 0.9 }, { ...base, topK: 5000, minP: 0.3 }, { ...base, topK: 100000 }];
+  return { p: s[i % 4] };
+}
+
+
 // ------------------------------------------------------------------ cases: convert, fill_random, copy
 
 /** Interesting float32 inputs (as bits): specials, format boundaries, exact ties for bf16 and f16, random bits. */
@@ -1561,6 +1804,7 @@ function buildTable(): OpCase[] {
   for (const m of M_ALL) c.push(swigluCase(m, [96, 97, 64, 50][M_ALL.indexOf(m)]));
   c.push(addCase([17, 96], "none"), addCase([3, 5, 7], "none"), addCase([118, 33], "out=a"), addCase([1, 64], "out=b"), addCase([5, 5], "out=a=b"));
   c.push(argmaxCase(1, 151552), argmaxCase(3, 1000), argmaxCase(118, 37), argmaxCase(5, 300, true), argmaxCase(17, 64));
+  c.push(argmaxCase(5, 151552, true), argmaxCase(64, 32000));
   c.push(
     softmaxCase(1, 151552, 1),
     softmaxCase(3, 1000, 0.7),
@@ -1575,6 +1819,18 @@ function buildTable(): OpCase[] {
     sampleFixedCase(118, 64),
     sampleFixedCase(3, 151552, { peaky: 60 }),
     sampleDistributionCase(4000),
+    // each row its own settings, B = 1, 5, 64 (one cluster of blocks a row on sm_90)
+    sampleRowsCase("batch of settings", 1, 151552, peakyLogits(151552), (rng, i, row) => batchSettings(rng, 1, row)),
+    sampleRowsCase("batch of settings", 5, 151552, peakyLogits(151552), batchSettings),
+    sampleRowsCase("batch of settings", 64, 16384, peakyLogits(16384), batchSettings),
+    // even rows all negative (the penalty multiplies them), odd rows normal(0, 2)
+    sampleRowsCase("repetition penalty", 8, 300, (rng, i) => rng.normals(300, 2, i % 2 ? 0 : -25), penaltySettings),
+    sampleRowsCase("repetition penalty", 3, 151552, peakyLogits(151552), (rng, i, row) => penaltySettings(rng, [0, 2, 7][i], row)),
+    sampleRowsCase("NaN and Inf rows", 10, 1000, nanLogits(1000), nanSettings),
+    sampleRowsCase("NaN and Inf rows", 10, 151552, nanLogits(151552), nanSettings),
+    sampleRowsCase("flat rows, deep picks", 6, 6000, flatLogits(6000), flatSettings, { margin: SAMPLE_MARGIN_DEEP }),
+    // Each element of these rows holds ~7e-6 of the mass: no u keeps a margin, so the picks are checked within 1e-5.
+    sampleRowsCase("flat rows, within 1e-5", 4, 151552, flatBigLogits(151552), flatBigSettings, { delta: 1e-5 }),
   );
   for (const from of ["f32", "bf16", "f16"] as const) for (const to of ["f32", "bf16", "f16"] as const) c.push(convertCase(from, to));
   c.push(

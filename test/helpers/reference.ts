@@ -320,6 +320,71 @@ export interface SamplePick {
   cutMargin: number;
 }
 
+/**
+ * The repetition penalty on one row of float32 logits (HF's, in float32 arithmetic like the op): the logit of
+ * every listed id in [0, V) is divided by the penalty when positive, multiplied by it otherwise; repeats count
+ * once (each is recomputed from the original logit).
+ */
+export function penalizeRef(logits: ArrayLike<number>, ids: ArrayLike<number>, penalty: number): Float64Array {
+  const out = Float64Array.from(logits);
+  const p = Math.fround(penalty);
+  for (let i = 0; i < ids.length; ++i) {
+    const id = ids[i];
+    if (id >= 0 && id < out.length) {
+      const v = logits[id];
+      out[id] = Math.fround(v > 0 ? v / p : v * p);
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether `id` is an acceptable pick when the implementation may misjudge any cumulative boundary (the top-p cut,
+ * the min-p floor, the inverse CDF) by up to `delta` in probability: `id` must be kept under the loosest cuts, and
+ * its interval of the inverse CDF must come within delta of u times a kept mass between the tightest and the
+ * loosest cuts'. Returns null when it is, else what is wrong.
+ */
+export function samplePickWithin(logits: ArrayLike<number>, p: SampleParams, id: number, delta: number): string | null {
+  if (!(p.temperature > 0)) {
+    const want = argmaxRef(logits, 1, logits.length)[0];
+    return id === want ? null : `greedy pick ${id}, want ${want}`;
+  }
+  const v = logits.length;
+  let mx = -Infinity;
+  for (let j = 0; j < v; ++j) mx = Math.max(mx, logits[j] / p.temperature);
+  const pr = new Float64Array(v);
+  let sum = 0;
+  for (let j = 0; j < v; ++j) sum += pr[j] = Math.exp(logits[j] / p.temperature - mx);
+  for (let j = 0; j < v; ++j) pr[j] /= sum;
+  const order = Array.from({ length: v }, (_, j) => j).sort((a, b) => pr[b] - pr[a] || a - b);
+  const cum = new Float64Array(v);
+  for (let j = 0, c = 0; j < v; ++j) cum[j] = c += pr[order[j]];
+  const keepWith = (slack: number): number => {
+    let keep = p.topK > 0 ? Math.min(v, p.topK) : v;
+    if (p.minP > 0) {
+      const floor = p.minP * pr[order[0]] - slack;
+      let n = 1;
+      while (n < keep && pr[order[n]] >= floor) ++n;
+      keep = n;
+    }
+    if (p.topP > 0 && p.topP < 1) {
+      let n = 0;
+      while (n < keep && !(cum[n] >= p.topP + slack)) ++n;
+      keep = Math.max(Math.min(n + 1, keep), 1);
+    }
+    return keep;
+  };
+  const lo = keepWith(-delta), hi = keepWith(delta);
+  const r = order.indexOf(id);
+  if (r < 0) return `pick ${id} is not a token id`;
+  if (r >= hi) return `pick ${id} has rank ${r}, beyond the ${hi} tokens kept even with the cuts loosened by ${delta}`;
+  const before = r > 0 ? cum[r - 1] : 0, after = cum[r];
+  const tLo = p.u * cum[lo - 1] - delta, tHi = p.u * cum[hi - 1] + delta;
+  if (after < tLo || before > tHi)
+    return `pick ${id} (rank ${r}) covers [${before}, ${after}) of the CDF, u * kept mass is in [${tLo + delta}, ${tHi - delta}]`;
+  return null;
+}
+
 /** The token picked by u in [0, 1) by inverse CDF over the candidates; temperature <= 0 means argmax. */
 export function sampleRef(logits: ArrayLike<number>, p: SampleParams): SamplePick {
   if (!(p.temperature > 0)) return { id: argmaxRef(logits, 1, logits.length)[0], uMargin: Infinity, cutMargin: Infinity };
