@@ -51,13 +51,19 @@ export interface EngineOptions {
   maxBatch?: number;
 }
 
-/** Per-row sampling parameters: temperature <= 0 is greedy (argmax). u: a uniform in [0, 1). */
+/**
+ * Per-row sampling parameters: temperature <= 0 is greedy (argmax). u: a uniform in [0, 1). repetitionPenalty (1 =
+ * off) applies to penaltyIds on the device, before the rest (HF's: a listed token's logit is divided by it when
+ * positive, multiplied by it otherwise).
+ */
 export interface PickParams {
   temperature: number;
   topK: number;
   topP: number;
   minP: number;
   u: number;
+  repetitionPenalty?: number;
+  penaltyIds?: ArrayLike<number>;
 }
 
 interface SlotState {
@@ -121,7 +127,7 @@ export class Engine {
     this.hOne = ctx.empty("f32", [1, H]);
     this.tokArg = ctx.empty("i32", [maxBatch]);
     this.tokSample = ctx.empty("i32", [maxBatch]);
-    this.params = ctx.empty("f32", [maxBatch, 4]);
+    this.params = ctx.empty("f32", [maxBatch, 5]);
     this.topK = ctx.empty("i32", [maxBatch]);
   }
 
@@ -419,7 +425,9 @@ export class Engine {
     if (n === 0) return [];
     const slots = rows.map((r) => (this.slot(r.slot), r.slot));
     if (n > 1 && new Set(slots).size !== n) throw new RangeError("a slot appears twice in one pick");
-    const greedy = rows.map((r) => !(r.params.temperature > 0));
+    const penalized = rows.map((r) => (r.params.repetitionPenalty ?? 1) !== 1 && (r.params.penaltyIds?.length ?? 0) > 0);
+    // argmax rows: greedy without a penalty (a penalized greedy row is the sample op at temperature 0)
+    const greedy = rows.map((r, i) => !(r.params.temperature > 0) && !penalized[i]);
     const views: NativeTensor[] = [];
     try {
       const L = this.logitsOf(slots, views);
@@ -431,15 +439,30 @@ export class Engine {
       if (!greedy.every(Boolean)) {
         smp = prefix(this.tokSample, n, views);
         const pr = prefix(this.params, n, views), tk = prefix(this.topK, n, views);
-        const pv = new Float32Array(4 * n), kv = new Int32Array(n);
+        const pv = new Float32Array(5 * n), kv = new Int32Array(n);
         rows.forEach((r, i) => {
           const p = r.params;
-          pv.set(greedy[i] ? [0, 1, 0, 0] : [p.temperature, p.topP, p.minP, p.u], 4 * i);
+          pv.set(greedy[i] ? [0, 1, 0, 0, 1] : [p.temperature, p.topP, p.minP, p.u, penalized[i] ? p.repetitionPenalty! : 1], 5 * i);
           kv[i] = greedy[i] ? 0 : p.topK;
         });
         pr.write(pv);
         tk.write(kv);
-        this.ctx.sample(smp, L, pr, tk);
+        let ids: NativeTensor | null = null, lens: NativeTensor | null = null;
+        if (penalized.some(Boolean)) {
+          // The penalized tokens of each row, padded to the longest list (entries past a row's length are ignored).
+          const width = Math.max(...rows.map((r, i) => (penalized[i] ? r.params.penaltyIds!.length : 0)));
+          const iv = new Int32Array(n * width), lv = new Int32Array(n);
+          rows.forEach((r, i) => {
+            if (!penalized[i]) return;
+            iv.set(r.params.penaltyIds!, i * width);
+            lv[i] = r.params.penaltyIds!.length;
+          });
+          ids = this.ctx.fromBuffer("i32", [n, width], iv);
+          views.push(ids);
+          lens = this.ctx.fromBuffer("i32", [n], lv);
+          views.push(lens);
+        }
+        this.ctx.sample(smp, L, pr, tk, ids, lens);
       }
       await this.ctx.flushAsync();
       const a = arg ? (arg.read() as Int32Array) : null, b = smp ? (smp.read() as Int32Array) : null;

@@ -184,21 +184,25 @@ export class Generation {
   async sample(): Promise<number | null> {
     const r = this.beginSample();
     if (r === null) return null;
-    return this.acceptSample(r === "host" ? this.pickOnHost() : await this.engine.pick(r));
+    return this.acceptSample(await this.engine.pick(r));
   }
 
   /**
    * The first half of sample(), for a caller that picks many sequences' tokens at once (the scheduler): null when
-   * the sequence has ended; "host" when the pick must run on the host (repetition penalty: call pickOnHost());
-   * else the parameters of a device pick (this draws the sampler's uniform). Then call acceptSample(token).
+   * the sequence has ended; else the parameters of a device pick (this draws the sampler's uniform; with a
+   * repetition penalty, the tokens seen so far, prompt included, as in HF). Then call acceptSample(token).
    */
-  beginSample(): PickParams | "host" | null {
+  beginSample(): PickParams | null {
     if (this.done) return null;
     const o = this.o;
     if (this.tokens.length >= o.maxNewTokens) return this.finish("length");
     if (o.signal?.aborted) return this.finish("abort");
-    if (o.repetitionPenalty !== 1) return "host";
-    return { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: this.random() };
+    const p: PickParams = { temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, u: this.random() };
+    if (o.repetitionPenalty !== 1) {
+      p.repetitionPenalty = o.repetitionPenalty;
+      p.penaltyIds = Int32Array.from(this.seen);
+    }
+    return p;
   }
 
   /** The second half of sample(): takes the picked token; returns it to feed next, or null when the sequence ended. */
@@ -272,14 +276,6 @@ export class Generation {
       if (piece) this.cb.onText?.(piece);
       this.cb.onChunk?.({ text: piece, tokens: this.pending.splice(0) });
     }
-  }
-
-  /** Sampling with a repetition penalty: the logits come to the host (CTRL-style penalty, as in HF). */
-  pickOnHost(): number {
-    const o = this.o;
-    const logits = this.engine.readLogits();
-    for (const id of this.seen) logits[id] = logits[id] > 0 ? logits[id] / o.repetitionPenalty : logits[id] * o.repetitionPenalty;
-    return sampleHost(logits, { ...o, u: this.random() });
   }
 }
 

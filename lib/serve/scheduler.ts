@@ -8,8 +8,8 @@
  *
  *   1. admit: free slots take waiting requests and prefill them (a slot whose cache shares the longest prefix
  *      with the prompt is preferred: only the rest is prefilled);
- *   2. sample: every active sequence's next token is picked from its logits, all in one device pick (rows
- *      with a repetition penalty pick on the host); a sequence ends on a stop, a limit, or an aborted signal,
+ *   2. sample: every active sequence's next token is picked from its logits, all in one device pick (each row
+ *      with its own settings, repetition penalty included); a sequence ends on a stop, a limit, or an aborted signal,
  *      which frees its slot at once;
  *   3. feed: ONE batched decode step for every sequence that goes on (the weights are read once for all of
  *      them; at most 8 rows a replay, see kStepRows).
@@ -191,13 +191,11 @@ export class Scheduler {
     if (!batch) return;
     // 2. sample: one device pick for every sequence that picks on the device
     const device: { slot: number; params: PickParams }[] = [];
-    const host: number[] = [];
     this.slots.forEach((seq, slot) => {
       if (!seq) return;
       try {
         const r = seq.gen.beginSample();
         if (r === null) this.end(slot);
-        else if (r === "host") host.push(slot);
         else device.push({ slot, params: r });
       } catch (e) {
         this.fail(slot, e);
@@ -210,13 +208,6 @@ export class Scheduler {
         device.forEach((d, i) => picked.set(d.slot, toks[i]));
       } catch (e) {
         for (const d of device) this.fail(d.slot, e);
-      }
-    }
-    for (const slot of host) {
-      try {
-        picked.set(slot, this.slots[slot]!.gen.pickOnHost());
-      } catch (e) {
-        this.fail(slot, e);
       }
     }
     const feeding: { slot: number; token: number }[] = [];
