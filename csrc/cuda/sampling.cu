@@ -19,9 +19,9 @@
 //  2. each block histograms its slice by a = logit/t - max/t (log of the unnormalized probability e): 512 bins
 //     of 1/16 nat, count and mass (e from an f32 exponential, in 2^-42 fixed point: integer sums are exact and
 //     order-independent, so the result does not depend on which block or warp adds first).
-//  3. the leader merges the bins and bounds the bins that can hold the kept set and the pick (top-k: count;
-//     min-p: a >= log(min_p); top-p and the pick: mass, with a 1e-5 margin). When they hold at most kCap = 2048
-//     elements (the usual case), those candidates are gathered into the leader, sorted by key, their f64
+//  3. the leader merges the bins and bounds the bins that must hold the kept set (top-k: count; min-p:
+//     a >= log(min_p); top-p: mass with a 1e-5 margin), or without any cut the pick (mass). When they hold at most
+//     kCap = 2048 elements (the usual case), those candidates are gathered into the leader, sorted by key, their f64
 //     probabilities computed with the CPU's expression (the sum: f64 for the candidates, the fixed-point bins
 //     for the rest), and the CPU's cuts and pick are evaluated on their prefix sums (a block scan).
 //  4. otherwise (flat distributions with a large kept set or a deep pick: the "deep" path) each cut and the pick
@@ -657,7 +657,7 @@ struct ClusterCtl {
   unsigned long long kmin, kmax;
   unsigned minp_count;
   // the leader's decisions
-  int mode, blim, ncand, keep, jm, jp, pick;
+  int mode, blim, bm, ncand, keep, jm, jp, pick;
   double S, s_rest, target;
   // cluster_select state and result
   int found, bin, hbit;
@@ -1103,16 +1103,20 @@ __global__ void __launch_bounds__(kRowThreads, 1)
       tm = warp_sum_u64(tm);
       const double S = static_cast<double>(tm) * kMassUnit;
       constexpr double kSafe = 1.0 + 1e-5;  // the bins' masses are within ~1e-6 of the CPU's
-      int blim = kBins - 1;
+      // With a cut, the kept set (whose mass the pick renormalizes by) must lie among the candidates: the cuts'
+      // bounds. Without one, the kept set is the row (mass 1) and the candidates need only reach the pick.
+      int blim = kBins - 1, bm = kBins;
       if (keep0 < V) blim = min(blim, warp_cross(sm.mcnt, sm.mmass, kBins, false, static_cast<double>(keep0), false, false).bin);
       if (use_minp) {  // kept: a >= log(min_p), i.e. bin <= -log(min_p) * 16 (one more bin for rounding)
         const double xb = -log(static_cast<double>(min_p)) * kBinsPerNat;
-        blim = min(blim, !(xb > 0.0) ? 1 : xb < kBins - 2 ? static_cast<int>(xb) + 1 : kBins - 1);
+        bm = !(xb > 0.0) ? 1 : xb < kBins - 2 ? static_cast<int>(xb) + 1 : kBins - 1;
+        blim = min(blim, bm);
       }
       if (use_topp)
         blim = min(blim, warp_cross(sm.mcnt, sm.mmass, kBins, true, static_cast<double>(top_p) * kSafe * S, false, false).bin);
-      // the pick: the first element whose running mass exceeds u * (kept mass) <= u * S
-      blim = min(blim, warp_cross(sm.mcnt, sm.mmass, kBins, true, static_cast<double>(u) * kSafe * S, false, false).bin);
+      // no cut: the first element whose running mass exceeds u * (kept mass = S)
+      if (keep0 == V && !use_minp && !use_topp)
+        blim = min(blim, warp_cross(sm.mcnt, sm.mmass, kBins, true, static_cast<double>(u) * kSafe * S, false, false).bin);
       unsigned long long nc = 0, rest = 0;
       for (int b = tid; b < kBins; b += 32) {
         if (b <= blim) nc += sm.mcnt[b];
@@ -1123,6 +1127,7 @@ __global__ void __launch_bounds__(kRowThreads, 1)
       if (tid == 0) {
         sm.ctl.mode = nc <= static_cast<unsigned long long>(kCap) ? kModeFast : kModeDeep;
         sm.ctl.blim = blim;
+        sm.ctl.bm = bm;
         sm.ctl.S = S;
         sm.ctl.s_rest = static_cast<double>(rest) * kMassUnit;
         sm.ctl.ncand = 0;
@@ -1180,6 +1185,9 @@ __global__ void __launch_bounds__(kRowThreads, 1)
         // The CPU's loop stops at the first of: top-k (keep = j), an element below the min-p floor (keep = j),
         // the running mass reaching top-p (keep = j + 1).
         long long keep = keep0;
+        // Every candidate passes min-p and the min-p bound ended them: the next element (1/16 nat or more past
+        // the floor) fails, so the min-p cut is right after the candidates.
+        if (use_minp && sm.ctl.jm == INT_MAX && sm.ctl.blim == sm.ctl.bm && c < V) sm.ctl.jm = c;
         if (sm.ctl.jm != INT_MAX) keep = min(keep, static_cast<long long>(sm.ctl.jm));
         if (sm.ctl.jp != INT_MAX) keep = min(keep, static_cast<long long>(sm.ctl.jp) + 1);
         double mass = 0.0;
