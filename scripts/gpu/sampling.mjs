@@ -17,8 +17,10 @@ const N = require(path.resolve("build/Release/glm4_native.node"));
 const OUT = process.env.OUT || "/tmp/sampling-out";
 fs.mkdirSync(OUT, { recursive: true });
 
-const V = 151552;
-const BS = [1, 8, 64];
+// SAMPLING_DRY=1: the same script on the CPU backend at V = 4096 (checks the script itself, here).
+const DRY = process.env.SAMPLING_DRY === "1";
+const V = DRY ? 4096 : 151552;
+const BS = DRY ? [1, 8] : [1, 8, 64];
 const VARIANTS = ["auto", "single", "4", "8"];
 const t0 = Date.now();
 const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1);
@@ -62,7 +64,7 @@ const SETTINGS = [
   { name: "flat logits, top-p 0.9", t: 1, topP: 0.9, flat: true },
 ];
 
-const gpu = new N.Context("cuda");
+const gpu = new N.Context(DRY ? "cpu" : "cuda");
 const cpu = new N.Context("cpu", 16);
 const rnd = mulberry32(12345);
 const rowsPeaked = peaked(rnd, 64), rowsFlat = flat(rnd, 64);
@@ -200,7 +202,7 @@ result.validationFailures = failures;
 
 // ---------------------------------------------------------------- 2. copy bandwidth
 {
-  const n = 128 << 20; // 512 MB of f32
+  const n = DRY ? 1 << 20 : 128 << 20; // 512 MB of f32
   const a = gpu.empty("f32", [n]), b = gpu.empty("f32", [n]);
   gpu.fillRandom(a, 1, 0, 1);
   gpu.flush();
