@@ -33,9 +33,11 @@
 // Rows with NaN or +Inf logits, or only -Inf: the CPU's sum is NaN and its loops then pick index
 // (min_p > 0 ? 1 : top-k or V) - 1; so do the kernels.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
 #include <cooperative_groups.h>
@@ -1251,6 +1253,15 @@ int cluster_blocks(int64_t m, const DevAttrs& dev) {
   return c;
 }
 
+// What the launches need of the current device, queried once per device (a token's pick is not captured in a
+// graph: these queries would run every token). The shared-memory opt-in of both sample kernels is set here once,
+// to the most they may ask for.
+struct SampleDev {
+  DevAttrs attrs;
+  int max_smem = 0;  // opt-in shared memory a block
+};
+SampleDev sample_dev();
+
 int chunk_for(int64_t v, int c) { return static_cast<int>(((v + c - 1) / c + 3) / 4 * 4); }
 
 cudaLaunchAttribute cluster_attr(int c) {
@@ -1262,14 +1273,38 @@ cudaLaunchAttribute cluster_attr(int c) {
   return a;
 }
 
+SampleDev sample_dev() {
+  constexpr int kMaxDevices = 64;
+  static SampleDev cache[kMaxDevices];
+  static std::atomic<bool> ready[kMaxDevices];
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < kMaxDevices && ready[dev].load(std::memory_order_acquire)) return cache[dev];
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  if (dev < kMaxDevices && ready[dev].load(std::memory_order_acquire)) return cache[dev];
+  SampleDev d;
+  d.attrs = current_device_attrs();
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (d.attrs.major >= 9)
+    CUDA_CHECK(cudaFuncSetAttribute(sample_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(std::min<size_t>(cluster_smem_bytes(kChunkMax), d.max_smem))));
+  CUDA_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  d.max_smem - static_cast<int>(sizeof(SampleSmem))));
+  if (dev < kMaxDevices) {
+    cache[dev] = d;
+    ready[dev].store(true, std::memory_order_release);
+  }
+  return d;
+}
+
 }  // namespace
 
 void argmax(Context& c, const Tensor& out, const Tensor& x) {
   const int64_t m = x.dim(0), v = x.dim(1);
   if (m == 0) return;
   GLM4_CHECK(v < (int64_t{1} << 31) && m < (int64_t{1} << 31), GLM4_E_UNSUPPORTED, "argmax: x ", x.describe(), " is too large");
-  const DevAttrs dev = current_device_attrs();
-  const int cb = cluster_blocks(m, dev);
+  const int cb = cluster_blocks(m, sample_dev().attrs);
   if (cb == 1 || m > 65535) {
     argmax_kernel<<<static_cast<unsigned>(m), kThreads, 0, stream_of(c)>>>(out.data<int32_t>(), x.data<float>(),
                                                                           static_cast<int>(v));
@@ -1309,15 +1344,12 @@ void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& p
   const int L = pen ? static_cast<int>(penalty_ids.dim(1)) : 0;
   const int32_t* ids = pen ? penalty_ids.data<int32_t>() : nullptr;
   const int32_t* lens = pen ? penalty_len.data<int32_t>() : nullptr;
-  const DevAttrs dev = current_device_attrs();
-  int max_smem = 0, dev_id = 0;
-  CUDA_CHECK(cudaGetDevice(&dev_id));
-  CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev_id));
-  const int cb = cluster_blocks(m, dev);
+  const SampleDev sd = sample_dev();
+  const int max_smem = sd.max_smem;
+  const int cb = cluster_blocks(m, sd.attrs);
   const int chunk = chunk_for(v, cb);
   if (cb > 1 && m <= 65535 && chunk <= kChunkMax && cluster_smem_bytes(chunk) <= static_cast<size_t>(max_smem)) {
     const size_t smem = cluster_smem_bytes(chunk);
-    CUDA_CHECK(cudaFuncSetAttribute(sample_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(static_cast<unsigned>(cb), static_cast<unsigned>(m));
     cfg.blockDim = dim3(kRowThreads);
@@ -1336,8 +1368,6 @@ void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& p
   GLM4_CHECK(bits + sizeof(SampleSmem) <= static_cast<size_t>(max_smem), GLM4_E_UNSUPPORTED, "sample: a repetition penalty over ",
              v, " logits a row needs ", bits, " bytes of shared memory beside ", sizeof(SampleSmem), "; this GPU has ",
              max_smem);
-  if (bits + sizeof(SampleSmem) > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bits)));
   sample_kernel<<<static_cast<unsigned>(m), kRowThreads, bits, stream_of(c)>>>(
       out.data<int32_t>(), logits.data<float>(), params.data<float>(), pc, top_k.data<int32_t>(), ids, lens, L,
       static_cast<int>(v));
