@@ -761,6 +761,9 @@ __device__ Cross warp_cross(const unsigned* cnt, const unsigned long long* mass,
   return r;
 }
 
+// The cluster helpers exist only where the cluster group does (sm_90+ device passes and the host pass); the
+// kernel below runs them only on sm_90+.
+#if defined(_CG_HAS_CLUSTER_GROUP)
 // One row's view inside the cluster kernel.
 struct ClusterRow {
   cg::cluster_group cl;
@@ -994,6 +997,8 @@ __device__ int cluster_deep(ClusterRow& X, long long keep0, float min_p, float t
   if (!ks.found) ks = cluster_select(X, false, static_cast<double>(keep), false);  // keep == V: the last element
   return key_id(ks.key);
 }
+
+#endif  // _CG_HAS_CLUSTER_GROUP
 
 // One cluster of C blocks per row (blockIdx.y); block `rank` owns the slice [rank * chunk, + chunk).
 __global__ void __launch_bounds__(kRowThreads, 1)
