@@ -30,7 +30,8 @@ export type Glm4ErrorCode =
   | "ERR_GLM4_BAD_QUANTIZATION"
   | "ERR_GLM4_OUTPUT_EXISTS"
   | "ERR_GLM4_ABORTED"
-  | "ERR_GLM4_CONTEXT_FULL";
+  | "ERR_GLM4_CONTEXT_FULL"
+  | "ERR_GLM4_KV_CACHE_FULL";
 
 export class Glm4Error extends Error {
   readonly code: Glm4ErrorCode;

@@ -38,6 +38,22 @@ describe("one engine, several slots (cpu)", () => {
     }
   });
 
+  it("up to 128 rows a step (buckets 1..128, padded rows ignored): 130 sequences equal their solo decode bit for bit", async () => {
+    const V = model.config.vocabSize;
+    const count = 130;
+    const prompts = makePrompts(count, V, [1, 4, 9, 2, 13, 6], 3);
+    const n = Array.from({ length: count }, (_, i) => 2 + (i % 5));
+    const joinAt = Array.from({ length: count }, (_, i) => (i < 100 ? 0 : i - 99)); // widths climb through 100..128
+    const alone = [];
+    for (const [i, p] of prompts.entries()) alone.push(await runAlone(model, p, n[i]));
+    const { traces, widest } = await runBatched(model, 128, prompts, n, joinAt);
+    expect(widest).toBeGreaterThan(64); // the 128 bucket ran
+    for (const [i, t] of traces.entries()) {
+      expect(t.tokens, `sequence ${i} tokens`).toEqual(alone[i].tokens);
+      expect(t.logits, `sequence ${i} logits`).toEqual(alone[i].logits);
+    }
+  });
+
   it("checks its arguments", async () => {
     const b = model.runtime.newEngine({ maxBatch: 2, maxContext: 16 });
     try {
@@ -56,7 +72,7 @@ describe("one engine, several slots (cpu)", () => {
 });
 
 describe("one engine for one sequence and for a batch", () => {
-  it("a one-slot engine's step is the single-sequence step: fused QKV launch, positions as rows; B = 2 reads q, k, v apart", async () => {
+  it("a one-slot engine's step is the single-sequence step: fused QKV launch; B = 2 reads q, k, v apart", async () => {
     const rt = model.runtime;
     const L = model.config.numLayers;
     const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
@@ -73,12 +89,10 @@ describe("one engine for one sequence and for a batch", () => {
       });
     const count = (ops: string[], op: string) => ops.filter((o) => o === op).length;
     expect(rt.engine.maxBatch).toBe(1);
-    expect(rt.engine.kv.addressed).toBe(false); // nothing but x and the position is written a token
     const one = await opsOf(rt.engine, [rt.solo.slot]);
     expect(count(one, "matmul_int4")).toBe(4 * L + 1); // qkv, attn_out, gate_up, down a layer; the output layer
     const e = rt.newEngine({ maxBatch: 2 });
     try {
-      expect(e.kv.addressed).toBe(true);
       const slots = [e.admit(), e.admit()];
       const two = await opsOf(e, slots);
       expect(count(two, "matmul_int4")).toBe(6 * L + 1); // q, k, v as three row views for two rows
@@ -89,35 +103,37 @@ describe("one engine for one sequence and for a batch", () => {
     }
   });
 
-  it("KV addressing: row = slot * S' + position (S' = maxContext in whole blocks), a block table over the slots; maxContext is checked in one function", () => {
+  it("KV addressing: row = table[slot][pos / block] * block + pos % block, blocks handed out as sequences grow; maxContext is checked in one function", () => {
     const ctx = model.runtime.ctx;
-    const kv = new KvCache(ctx, model.config, 3, 16, "f32");
+    const kv = new KvCache(ctx, model.config, 3, 100, "f32");
     try {
-      expect(kv.stride).toBe(KV_BLOCK);
-      expect(kv.blockSize).toBe(KV_BLOCK);
-      expect([kv.row(0, 5), kv.row(2, 5)]).toEqual([5, 2 * KV_BLOCK + 5]);
-      expect(kv.k[0].shape).toEqual([3 * KV_BLOCK, model.config.numKvHeads, model.config.headDim]);
-      // A step of several slots: the whole table and each token's slot.
-      const a = kv.newAddress(ctx, 2)!;
-      kv.writeAddress(a, [{ slot: 2, pos: 3 }, { slot: 0, pos: 15 }]);
-      expect(Array.from(a.rows.read())).toEqual([2 * KV_BLOCK + 3, 15]);
-      expect(Array.from(a.seq!.read())).toEqual([2, 0]);
-      expect(a.table.shape).toEqual([3, 1]);
-      expect(Array.from(a.table.read())).toEqual([0, 1, 2]);
+      expect(kv.width).toBe(2);
+      expect(kv.stats()).toMatchObject({ blocks: 3 * 2 + 1, inUse: 1, blockSize: KV_BLOCK }); // the pad block
+      expect(kv.k[0].shape).toEqual([7 * KV_BLOCK, model.config.numKvHeads, model.config.headDim]);
+      kv.reserve([{ slot: 2, len: 0, to: 70 }]); // two blocks: 1, 2
+      kv.reserve([{ slot: 0, len: 0, to: 16 }]); // one block: 3
+      expect([kv.blocksOf(2), kv.blocksOf(0)]).toEqual([[1, 2], [3]]);
+      kv.sync();
+      // A step of several slots: the whole table and each token's table row (padSlot: the pad row).
+      const a = kv.newAddress(ctx, 3);
+      kv.writeAddress(a, [{ slot: 2, pos: 66 }, { slot: 0, pos: 15 }, { slot: kv.padSlot, pos: 0 }]);
+      expect(Array.from(a.rows.read())).toEqual([2 * KV_BLOCK + 2, 3 * KV_BLOCK + 15, 0]);
+      expect(Array.from(a.seq!.read())).toEqual([2, 0, 3]);
+      expect(a.table.shape).toEqual([4, 2]);
+      expect(Array.from(a.table.read())).toEqual([3, 0, 0, 0, 1, 2, 0, 0]);
       a.dispose();
       // A chunk of one slot: that slot's table row, no sequence ids.
-      const c = kv.newAddress(ctx, 2, 1)!;
-      kv.writeAddress(c, [{ slot: 1, pos: 0 }, { slot: 1, pos: 1 }]);
+      const c = kv.newAddress(ctx, 2, 2);
+      kv.writeAddress(c, [{ slot: 2, pos: 0 }, { slot: 2, pos: 1 }]);
       expect(Array.from(c.rows.read())).toEqual([KV_BLOCK, KV_BLOCK + 1]);
       expect(c.seq).toBeNull();
-      expect(Array.from(c.table.read())).toEqual([1]);
+      expect(Array.from(c.table.read())).toEqual([1, 2]);
       c.dispose();
+      kv.free(2);
+      expect(kv.stats()).toMatchObject({ inUse: 2, available: 5 });
     } finally {
       kv.dispose();
     }
-    const solo = new KvCache(ctx, model.config, 1, 8, "f32");
-    expect(solo.newAddress(ctx, 4)).toBeNull();
-    solo.dispose();
     expect(() => checkMaxContext(0, 64)).toThrow(RangeError);
     expect(() => checkMaxContext(65, 64)).toThrow(/maxContext must be an integer in \[1, 64\], got 65/);
     expect(() => checkMaxContext(2.5, 64)).toThrow(RangeError);

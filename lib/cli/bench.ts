@@ -252,7 +252,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
  */
 async function batchedDecode(model: Glm4Model, batches: number[], newTokens: number, runs: number, log: (s: string) => void): Promise<NonNullable<BenchResult["batched"]>> {
   const context = 128;
-  for (const b of batches) if (!Number.isInteger(b) || b < 1 || b > 64) throw new RangeError(`--batch: ${b} is not an integer in [1, 64]`);
+  for (const b of batches) if (!Number.isInteger(b) || b < 1 || b > 128) throw new RangeError(`--batch: ${b} is not an integer in [1, 128]`);
   const be = model.runtime.newEngine({ maxBatch: Math.max(...batches), maxContext: context + newTokens + 16 });
   const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
   const out: NonNullable<BenchResult["batched"]> = [];

@@ -12,16 +12,21 @@
  *   e.release(s);
  * or, for one sequence, a Sequence view of its slot (lib/engine/sequence.ts): `new Sequence(e, s)`.
  *
- * A decode step for B slots is captured once per B (a Plan: on CUDA one graph launch; B = 1 records the fused
- * one-token QKV launch) and replayed: the host writes x [B, H] (embedding rows gathered on the host: the table
- * stays in host memory), the positions [B] (rotary angles) and, where slots share the cache, the cache rows and
- * first rows of the slots (lib/engine/kv-cache.ts). `step` only records the replay: the next pick() runs the
- * step and the token choice in one flush (one trip through the worker thread a token). Steps of more than
- * kStepRows sequences run as several replays of at most kStepRows rows.
+ * The KV cache is paged (lib/engine/kv-cache.ts): a slot holds blocks for the tokens it has, full blocks of a prompt
+ * head are shared between slots (reusePrefix), and a prefill or step that needs blocks the pool lacks throws
+ * ERR_GLM4_KV_CACHE_FULL before anything is recorded (the scheduler preempts then).
+ *
+ * A decode step of B slots runs as a step captured once per bucket of rows (STEP_BUCKETS: 1, 2, 4, ..., 128; a
+ * Plan: on CUDA one graph launch; bucket 1 records the fused one-token QKV launch) and replayed: the host writes
+ * x [bucket, H] (embedding rows gathered on the host: the table stays in host memory), the positions, the cache
+ * rows and each row's block-table row; rows past B are a dummy sequence (token 0 at position 0 in the pad block,
+ * its output ignored). `step` only records the replay: the next pick() runs the step and the token choice in one
+ * flush (one trip through the worker thread a token). Steps of more than 128 sequences run as several replays.
  *
  * Per-row results of a batch equal those of the same sequence alone bit for bit where the ops' per-row
- * arithmetic does not depend on the number of rows: always on the CPU backend; on CUDA for M <= 8 (see
- * kStepRows) and with the same prefill chunking (every prefill runs the same chunks through the same ops).
+ * arithmetic does not depend on the number of rows: always on the CPU backend; on CUDA for buckets up to 8 (the
+ * GEMVs, see kGemvRows) and with the same prefill chunking. Past 8 rows the INT4 linears run the tensor-core GEMM
+ * (x rounded to bf16): logits then agree with the solo decode within the engine's tolerance, not bit for bit.
  * Not safe for concurrent use: callers serialize (the runtime's queue does).
  */
 import { Glm4Error, wrapNative } from "../errors.js";
@@ -29,16 +34,25 @@ import type { Glm4Config } from "../checkpoint/config.js";
 import type { DType, NativeContext, NativePlan, NativeTensor } from "./native.js";
 import { Scratch, fusedDecode, recordLayers, recordLinear, recordLogits } from "./forward.js";
 import { KvCache, type KvAddress } from "./kv-cache.js";
+export { KV_BLOCK } from "./kv-cache.js";
 import type { ModelWeights } from "./weights.js";
 
 /**
- * Rows of one replayed decode step. Up to 8 rows the CUDA INT4 GEMV (csrc/cuda/int4.cu) and the dense GEMV
+ * Rows up to which a step runs the GEMVs. Up to 8 rows the CUDA INT4 GEMV (csrc/cuda/int4.cu) and the dense GEMV
  * (matmul.cu) read the weights once for all rows, and each row's arithmetic is the same for every M in 1..8 (a
  * lane owns the same 16-byte chunks in the same order, the chunk sums and the warp reduction do not involve other
- * rows). Past 8 rows matmul switches to the tensor-core GEMM, which rounds x to bf16: results would then differ
- * from a sequence decoded alone, and the GEMM is slower than the GEMV at these sizes (bench/NOTES.md).
+ * rows): batched rows equal solo rows bit for bit. Past 8 rows matmul runs the tensor-core GEMM, which rounds x
+ * to bf16 (csrc/cuda/gemm_int4.cu): the weights are still read once a step, for up to 128 rows.
  */
-export const kStepRows = 8;
+export const kGemvRows = 8;
+
+/** Row counts a decode step is captured for; a step of B rows replays the smallest bucket >= B (padded rows). */
+export const STEP_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128] as const;
+
+/** The captured step a batch of b rows replays. */
+export function stepBucket(b: number): number {
+  return STEP_BUCKETS.find((x) => x >= b) ?? STEP_BUCKETS[STEP_BUCKETS.length - 1];
+}
 
 export interface EngineOptions {
   /** Tokens each slot's KV cache holds. */
@@ -49,6 +63,8 @@ export interface EngineOptions {
   prefillChunk: number;
   /** Sequences that can be in the batch at once (slots; default 1). */
   maxBatch?: number;
+  /** Blocks of the paged KV cache, the pad block included (default: every slot can reach maxContext). */
+  kvBlocks?: number;
 }
 
 /**
@@ -77,7 +93,7 @@ interface SlotState {
 interface StepPlan {
   b: number;
   scratch: Scratch;
-  addr: KvAddress | null;
+  addr: KvAddress;
   hLast: NativeTensor; // f32 [b, H]
   logits: NativeTensor; // f32 [b, V]
   plan: NativePlan;
@@ -119,7 +135,7 @@ export class Engine {
   ) {
     const maxBatch = opts.maxBatch ?? 1;
     if (!Number.isInteger(opts.prefillChunk) || opts.prefillChunk < 1) throw new RangeError(`prefillChunk must be a positive integer, got ${String(opts.prefillChunk)}`);
-    this.kv = new KvCache(ctx, cfg, maxBatch, opts.maxContext, opts.kvDtype);
+    this.kv = new KvCache(ctx, cfg, maxBatch, opts.maxContext, opts.kvDtype, opts.kvBlocks);
     const { vocabSize: V, hiddenSize: H } = cfg;
     this.slots = Array.from({ length: maxBatch }, () => ({ busy: false, length: 0, ids: [] }));
     this.where = Array.from({ length: maxBatch }, () => null);
@@ -158,29 +174,33 @@ export class Engine {
   }
 
   /**
-   * Takes a free slot and returns it (its cache keeps what the previous sequence left, for `reusePrefix`). With a
-   * prompt, the free slot whose cache shares the longest prefix with it is chosen. Throws when none is free.
+   * Takes a free slot (its cache empty) and returns it. A prompt head that other sequences computed comes back
+   * through reusePrefix. Throws when none is free.
    */
-  admit(prompt: readonly number[] = []): number {
+  admit(): number {
     this.live();
-    let best = -1, bestLen = -1;
-    this.slots.forEach((s, i) => {
-      if (s.busy) return;
-      const have = s.ids.length === s.length ? s.ids : [];
-      let n = 0;
-      while (n < have.length && n < prompt.length && have[n] === prompt[n]) n++;
-      if (n > bestLen) (best = i), (bestLen = n);
-    });
-    if (best < 0) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `all ${this.slots.length} slots of the batch are in use; release one first`);
-    this.slots[best].busy = true;
-    return best;
+    const i = this.slots.findIndex((s) => !s.busy);
+    if (i < 0) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `all ${this.slots.length} slots of the batch are in use; release one first`);
+    this.slots[i].busy = true;
+    return i;
   }
 
-  /** Frees a slot (its cache contents stay for a later prefix reuse). */
+  /** Frees a slot and its KV blocks at once (full prompt blocks stay cached for a later prefix match). */
   release(slot: number): void {
     const s = this.slot(slot);
+    this.reset(slot);
     s.busy = false;
-    this.where[slot] = null;
+  }
+
+  /** Blocks of the KV-cache pool: all, held by sequences, cached prompt heads, allocatable. */
+  kvStats(): ReturnType<KvCache["stats"]> {
+    return this.kv.stats();
+  }
+
+  /** New KV blocks that `n` more tokens of `slot` need (0 when its blocks have room). */
+  blocksFor(slot: number, n: number): number {
+    const len = this.slot(slot).length;
+    return this.kv.need(slot, len, len + n);
   }
 
   /** The tokens a slot's cache holds (empty when `length` no longer matches them). */
@@ -194,29 +214,32 @@ export class Engine {
     return this.slot(slot, false).length;
   }
 
-  /** Empties a slot's cache. */
+  /** Empties a slot's cache (its blocks go back to the pool). */
   reset(slot: number): void {
     const s = this.slot(slot);
     s.length = 0;
     s.ids = [];
     this.where[slot] = null;
+    this.kv.free(slot);
   }
 
   /**
-   * Keeps the first n tokens of a slot's cache and drops the rest: attention reads rows up to the position only,
-   * so the rows past n are simply overwritten by the next prefill or step.
+   * Keeps the first n tokens of a slot's cache and drops the rest (whole blocks past them go back to the pool; a
+   * shared block that the next write lands in is copied first).
    */
   truncate(slot: number, n: number): void {
     const s = this.slot(slot);
     if (!Number.isInteger(n) || n < 0 || n > s.length) throw new RangeError(`truncate(${n}): slot ${slot} holds ${s.length} tokens`);
     s.length = n;
     s.ids.length = Math.min(s.ids.length, n);
+    this.kv.truncate(slot, n);
   }
 
   /**
-   * Keeps the longest prefix of the slot's cache that `prompt` starts with, at most prompt.length - 1 tokens (the
-   * last token of the prompt is always fed again: its logits are what the next pick reads). Returns how many
-   * tokens were kept; the caller prefills prompt.slice(kept).
+   * Keeps the longest prefix of the slot's cache that `prompt` starts with, then takes the full blocks of the
+   * prompt's head that other sequences computed (shared by reference), at most prompt.length - 1 tokens in all (the
+   * last token of the prompt is always fed again: its logits are what the next pick reads). Returns how many tokens
+   * the cache holds now; the caller prefills prompt.slice(kept).
    */
   reusePrefix(slot: number, prompt: readonly number[]): number {
     const have = this.cachedTokens(slot);
@@ -225,7 +248,14 @@ export class Engine {
     while (n < limit && have[n] === prompt[n]) n++;
     if (n === 0) this.reset(slot);
     else this.truncate(slot, n);
-    return n;
+    const st = this.slots[slot];
+    const m = this.kv.attachPrefix(slot, prompt, n);
+    if (m > n) {
+      st.length = m;
+      st.ids = prompt.slice(0, m);
+      this.where[slot] = null;
+    }
+    return m;
   }
 
   private checkIds(ids: readonly number[]): void {
@@ -256,6 +286,8 @@ export class Engine {
     if (ids.length === 0) throw new RangeError("prefill needs at least one token");
     this.checkIds(ids);
     this.checkRoom(slot, ids.length);
+    // Every block the prompt needs, before anything is recorded: a full pool refuses here, unchanged.
+    this.kv.reserve([{ slot, len: st.length, to: st.length + ids.length }]);
     const { ctx, cfg, w } = this;
     const chunkLen = this.opts.prefillChunk;
     let all: NativeTensor | null = null;
@@ -275,9 +307,10 @@ export class Engine {
         let addr: KvAddress | null = null;
         try {
           addr = this.kv.newAddress(ctx, T, slot);
+          this.kv.sync();
           s.x.write(w.embed.gather(chunk));
           s.pos.write(Int32Array.from(chunk, (_, j) => st.length + j));
-          if (addr) this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
+          this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
           recordLayers(ctx, cfg, w, s, this.kv, addr);
           if (all) {
             const dst = all.slice0(first, first + T);
@@ -299,6 +332,7 @@ export class Engine {
         }
         st.length += T;
         st.ids.push(...chunk);
+        this.kv.filled(slot, st.ids, st.length);
         this.where[slot] = { t: this.slotLogits, row: slot };
       }
     } catch (e) {
@@ -331,7 +365,7 @@ export class Engine {
     } catch (e) {
       ctx.endCapture().dispose();
       scratch.dispose();
-      addr?.dispose();
+      addr.dispose();
       for (const t of [hLast, logits]) t.dispose();
       throw e;
     }
@@ -352,7 +386,9 @@ export class Engine {
 
   /**
    * One decode step for every entry (distinct admitted slots): entry i's token goes to its slot's next position.
-   * Recorded, not run: the next pick() (or readLogits, or a flush) runs it. At most kStepRows rows a replay.
+   * Recorded, not run: the next pick() (or readLogits, or a flush) runs it. One replay of the smallest bucket that
+   * holds the entries (at most 128 rows a replay). The blocks of all entries are reserved first: a full pool throws
+   * ERR_GLM4_KV_CACHE_FULL with nothing changed.
    */
   async step(entries: readonly { slot: number; token: number }[]): Promise<void> {
     this.live();
@@ -369,10 +405,13 @@ export class Engine {
       this.checkRoom(e.slot, 1);
     }
     this.checkIds(entries.map((e) => e.token));
+    this.kv.reserve(entries.map((e) => ({ slot: e.slot, len: this.slots[e.slot].length, to: this.slots[e.slot].length + 1 })));
+    const most = STEP_BUCKETS[STEP_BUCKETS.length - 1];
     try {
-      for (let g = 0; g < entries.length; g += kStepRows) {
-        const group = entries.length <= kStepRows ? entries : entries.slice(g, g + kStepRows);
-        const p = await this.ensurePlan(group.length);
+      for (let g = 0; g < entries.length; g += most) {
+        const group = entries.length <= most ? entries : entries.slice(g, g + most);
+        const p = await this.ensurePlan(stepBucket(group.length));
+        const pad = p.b - group.length;
         // Slots whose logits still sit in this plan's buffer and are not stepped now: move them out first.
         if (this.slots.length > 1) {
           const inGroup = new Set(group.map((e) => e.slot));
@@ -383,14 +422,18 @@ export class Engine {
             }
           });
         }
-        p.scratch.x.write(this.w.embed.gather(group.map((e) => e.token)));
-        p.scratch.pos.write(Int32Array.from(group, (e) => this.slots[e.slot].length));
-        if (p.addr) this.kv.writeAddress(p.addr, group.map((e) => ({ slot: e.slot, pos: this.slots[e.slot].length })));
+        // Rows past the group: the dummy sequence (token 0 at position 0 of the pad block).
+        const at = [...group.map((e) => ({ slot: e.slot, pos: this.slots[e.slot].length })), ...Array.from({ length: pad }, () => ({ slot: this.kv.padSlot, pos: 0 }))];
+        p.scratch.x.write(this.w.embed.gather([...group.map((e) => e.token), ...new Array<number>(pad).fill(0)]));
+        p.scratch.pos.write(Int32Array.from(at, (e) => e.pos));
+        this.kv.sync();
+        this.kv.writeAddress(p.addr, at);
         this.ctx.replay(p.plan);
         group.forEach((e, i) => {
           const st = this.slots[e.slot];
           st.length += 1;
           st.ids.push(e.token);
+          this.kv.filled(e.slot, st.ids, st.length);
           this.where[e.slot] = { t: p.logits, row: i };
         });
       }
@@ -487,10 +530,10 @@ export class Engine {
     }
   }
 
-  /** The captured step for b rows (built on first use). For the bench's replay timing and per-op profile. */
+  /** The captured step a batch of b rows replays (built on first use). For the bench's replay timing and profile. */
   async stepPlan(b: number): Promise<NativePlan> {
     this.live();
-    return (await this.ensurePlan(b)).plan;
+    return (await this.ensurePlan(stepBucket(b))).plan;
   }
 
   dispose(): void {
@@ -499,7 +542,7 @@ export class Engine {
     for (const p of this.plans.values()) {
       p.plan.dispose();
       p.scratch.dispose();
-      p.addr?.dispose();
+      p.addr.dispose();
       for (const t of [p.hLast, p.logits]) t.dispose();
     }
     this.plans.clear();

@@ -13,11 +13,24 @@ import type { Glm4Config } from "../checkpoint/config.js";
 import type { Glm4Tokenizer } from "../text/tokenizer.js";
 import type { GenerateOptions, GenerateResult, ModelInfo, TextChunk } from "../types.js";
 import type { DType, NativeContext } from "./native.js";
-import { Engine } from "./engine.js";
+import { Engine, STEP_BUCKETS } from "./engine.js";
 import { Sequence } from "./sequence.js";
 import { Generation, checkGenerateOptions, type CheckedGenerateOptions, type SequenceEngine } from "./generation.js";
-import { checkMaxContext } from "./kv-cache.js";
+import { KV_BLOCK, checkMaxContext, kvBlocksFor, type KvPoolOptions } from "./kv-cache.js";
+import { native } from "./native-binary.js";
 import { disposeWeights, type ModelWeights } from "./weights.js";
+
+/**
+ * Device memory an engine needs besides its KV pool, kept out of a pool sized from free memory: the captured steps'
+ * scratch and logits (every bucket up to maxBatch), the slots' logits, a prefill chunk's scratch, and 1 GiB for
+ * the CUDA graphs, workspaces and the allocator's slack.
+ */
+function engineScratchBytes(cfg: Glm4Config, maxBatch: number, prefillChunk: number): number {
+  const perRow = 4 * (3 * cfg.hiddenSize + 2 * (cfg.numHeads + cfg.numKvHeads) * cfg.headDim + 3 * cfg.ffnSize + cfg.vocabSize);
+  let rows = 0;
+  for (const b of STEP_BUCKETS) if (b <= Math.max(1, maxBatch) * 2) rows += b;
+  return perRow * (rows + prefillChunk) + 2 * 4 * cfg.vocabSize * maxBatch + 2 ** 30;
+}
 
 /** Serializes work on one model: calls wait for the previous one (all engines of a model share one context and stream). */
 class WorkQueue {
@@ -75,13 +88,19 @@ export class Runtime {
   }
 
   /**
-   * A new engine on this model's context and weights: `maxBatch` slots (default 1) of `maxContext` tokens each
-   * (default the model's); freed by `releaseEngine` or with the model.
+   * A new engine on this model's context and weights: `maxBatch` slots (default 1), each sequence up to
+   * `maxContext` tokens (default the model's), a paged KV cache sized by `kv` (lib/engine/kv-cache.ts KvPoolOptions:
+   * default, room for every slot at maxContext; gpuMemoryUtilization sizes it from the device's memory now, keeping
+   * room for the engine's scratch); freed by `releaseEngine` or with the model.
    */
-  newEngine(o: { maxBatch?: number; maxContext?: number } = {}): Engine {
+  newEngine(o: { maxBatch?: number; maxContext?: number } & KvPoolOptions = {}): Engine {
     this.check();
     const maxContext = checkMaxContext(o.maxContext ?? this.info.maxContext, this.config.maxPositions);
-    const e = new Engine(this.ctx, this.config, this.weights, { ...this.engineDefaults, maxContext, maxBatch: o.maxBatch ?? 1 });
+    const maxBatch = o.maxBatch ?? 1;
+    const dflt = maxBatch * Math.ceil(maxContext / KV_BLOCK) + 1;
+    const dev = this.info.device.startsWith("cuda") ? native().devices()[Number(this.info.device.slice(5))] : undefined;
+    const kvBlocks = kvBlocksFor(o, this.config, this.engineDefaults.kvDtype, dflt, dev && { totalMemory: dev.totalMemory, freeMemory: dev.freeMemory, reserveBytes: engineScratchBytes(this.config, maxBatch, this.engineDefaults.prefillChunk) });
+    const e = new Engine(this.ctx, this.config, this.weights, { ...this.engineDefaults, maxContext, maxBatch, kvBlocks });
     this.engines.add(e);
     return e;
   }

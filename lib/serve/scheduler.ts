@@ -173,7 +173,7 @@ export class Scheduler {
       let slot = -1;
       try {
         this.batch ??= this.rt.newEngine({ maxBatch: this.slots.length, maxContext: this.maxContext });
-        slot = this.batch.admit(job.req.prompt);
+        slot = this.batch.admit();
         const opts = checkGenerateOptions({ ...job.req.options, signal: job.signal });
         const gen = this.rt.generation(new Sequence(this.batch, slot), job.req.prompt, opts, job.req.onChunk);
         this.slots[slot] = { gen, job };

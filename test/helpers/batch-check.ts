@@ -48,7 +48,7 @@ export async function runBatched(model: Glm4Model, maxBatch: number, prompts: re
       let next = 0, widest = 0;
       for (let tick = 0; next < prompts.length || slotOf.size; tick++) {
         while (next < prompts.length && joinAt[next] <= tick && batch.active < maxBatch) {
-          const slot = batch.admit(prompts[next]);
+          const slot = batch.admit();
           batch.reset(slot); // no prefix reuse: the alone run prefilled everything too
           await batch.prefill(slot, prompts[next]);
           slotOf.set(next++, slot);
