@@ -139,7 +139,8 @@ export class Generation {
   private t2 = 0;
 
   constructor(
-    readonly engine: SequenceEngine,
+    /** The sequence it runs on (a scheduler moves a preempted generation to another slot: `moveTo`). */
+    public engine: SequenceEngine,
     private readonly tokenizer: Glm4Tokenizer | null,
     eosTokenIds: readonly number[],
     readonly prompt: readonly number[],
@@ -175,6 +176,28 @@ export class Generation {
       throw err;
     }
     this.t1 = performance.now();
+  }
+
+  /**
+   * For a caller that feeds the prompt itself in chunks (the scheduler): keeps what the cache holds of `ids` (the
+   * prompt, or after a preemption the prompt and the tokens generated so far; reusePrefix) and returns the ids
+   * still to feed. The first call sets `cachedTokens` and starts the prefill clock; endPrefill() stops it.
+   */
+  startPrefill(ids: readonly number[] = this.prompt): number[] {
+    const first = this.t0 === 0;
+    if (first) this.t0 = performance.now();
+    const kept = this.engine.reusePrefix(ids);
+    if (first) this.cachedTokens = kept;
+    return ids.slice(kept);
+  }
+
+  /** The prompt and the tokens generated so far: what a preempted sequence's cache must hold again to go on. */
+  resumeIds(): number[] {
+    return [...this.prompt, ...this.tokens];
+  }
+
+  endPrefill(): void {
+    if (this.t1 === 0) this.t1 = performance.now();
   }
 
   /**
@@ -270,7 +293,8 @@ export class Generation {
 
   private emit(final: boolean): void {
     const upto = final ? this.text.length : Math.max(this.emitted, this.text.length - this.holdBack);
-    if (upto > this.emitted || (this.pending.length && final)) {
+    // Without a tokenizer (a synthetic model) there is no text: each token is a chunk of its own.
+    if (upto > this.emitted || (this.pending.length && (final || !this.dec))) {
       const piece = this.text.slice(this.emitted, upto);
       this.emitted = upto;
       if (piece) this.cb.onText?.(piece);

@@ -1,43 +1,56 @@
 /**
  * The server's scheduler: many requests, one model.
  *
- * Continuous batching: `maxConcurrent` slots of one Engine (lib/engine/engine.ts: one KV cache per layer
- * shared by the slots). A request waits in a bounded FIFO until a slot is free, is prefilled there, and then
- * advances one token per tick together with the other active sequences. Each tick is one job on the model's
- * queue (so other users of the model interleave between ticks):
+ * Continuous batching over one Engine (lib/engine/engine.ts) of `maxConcurrent` slots and a paged KV cache (blocks
+ * from one pool, full prompt blocks shared between requests). Requests wait in a bounded FIFO; each tick is one job
+ * on the model's queue (other users of the model interleave between ticks) and does, under a token budget
+ * (`stepTokens`: the tokens one tick feeds through the model):
  *
- *   1. admit: free slots take waiting requests and prefill them (a slot whose cache shares the longest prefix
- *      with the prompt is preferred: only the rest is prefilled);
- *   2. sample: every active sequence's next token is picked from its logits, all in one device pick (each row
- *      with its own settings, repetition penalty included); a sequence ends on a stop, a limit, or an aborted signal,
- *      which frees its slot at once;
- *   3. feed: ONE batched decode step for every sequence that goes on (the weights are read once for all of
- *      them; at most 8 rows a replay, see kStepRows).
+ *   1. admit: waiting requests take free slots in arrival order while the pool has blocks for their prompt (a
+ *      request that does not fit waits, and so do the ones behind it: first come, first served);
+ *   2. sample: every decoding sequence's next token is picked from its logits, all in one device pick (each row
+ *      with its own settings, repetition penalty included); a sequence ends on a stop, a limit, or an aborted
+ *      signal, which frees its slot and blocks at once;
+ *   3. prefill: sequences still taking in their prompt get chunks, in arrival order, of what the budget leaves
+ *      after one token per decoding sequence (at least one block's worth, so that prompts always advance): a long
+ *      prompt is spread over several ticks and never stalls the sequences that are streaming;
+ *   4. decode: ONE batched decode step for every sequence that goes on (the weights are read once for all of them;
+ *      the engine replays the captured step of the smallest bucket of 1..128 rows that holds them).
  *
- * Sequences join (1) and leave (2) between steps. Per-sequence state (sampling, stop strings, seeds) lives in
- * Generation. Each sequence's tokens are those it gets alone (the batch's rows are computed independently:
- * lib/engine/engine.ts says where that holds bit for bit). On the CPU it is as correct, just not faster.
+ * When the pool runs out (a decode step or a prefill chunk needs blocks that are not free), the most recently
+ * admitted sequence is preempted: its blocks go back to the pool (full prompt blocks stay cached), and it waits at
+ * the head of the queue; when resumed it recomputes its prompt and the tokens it had generated (a prefill), and
+ * goes on with the same sampler state, so it gives the same tokens as if never preempted. An aborted request
+ * (a client that went away) is ended by a job queued at once, which frees its blocks before the next tick.
+ *
+ * Each sequence's tokens are those it gets alone (the batch's rows are computed independently: lib/engine/engine.ts
+ * says where that holds bit for bit).
  */
 import { Glm4Error } from "../errors.js";
 import { checkGenerateOptions, type Generation } from "../engine/generation.js";
 import type { Engine, PickParams } from "../engine/engine.js";
 import { Sequence } from "../engine/sequence.js";
-import { checkMaxContext } from "../engine/kv-cache.js";
+import { KV_BLOCK, checkMaxContext, type KvPoolOptions } from "../engine/kv-cache.js";
 import type { Runtime } from "../engine/runtime.js";
 import type { GenerateOptions, GenerateResult, TextChunk } from "../types.js";
 
-export interface SchedulerOptions {
-  /** Sequences generating at once: the slots of the batch, each with its own rows of the KV cache (default 4). */
+export interface SchedulerOptions extends KvPoolOptions {
+  /** Sequences generating at once: the slots of the batch (default 4). */
   maxConcurrent?: number;
   /** Requests that may wait for a slot; one more is refused with QueueFullError (default 64; 0: never wait). */
   maxQueue?: number;
-  /** KV-cache capacity of each slot in tokens (default: the model's maxContext). */
+  /** Longest sequence (prompt and reply) in tokens (default: the model's maxContext). */
   maxContext?: number;
+  /**
+   * Tokens one tick feeds through the model: one per decoding sequence, the rest for prompt chunks (default 512;
+   * prompt chunks get at least KV_BLOCK tokens a tick).
+   */
+  stepTokens?: number;
 }
 
 export interface SequenceRequest {
   prompt: readonly number[];
-  /** Generation options; `signal` aborts (a waiting request leaves the queue, an active one ends at the next tick). */
+  /** Generation options; `signal` aborts (a waiting request leaves the queue, an active one ends at once). */
   options: GenerateOptions;
   onChunk?: (c: TextChunk) => void;
 }
@@ -55,36 +68,54 @@ interface Pending {
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
   signal: AbortSignal;
+  /** Set once admitted; kept across a preemption (the sampler state goes on). */
+  gen: Generation | null;
+  /** Arrival order (FCFS; preemption picks the latest). */
+  order: number;
 }
 
 interface Seq {
-  gen: Generation;
   job: Pending;
+  gen: Generation;
+  slot: number;
+  /** Ids still to feed before decoding (prompt chunks); empty once decoding. */
+  toFeed: number[];
+  /** Decoding: the token to feed in this tick's step (null: its logits are ready to be picked). */
+  next: number | null;
 }
 
 export interface SchedulerStats {
   slots: number;
   active: number;
+  /** Active sequences still taking in their prompt. */
+  prefilling: number;
   waiting: number;
   maxQueue: number;
-  /** Since start: sequences that ended (any reason), of which aborted; requests refused because the queue was full. */
+  /** Since start: sequences that ended (any reason), of which aborted; requests refused because the queue was full; preemptions. */
   completed: number;
   aborted: number;
   rejected: number;
+  preempted: number;
+  /** The KV-cache pool: blocks of `blockSize` tokens, held by sequences (the pad block included), cached prompt heads. */
+  kv: { blocks: number; inUse: number; cached: number; available: number; blockSize: number };
+  /** Tokens one tick feeds at most. */
+  stepTokens: number;
 }
 
 export class Scheduler {
-  /** The sequence in each slot of the batch (null: free). */
-  private readonly slots: (Seq | null)[];
-  private batch: Engine | null = null;
+  /** The sequences in the batch, in admission order. */
+  private readonly running: Seq[] = [];
+  readonly engine: Engine;
   private readonly rt: Runtime;
   private readonly waiting: Pending[] = [];
   private readonly maxQueue: number;
   private readonly maxContext: number;
+  private readonly stepTokens: number;
   private readonly shutdown = new AbortController();
   private loop: Promise<void> | null = null;
   private closed = false;
-  private counts = { completed: 0, aborted: 0, rejected: 0 };
+  private arrivals = 0;
+  private counts = { completed: 0, aborted: 0, rejected: 0, preempted: 0 };
 
   constructor(
     /** The model (a Glm4Model: its runtime runs the batch). */
@@ -96,17 +127,30 @@ export class Scheduler {
     if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1 || maxConcurrent > 1024) throw new RangeError(`maxConcurrent must be an integer in [1, 1024], got ${String(maxConcurrent)}`);
     this.maxQueue = opts.maxQueue ?? 64;
     if (!Number.isInteger(this.maxQueue) || this.maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer, got ${String(opts.maxQueue)}`);
+    this.stepTokens = opts.stepTokens ?? 512;
+    if (!Number.isInteger(this.stepTokens) || this.stepTokens < 1) throw new RangeError(`stepTokens must be a positive integer, got ${String(opts.stepTokens)}`);
     this.maxContext = checkMaxContext(opts.maxContext ?? this.rt.info.maxContext, this.rt.config.maxPositions);
-    this.slots = Array.from({ length: maxConcurrent }, () => null);
+    // The pool is claimed now (sized from free memory when asked), so that /health shows it and a load that
+    // leaves no room fails at start, not at the first request.
+    this.engine = this.rt.newEngine({ maxBatch: maxConcurrent, maxContext: this.maxContext, kvBlocks: opts.kvBlocks, kvCacheBytes: opts.kvCacheBytes, gpuMemoryUtilization: opts.gpuMemoryUtilization });
   }
 
-  /** KV-cache capacity of a slot: the longest prompt plus reply a request can have. */
+  /** The longest prompt plus reply a request can have. */
   get contextSize(): number {
     return this.maxContext;
   }
 
   stats(): SchedulerStats {
-    return { slots: this.slots.length, active: this.slots.filter((s) => s).length, waiting: this.waiting.length, maxQueue: this.maxQueue, ...this.counts };
+    return {
+      slots: this.engine.maxBatch,
+      active: this.running.length,
+      prefilling: this.running.filter((s) => s.toFeed.length).length,
+      waiting: this.waiting.length,
+      maxQueue: this.maxQueue,
+      ...this.counts,
+      kv: this.engine.kvStats(),
+      stepTokens: this.stepTokens,
+    };
   }
 
   /**
@@ -117,24 +161,37 @@ export class Scheduler {
     if (this.closed) throw new Glm4Error("ERR_GLM4_DISPOSED", "the scheduler is closed");
     checkGenerateOptions(req.options); // throws here, before queueing
     if (req.prompt.length === 0) throw new RangeError("the prompt is empty: give at least one token");
-    // Waiting requests first fill the free slots (at the next tick); past those, at most maxQueue wait.
-    const free = this.slots.filter((s) => !s).length;
+    if (req.prompt.length >= this.maxContext) throw new RangeError(`the prompt is ${req.prompt.length} tokens; a sequence holds at most ${this.maxContext}`);
+    // Waiting requests first fill the free slots; past those, at most maxQueue wait.
+    const free = this.engine.maxBatch - this.running.length;
     if (this.waiting.length >= free + this.maxQueue) {
       this.counts.rejected++;
       throw new QueueFullError(this.waiting.length);
     }
     const signal = req.options.signal ? AbortSignal.any([req.options.signal, this.shutdown.signal]) : this.shutdown.signal;
     return new Promise<GenerateResult>((resolve, reject) => {
-      const job: Pending = { req, resolve, reject, signal };
+      const job: Pending = { req, resolve, reject, signal, gen: null, order: this.arrivals++ };
       this.waiting.push(job);
       signal.addEventListener(
         "abort",
         () => {
           const i = this.waiting.indexOf(job);
-          if (i < 0) return; // already admitted: the tick ends it
-          this.waiting.splice(i, 1);
-          this.counts.aborted++;
-          reject(new DOMException("the request was aborted while it waited for a slot", "AbortError"));
+          if (i >= 0) {
+            this.waiting.splice(i, 1);
+            this.counts.aborted++;
+            if (job.gen) {
+              // preempted, then aborted while waiting to resume: it ends with what it generated
+              job.gen.finish("abort");
+              this.counts.completed++;
+              job.resolve(job.gen.result());
+            } else reject(new DOMException("the request was aborted while it waited for a slot", "AbortError"));
+            return;
+          }
+          // Admitted: end it (and free its blocks) in a job of its own, right after the tick in flight.
+          void this.rt.exclusive(async () => {
+            const k = this.running.findIndex((s) => s.job === job);
+            if (k >= 0) this.end(this.running[k], "abort");
+          });
         },
         { once: true },
       );
@@ -142,110 +199,183 @@ export class Scheduler {
     });
   }
 
-  /** Refuses new requests, aborts the waiting and active ones, and frees the slots' KV caches. */
+  /** Refuses new requests, aborts the waiting and active ones, and frees the KV cache. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.shutdown.abort();
     await this.loop;
-    if (this.batch) await this.rt.releaseEngine(this.batch);
-    this.batch = null;
+    await this.rt.releaseEngine(this.engine);
   }
 
   private kick(): void {
     if (this.loop) return;
     this.loop = (async () => {
+      let stalled = false;
       try {
-        while (this.slots.some((s) => s) || (this.waiting.length && this.slots.some((s) => !s))) {
-          await this.rt.exclusive(() => this.tick());
+        while (this.running.length || this.waiting.length) {
+          const progressed = await this.rt.exclusive(() => this.tick());
+          if (!progressed && !this.running.length) {
+            stalled = true; // nothing admitted and nothing running: the next submit kicks again
+            break;
+          }
         }
       } finally {
         this.loop = null;
       }
-      if (this.waiting.length) this.kick(); // arrived while the loop was ending
+      if (!stalled && this.waiting.length) this.kick(); // arrived while the loop was ending
     })();
   }
 
-  private async tick(): Promise<void> {
-    // 1. admit
-    while (this.waiting.length && this.slots.some((s) => !s)) {
-      const job = this.waiting.shift()!;
+  /** Blocks a prompt of n tokens needs (and one more for its first generated token). */
+  private static blocksFor(n: number): number {
+    return Math.ceil((n + 1) / KV_BLOCK);
+  }
+
+  /** One tick; false when it could do nothing at all. */
+  private async tick(): Promise<boolean> {
+    const e = this.engine;
+    let progressed = false;
+    // 1. admit, first come first served
+    while (this.waiting.length && this.running.length < e.maxBatch) {
+      const job = this.waiting[0];
+      const ids = job.gen ? job.gen.resumeIds() : job.req.prompt;
+      const need = Scheduler.blocksFor(ids.length);
+      const kv = e.kvStats();
+      if (need > kv.blocks - 1) {
+        // can never fit, whatever finishes
+        this.waiting.shift();
+        this.counts.completed++;
+        job.reject(new Glm4Error("ERR_GLM4_KV_CACHE_FULL", `the sequence needs ${need} KV blocks of ${KV_BLOCK} tokens but the whole cache has ${kv.blocks - 1}; give the server more KV-cache memory or send a shorter prompt`));
+        continue;
+      }
+      if (need > kv.available) break; // waits for blocks; so does everyone behind it
+      this.waiting.shift();
       let slot = -1;
       try {
-        this.batch ??= this.rt.newEngine({ maxBatch: this.slots.length, maxContext: this.maxContext });
-        slot = this.batch.admit();
-        const opts = checkGenerateOptions({ ...job.req.options, signal: job.signal });
-        const gen = this.rt.generation(new Sequence(this.batch, slot), job.req.prompt, opts, job.req.onChunk);
-        this.slots[slot] = { gen, job };
-        await gen.prefill(true);
-      } catch (e) {
-        if (slot >= 0) {
-          this.slots[slot] = null;
-          this.batch!.release(slot);
-        }
+        slot = e.admit();
+        if (!job.gen) job.gen = this.rt.generation(new Sequence(e, slot), job.req.prompt, checkGenerateOptions({ ...job.req.options, signal: job.signal }), job.req.onChunk);
+        else job.gen.engine = new Sequence(e, slot); // resumed after a preemption: a new slot, the same sampler
+        const toFeed = job.gen.startPrefill(ids);
+        this.running.push({ job, gen: job.gen, slot, toFeed, next: null });
+        progressed = true;
+      } catch (err) {
+        if (slot >= 0) e.release(slot);
         this.counts.completed++;
-        job.reject(e);
+        job.reject(err);
       }
     }
-    const batch = this.batch;
-    if (!batch) return;
-    // 2. sample: one device pick for every sequence that picks on the device
-    const device: { slot: number; params: PickParams }[] = [];
-    this.slots.forEach((seq, slot) => {
-      if (!seq) return;
+    if (!this.running.length) return progressed;
+    progressed = true;
+
+    // 2. sample: one device pick for every decoding sequence whose logits are ready
+    const device: { seq: Seq; params: PickParams }[] = [];
+    for (const seq of [...this.running]) {
+      if (seq.toFeed.length || seq.next !== null) continue;
       try {
         const r = seq.gen.beginSample();
-        if (r === null) this.end(slot);
-        else device.push({ slot, params: r });
-      } catch (e) {
-        this.fail(slot, e);
+        if (r === null) this.end(seq);
+        else device.push({ seq, params: r });
+      } catch (err) {
+        this.fail(seq, err);
       }
-    });
-    const picked = new Map<number, number>();
+    }
     if (device.length) {
+      let toks: number[] = [];
       try {
-        const toks = await batch.pick(device);
-        device.forEach((d, i) => picked.set(d.slot, toks[i]));
-      } catch (e) {
-        for (const d of device) this.fail(d.slot, e);
+        toks = await e.pick(device.map((d) => ({ slot: d.seq.slot, params: d.params })));
+      } catch (err) {
+        for (const d of device) this.fail(d.seq, err);
+      }
+      device.forEach((d, i) => {
+        if (!this.running.includes(d.seq) || toks[i] === undefined) return;
+        try {
+          const t = d.seq.gen.acceptSample(toks[i]);
+          if (t === null) this.end(d.seq);
+          else d.seq.next = t;
+        } catch (err) {
+          this.fail(d.seq, err);
+        }
+      });
+    }
+
+    // 3. prefill chunks under what the budget leaves
+    const decoding = this.running.filter((s) => s.next !== null).length;
+    let budget = Math.max(this.stepTokens - decoding, KV_BLOCK);
+    for (const seq of [...this.running]) {
+      if (!seq.toFeed.length || budget <= 0 || !this.running.includes(seq)) continue;
+      const n = Math.min(seq.toFeed.length, budget);
+      if (!this.makeRoom(seq, e.blocksFor(seq.slot, n))) continue; // seq itself was preempted
+      try {
+        await e.prefill(seq.slot, seq.toFeed.slice(0, n));
+        seq.toFeed = seq.toFeed.slice(n);
+        budget -= n;
+        if (!seq.toFeed.length) seq.gen.endPrefill();
+      } catch (err) {
+        this.fail(seq, err);
       }
     }
-    const feeding: { slot: number; token: number }[] = [];
-    for (const [slot, tok] of [...picked].sort((a, b) => a[0] - b[0])) {
-      try {
-        const t = this.slots[slot]!.gen.acceptSample(tok);
-        if (t === null) this.end(slot);
-        else feeding.push({ slot, token: t });
-      } catch (e) {
-        this.fail(slot, e);
-      }
-    }
-    // 3. feed: one batched decode step for all of them
+
+    // 4. one batched decode step for every sequence that goes on
+    const feeding = this.running.filter((s) => s.next !== null);
     if (feeding.length) {
-      try {
-        await batch.step(feeding);
-      } catch (e) {
-        for (const f of feeding) this.fail(f.slot, e);
+      const need = () => feeding.reduce((a, s) => a + (this.running.includes(s) ? e.blocksFor(s.slot, 1) : 0), 0);
+      while (need() > e.kvStats().available && this.preemptLatest()) {
+        /* preempted one; try again */
+      }
+      const go = feeding.filter((s) => this.running.includes(s));
+      if (go.length) {
+        try {
+          await e.step(go.map((s) => ({ slot: s.slot, token: s.next! })));
+          for (const s of go) s.next = null;
+        } catch (err) {
+          for (const s of go) this.fail(s, err);
+        }
       }
     }
+    return progressed;
   }
 
-  private end(slot: number): void {
-    const { gen, job } = this.slots[slot]!;
-    this.slots[slot] = null;
-    this.batch!.release(slot);
-    this.counts.completed++;
-    if (gen.finishReason === "abort") this.counts.aborted++;
-    job.resolve(gen.result());
+  /** Preempts the latest admitted sequences until `need` blocks are free; false when `seq` itself had to go. */
+  private makeRoom(seq: Seq, need: number): boolean {
+    while (need > this.engine.kvStats().available) {
+      const last = this.running[this.running.length - 1];
+      this.preemptLatest();
+      if (last === seq) return false;
+    }
+    return true;
   }
 
-  private fail(slot: number, e: unknown): void {
-    const seq = this.slots[slot];
-    if (!seq) return;
-    this.slots[slot] = null;
-    this.batch!.reset(slot);
-    this.batch!.release(slot);
+  /** Preempts the most recently admitted sequence (recompute later); false when none runs. */
+  private preemptLatest(): boolean {
+    const seq = this.running.pop();
+    if (!seq) return false;
+    this.engine.release(seq.slot);
+    this.counts.preempted++;
+    // back to the head of the queue, before the requests that arrived after it
+    let i = 0;
+    while (i < this.waiting.length && this.waiting[i].order < seq.job.order) i++;
+    this.waiting.splice(i, 0, seq.job);
+    return true;
+  }
+
+  private end(seq: Seq, reason?: "abort"): void {
+    const k = this.running.indexOf(seq);
+    if (k < 0) return;
+    this.running.splice(k, 1);
+    this.engine.release(seq.slot);
+    if (reason) seq.gen.finish(reason);
     this.counts.completed++;
-    seq.job.reject(e);
+    if (seq.gen.finishReason === "abort") this.counts.aborted++;
+    seq.job.resolve(seq.gen.result());
+  }
+
+  private fail(seq: Seq, err: unknown): void {
+    const k = this.running.indexOf(seq);
+    if (k < 0) return;
+    this.running.splice(k, 1);
+    this.engine.release(seq.slot);
+    this.counts.completed++;
+    seq.job.reject(err);
   }
 }
