@@ -14,8 +14,14 @@ const HELP = `glm4-int4 serve --model DIR [options]
   --model-name NAME        model id in /v1/models and responses (default: the folder's name)
   --max-prompt-tokens N    longest prompt accepted (default: the context minus one)
   --max-tokens N           largest max_tokens a request may ask (default 2048; the default of chat requests)
-  --max-concurrent N       sequences generating at once, each with its own KV cache (default 4)
+  --max-concurrent N       sequences generating at once: rows of one batched decode step (default 4)
   --max-queue N            requests waiting for a slot; more get 429 (default 64)
+  --gpu-memory-utilization F  share of the GPU's memory the process may use; the paged KV cache takes what the
+                           model leaves of it (default 0.9)
+  --kv-blocks N            the KV cache in blocks of 64 tokens instead (every sequence takes blocks as it grows)
+  --step-tokens N          tokens one scheduler tick feeds: a token per stream, the rest prompt chunks (default 512)
+  --synthetic glm-4-9b     serve GLM-4-9B's shapes with random weights instead of --model (load tests: token-id
+                           prompts on /v1/completions only)
   --log                    log requests (JSON lines on stdout)
   --device, --quantization, --group-size, --max-context, --threads   as for generate
 `;
@@ -28,7 +34,7 @@ function int(o: Opts, name: string): number | undefined {
   return n;
 }
 
-export async function cmdServe(argv: string[], load: (o: Opts) => Promise<Glm4Model>): Promise<void> {
+export async function cmdServe(argv: string[], load: (o: Opts, synthetic?: string) => Promise<Glm4Model>): Promise<void> {
   const { values: o } = parseArgs({
     args: argv,
     options: {
@@ -41,6 +47,10 @@ export async function cmdServe(argv: string[], load: (o: Opts) => Promise<Glm4Mo
       "max-tokens": { type: "string" },
       "max-concurrent": { type: "string" },
       "max-queue": { type: "string" },
+      "gpu-memory-utilization": { type: "string" },
+      "kv-blocks": { type: "string" },
+      "step-tokens": { type: "string" },
+      synthetic: { type: "string" },
       log: { type: "boolean" },
     },
   });
@@ -54,10 +64,15 @@ export async function cmdServe(argv: string[], load: (o: Opts) => Promise<Glm4Mo
     maxTokens: int(o, "max-tokens"),
     maxConcurrent: int(o, "max-concurrent"),
     maxQueue: int(o, "max-queue"),
+    kvBlocks: int(o, "kv-blocks"),
+    stepTokens: int(o, "step-tokens"),
+    gpuMemoryUtilization: o["gpu-memory-utilization"] === undefined ? undefined : Number(o["gpu-memory-utilization"]),
     logger: o.log === true,
   };
+  const synthetic = o.synthetic as string | undefined;
+  if (synthetic !== undefined && synthetic !== "glm-4-9b") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--synthetic must be glm-4-9b, got ${synthetic}`);
   const { createServer, servedModelName } = await import("../serve/server.js");
-  const model = await load(o);
+  const model = await load(o, synthetic);
   let app;
   try {
     app = createServer(model, opts);

@@ -6,14 +6,19 @@
  *
  * Routes: POST /v1/chat/completions, POST /v1/completions (both streamed as server-sent events when
  * `stream: true`, in OpenAI's chunk format, ending with `data: [DONE]`), GET /v1/models, GET /v1/models/:id,
- * GET /health (no key needed). Errors use OpenAI's shape `{error: {message, type, param, code}}`: 400 for a
+ * GET /health (no key needed: the scheduler's state and the KV-cache pool), GET /metrics (no key needed: Prometheus text,
+ * lib/serve/metrics.ts). Errors use OpenAI's shape `{error: {message, type, param, code}}`: 400 for a
  * bad request (also n > 1, a prompt over the limit, options this server lacks), 401 for a missing or wrong
  * key (when `apiKey` is set), 404, 429 when every slot is busy and the queue is full.
  *
  * Requests go through a Scheduler (lib/serve/scheduler.ts): `maxConcurrent` sequences, the slots of one engine
- * (continuous batching: one batched decode step a tick for all of them), advance token by token through the
- * model's queue; others wait in a queue of at most `maxQueue`. A client
- * that disconnects aborts its generation, which frees its slot at the next token.
+ * (continuous batching: one batched decode step a tick for all of them, prompts in chunks under a token budget),
+ * over a paged KV cache sized from the device's free memory by default (gpuMemoryUtilization 0.9; on the CPU: room
+ * for every slot at maxContext); others wait in a queue of at most `maxQueue`. A client that disconnects aborts
+ * its generation, which frees its KV blocks at once.
+ *
+ * A model without a tokenizer (synthetic) serves /v1/completions with token-id prompts only; its replies have no
+ * text (each token is a chunk with empty text; usage counts them): for load tests.
  *
  * Request options: max_tokens (or max_completion_tokens), temperature (0-2), top_p, seed, stop (string or up
  * to 4 strings), n (1 only), stream, stream_options.include_usage, tools and tool_choice (chat), echo
@@ -28,6 +33,7 @@ import { chatStopIds } from "../text/chat-format.js";
 import type { Glm4Model } from "../glm4.js";
 import type { GenerateOptions, GenerateResult } from "../types.js";
 import { QueueFullError, Scheduler } from "./scheduler.js";
+import { ServerMetrics } from "./metrics.js";
 import { buildToolPrompt, checkTools, parseReply, toolCallTurns, type Glm4Turn, type Tool, type ToolCall } from "../text/tools.js";
 
 export interface ServerOptions {
@@ -39,11 +45,22 @@ export interface ServerOptions {
   maxPromptTokens?: number;
   /** Largest max_tokens a request may ask for, and the default of chat requests (default 2048). */
   maxTokens?: number;
-  /** Sequences generating at once (default 4), each with its own KV cache of `maxContext` tokens. */
+  /** Sequences generating at once (default 4): the rows of the batched decode step. */
   maxConcurrent?: number;
+  /**
+   * Share of the GPU's memory the process may use in all; the KV-cache pool takes what the model leaves of it
+   * (default 0.9 when neither kvBlocks nor kvCacheBytes is given; ignored on the CPU).
+   */
+  gpuMemoryUtilization?: number;
+  /** The KV-cache pool in blocks of 64 tokens (instead of sizing it from free memory). */
+  kvBlocks?: number;
+  /** The KV-cache pool in bytes (instead of sizing it from free memory). */
+  kvCacheBytes?: number;
+  /** Tokens a scheduler tick feeds through the model: decode rows, then prompt chunks (default 512). */
+  stepTokens?: number;
   /** Requests waiting for a slot at most; beyond that 429 (default 64). */
   maxQueue?: number;
-  /** KV-cache capacity of a slot (default: the model's maxContext). */
+  /** Longest sequence (prompt and reply) in tokens (default: the model's maxContext). */
   maxContext?: number;
   /** fastify's logger (default false). */
   logger?: boolean;
@@ -299,17 +316,28 @@ export function servedModelName(model: Glm4Model, options: Pick<ServerOptions, "
  * the running requests and frees the slots' KV caches; the model itself stays loaded.
  */
 export function createServer(model: Glm4Model, options: ServerOptions = {}): FastifyInstance {
-  const tok = model.tokenizer;
-  if (!tok) throw new TypeError("createServer: the model has no tokenizer (synthetic model)");
+  const tokenizer = model.tokenizer;
   if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey === "")) throw new TypeError("apiKey must be a non-empty string");
-  const scheduler = new Scheduler(model, { maxConcurrent: options.maxConcurrent, maxQueue: options.maxQueue, maxContext: options.maxContext });
+  const sized = options.kvBlocks !== undefined || options.kvCacheBytes !== undefined || options.gpuMemoryUtilization !== undefined;
+  const scheduler = new Scheduler(model, {
+    maxConcurrent: options.maxConcurrent,
+    maxQueue: options.maxQueue,
+    maxContext: options.maxContext,
+    stepTokens: options.stepTokens,
+    kvBlocks: options.kvBlocks,
+    kvCacheBytes: options.kvCacheBytes,
+    gpuMemoryUtilization: sized ? options.gpuMemoryUtilization : 0.9,
+  });
+  const metrics = new ServerMetrics(() => scheduler.stats());
+  /** The tokenizer, or a 400 for what a model without one cannot do. */
+  const needTok = (what: string) => tokenizer ?? bad(`${what} needs a tokenizer and this model has none (synthetic): send token ids to /v1/completions`, null, "no_tokenizer");
   const maxPrompt = Math.min(options.maxPromptTokens ?? Infinity, scheduler.contextSize - 1);
   if (!(maxPrompt >= 1) || !Number.isInteger(options.maxPromptTokens ?? 1)) throw new RangeError(`maxPromptTokens must be a positive integer, got ${String(options.maxPromptTokens)}`);
   const maxTokens = options.maxTokens ?? 2048;
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`maxTokens must be a positive integer, got ${String(options.maxTokens)}`);
   const name = servedModelName(model, options);
   const created = Math.floor(Date.now() / 1000);
-  const chatStops = chatStopIds(tok);
+  const chatStops = tokenizer ? chatStopIds(tokenizer) : [];
 
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: 16 * 2 ** 20 });
 
@@ -332,6 +360,10 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
   app.addHook("onClose", async () => scheduler.close());
 
   app.get("/health", async () => ({ status: "ok", model: name, device: model.device, ...scheduler.stats() }));
+  app.get("/metrics", async (_req, reply) => {
+    reply.header("content-type", metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
 
   const modelCard = () => ({ id: name, object: "model", created, owned_by: "glm4-int4-native" });
   app.get("/v1/models", async () => ({ object: "list", data: [modelCard()] }));
@@ -340,14 +372,34 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     return modelCard();
   });
 
-  /** Submits to the scheduler; queue full → 429. */
+  /**
+   * Submits to the scheduler; queue full → 429. onText gets each piece of text (a model without a tokenizer: an
+   * empty piece a token, so that streams still carry one chunk a token).
+   */
   const submit = (prompt: number[], gen: GenerateOptions, onText?: (t: string) => void): Promise<GenerateResult> => {
+    const m = metrics.track();
+    let job: Promise<GenerateResult>;
     try {
-      return scheduler.submit({ prompt, options: gen, onChunk: onText && ((c) => c.text && onText(c.text)) });
+      job = scheduler.submit({
+        prompt,
+        options: gen,
+        onChunk: (c) => {
+          m.chunk(c);
+          if (onText && (c.text || (!tokenizer && c.tokens.length))) onText(c.text);
+        },
+      });
     } catch (e) {
-      if (e instanceof QueueFullError) throw new ApiError(429, e.message, "rate_limit_error", null, "queue_full");
+      if (e instanceof QueueFullError) {
+        metrics.rejected();
+        throw new ApiError(429, e.message, "rate_limit_error", null, "queue_full");
+      }
       throw e;
     }
+    job.then(
+      (r) => m.end(r, r.finishReason === "abort" ? "aborted" : "completed"),
+      (e) => m.end(null, (e as Error)?.name === "AbortError" ? "aborted" : "failed"),
+    );
+    return job;
   };
 
   const checkLength = (ids: number[], param: string) => {
@@ -365,7 +417,7 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     const turns = chatTurns(body.messages);
     const { offered, force } = toolSetup(body);
     const gen = samplingOptions(body, { temperature: 0.8, topP: 0.8, maxTokens }, maxTokens);
-    const ids = buildToolPrompt(tok, turns, { tools: offered, forceTool: force });
+    const ids = buildToolPrompt(needTok("chat"), turns, { tools: offered, forceTool: force });
     checkLength(ids, "messages");
     gen.stop = [...(gen.stop ?? []), ...chatStops];
     const signal = disconnectSignal(reply);
@@ -439,11 +491,11 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     let ids: number[];
     let promptText: string;
     if (typeof prompt === "string") {
-      ids = tok.encode(prompt);
+      ids = needTok("a text prompt").encode(prompt);
       promptText = prompt;
     } else if (Array.isArray(prompt) && prompt.every((x) => Number.isInteger(x) && x >= 0 && x < model.config.vocabSize)) {
       ids = prompt as number[];
-      promptText = tok.decode(ids);
+      promptText = tokenizer ? tokenizer.decode(ids) : "";
     } else return bad(`prompt must be a string or an array of token ids in [0, ${model.config.vocabSize})`, "prompt");
     if (ids.length === 0) bad("the prompt is empty", "prompt");
     checkLength(ids, "prompt");
