@@ -8,6 +8,7 @@ Commands:
   inspect    --model DIR | gpu           what a checkpoint holds, or what the GPU setup is
   quantize   --model DIR --out DIR       write an INT4 checkpoint (--group-size, --force to replace --out)
   bench      [--model DIR]               prefill/decode speed, memory and share of the hardware limit
+  bench-serve --base-url URL             load benchmark of a running server (throughput, TTFT, inter-token p50/p99)
 
 Common options:
   --device auto|cpu|cuda|cuda:N   (default auto)

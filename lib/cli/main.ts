@@ -9,6 +9,7 @@
  *   glm4-int4 bench [--model DIR | --synthetic glm-4-9b] [--json] ...
  *   glm4-int4 chat --model DIR ...                 (lib/cli/chat.ts)
  *   glm4-int4 serve --model DIR [--port N] ...     (lib/cli/serve.ts)
+ *   glm4-int4 bench-serve --base-url URL ...       (lib/cli/bench-serve.ts: load benchmark of a running server)
  * Errors print one line (the file and the problem) and exit with status 1.
  */
 import { Glm4Error } from "../errors.js";
@@ -33,6 +34,10 @@ async function main(): Promise<void> {
     case "bench": {
       const { cmdBench } = await import("./bench.js");
       return cmdBench(rest);
+    }
+    case "bench-serve": {
+      const { cmdBenchServe } = await import("./bench-serve.js");
+      return cmdBenchServe(rest);
     }
     case "chat": {
       const { cmdChat } = await import("./chat.js");
