@@ -81,10 +81,10 @@ def u16_bf(v):
     return float(bits_to_f(v & 0xFFFF))
 
 
-def make_sz(s_g, z_g, s_g8, z_g8):
+def make_sz(s_g, z_g, s_g8, z_g8, zc):
     sg, zg, sh, zh = u16_bf(s_g), u16_bf(z_g), u16_bf(s_g8), u16_bf(z_g8)
-    nzl = float(bf16(np.float32(-zg * sg)))  # -zg * sg in f32, then __float2bfloat16_rn
-    nzh = float(bf16(np.float32(-zh * sh)))
+    nzl = float(bf16(np.float32(-(zg - zc) * sg)))  # -(zg - zc) * sg in f32, then __float2bfloat16_rn
+    nzh = float(bf16(np.float32(-(zh - zc) * sh)))
     return (sg, nzl, sh, nzh)
 
 
@@ -97,7 +97,7 @@ def dequant_word(w, sz, codebook):
             pair = (float(bf16(NF4[idx & 15])), float(bf16(NF4[idx >> 4])))
         else:
             m = v | 0x43004300
-            pair = fma_bf16x2((u16_bf(m), u16_bf(m >> 16)), (1.0, 1.0), (-128.0, -128.0))
+            pair = fma_bf16x2((u16_bf(m), u16_bf(m >> 16)), (1.0, 1.0), (-136.0, -136.0))
         sc, nz = (sz[2], sz[3]) if s & 1 else (sz[0], sz[1])
         a.append(fma_bf16x2(pair, (sc, sc), (nz, nz)))
     return a
@@ -129,13 +129,15 @@ def put_bytes(smem, off, data):
 
 
 def expected_dequant(q, s, z, codebook):
-    """The kernel's arithmetic on the whole weight: fma(value, s, bf16(-z s)) rounded to bf16."""
+    """The kernel's arithmetic on the whole weight: fma(value, s, bf16(-(z - zc) s)) rounded to bf16, where
+    value = q - 8 (exact) and zc = 8 for integer codes, value = bf16(NF4[q]) and zc = 0 for NF4."""
     G = q.shape[1] // s.shape[1]
-    val = np.array(NF4)[q] if codebook else q.astype(np.float64)
+    val = np.array(NF4)[q] if codebook else q.astype(np.float64) - 8.0
     val = bf16(val) if codebook else val
+    zc = 0.0 if codebook else 8.0
     S = np.repeat(s, G, axis=1)
     Z = np.repeat(z, G, axis=1)
-    nz = bf16(np.float32(-Z * S).astype(np.float64))
+    nz = bf16(np.float32(-(Z - zc) * S).astype(np.float64))
     return bf16(val * S + nz)
 
 
@@ -193,7 +195,7 @@ def run_mma(X, codes, s1, z1, M, N, K, G, codebook, WW, WT, MW, NT, splits, bias
                             raw = st[sw + (ww * MW + i) * 512 + lane * 16: sw + (ww * MW + i) * 512 + lane * 16 + 16]
                             wd = word(raw, 4 * j)
                             o0 = (ww * MW + i) * 64 + (32 if (j == 2 and gps == 2) or (j == 3 and gps == 2) else 0) + g * 2
-                            gsz = make_sz(u16_at(st, ss + o0), u16_at(st, sz + o0), u16_at(st, ss + o0 + 16), u16_at(st, sz + o0 + 16))
+                            gsz = make_sz(u16_at(st, ss + o0), u16_at(st, sz + o0), u16_at(st, ss + o0 + 16), u16_at(st, sz + o0 + 16), 0.0 if codebook == 1 else 8.0)
                             lanes.append(dequant_word(wd, gsz, codebook))
                         a[i] = frag_A(lanes)
                     for p in range(NT // 2):
@@ -299,7 +301,7 @@ def run_sm90(X, codes, s1, z1, M, N, K, G, codebook, WR, TT, splits, grid, bias)
                                     wd = word(st, sw + rt * 512 + lane * 16 + 4 * j)
                                     o0 = rt * 32 * gps + g * 2
                                     q = 32 if (gps == 2 and j >= 2) else 0
-                                    gsz = make_sz(u16_at(st, ss + o0 + q), u16_at(st, sz + o0 + q), u16_at(st, ss + o0 + q + 16), u16_at(st, sz + o0 + q + 16))
+                                    gsz = make_sz(u16_at(st, ss + o0 + q), u16_at(st, sz + o0 + q), u16_at(st, ss + o0 + q + 16), u16_at(st, sz + o0 + q + 16), 0.0 if codebook == 1 else 8.0)
                                     lanes.append(dequant_word(wd, gsz, codebook))
                                 lanes_by_warp.append(frag_A(lanes))
                             A = np.vstack(lanes_by_warp)  # 64 x 16: warp w owns rows 16w..16w+15
@@ -360,6 +362,10 @@ def main():
     Wk = expected_dequant(q, s, z, 0)
     We = (q - np.repeat(z, 64, axis=1)) * np.repeat(s, 64, axis=1)
     print(f"dequant: kernel vs exact weights, normalized squared {((Wk - We) ** 2).sum() / (We ** 2).sum():.2e}")
+    # the first version's arithmetic (subtract 128, round -z s): the error the change removed
+    S, Z = np.repeat(s, 64, axis=1), np.repeat(z, 64, axis=1)
+    Wold = bf16(q.astype(np.float64) * S + bf16(np.float32(-Z * S).astype(np.float64)))
+    print(f"dequant: the first version (fma(q, s, bf16(-z s))) vs exact weights, normalized squared {((Wold - We) ** 2).sum() / (We ** 2).sum():.2e}")
     ok = worst < 1e-9
     print("fragment math:", "ok" if ok else "MISMATCH")
     sys.exit(0 if ok else 1)

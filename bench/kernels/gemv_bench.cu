@@ -173,13 +173,17 @@ struct Variant {
 static int g_sms = 0, g_major = 0, g_smem_optin = 0, g_smem_sm = 0;
 
 static bool plan_variant(const Shape& s, const Kernel* kern, bool swiglu, int force_cl, int force_rt, gemv::Plan* out) {
-  CK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kern->fn), cudaFuncAttributeMaxDynamicSharedMemorySize, g_smem_optin));
+  // the most dynamic shared memory this kernel may use: the opt-in limit minus its static shared memory (NF4's table)
+  cudaFuncAttributes fa{};
+  CK(cudaFuncGetAttributes(&fa, reinterpret_cast<const void*>(kern->fn)));
+  const int cap = g_smem_optin - static_cast<int>(fa.sharedSizeBytes);
+  CK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kern->fn), cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
   auto occ = [&](int threads, int smem) {
     int per = 0;
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, reinterpret_cast<const void*>(kern->fn), threads, smem));
     return per;
   };
-  return gemv::choose_plan(s.n, s.k, swiglu, g_sms, g_major, g_smem_optin, g_smem_sm, occ, out, force_cl, force_rt);
+  return gemv::choose_plan(s.n, s.k, swiglu, g_sms, g_major, cap, g_smem_sm, occ, out, force_cl, force_rt);
 }
 
 static gemv::Params params_for(const Shape& s, const Weights& w, const Variant& v, int copy, const float* x, float* out, int M) {

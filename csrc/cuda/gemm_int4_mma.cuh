@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
 #pragma unroll
         for (int i = 0; i < C::MW; ++i) {
           const uint32_t o0 = (ww * C::MW + i) * 64 + (j == 2 ? 32 : 0) + g * 2;  // row g + 8 at + 16
-          gsz[i] = make_sz(lds16(ss + o0), lds16(szz + o0), lds16(ss + o0 + 16), lds16(szz + o0 + 16));
+          gsz[i] = make_sz(lds16(ss + o0), lds16(szz + o0), lds16(ss + o0 + 16), lds16(szz + o0 + 16), nf4 ? 0.f : 8.f);
         }
       }
       uint32_t a[C::MW][4];

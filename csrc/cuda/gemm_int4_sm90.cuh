@@ -116,6 +116,7 @@ __global__ void __launch_bounds__(384, 1)
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   if (codebook == 1) fill_nf4_lut(reinterpret_cast<uint32_t*>(smem_raw + (lut - sraw)), tid, C::THREADS);
+  const float zc = codebook == 1 ? 0.f : 8.f;  // the code offset dequant_word subtracts exactly (make_sz)
   __syncthreads();
 
   if (wg == 0) {
@@ -182,8 +183,8 @@ __global__ void __launch_bounds__(384, 1)
           const int rt = (c * C::WR + r) * 4 + warp;
           raw[r] = lds128(sw + rt * 512 + lane * 16);
           const uint32_t o0 = rt * 32 * gps + g * 2;  // TMA box: [RT][16 * gps] bf16; row g + 8 is 16 bytes on
-          gsz[r][0] = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16));
-          gsz[r][1] = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48))
+          gsz[r][0] = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16), zc);
+          gsz[r][1] = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48), zc)
                                : gsz[r][0];
         }
         const uint64_t desc = desc_sw128(st);

@@ -159,14 +159,14 @@ Plan plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu) {
   if (it != cache.end()) return it->second;
   const DevLimits d = dev_limits();
   const void* kern = kernel_for(codebook, group);
-  CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin));
+  const int smem_cap = allow_dynamic_smem(kern, d.smem_optin);  // the NF4 kernels hold a static table
   auto occ = [&](int threads, int smem) {
     int per_sm = 0;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem));
     return per_sm;
   };
   Plan pl;
-  GLM4_CHECK(gemv::choose_plan(n, k, swiglu, d.sms, d.major, d.smem_optin, d.smem_sm, occ, &pl.g), GLM4_E_UNSUPPORTED,
+  GLM4_CHECK(gemv::choose_plan(n, k, swiglu, d.sms, d.major, smem_cap, d.smem_sm, occ, &pl.g), GLM4_E_UNSUPPORTED,
              "linear_int4: no GEMV configuration fits [", n, ",", k, "] in this device's shared memory");
   pl.pdl = d.major >= 9;
   cache.emplace(key, pl);

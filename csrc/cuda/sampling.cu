@@ -1263,7 +1263,9 @@ int cluster_blocks(int64_t m, const DevAttrs& dev) {
 // to the most they may ask for.
 struct SampleDev {
   DevAttrs attrs;
-  int max_smem = 0;  // opt-in shared memory a block
+  int max_smem = 0;      // opt-in shared memory a block
+  int cluster_dyn = 0;   // the most dynamic shared memory each kernel may ask for (opt-in minus its static)
+  int single_dyn = 0;
 };
 SampleDev sample_dev();
 
@@ -1291,11 +1293,8 @@ SampleDev sample_dev() {
   SampleDev d;
   d.attrs = current_device_attrs();
   CUDA_CHECK(cudaDeviceGetAttribute(&d.max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (d.attrs.major >= 9)
-    CUDA_CHECK(cudaFuncSetAttribute(sample_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(std::min<size_t>(cluster_smem_bytes(kChunkMax), d.max_smem))));
-  CUDA_CHECK(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  d.max_smem - static_cast<int>(sizeof(SampleSmem))));
+  if (d.attrs.major >= 9) d.cluster_dyn = allow_dynamic_smem(reinterpret_cast<const void*>(sample_cluster_kernel), d.max_smem);
+  d.single_dyn = allow_dynamic_smem(reinterpret_cast<const void*>(sample_kernel), d.max_smem);
   if (dev < kMaxDevices) {
     cache[dev] = d;
     ready[dev].store(true, std::memory_order_release);
@@ -1350,10 +1349,9 @@ void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& p
   const int32_t* ids = pen ? penalty_ids.data<int32_t>() : nullptr;
   const int32_t* lens = pen ? penalty_len.data<int32_t>() : nullptr;
   const SampleDev sd = sample_dev();
-  const int max_smem = sd.max_smem;
   const int cb = cluster_blocks(m, sd.attrs);
   const int chunk = chunk_for(v, cb);
-  if (cb > 1 && m <= 65535 && chunk <= kChunkMax && cluster_smem_bytes(chunk) <= static_cast<size_t>(max_smem)) {
+  if (cb > 1 && m <= 65535 && chunk <= kChunkMax && cluster_smem_bytes(chunk) <= static_cast<size_t>(sd.cluster_dyn)) {
     const size_t smem = cluster_smem_bytes(chunk);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(static_cast<unsigned>(cb), static_cast<unsigned>(m));
@@ -1370,9 +1368,8 @@ void sample(Context& c, const Tensor& out, const Tensor& logits, const Tensor& p
   }
   // One block per row; the penalty bitmap of the whole row in dynamic shared memory.
   const size_t bits = pen ? static_cast<size_t>((v + 31) / 32) * 4 : 0;
-  GLM4_CHECK(bits + sizeof(SampleSmem) <= static_cast<size_t>(max_smem), GLM4_E_UNSUPPORTED, "sample: a repetition penalty over ",
-             v, " logits a row needs ", bits, " bytes of shared memory beside ", sizeof(SampleSmem), "; this GPU has ",
-             max_smem);
+  GLM4_CHECK(bits <= static_cast<size_t>(sd.single_dyn), GLM4_E_UNSUPPORTED, "sample: a repetition penalty over ", v,
+             " logits a row needs ", bits, " bytes of shared memory; this GPU allows the sampling kernel ", sd.single_dyn);
   sample_kernel<<<static_cast<unsigned>(m), kRowThreads, bits, stream_of(c)>>>(
       out.data<int32_t>(), logits.data<float>(), params.data<float>(), pc, top_k.data<int32_t>(), ids, lens, L,
       static_cast<int>(v));

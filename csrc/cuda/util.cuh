@@ -107,6 +107,17 @@ struct MaxOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
 
+// The most dynamic shared memory `kernel` may be launched with on the current device: the opt-in limit a block
+// minus the kernel's own static shared memory (asking for the whole opt-in limit fails with cudaErrorInvalidValue
+// as soon as the kernel has any static __shared__). Sets the kernel's attribute to it and returns it.
+inline int allow_dynamic_smem(const void* kernel, int optin) {
+  cudaFuncAttributes fa{};
+  CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  const int cap = optin - static_cast<int>(fa.sharedSizeBytes);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
+  return cap;
+}
+
 // ----- host side -----
 // Multiprocessor count and compute capability of the current device (cheap queries, legal during capture).
 struct DevAttrs {
