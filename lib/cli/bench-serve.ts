@@ -79,7 +79,11 @@ export function percentile(xs: readonly number[], p: number): number {
   return s[lo] + (s[hi] - s[lo]) * (r - lo);
 }
 
-const stat = (xs: readonly number[]): Stat => ({ mean: xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN, p50: percentile(xs, 50), p99: percentile(xs, 99) });
+/** Mean, p50 and p99 of the finite values (a request that generated nothing has no TTFT). */
+const stat = (all: readonly number[]): Stat => {
+  const xs = all.filter(Number.isFinite);
+  return { mean: xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN, p50: percentile(xs, 50), p99: percentile(xs, 99) };
+};
 
 /** n lengths around `len` from the distribution (integers >= 1), seeded. */
 export function drawLengths(n: number, len: number, dist: "fixed" | "uniform" | "normal", spread: number, random: () => number): number[] {
