@@ -112,6 +112,26 @@ describe("scheduler (cpu)", () => {
     }
   });
 
+  it("an abort while the prompt is still going in by chunks frees its blocks at once; the request ends with no tokens", async () => {
+    const V = model.config.vocabSize;
+    const [p] = makePrompts(1, V, [400], 95);
+    const sched = new Scheduler(model, { maxConcurrent: 2, stepTokens: 64 });
+    const ac = new AbortController();
+    try {
+      const r = sched.submit({ prompt: p, options: { maxNewTokens: 5, temperature: 0, signal: ac.signal } });
+      await until(() => sched.stats().prefilling === 1 && sched.stats().kv.inUse > 2); // some chunks in
+      expect(sched.stats().kv.inUse).toBeLessThan(1 + Math.ceil(400 / 64)); // not all of them
+      ac.abort();
+      await model.runtime.exclusive(async () => undefined);
+      expect(sched.stats()).toMatchObject({ active: 0, prefilling: 0, aborted: 1 });
+      expect(sched.stats().kv.inUse).toBe(1);
+      const res = await r;
+      expect(res).toMatchObject({ finishReason: "abort", tokens: [] });
+    } finally {
+      await sched.close();
+    }
+  });
+
   it("a prompt that can never fit the pool is refused with ERR_GLM4_KV_CACHE_FULL; the others are served", async () => {
     const V = model.config.vocabSize;
     const [big, small] = makePrompts(2, V, [300, 10], 101);
