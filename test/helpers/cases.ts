@@ -106,6 +106,14 @@ export const TOL = {
    */
   matmul: { cpu: 1e-12, gpu: 5e-5 },
   /**
+   * linear_int4 with the SwiGLU epilogue: silu(g) * u multiplies two matmul outputs, and outputs near zero make the
+   * relative error heavy-tailed. The bf16 rounding of the activations alone (emulated in float64 over 4000 random
+   * draws of the K=256, N=224 case: bench/tolerance/swiglu_bf16.py) gives mean 8.1e-6, p99 3.1e-5, max 1.24e-4,
+   * and 0.18 % of draws above TOL.matmul's 5e-5 (the H200 run of 2026-12-03 met one: 5.2e-5). 2e-4 covers that
+   * tail with 1.6x; a dropped K tail, a wrong group or a gate/up mix-up costs >= 1e-3.
+   */
+  matmulSwiglu: { cpu: 1e-12, gpu: 2e-4 },
+  /**
    * attention: the CPU sums p * v in float32 over up to len ~ 4096 rows: a random-walk rounding error of
    * ~2^-24 * sqrt(len / 2) relative to the output, squared ~1e-11 at most here, plus float32 scores and exp
    * (~1e-13): 1e-10. GPU: q rounded to bf16 for q.k and P rounded to bf16 for P.V (a flash-attention kernel's
@@ -637,7 +645,7 @@ function linearInt4Case(
       env.ctx.linearInt4(out, x.t, q, eps, opts.mode, b ? b.t : null, nw ? nw.t : null);
       const got = readF64(out);
       const ref = R.linearInt4Ref(x.v, m, k, deq, n, { bias: b?.v, normW: nw?.v, eps: Math.fround(eps), mode: opts.mode, base: base?.v });
-      const outs: Output[] = [{ name: "out", mode: "norm", got, ref, tol: TOL.matmul }];
+      const outs: Output[] = [{ name: "out", mode: "norm", got, ref, tol: opts.mode === 2 ? TOL.matmulSwiglu : TOL.matmul }];
       if (env.ctx.device === "cpu") {
         const xn = env.out("f32", [m, k]);
         if (nw) env.ctx.rmsnorm(xn, x.t, nw.t, eps);
