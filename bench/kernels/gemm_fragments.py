@@ -3,7 +3,8 @@
 on the CPU, lane by lane, before any GPU run: the layout-1 words as the spec (core/int4_layout.h) writes them,
 dequant_word's bit tricks with bf16 rounding, the shared-memory stage layouts (cp.async writes of the mma kernel;
 the TMA boxes of the wgmma kernel with the 128-byte swizzle), ldmatrix .x4 and mma.m16n8k16 / wgmma m64nNk16
-fragment semantics (PTX), the scale/zero offsets, K splits, the tile order and the epilogue's (m, n) mapping.
+fragment semantics (PTX), the scale/zero offsets, K splits (uniform, and whole tiles then K pieces with the tail
+tiles zeroed), the tile order and the epilogue's (m, n) mapping.
 Everything is compared with Y = X W^T computed plainly from the canonical weights.
 
 What this cannot check: the hardware's reading of the wgmma descriptor and of the TMA swizzle. Both are modelled
@@ -248,25 +249,46 @@ def tile_coord(t, n_mb, n_nb, panel=8):
     return full * panel + r % w, r // w, split
 
 
-def run_sm90(X, codes, s1, z1, M, N, K, G, codebook, WR, TT, splits, grid, bias):
+def sched_unit(u, tiles, dp, splits):
+    """gemm_int4_sm90.cuh sched_unit: (tile, split, nsplit) of unit u."""
+    if u < dp:
+        return u, 0, 1
+    v, tail = u - dp, tiles - dp
+    return dp + v % tail, v // tail, splits
+
+
+def run_sm90(X, codes, s1, z1, M, N, K, G, codebook, WR, TT, splits, grid, bias, dp=None):
+    """dp: whole tiles first (gemmk::Sched); None: the uniform split (dp = 0, or all tiles when splits = 1)."""
     RT, BR = 2 * WR * 4, 2 * WR * 4 * 16
     X_BYTES, W_BYTES, SZ_BYTES = TT * 128, RT * 512, RT * 64
     KT, KG = K // 64, K // G
     gps = 2 if G == 32 else 1
     n_mb, n_nb = (M + TT - 1) // TT, (N // 16 + RT - 1) // RT
-    total = n_mb * n_nb * splits
+    tiles = n_mb * n_nb
+    if dp is None:
+        dp = 0 if splits > 1 else tiles
+    total = dp + (tiles - dp) * splits  # sched_units
     Xbits = bf16_bits(X)
     codes32 = np.frombuffer(codes.tobytes(), dtype=np.uint32).reshape(N // 16, KT * 128)
     S2 = s1.reshape(N // 16, KG * 16)
     Z2 = z1.reshape(N // 16, KG * 16)
-    Y = np.zeros((M, N))
+    Y = np.full((M, N), np.nan)  # poisoned: what no store and no zeroing reaches stays NaN
+    if splits > 1 and dp < tiles:  # launch_gemm_int4_sm90_sched: memset when dp = 0, else gemm_zero_tiles_kernel
+        if dp == 0:
+            Y[:] = 0.0
+        for b in range(tiles - dp):
+            zmb, znb, _ = tile_coord(dp + b, n_mb, n_nb)
+            rows, cols = min(TT, M - zmb * TT), min(BR, N - znb * BR)
+            for i in range(rows * cols):
+                Y[zmb * TT + i // cols, znb * BR + i % cols] = 0.0
     seen = set()
     for blk in range(grid):
         for t in range(blk, total, grid):
-            mb, nb, split = tile_coord(t, n_mb, n_nb)
+            tile, split, nsplit = sched_unit(t, tiles, dp, splits)
+            mb, nb, _ = tile_coord(tile, n_mb, n_nb)
             assert (mb, nb, split) not in seen
             seen.add((mb, nb, split))
-            kb, ke = KT * split // splits, KT * (split + 1) // splits
+            kb, ke = KT * split // nsplit, KT * (split + 1) // nsplit
             m0, rt0 = mb * TT, nb * RT
             acc = {}
             for kt in range(kb, ke):
@@ -327,8 +349,13 @@ def run_sm90(X, codes, s1, z1, M, N, K, G, codebook, WR, TT, splits, grid, bias)
                                 for e in range(2):
                                     m = mc + 8 * i + e
                                     if m < M:
-                                        Y[m, n] += D[warp * 16 + g + 8 * h, 8 * i + (lane & 3) * 2 + e] + (bias[n] if split == 0 else 0.0)
+                                        v = D[warp * 16 + g + 8 * h, 8 * i + (lane & 3) * 2 + e] + (bias[n] if split == 0 else 0.0)
+                                        if nsplit > 1:
+                                            Y[m, n] += v  # red.add into the zeroed tile
+                                        else:
+                                            Y[m, n] = v
     assert len(seen) == total
+    assert not np.isnan(Y).any(), "an output element was never written"
     return Y
 
 
@@ -341,6 +368,8 @@ def main():
         ("sm90", 20, 272, 192, 32, 0, (1, 16), 1),
         ("sm90", 17, 144, 256, 128, 0, (2, 16), 2),
         ("sm90", 40, 80, 128, 64, 1, (1, 32), 1),
+        # whole tiles then K pieces (gemmk::Sched): 9 tiles on a grid of 4, dp = 8 whole, the last in 3 pieces
+        ("sm90", 40, 272, 256, 64, 0, (1, 16, 8), 3),
     ]
     for kernel, M, N, K, G, cb, cfg, splits in cases:
         q, s, z, codes, s1, z1 = make_weight(N, K, G, cb)
@@ -351,9 +380,12 @@ def main():
         if kernel == "mma":
             Y = run_mma(X, codes, s1, z1, M, N, K, G, cb, *cfg, splits, bias)
         else:
-            WR, TT = cfg
+            WR, TT = cfg[:2]
             n_tiles = ((M + TT - 1) // TT) * ((N // 16 + 2 * WR * 4 - 1) // (2 * WR * 4)) * splits
-            Y = run_sm90(X, codes, s1, z1, M, N, K, G, cb, WR, TT, splits, max(1, n_tiles // 2 + 1), bias)
+            if len(cfg) > 2:  # (WR, TT, dp): grid 4
+                Y = run_sm90(X, codes, s1, z1, M, N, K, G, cb, WR, TT, splits, 4, bias, dp=cfg[2])
+            else:
+                Y = run_sm90(X, codes, s1, z1, M, N, K, G, cb, WR, TT, splits, max(1, n_tiles // 2 + 1), bias)
         err = np.abs(Y - ref).max() / np.abs(ref).max()
         worst = max(worst, err)
         print(f"{kernel:5s} M={M} N={N} K={K} G={G} codebook={cb} cfg={cfg} splits={splits}: max rel diff {err:.2e}")

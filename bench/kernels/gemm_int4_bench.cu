@@ -4,7 +4,8 @@
 // Build (here, no GPU needed):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o bench/kernels/bin/gemm_int4_bench \
 //        bench/kernels/gemm_int4_bench.cu
-// Run: gemm_int4_bench [--json FILE] [--quick] [--variants a,b] [--validate-only] [--list] [--layout-only]
+// Run: gemm_int4_bench [--json FILE] [--quick] [--variants a,b] [--shapes qkv,o] [--ms 64,2048] [--validate-only]
+//                      [--list] [--layout-only]
 //   --list and --layout-only need no GPU (variant names; the host check of the layout spec). scripts/gpu/gemm.sh
 //   validates each variant in its own process first (a fault or a hang there cannot take the others down), then
 //   times the ones that passed (validating them again in that process before timing).
@@ -35,7 +36,7 @@
 #include <vector>
 
 #include "cuda/gemm_int4_mma.cuh"
-#include "cuda/gemm_int4_sm90.cuh"
+#include "cuda/gemm_int4_plan.cuh"
 
 using namespace glm4::gemmk;
 
@@ -214,39 +215,66 @@ struct Problem {
   L1Weight w;
   Out o;
 };
+// How a variant schedules its tiles: the first version's uniform K split (fixed config), the whole-tiles-then-K-pieces
+// schedule of choose_sched (fixed config, names ending in _sk), or the addon's plan itself (plan_sm90 / plan_sm90_old
+// of csrc/cuda/gemm_int4_plan.cuh: the configuration chosen per shape, as linear_plan does on sm_90a).
+enum class Policy { Uniform, Sched, PlanNew, PlanOld };
+struct Run {
+  int splits = 1, grid = 0;
+  Sched sched{0, 0, 1};
+  Sm90Plan plan;
+  std::string desc;
+};
 struct Variant {
   std::string name;
   bool sm90;
-  int tile_rows, tile_tokens;
-  std::function<cudaError_t(cudaStream_t, const Problem&, int splits, int grid)> launch;
+  int tile_rows, tile_tokens;  // 0 for the plans (per shape)
+  Policy policy;
+  std::function<cudaError_t(cudaStream_t, const Problem&, const Run&)> launch;
 };
 
 static int g_sms = 132;
 
 template <class C>
-static Variant sm90_variant(const char* name) {
-  return Variant{name, true, C::BR, C::TT, [](cudaStream_t st, const Problem& p, int splits, int grid) {
-                   return launch_gemm_int4_sm90<C>(st, p.x, p.w, p.o, splits, grid);
+static Variant sm90_variant(const char* name, Policy pol = Policy::Uniform) {
+  return Variant{name, true, C::BR, C::TT, pol, [](cudaStream_t st, const Problem& p, const Run& r) {
+                   return launch_gemm_int4_sm90_sched<C>(st, p.x, p.w, p.o, r.sched, r.grid);  // zeroes for K pieces
+                 }};
+}
+static Variant plan_variant(const char* name, Policy pol) {
+  return Variant{name, true, 0, 0, pol, [](cudaStream_t st, const Problem& p, const Run& r) {
+                   return launch_plan_sm90(st, p.x, p.w, p.o, r.plan);
                  }};
 }
 template <class C>
 static Variant mma_variant(const char* name) {
-  return Variant{name, false, C::BR, C::BT, [](cudaStream_t st, const Problem& p, int splits, int) {
-                   return launch_gemm_int4_mma<C>(st, p.x, p.w, p.o, splits);
+  return Variant{name, false, C::BR, C::BT, Policy::Uniform, [](cudaStream_t st, const Problem& p, const Run& r) {
+                   if (r.splits > 1) {
+                     const cudaError_t e = cudaMemsetAsync(p.o.y, 0, sizeof(float) * static_cast<size_t>(p.o.m) * p.o.n, st);
+                     if (e != cudaSuccess) return e;
+                   }
+                   return launch_gemm_int4_mma<C>(st, p.x, p.w, p.o, r.splits);
                  }};
 }
 
 static std::vector<Variant> variants() {
   std::vector<Variant> v;
-  // sm_90a wgmma: block weight rows 2*WR*64, tokens TT; stages fill ~200 KB of shared memory.
-  v.push_back(sm90_variant<Sm90Cfg<2, 128, 8>>("wgmma_r256_t128"));
-  v.push_back(sm90_variant<Sm90Cfg<1, 256, 5>>("wgmma_r128_t256"));
-  v.push_back(sm90_variant<Sm90Cfg<1, 128, 10>>("wgmma_r128_t128"));
-  v.push_back(sm90_variant<Sm90Cfg<2, 64, 12>>("wgmma_r256_t64"));
-  v.push_back(sm90_variant<Sm90Cfg<2, 32, 14>>("wgmma_r256_t32"));
-  v.push_back(sm90_variant<Sm90Cfg<2, 16, 16>>("wgmma_r256_t16"));
-  v.push_back(sm90_variant<Sm90Cfg<1, 32, 16>>("wgmma_r128_t32"));
-  v.push_back(sm90_variant<Sm90Cfg<1, 16, 16>>("wgmma_r128_t16"));
+  // the addon's choice per shape (linear_plan on sm_90a): new, and the first version's (GLM4_INT4_GEMM_PLAN=old)
+  v.push_back(plan_variant("plan_new", Policy::PlanNew));
+  v.push_back(plan_variant("plan_old", Policy::PlanOld));
+  // sm_90a wgmma: block weight rows 2*WR*64, tokens TT; stages fill ~200 KB of shared memory (W0..W7 of the plan).
+  v.push_back(sm90_variant<W0>("wgmma_r256_t128"));
+  v.push_back(sm90_variant<W5>("wgmma_r128_t256"));
+  v.push_back(sm90_variant<W4>("wgmma_r128_t128"));
+  v.push_back(sm90_variant<W1>("wgmma_r256_t64"));
+  v.push_back(sm90_variant<W2>("wgmma_r256_t32"));
+  v.push_back(sm90_variant<W3>("wgmma_r256_t16"));
+  v.push_back(sm90_variant<W6>("wgmma_r128_t32"));
+  v.push_back(sm90_variant<W7>("wgmma_r128_t16"));
+  // whole tiles for the full rounds, K pieces for the rest (choose_sched)
+  v.push_back(sm90_variant<W5>("wgmma_r128_t256_sk", Policy::Sched));
+  v.push_back(sm90_variant<W4>("wgmma_r128_t128_sk", Policy::Sched));
+  v.push_back(sm90_variant<W1>("wgmma_r256_t64_sk", Policy::Sched));
   // the same with each stage's wgmma groups drained before the next stage (the simpler synchronization)
   v.push_back(sm90_variant<Sm90Cfg<2, 128, 8, false>>("wgmma_r256_t128_drain"));
   v.push_back(sm90_variant<Sm90Cfg<2, 16, 16, false>>("wgmma_r256_t16_drain"));
@@ -258,43 +286,32 @@ static std::vector<Variant> variants() {
   return v;
 }
 
-// K splits: the smallest count whose tiles fill the SMs' rounds to >= 90 %, at most 16 and K/64/4 (each split
-// keeps >= 4 k-steps); the best one found otherwise.
-static int choose_splits(int tiles, int ktiles, int slots) {
-  int best = 1;
-  double best_eff = 0.0;
-  const int maxs = std::max(1, std::min(16, ktiles / 4));
-  for (int s = 1; s <= maxs; ++s) {
-    const int64_t work = static_cast<int64_t>(tiles) * s;
-    const double rounds = std::ceil(static_cast<double>(work) / slots);
-    const double eff = static_cast<double>(work) / (rounds * slots);
-    if (work >= slots && eff >= 0.9) return s;
-    if (eff > best_eff + 1e-9) {
-      best_eff = eff;
-      best = s;
-    }
-  }
-  return best;
-}
-
-struct Run {
-  int splits, grid;
-};
 static Run plan_run(const Variant& v, int M, int N, int K) {
+  Run r;
+  if (v.policy == Policy::PlanNew || v.policy == Policy::PlanOld) {
+    r.plan = v.policy == Policy::PlanNew ? plan_sm90(M, N, K, g_sms) : plan_sm90_old(M, N, K, g_sms);
+    r.sched = r.plan.sched;
+    r.grid = r.plan.grid;
+    r.splits = r.sched.splits;
+    r.desc = std::string(kSm90Cfgs[r.plan.cfg].name + 6) + " whole=" + std::to_string(r.sched.dp) + "/" + std::to_string(r.sched.tiles);
+    return r;
+  }
   const int tiles = ((M + v.tile_tokens - 1) / v.tile_tokens) * ((N + v.tile_rows - 1) / v.tile_rows);
+  if (v.policy == Policy::Sched) {
+    r.sched = choose_sched(tiles, K / 64, g_sms);
+    r.splits = r.sched.splits;
+    r.grid = std::min(sched_units(r.sched), g_sms);
+    r.desc = "whole=" + std::to_string(r.sched.dp) + "/" + std::to_string(tiles);
+    return r;
+  }
   const int slots = v.sm90 ? g_sms : g_sms * 2;  // mma: ~2 resident blocks an SM
-  const int splits = tiles >= slots ? 1 : choose_splits(tiles, K / 64, slots);
-  const int grid = std::min(tiles * splits, g_sms);
-  return Run{splits, grid};
+  r.splits = choose_splits_uniform(tiles, K / 64, slots);
+  r.sched = Sched{tiles, r.splits > 1 ? 0 : tiles, r.splits};
+  r.grid = std::min(tiles * r.splits, g_sms);
+  return r;
 }
 
-static cudaError_t run_variant(cudaStream_t st, const Variant& v, const Problem& p, const Run& r) {
-  if (r.splits > 1) {
-    const cudaError_t e = cudaMemsetAsync(p.o.y, 0, sizeof(float) * static_cast<size_t>(p.o.m) * p.o.n, st);
-    if (e != cudaSuccess) return e;
-  }
-  return v.launch(st, p, r.splits, r.grid);
-}
+static cudaError_t run_variant(cudaStream_t st, const Variant& v, const Problem& p, const Run& r) { return v.launch(st, p, r); }
 
 // ------------------------------------------------------------------ device buffers for one problem
 struct DevQ {
@@ -556,11 +573,14 @@ int main(int argc, char** argv) {
   const char* json_path = nullptr;
   bool quick = false, validate_only = false;
   std::string only;  // comma-separated variant names (default: all)
+  std::string only_shapes, only_ms;  // timing: comma-separated shape names / M values (default: all)
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     if (!strcmp(argv[i], "--quick")) quick = true;
     if (!strcmp(argv[i], "--validate-only")) validate_only = true;
     if (!strcmp(argv[i], "--variants") && i + 1 < argc) only = std::string(",") + argv[++i] + ",";
+    if (!strcmp(argv[i], "--shapes") && i + 1 < argc) only_shapes = std::string(",") + argv[++i] + ",";
+    if (!strcmp(argv[i], "--ms") && i + 1 < argc) only_ms = std::string(",") + argv[++i] + ",";
     if (!strcmp(argv[i], "--layout-only")) return check_layout_host() ? 0 : 1;  // host only: no GPU needed
     if (!strcmp(argv[i], "--list")) {  // host only: the variant names, one a line
       for (const Variant& v : variants()) printf("%s\n", v.name.c_str());
@@ -590,7 +610,8 @@ int main(int argc, char** argv) {
   };
   std::vector<VCase> cases = {{9, 4608, 4096, 128, true, true, 0},    {17, 1040, 1024, 32, false, false, 0},
                               {118, 2064, 2048, 64, true, false, 0},  {128, 4096, 4096, 128, false, false, 0},
-                              {2049, 4608, 4096, 128, true, true, 0}, {33, 2064, 1024, 64, true, true, 1}};
+                              {2049, 4608, 4096, 128, true, true, 0}, {33, 2064, 1024, 64, true, true, 1},
+                              {1000, 4608, 1024, 32, true, false, 0}};  // 144 tiles of 128 x 256: whole + K pieces
   if (quick) cases.resize(3);
   printf("\n== validation (normalized error vs the canonical f32 reference; pass < 7.07e-3, no NaN)\n");
   for (size_t vi = 0; vi < vs.size(); ++vi) {
@@ -634,6 +655,20 @@ int main(int argc, char** argv) {
                                {"output", 151552, 4096}};
   std::vector<int> ms = {16, 32, 64, 128, 512, 2048, 8192};
   if (quick) ms = {16, 2048};
+  if (!only_shapes.empty()) {
+    std::vector<Shape> keep;
+    for (const Shape& sh : shapes)
+      if (only_shapes.find(std::string(",") + sh.name + ",") != std::string::npos) keep.push_back(sh);
+    shapes = keep;
+  }
+  if (!only_ms.empty()) {
+    ms.clear();
+    for (size_t a = 1; a < only_ms.size();) {
+      const size_t b = only_ms.find(',', a);
+      if (b > a) ms.push_back(atoi(only_ms.substr(a, b - a).c_str()));
+      a = b + 1;
+    }
+  }
   const int G = 128;
   printf("\n== timing (us per call; TFLOP/s; small M: time over the INT4 weight read at the copy bandwidth)\n");
   for (const Shape& s : shapes) {
@@ -658,7 +693,7 @@ int main(int argc, char** argv) {
         const Variant& v = vs[vi];
         if (!passed[vi]) continue;
         if (v.tile_tokens > 2 * M && M < 512) continue;  // a tile mostly empty: not a candidate
-        if (v.tile_tokens < 64 && M >= 512) continue;
+        if (v.tile_tokens > 0 && v.tile_tokens < 64 && M >= 512) continue;
         const Run r = plan_run(v, M, s.n, s.k);
         const double us = time_variant(st, v, M, s, G, use, x, y, r, calls);
         if (us < 0) {
@@ -666,11 +701,11 @@ int main(int argc, char** argv) {
           continue;
         }
         const double tf = flop / (us * 1e-6) / 1e12;
-        printf("%-8s M=%-5d %-18s splits=%-2d %9.1f us %7.1f TFLOP/s  x%.2f of weight read (%.1f us)  +convert %.1f us\n",
-               s.name, M, v.name.c_str(), r.splits, us, tf, us / floor_us, floor_us, conv_us);
+        printf("%-8s M=%-5d %-18s splits=%-2d %9.1f us %7.1f TFLOP/s  x%.2f of weight read (%.1f us)  +convert %.1f us  %s\n",
+               s.name, M, v.name.c_str(), r.splits, us, tf, us / floor_us, floor_us, conv_us, r.desc.c_str());
         json_rec(std::string("{\"time\":1,\"shape\":\"") + s.name + "\",\"n\":" + std::to_string(s.n) + ",\"k\":" +
                  std::to_string(s.k) + ",\"m\":" + std::to_string(M) + ",\"variant\":\"" + v.name + "\",\"splits\":" +
-                 std::to_string(r.splits) + ",\"us\":" + std::to_string(us) + ",\"tflops\":" + std::to_string(tf) +
+                 std::to_string(r.splits) + ",\"plan\":\"" + r.desc + "\",\"us\":" + std::to_string(us) + ",\"tflops\":" + std::to_string(tf) +
                  ",\"weight_read_us\":" + std::to_string(floor_us) + ",\"convert_us\":" + std::to_string(conv_us) + "}");
       }
       cudaFree(x);

@@ -14,20 +14,15 @@
 
 #include "core/backend_cuda.h"
 #include "gemm_int4_mma.cuh"
-#include "gemm_int4_sm90.cuh"
+#include "gemm_int4_plan.cuh"
 #include "util.cuh"
 
 namespace glm4 {
 namespace cuda {
 namespace {
 
-// The configurations instantiated, in one place (index = LinearPlan::cfg).
-//   wgmma: Sm90Cfg<WR, TT, STAGES>: block = 2 * WR * 64 weight rows x TT tokens; stages fill ~200 KB of smem.
-using W0 = gemmk::Sm90Cfg<2, 128, 8>;   // large M
-using W1 = gemmk::Sm90Cfg<2, 64, 12>;   // M 33..64 (and 65..128 in two token tiles)
-using W2 = gemmk::Sm90Cfg<2, 32, 14>;   // M 17..32
-using W3 = gemmk::Sm90Cfg<2, 16, 16>;   // M 9..16
-using W4 = gemmk::Sm90Cfg<1, 128, 10>;  // large M when W0 leaves too many SMs idle in the last round
+// The configurations instantiated, in one place: wgmma (sm_90a) in gemm_int4_plan.cuh (W0..W7, shared with the
+// harness); mma.sync below.
 //   mma.sync: MmaCfg<WW, WT, MW, NT, STAGES, min blocks an SM>: block = WW*MW*16 rows x WT*NT*8 tokens.
 using M0 = gemmk::MmaCfg<4, 2, 2, 8, 4, 2>;  // large M: 128 x 128, 2 blocks an SM
 using M1 = gemmk::MmaCfg<4, 1, 2, 8, 6, 1>;  // 128 x 64
@@ -38,9 +33,6 @@ struct CfgInfo {
   const char* name;
   int rows, tokens;
 };
-constexpr CfgInfo kWgmma[] = {{"wgmma r256 t128", W0::BR, W0::TT}, {"wgmma r256 t64", W1::BR, W1::TT},
-                              {"wgmma r256 t32", W2::BR, W2::TT}, {"wgmma r256 t16", W3::BR, W3::TT},
-                              {"wgmma r128 t128", W4::BR, W4::TT}};
 constexpr CfgInfo kMma[] = {{"mma r128 t128", M0::BR, M0::BT}, {"mma r128 t64", M1::BR, M1::BT},
                             {"mma r128 t32", M2::BR, M2::BT}, {"mma r128 t16", M3::BR, M3::BT}};
 
@@ -61,55 +53,39 @@ Dev device_info() {
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// K splits for a grid of `tiles` output tiles on `slots` resident blocks: the smallest count whose rounds are
-// >= 90 % full, each split keeping >= 4 k-steps of 64; otherwise the fullest found.
-int choose_splits(int64_t tiles, int64_t ktiles, int64_t slots) {
-  if (tiles >= slots) return 1;
-  int best = 1;
-  double best_eff = 0.0;
-  const int64_t maxs = std::max<int64_t>(1, std::min<int64_t>(16, ktiles / 4));
-  for (int s = 1; s <= maxs; ++s) {
-    const int64_t work = tiles * s;
-    const double eff = static_cast<double>(work) / (static_cast<double>(cdiv(work, slots)) * slots);
-    if (work >= slots && eff >= 0.9) return s;
-    if (eff > best_eff + 1e-9) {
-      best_eff = eff;
-      best = s;
-    }
-  }
-  return best;
-}
-
-// Share of the SM rounds that a grid of `tiles` keeps busy.
-double round_fill(int64_t tiles, int64_t slots) { return static_cast<double>(tiles) / (cdiv(tiles, slots) * slots); }
-
 }  // namespace
 
 std::string LinearPlan::label() const {
   switch (kind) {
     case LinearKind::Gemv: return "gemv";
     case LinearKind::Canonical: return "gemm_tc (layout 0)";
-    case LinearKind::Wgmma: return str(kWgmma[cfg].name, " splits=", splits);
+    case LinearKind::Wgmma:
+      return dp > 0 && dp < tiles && splits > 1 ? str(gemmk::kSm90Cfgs[cfg].name, " whole=", dp, "/", tiles, " splits=", splits)
+                                                : str(gemmk::kSm90Cfgs[cfg].name, " splits=", splits);
     case LinearKind::Mma: return str(kMma[cfg].name, " splits=", splits);
   }
   return "?";
 }
 
-// The choice. PREDICTIONS until scripts/gpu/gemm.sh has run on the H200 (bench/NOTES.md, "INT4 GEMM"): replace
-// them by the measured winners, with the figures here.
+// The choice:
 //   M <= 8: the GEMV (bench/NOTES.md: at M = 8 it beat one 128-row tensor-core tile 2-3x on the H100).
 //   layout 0: the canonical gemm_tc path (the only tensor-core kernel that reads layout 0).
-//   sm_90a, layout 1: one token tile when M <= 64 (TT = 16/32/64 >= M), K split until the tiles fill the SMs
-//     (small M streams the weights: the time should stay near one read of them); M > 64: 256 x 128 tiles, or
-//     128 x 128 when those fill the last round of SMs better (qkv at M = 2048: 288 tiles = 2.2 rounds of 132).
-//   other archs, layout 1: mma.sync 128 x 16/32/64 for M <= 64, 128 x 128 above.
-// GLM4_INT4_GEMM=mma forces the mma.sync kernels on sm_90a too (a way around a wgmma problem without a rebuild;
-// read once a process).
+//   sm_90a, layout 1: gemmk::plan_sm90 (gemm_int4_plan.cuh: the H200 measurements behind it are written there; the
+//     harness validates and times the same function as its variant "plan_new").
+//   other archs, layout 1: mma.sync 128 x 16/32/64 for M <= 64, 128 x 128 above (not measured yet).
+// GLM4_INT4_GEMM=mma forces the mma.sync kernels on sm_90a too (a way around a wgmma problem without a rebuild);
+// GLM4_INT4_GEMM_PLAN=old takes the first version's wgmma choice (gemmk::plan_sm90_old: r256 t128 tiles above
+// M = 64, uniform K split), the way back if the new plan measures worse. Both read once a process.
+static bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e != nullptr && std::string(e) == value;
+}
 static bool force_mma() {
-  static const bool v = [] {
-    const char* e = std::getenv("GLM4_INT4_GEMM");
-    return e != nullptr && std::string(e) == "mma";
-  }();
+  static const bool v = env_is("GLM4_INT4_GEMM", "mma");
+  return v;
+}
+static bool old_plan() {
+  static const bool v = env_is("GLM4_INT4_GEMM_PLAN", "old");
   return v;
 }
 
@@ -124,27 +100,21 @@ LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
   const int64_t ktiles = k / 64;
   if (d.sm90a && !force_mma()) {
     p.kind = LinearKind::Wgmma;
-    if (m <= 16)
-      p.cfg = 3;
-    else if (m <= 32)
-      p.cfg = 2;
-    else if (m <= 64)
-      p.cfg = 1;
-    else {
-      const int64_t t0 = cdiv(m, W0::TT) * cdiv(n / 16, W0::RT), t4 = cdiv(m, W4::TT) * cdiv(n / 16, W4::RT);
-      p.cfg = round_fill(t4, d.sms) > round_fill(t0, d.sms) + 0.15 ? 4 : 0;
-    }
-    const CfgInfo& ci = kWgmma[p.cfg];
-    const int64_t tiles = cdiv(m, ci.tokens) * cdiv(n, ci.rows);
-    p.splits = choose_splits(tiles, ktiles, d.sms);
-    p.grid = static_cast<int>(std::min<int64_t>(tiles * p.splits, d.sms));
+    GLM4_CHECK(m < (int64_t{1} << 30) && n < (int64_t{1} << 30) && k < (int64_t{1} << 30), GLM4_E_UNSUPPORTED,
+               "matmul_int4: [", m, ",", k, "] x [", n, ",", k, "] exceeds the GEMM's 32-bit tile counts");
+    const gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms) : gemmk::plan_sm90(m, n, k, d.sms);
+    p.cfg = sp.cfg;
+    p.splits = sp.sched.splits;
+    p.tiles = sp.sched.tiles;
+    p.dp = sp.sched.dp;
+    p.grid = sp.grid;
     return p;
   }
   p.kind = LinearKind::Mma;
   p.cfg = m <= 16 ? 3 : m <= 32 ? 2 : m <= 64 ? 1 : 0;
   const CfgInfo& ci = kMma[p.cfg];
   const int64_t tiles = cdiv(m, ci.tokens) * cdiv(n, ci.rows);
-  p.splits = choose_splits(tiles, ktiles, 2 * static_cast<int64_t>(d.sms));
+  p.splits = gemmk::choose_splits_uniform(tiles, ktiles, 2 * static_cast<int64_t>(d.sms));
   p.grid = static_cast<int>(tiles * p.splits);
   return p;
 }
@@ -170,23 +140,22 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
       o.bias_bf16 = bias.data<uint16_t>();
   }
   cudaStream_t st = stream_of(c);
-  if (plan.splits > 1) CUDA_CHECK(cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(m) * w.n, st));
   const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x.raw());
   cudaError_t e = cudaSuccess;
   LinearKind kind = plan.kind;
   if (kind == LinearKind::Wgmma) {
-    switch (plan.cfg) {
-      case 0: e = gemmk::launch_gemm_int4_sm90<W0>(st, xb, lw, o, plan.splits, plan.grid); break;
-      case 1: e = gemmk::launch_gemm_int4_sm90<W1>(st, xb, lw, o, plan.splits, plan.grid); break;
-      case 2: e = gemmk::launch_gemm_int4_sm90<W2>(st, xb, lw, o, plan.splits, plan.grid); break;
-      case 3: e = gemmk::launch_gemm_int4_sm90<W3>(st, xb, lw, o, plan.splits, plan.grid); break;
-      default: e = gemmk::launch_gemm_int4_sm90<W4>(st, xb, lw, o, plan.splits, plan.grid); break;
-    }
+    gemmk::Sm90Plan sp;
+    sp.cfg = plan.cfg;
+    sp.sched = gemmk::Sched{plan.tiles, plan.dp, plan.splits};
+    sp.grid = plan.grid;
+    e = gemmk::launch_plan_sm90(st, xb, lw, o, sp);  // zeroes what the K pieces add into
     if (e == cudaErrorNotSupported) {  // the driver cannot encode tensor maps: the mma.sync path serves
       (void)cudaGetLastError();
       kind = LinearKind::Mma;
     }
   }
+  if (kind == LinearKind::Mma && plan.splits > 1)
+    CUDA_CHECK(cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(m) * w.n, st));
   if (kind == LinearKind::Mma) {
     const int cfg = kind == plan.kind ? plan.cfg : (m <= 16 ? 3 : m <= 32 ? 2 : m <= 64 ? 1 : 0);
     switch (cfg) {

@@ -21,6 +21,8 @@ struct LinearPlan {
   int cfg = 0;     // index into the instantiated configurations of the kind (gemm_int4.cu)
   int splits = 1;  // K splits (small M: more blocks streaming the weights; the splits add with atomics)
   int grid = 0;    // blocks (wgmma: persistent, <= SMs)
+  int tiles = 0;   // wgmma: output tiles; the first dp whole, each of the others in `splits` K pieces
+  int dp = 0;      //   (gemmk::Sched; dp = 0 with splits > 1: the uniform K split)
   std::string label() const;  // e.g. "wgmma r256 t16 splits=4" (what the bench prints)
 };
 

@@ -19,6 +19,7 @@
 // - Epilogue: the accumulators hold D[n][m]; each lane writes Y[m][n] (+ bias) directly (32-byte segments), or
 //   adds into y with red.global when K is split across tiles (small M: more tiles streaming the weights).
 #pragma once
+#include <algorithm>
 #include <cuda.h>  // CUtensorMap and the encode function's types (the function itself comes from the runtime)
 
 #include "gemm_int4_common.cuh"
@@ -92,11 +93,30 @@ struct Sm90Maps {
   CUtensorMap x, w, s, z;
 };
 
+// Work schedule of the persistent kernel over `tiles` output tiles (in tile_coord order): the first `dp` tiles
+// whole (direct stores), then each of the other tiles in `splits` K pieces that add into y with red.global (y
+// zeroed first over those tiles; bias added by piece 0). Units are handed out round robin (unit u -> block
+// u % grid), whole tiles first: the K pieces fill the last, partial round of SMs that whole tiles would leave
+// idle (stream-K's aim with plain split-K pieces: qkv at M = 2048 has 288 tiles of 128 x 256 = 2.18 rounds on 132
+// SMs; the third round ran 24 tiles on 24 SMs). dp = 0 is the uniform K split (every tile in `splits` pieces).
+struct Sched {
+  int tiles, dp, splits;
+};
+struct Unit {
+  int tile, split, nsplit;
+};
+__host__ __device__ __forceinline__ int sched_units(const Sched& s) { return s.dp + (s.tiles - s.dp) * s.splits; }
+__host__ __device__ __forceinline__ Unit sched_unit(const Sched& s, int u) {
+  if (u < s.dp) return Unit{u, 0, 1};
+  const int v = u - s.dp, tail = s.tiles - s.dp;
+  return Unit{s.dp + v % tail, v / tail, s.splits};  // pieces of one tile on different blocks (split slowest)
+}
+
 template <class C>
 __global__ void __launch_bounds__(384, 1)
     gemm_int4_sm90_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
                           const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
-                          int group, int ktiles, int splits, int codebook) {
+                          int group, int ktiles, Sched sched, int codebook) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t sraw = smem_u32(smem_raw);
@@ -105,7 +125,7 @@ __global__ void __launch_bounds__(384, 1)
   const uint32_t lut = bars + 16 * C::STAGES;                // NF4 pair table (codebook 1)
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int n_mb = (o.m + C::TT - 1) / C::TT, n_nb = (o.n / 16 + C::RT - 1) / C::RT;
-  const int total = n_mb * n_nb * splits;
+  const int total = sched_units(sched);
   const int gps = group == 32 ? 2 : 1;
 
   if (tid == 0) {
@@ -127,9 +147,10 @@ __global__ void __launch_bounds__(384, 1)
       int stage = 0;
       uint32_t phase = 0;
       for (int t = blockIdx.x; t < total; t += gridDim.x) {
-        const TileCoord tc = tile_coord(t, n_mb, n_nb);
-        const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * tc.split / splits);
-        const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (tc.split + 1) / splits);
+        const Unit un = sched_unit(sched, t);
+        const TileCoord tc = tile_coord(un.tile, n_mb, n_nb);
+        const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * un.split / un.nsplit);
+        const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (un.split + 1) / un.nsplit);
         const int m0 = tc.mb * C::TT, rt0 = tc.nb * C::RT;
         for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(bars + 8 * (C::STAGES + stage), phase ^ 1);
@@ -164,9 +185,10 @@ __global__ void __launch_bounds__(384, 1)
     int stage = 0;
     uint32_t phase = 0;
     for (int t = blockIdx.x; t < total; t += gridDim.x) {
-      const TileCoord tc = tile_coord(t, n_mb, n_nb);
-      const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * tc.split / splits);
-      const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (tc.split + 1) / splits);
+      const Unit un = sched_unit(sched, t);
+      const TileCoord tc = tile_coord(un.tile, n_mb, n_nb);
+      const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * un.split / un.nsplit);
+      const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (un.split + 1) / un.nsplit);
 #pragma unroll
       for (int r = 0; r < C::WR; ++r)
 #pragma unroll
@@ -237,7 +259,7 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int n = tc.nb * C::BR + (c * C::WR + r) * 64 + warp * 16 + g + 8 * h;
-          store_column<MMA::kAcc / 4>(o, acc[r], 2 * h, m0, n, splits > 1, tc.split == 0);
+          store_column<MMA::kAcc / 4>(o, acc[r], 2 * h, m0, n, un.nsplit > 1, un.split == 0);
         }
     }
   }
@@ -276,12 +298,24 @@ inline bool make_map_2d(CUtensorMap* map, CUtensorMapDataType dt, const void* ba
             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Launch on `st` with `grid` persistent blocks (<= tiles; typically the SM count). y must be zeroed first when
-// splits > 1. x: bf16 [M, K] with K % 64 == 0 and a 16-byte aligned base. Returns cudaErrorNotSupported when the
-// driver cannot encode tensor maps.
+// Zeroes the tail tiles [dp, tiles) of a schedule (the tiles whose K pieces add into y): one block a tile.
 template <class C>
-inline cudaError_t launch_gemm_int4_sm90(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
-                                         int splits, int grid) {
+__global__ void __launch_bounds__(256) gemm_zero_tiles_kernel(float* y, int m, int n, Sched sched) {
+  constexpr int tt = C::TT, br = C::BR;
+  const int n_mb = (m + tt - 1) / tt, n_nb = (n / 16 + br / 16 - 1) / (br / 16);
+  const TileCoord tc = tile_coord(sched.dp + static_cast<int>(blockIdx.x), n_mb, n_nb);
+  const int m0 = tc.mb * tt, n0 = tc.nb * br;
+  const int rows = min(tt, m - m0), cols = min(br, n - n0);
+  for (int i = threadIdx.x; i < rows * cols; i += blockDim.x)
+    y[static_cast<int64_t>(m0 + i / cols) * n + n0 + i % cols] = 0.f;
+}
+
+// Launch on `st` with `grid` persistent blocks (<= sched_units; typically the SM count). Zeroes what the schedule's
+// K pieces add into first (all of y when dp = 0, else the tail tiles). x: bf16 [M, K] with K % 64 == 0 and a
+// 16-byte aligned base. Returns cudaErrorNotSupported when the driver cannot encode tensor maps.
+template <class C>
+inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
+                                               const Sched& sched, int grid) {
   Sm90Maps m;
   const int gps = w.group == 32 ? 2 : 1;
   const uint64_t K = static_cast<uint64_t>(w.k), N = static_cast<uint64_t>(w.n), KG = K / w.group;
@@ -294,10 +328,66 @@ inline cudaError_t launch_gemm_int4_sm90(cudaStream_t st, const __nv_bfloat16* x
   ok = ok && make_map_2d(&m.z, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, w.zeros, KG * 16, N / 16, KG * 32, 16 * gps, C::RT,
                          CU_TENSOR_MAP_SWIZZLE_NONE);
   if (!ok) return cudaErrorNotSupported;
+  if (sched.splits > 1 && sched.dp < sched.tiles) {
+    if (sched.dp == 0) {
+      const cudaError_t ez = cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(o.m) * o.n, st);
+      if (ez != cudaSuccess) return ez;
+    } else {
+      gemm_zero_tiles_kernel<C><<<sched.tiles - sched.dp, 256, 0, st>>>(o.y, o.m, o.n, sched);
+    }
+  }
   const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
   if (e != cudaSuccess) return e;
-  gemm_int4_sm90_kernel<C><<<grid, C::THREADS, C::SMEM, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, splits, w.codebook);
+  gemm_int4_sm90_kernel<C><<<grid, C::THREADS, C::SMEM, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, sched, w.codebook);
   return cudaGetLastError();
+}
+
+// The uniform K split of the first version: every tile in `splits` pieces (all tiles whole when splits = 1).
+template <class C>
+inline Sched uniform_sched(int m, int n, int splits) {
+  const int tiles = ((m + C::TT - 1) / C::TT) * ((n / 16 + C::RT - 1) / C::RT);
+  return Sched{tiles, splits > 1 ? 0 : tiles, splits};
+}
+
+// The schedule for `tiles` tiles of `ktiles` k-steps on `slots` persistent blocks: the cheapest by a model of the
+// round-robin assignment in k-steps, with a fixed cost per unit (pipeline fill, epilogue: `eps_dp` for a whole
+// tile, whose epilogue overlaps the next tile's loads; `eps_piece` for a K piece, whose epilogue is atomic adds).
+// Candidates: all tiles whole; whole tiles for the full rounds (or one round fewer) and the rest in 2..16 pieces of
+// >= 4 k-steps each. Ties keep the fewer units. Returns the modelled time (k-steps of the slowest block) in *cost.
+inline Sched choose_sched(int tiles, int ktiles, int slots, double eps_dp = 1.0, double eps_piece = 3.0,
+                          double* cost = nullptr) {
+  auto count = [](int64_t lo, int64_t hi, int64_t b, int64_t grid) {  // units u in [lo, hi) with u % grid == b
+    auto f = [&](int64_t x) { return x > b ? (x - b + grid - 1) / grid : int64_t{0}; };
+    return f(hi) - f(lo);
+  };
+  auto model = [&](const Sched& s) {
+    const int64_t units = sched_units(s), grid = std::min<int64_t>(units, slots);
+    const double piece = static_cast<double>((ktiles + s.splits - 1) / s.splits) + eps_piece;
+    double worst = 0.0;
+    for (int64_t b = 0; b < grid; ++b) {
+      const double t = count(0, s.dp, b, grid) * (ktiles + eps_dp) + count(s.dp, units, b, grid) * (s.splits > 1 ? piece : ktiles + eps_dp);
+      worst = std::max(worst, t);
+    }
+    return worst;
+  };
+  Sched best{tiles, tiles, 1};
+  double best_cost = model(best);
+  const int full = tiles / slots;
+  const int maxs = std::max(1, std::min(16, ktiles / 4));
+  for (int r = full; r >= std::max(0, full - 1); --r) {
+    const int dp = r * slots;
+    if (dp >= tiles) continue;
+    for (int s = 2; s <= maxs; ++s) {
+      const Sched c{tiles, dp, s};
+      const double t = model(c);
+      if (t < best_cost - 1e-9) {
+        best = c;
+        best_cost = t;
+      }
+    }
+  }
+  if (cost) *cost = best_cost;
+  return best;
 }
 
 template <class C>
