@@ -293,7 +293,8 @@ static Run plan_run(const Variant& v, int M, int N, int K) {
     r.sched = r.plan.sched;
     r.grid = r.plan.grid;
     r.splits = r.sched.splits;
-    r.desc = std::string(kSm90Cfgs[r.plan.cfg].name + 6) + " whole=" + std::to_string(r.sched.dp) + "/" + std::to_string(r.sched.tiles);
+    r.desc = std::string(kSm90Cfgs[r.plan.cfg].name + 6) + " whole=" + std::to_string(r.sched.dp) + "/" + std::to_string(r.sched.tiles) +
+             " s=" + std::to_string(r.sched.splits);
     return r;
   }
   const int tiles = ((M + v.tile_tokens - 1) / v.tile_tokens) * ((N + v.tile_rows - 1) / v.tile_rows);
@@ -301,7 +302,7 @@ static Run plan_run(const Variant& v, int M, int N, int K) {
     r.sched = choose_sched(tiles, K / 64, g_sms);
     r.splits = r.sched.splits;
     r.grid = std::min(sched_units(r.sched), g_sms);
-    r.desc = "whole=" + std::to_string(r.sched.dp) + "/" + std::to_string(tiles);
+    r.desc = "whole=" + std::to_string(r.sched.dp) + "/" + std::to_string(tiles) + " s=" + std::to_string(r.sched.splits);
     return r;
   }
   const int slots = v.sm90 ? g_sms : g_sms * 2;  // mma: ~2 resident blocks an SM

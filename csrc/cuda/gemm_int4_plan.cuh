@@ -101,9 +101,9 @@ inline Sm90Plan plan_sm90_old(int64_t m, int64_t n, int64_t k, int sms) {
 //     o 12.0/13.3 us), r256 t16/t32 above (gate_up 43.5/50.6 us, output 186.6/207.0 us); M 33..64: r128 t128 for
 //     N*K <= 4608*4096 (qkv 19.4, o 17.9 us), r256 t64 above (gate_up 64.6, down 33.6, output 246.9 us).
 //   M > 64: r128 t256 or r128 t128 (relative k-step cost 1.0 / 0.78), each with the whole-tiles-then-K-pieces
-//     schedule of choose_sched; the cheaper by the model. PREDICTION until the second run (bench/NOTES.md): qkv at
-//     M = 2048 from 145 us to ~110 us (67 % -> ~88 % of cuBLAS), M = 512 qkv/o/gate_up from 52.8/41.4/193 us to
-//     ~40/~34/~165 us.
+//     schedule of choose_sched (a K piece costs 8 k-steps more: run 1's uniform splits at M = 512 imply ~6-8 us a
+//     piece); the cheaper by the model. PREDICTION until the second run (bench/NOTES.md, "second version"): qkv at
+//     M = 2048 from 145 us (uniform r128 t256; 186 us with the old plan's r256 t128) to 110-118 us.
 inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms) {
   if (m <= 16) return uniform_plan(n <= 8192 ? 7 : 3, m, n, k, sms);
   if (m <= 32) return uniform_plan(n <= 8192 ? 6 : 2, m, n, k, sms);
@@ -113,7 +113,7 @@ inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms) {
   for (int cfg : {5, 4}) {
     const int tiles = sm90_tiles_of(cfg, m, n);
     double cost = 0.0;
-    const Sched s = choose_sched(tiles, static_cast<int>(k / 64), sms, 1.0, 3.0, &cost);
+    const Sched s = choose_sched(tiles, static_cast<int>(k / 64), sms, 1.0, 8.0, &cost);
     cost *= kSm90Cfgs[cfg].kstep;
     if (cost < best_cost) {
       best_cost = cost;

@@ -351,10 +351,11 @@ inline Sched uniform_sched(int m, int n, int splits) {
 
 // The schedule for `tiles` tiles of `ktiles` k-steps on `slots` persistent blocks: the cheapest by a model of the
 // round-robin assignment in k-steps, with a fixed cost per unit (pipeline fill, epilogue: `eps_dp` for a whole
-// tile, whose epilogue overlaps the next tile's loads; `eps_piece` for a K piece, whose epilogue is atomic adds).
+// tile, whose epilogue overlaps the next tile's loads; `eps_piece` for a K piece, whose epilogue is atomic adds:
+// H200 run 1's uniform splits at M = 512 took ~6-8 us more a piece than their k-steps, ~8 k-steps of r128 t256).
 // Candidates: all tiles whole; whole tiles for the full rounds (or one round fewer) and the rest in 2..16 pieces of
 // >= 4 k-steps each. Ties keep the fewer units. Returns the modelled time (k-steps of the slowest block) in *cost.
-inline Sched choose_sched(int tiles, int ktiles, int slots, double eps_dp = 1.0, double eps_piece = 3.0,
+inline Sched choose_sched(int tiles, int ktiles, int slots, double eps_dp = 1.0, double eps_piece = 8.0,
                           double* cost = nullptr) {
   auto count = [](int64_t lo, int64_t hi, int64_t b, int64_t grid) {  // units u in [lo, hi) with u % grid == b
     auto f = [&](int64_t x) { return x > b ? (x - b + grid - 1) / grid : int64_t{0}; };

@@ -3,7 +3,7 @@
 GEMMs are reported against, measured in the same device call. y bf16 [M, N] = x bf16 [M, K] @ w bf16 [N, K]^T;
 a CUDA graph of back-to-back calls, best of 5 replays; weights rotated over copies (>= 400 MB) for M <= 128 so
 that L2 does not serve them (the INT4 kernels are timed the same way).
-Usage: gemm_cublas.py OUT.json"""
+Usage: gemm_cublas.py OUT.json [M,M,...] (default: 16..8192)"""
 import json
 import sys
 
@@ -35,6 +35,7 @@ def time_graph(fn, calls):
 
 def main():
     out = sys.argv[1]
+    ms = [int(v) for v in sys.argv[2].split(",")] if len(sys.argv) > 2 else MS
     dev = torch.device("cuda")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
     recs = []
@@ -42,7 +43,7 @@ def main():
         wbytes = n * k * 2
         copies = max(1, min(8, (400 << 20) // wbytes))
         ws = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
-        for m in MS:
+        for m in ms:
             if m == 8192 and name != "gate_up":
                 continue
             if n == 151552 and m > 2048:
