@@ -2,7 +2,7 @@
 # serve (issue 14): the paged KV cache, batched decode up to 128 rows, the scheduler and the server on the H200.
 #   1. GPU tests: test/gpu/serve.test.ts (batched steps of 16..128 rows vs solo within tolerance, full pool, preemption)
 #      and the tiny/scheduler parts of test/gpu/batch.test.ts (rows <= 8 still bit for bit with the step buckets);
-#   2. batched decode on the synthetic GLM-4-9B INT4 g128 at context 128, B = 1, 8, 32, 64, 128: aggregate tok/s
+#   2. batched decode on the synthetic GLM-4-9B INT4 g128 at context 128, B = 1, 2, 4, ..., 128: aggregate tok/s
 #      (wall: pick + step a token) and the captured step replayed alone; the ceiling in the same run: cuBLAS BF16
 #      (torch) of one step's linears at M = B (40 layers of qkv/o/gate_up/down + the output layer);
 #   3. memory: 64 sequences x 2,048 tokens resident in the paged cache (+16 steps): the allocator's peak and the
@@ -31,14 +31,14 @@ get() { node -e 'fetch(process.argv[1]).then(async (r) => { if (!r.ok) process.e
   echo "gpu tests exit $? ($(since))"
 
   echo "== batched decode, synthetic GLM-4-9B INT4 g128, context 128 ($(since))"
-  timeout 50 node scripts/gpu/serve-bench.mjs decode 1,8,32,64,128 >"$tmp/decode.json"
+  timeout 50 node scripts/gpu/serve-bench.mjs decode 1,2,4,8,16,32,64,128 >"$tmp/decode.json"
   echo "decode exit $? ($(since))"
   echo "== cuBLAS BF16 ceiling of one step's linears at M = B (torch) ($(since))"
   timeout 20 python3 - >"$tmp/cublas.json" <<'PY'
 import json, torch
 shapes = [(4608, 4096), (4096, 4096), (27392, 4096), (4096, 13696)]  # qkv, o, gate_up, down (x40) ; output 151552x4096
 out = {}
-for m in [1, 8, 32, 64, 128]:
+for m in [1, 2, 4, 8, 16, 32, 64, 128]:
     ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for n, k in shapes]
     wo = torch.randn(151552, 4096, device="cuda", dtype=torch.bfloat16)
     xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _, k in shapes]
