@@ -271,6 +271,7 @@ static std::vector<Variant> variants() {
   v.push_back(sm90_variant<W3>("wgmma_r256_t16"));
   v.push_back(sm90_variant<W6>("wgmma_r128_t32"));
   v.push_back(sm90_variant<W7>("wgmma_r128_t16"));
+  v.push_back(sm90_variant<Sm90Cfg<1, 64, 16>>("wgmma_r128_t64"));  // harness only: a candidate for M = 33..64
   // whole tiles for the full rounds, K pieces for the rest (choose_sched)
   v.push_back(sm90_variant<W5>("wgmma_r128_t256_sk", Policy::Sched));
   v.push_back(sm90_variant<W4>("wgmma_r128_t128_sk", Policy::Sched));

@@ -5,9 +5,10 @@ Usage: gemm2_summary.py KERNELS.json CUBLAS.json OUT.json [FAILED.json]"""
 import json
 import sys
 
-COLS = ["plan_new", "plan_old", "wgmma_r128_t256", "wgmma_r128_t256_sk", "wgmma_r128_t128_sk"]
+COLS = ["plan_new", "plan_old", "wgmma_r128_t256", "wgmma_r128_t256_sk", "wgmma_r128_t128_sk", "wgmma_r256_t64_sk",
+        "wgmma_r128_t64"]
 SHORT = {"plan_new": "new", "plan_old": "old", "wgmma_r128_t256": "t256", "wgmma_r128_t256_sk": "t256sk",
-         "wgmma_r128_t128_sk": "t128sk"}
+         "wgmma_r128_t128_sk": "t128sk", "wgmma_r256_t64_sk": "r256t64sk", "wgmma_r128_t64": "t64"}
 
 
 def load(path, fix_cut=False):
@@ -37,13 +38,13 @@ def main():
     tmap = {(r["shape"], r["m"], r["variant"]): r for r in times}
     order = {"qkv": 0, "o": 1, "gate_up": 2, "down": 3, "output": 4}
     keys = sorted({(r["shape"], r["m"]) for r in times}, key=lambda t: (order.get(t[0], 9), t[1]))
-    head = f"{'shape':8s} {'M':>5s} " + " ".join(f"{SHORT[c]:>7s}" for c in COLS) + f" {'cuBLAS':>7s} {'new%':>5s} {'old%':>5s}  new plan"
+    head = f"{'shape':8s} {'M':>5s} " + " ".join(f"{SHORT[c]:>9s}" for c in COLS) + f" {'cuBLAS':>7s} {'new%':>5s} {'old%':>5s}  new plan"
     print("\nus per call (share = cuBLAS us / ours)\n" + head)
     rows = []
     for shape, m in keys:
         c = cmap.get((shape, m))
         vals = [tmap.get((shape, m, v)) for v in COLS]
-        cells = " ".join(f"{r['us']:7.1f}" if r else f"{'-':>7s}" for r in vals)
+        cells = " ".join(f"{r['us']:9.1f}" if r else f"{'-':>9s}" for r in vals)
         new, old = vals[0], vals[1]
         pn = f"{c['us'] / new['us'] * 100:4.0f}%" if c and new else "    -"
         po = f"{c['us'] / old['us'] * 100:4.0f}%" if c and old else "    -"
