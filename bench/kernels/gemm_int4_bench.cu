@@ -276,6 +276,11 @@ static std::vector<Variant> variants() {
   v.push_back(sm90_variant<W5>("wgmma_r128_t256_sk", Policy::Sched));
   v.push_back(sm90_variant<W4>("wgmma_r128_t128_sk", Policy::Sched));
   v.push_back(sm90_variant<W1>("wgmma_r256_t64_sk", Policy::Sched));
+  // harness-only candidates (second run): 128 x 192 tiles (qkv at M = 2048: 396 tiles = 3.0 rounds of 132), and
+  // r128 t256 with a sixth stage (5 stages leave ~3 in flight while the consumers hold 2)
+  v.push_back(sm90_variant<Sm90Cfg<1, 192, 7>>("wgmma_r128_t192"));
+  v.push_back(sm90_variant<Sm90Cfg<1, 192, 7>>("wgmma_r128_t192_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<1, 256, 6>>("wgmma_r128_t256_s6_sk", Policy::Sched));
   // the same with each stage's wgmma groups drained before the next stage (the simpler synchronization)
   v.push_back(sm90_variant<Sm90Cfg<2, 128, 8, false>>("wgmma_r256_t128_drain"));
   v.push_back(sm90_variant<Sm90Cfg<2, 16, 16, false>>("wgmma_r256_t16_drain"));

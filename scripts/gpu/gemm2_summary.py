@@ -6,9 +6,10 @@ import json
 import sys
 
 COLS = ["plan_new", "plan_old", "wgmma_r128_t256", "wgmma_r128_t256_sk", "wgmma_r128_t128_sk", "wgmma_r256_t64_sk",
-        "wgmma_r128_t64"]
+        "wgmma_r128_t64", "wgmma_r128_t192", "wgmma_r128_t192_sk", "wgmma_r128_t256_s6_sk"]
 SHORT = {"plan_new": "new", "plan_old": "old", "wgmma_r128_t256": "t256", "wgmma_r128_t256_sk": "t256sk",
-         "wgmma_r128_t128_sk": "t128sk", "wgmma_r256_t64_sk": "r256t64sk", "wgmma_r128_t64": "t64"}
+         "wgmma_r128_t128_sk": "t128sk", "wgmma_r256_t64_sk": "r256t64sk", "wgmma_r128_t64": "t64",
+         "wgmma_r128_t192": "t192", "wgmma_r128_t192_sk": "t192sk", "wgmma_r128_t256_s6_sk": "t256s6sk"}
 
 
 def load(path, fix_cut=False):
