@@ -6,13 +6,14 @@
 //        -o bench/kernels/bin/attention_bench
 //   bench/kernels/bin/attention_bench [--quick] [--json FILE] [--skip I,J,...]
 // Before each variant runs, a line "@variant I NAME" is printed and flushed: if a kernel faults (the process dies),
-// scripts/gpu/attention.sh reruns with that variant skipped. Variant indices: decode 0..6, prefill 7..8, generic 9.
+// scripts/gpu/attention2.sh reruns with that variant skipped. Variant indices: decode 0..8, prefill 9..13, generic 14.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
 // step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
 // back-to-back launches (the engine's replay). GB/s counts the K and V bytes the queries see; the copy bandwidth
 // (cudaMemcpy device to device, read + write) is measured in the same run. Prefill: causal FLOP = 2 * 2 * T^2/2 *
 // Hq * D over the time.
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -145,7 +146,7 @@ struct Problem {
     q = out = nullptr;
     dtable = dpos = dseq = nullptr;
   }
-  attn::Args args(void* work) const {
+  attn::Args args(void* work, size_t work_bytes) const {
     attn::Args a;
     a.q = q;
     a.kc = kc;
@@ -155,6 +156,7 @@ struct Problem {
     a.seq = seq ? dseq : nullptr;
     a.out = out;
     a.work = work;
+    a.work_bytes = work ? work_bytes : 0;
     a.T = T();
     a.Hq = Hq;
     a.Hkv = Hkv;
@@ -230,8 +232,13 @@ double check(Problem& pr, const std::vector<int>& queries) {
 struct Variant {
   std::string name;
   attn::Kind kind;
-  int mink, pfix, stages, warps;
+  int mink, pfix, stages, warps;     // decode split rule and stages; prefill warps
+  int pver = 1, pks = 16, pstages = 2;  // prefill kernel version, keys a step, stages
+  cudaError_t (*launch)(const attn::Args&, cudaStream_t) = nullptr;  // a configuration the op does not instantiate
 };
+cudaError_t launch_variant(const Variant& v, const attn::Args& a, const attn::Plan& p, cudaStream_t st) {
+  return v.launch ? v.launch(a, st) : attn::launch(a, p, st);
+}
 
 attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
   const int64_t max_len = static_cast<int64_t>(pr.NB) * pr.bs;
@@ -242,11 +249,18 @@ attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
   }
   if (v.kind == attn::Kind::Prefill) {
     p.kind = attn::Kind::Prefill;
+    p.pver = v.pver;
     p.warps = v.warps;
+    p.pks = v.pks;
+    p.pstages = v.pstages;
     return p;
   }
   // Decode with this variant's split rule, whatever T (plan_attention would send long single-sequence T to prefill).
-  p = attn::plan_attention(1, pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, v.mink, v.pfix, v.stages);
+  attn::PlanKnobs k;
+  k.mink = v.mink;
+  k.pfix = v.pfix;
+  k.stages = v.stages;
+  p = attn::plan_attention(1, pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, k);
   const int64_t units = static_cast<int64_t>(pr.T()) * pr.Hkv * p.rt;
   p.work = p.splits > 1 ? attn::decode_work_bytes(units, p.splits, pr.D) : 0;
   return p;
@@ -271,7 +285,7 @@ bool run_checked(Problem& pr, const Variant& v, int smem_optin, Work& work, cons
   const size_t nq = static_cast<size_t>(pr.T()) * pr.Hq * pr.D;
   fill_nan<<<256, 256>>>(pr.out, nq);
   void* w = p.work ? work.get(p.work) : nullptr;
-  CK(attn::launch(pr.args(w), p, 0));
+  CK(launch_variant(v, pr.args(w, work.bytes), p, 0));
   CK(cudaDeviceSynchronize());
   *err = check(pr, queries);
   // Twice more: the split-K tickets must be back at zero after every launch (same result bit for bit).
@@ -279,7 +293,7 @@ bool run_checked(Problem& pr, const Variant& v, int smem_optin, Work& work, cons
   CK(cudaMemcpy(a.data(), pr.out, nq * 4, cudaMemcpyDeviceToHost));
   for (int r = 0; r < 2; ++r) {
     fill_nan<<<256, 256>>>(pr.out, nq);
-    CK(attn::launch(pr.args(w), p, 0));
+    CK(launch_variant(v, pr.args(w, work.bytes), p, 0));
   }
   CK(cudaDeviceSynchronize());
   CK(cudaMemcpy(b.data(), pr.out, nq * 4, cudaMemcpyDeviceToHost));
@@ -311,15 +325,16 @@ double copy_bandwidth() {
 }
 
 // Mean microseconds per launch: a CUDA graph of `n` launches cycling over the problems, replayed `reps` times.
-double time_graph(std::vector<Problem>& prs, const attn::Plan& p, void* work, int n, int reps) {
+double time_graph(std::vector<Problem>& prs, const Variant& v, const attn::Plan& p, void* work, size_t work_bytes, int n,
+                  int reps) {
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  for (auto& pr : prs) CK(attn::launch(pr.args(work), p, st));  // warm up (and set smem attributes)
+  for (auto& pr : prs) CK(launch_variant(v, pr.args(work, work_bytes), p, st));  // warm up (and set smem attributes)
   CK(cudaStreamSynchronize(st));
   cudaGraph_t g;
   cudaGraphExec_t ge;
   CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < n; ++i) CK(attn::launch(prs[i % prs.size()].args(work), p, st));
+  for (int i = 0; i < n; ++i) CK(launch_variant(v, prs[i % prs.size()].args(work, work_bytes), p, st));
   CK(cudaStreamEndCapture(st, &g));
   CK(cudaGraphInstantiate(&ge, g, 0));
   CK(cudaGraphLaunch(ge, st));
@@ -365,19 +380,28 @@ int main(int argc, char** argv) {
               smem_optin, prop.l2CacheSize >> 20, copy_gbs);
   if (js) std::fprintf(js, "{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f}\n", prop.name, sms, copy_gbs);
 
-  const std::vector<Variant> decode_variants = {
-      {"dec m128 p64 s4 (default)", attn::Kind::Decode, 128, 64, 4, 4},
-      {"dec m64 p128 s4", attn::Kind::Decode, 64, 128, 4, 4},
-      {"dec m256 p32 s4", attn::Kind::Decode, 256, 32, 4, 4},
-      {"dec m256 p64 s4", attn::Kind::Decode, 256, 64, 4, 4},
-      {"dec m512 p16 s4", attn::Kind::Decode, 512, 16, 4, 4},
-      {"dec m128 p64 s2", attn::Kind::Decode, 128, 64, 2, 4},
-      {"dec m64 p128 s2", attn::Kind::Decode, 64, 128, 2, 4},
+  // "(default)" marks plan_attention's defaults (PlanKnobs), "(old)" the configuration of the first H200 run
+  // (GLM4_ATTN_PLAN=old).
+  const attn::PlanKnobs dk;
+  auto dname = [&](int mink, int pfix, int st) {
+    std::string n = "dec m" + std::to_string(mink) + " p" + std::to_string(pfix) + " s" + std::to_string(st);
+    if (mink == dk.mink && pfix == dk.pfix && st == dk.stages) n += " (default)";
+    if (mink == 128 && pfix == 64 && st == 4) n += " (old)";
+    return n;
   };
-  const std::vector<Variant> prefill_variants = {
-      {"pre w4 (default)", attn::Kind::Prefill, 0, 0, 0, 4},
-      {"pre w8", attn::Kind::Prefill, 0, 0, 0, 8},
+  std::vector<Variant> decode_variants;
+  for (const auto& c : std::vector<std::array<int, 3>>{{128, 64, 4}, {128, 64, 3}, {128, 64, 2}, {256, 64, 4}, {256, 64, 3},
+                                                       {256, 64, 2}, {512, 16, 4}, {512, 32, 3}, {64, 128, 2}})
+    decode_variants.push_back({dname(c[0], c[1], c[2]), attn::Kind::Decode, c[0], c[1], c[2], 4});
+  std::vector<Variant> prefill_variants = {
+      {"pre1 w4 (old)", attn::Kind::Prefill, 0, 0, 0, 4, 1},
+      {"pre1 w8", attn::Kind::Prefill, 0, 0, 0, 8, 1},
+      {"pre2 w4 k16 s2", attn::Kind::Prefill, 0, 0, 0, 4, 2, 16, 2},
+      {"pre2 w8 k16 s2", attn::Kind::Prefill, 0, 0, 0, 8, 2, 16, 2},
+      {"pre2 w4 k16 s3", attn::Kind::Prefill, 0, 0, 0, 4, 2, 16, 3, attn::launch_prefill2_d<kD, 4, 16, 3>},
   };
+  for (auto& v : prefill_variants)
+    if (v.pver == dk.pver && v.warps == dk.warps && v.pks == dk.pks && v.pstages == dk.pstages) v.name += " (default)";
   const Variant generic{"generic", attn::Kind::Generic, 0, 0, 0, 0};
   Work work;
   int failures = 0;
@@ -409,6 +433,7 @@ int main(int argc, char** argv) {
     const std::vector<VCase> vcases = {
         {"decode B=3 lens 1/65/5000", {1, 65, 5000}, 1, true, false},
         {"decode B=1 len 20000", {20000}, 1, true, false},
+        {"decode B=32 lens 2048 (workspace reused)", std::vector<int>(32, 2048), 1, true, false},
         {"decode B=17 lens 63..8192", {63, 64, 65, 1000, 8192, 1, 129, 4000, 63, 64, 65, 1000, 8192, 1, 129, 4000, 300}, 1, true, false},
         {"decode T=3 of one seq len 700", {700}, 3, false, false},
         {"prefill T=2049", {2049}, 2049, false, true},
@@ -464,10 +489,11 @@ int main(int argc, char** argv) {
         if (!ok) {
           ++failures;
           std::printf("  B=%-3d ctx=%-6d %-28s FAILED validation (err %.2e): not timed\n", B, ctx, v.name.c_str(), err);
+          if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"decode B=%d ctx=%d\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", B, ctx, v.name.c_str(), err);
           continue;
         }
         void* w = p.work ? work.get(p.work) : nullptr;
-        const double us = time_graph(prs, p, w, std::max(copies, 20), quick ? 3 : 10);
+        const double us = time_graph(prs, v, p, w, work.bytes, std::max(copies, 20), quick ? 3 : 10);
         const double gbs = bytes / (us * 1e-6) / 1e9;
         std::printf("  B=%-3d ctx=%-6d %-28s splits %-3d %9.2f us %8.0f GB/s %5.1f%% of copy (err %.1e)\n", B, ctx,
                     v.name.c_str(), p.splits, us, gbs, 100.0 * gbs / copy_gbs, err);
@@ -497,10 +523,11 @@ int main(int argc, char** argv) {
       if (!ok) {
         ++failures;
         std::printf("  T=%-6d %-20s FAILED validation (err %.2e): not timed\n", T, v.name.c_str(), err);
+        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"prefill T=%d\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", T, v.name.c_str(), err);
         continue;
       }
       std::vector<Problem> one{pr};
-      const double us = time_graph(one, p, nullptr, T >= 32768 ? 2 : 5, quick ? 2 : 3);
+      const double us = time_graph(one, v, p, nullptr, 0, T >= 32768 ? 2 : 5, quick ? 2 : 3);
       const double tf = flop / (us * 1e-6) / 1e12;
       std::printf("  T=%-6d %-20s %9.3f ms %7.1f TFLOP/s (err %.1e)\n", T, v.name.c_str(), us / 1e3, tf, err);
       if (js) std::fprintf(js, "{\"kind\":\"prefill\",\"T\":%d,\"variant\":\"%s\",\"ms\":%.4f,\"tflops\":%.2f}\n", T, v.name.c_str(), us / 1e3, tf);

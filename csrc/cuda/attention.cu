@@ -6,6 +6,9 @@
 // query with a negative position or a sequence outside the table gets zeros, positions past the table (or past
 // the contiguous cache) are clamped, and a table entry outside the pool reads zeros.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "attention_kernels.cuh"
 #include "ops.h"
@@ -38,13 +41,79 @@ DeviceLimits limits_of(int dev) {
   return d;
 }
 
+// Plan settings from the environment, read once a process (a way back without a rebuild if a kernel or a default
+// misbehaves on some card):
+//   GLM4_ATTN_PLAN=old                 the configuration of the first H200 run (16-row prefill, m128 p64 s4 decode)
+//   GLM4_ATTN_DECODE=mink,pfix,stages  decode split rule (keys a split at least, splits at most) and pipeline depth 2..4
+//   GLM4_ATTN_PREFILL=1,warps          prefill_kernel with 4 or 8 warps
+//   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones)
+// A malformed value is an error (ERR invalid argument) at the first attention, never a silent default.
+struct EnvKnobs {
+  attn::PlanKnobs k;
+  std::string error;
+};
+std::vector<int> parse_ints(const char* s) {
+  std::vector<int> v;
+  std::string cur;
+  for (const char* p = s;; ++p) {
+    if (*p == ',' || *p == 0) {
+      if (cur.empty() || cur.size() > 6 || cur.find_first_not_of("0123456789") != std::string::npos) return {};
+      v.push_back(std::stoi(cur));
+      cur.clear();
+      if (*p == 0) break;
+    } else {
+      cur += *p;
+    }
+  }
+  return v;
+}
+const EnvKnobs& env_knobs() {
+  static const EnvKnobs e = [] {
+    EnvKnobs r;
+    const char* plan = std::getenv("GLM4_ATTN_PLAN");
+    if (plan && *plan) {
+      if (std::string(plan) == "old") r.k = attn::PlanKnobs::old();
+      else if (std::string(plan) != "default") r.error = std::string("GLM4_ATTN_PLAN=") + plan + ": expected old or default";
+    }
+    if (const char* d = std::getenv("GLM4_ATTN_DECODE"); d && *d) {
+      const std::vector<int> v = parse_ints(d);
+      if (v.size() == 3 && v[0] >= 1 && v[1] >= 1 && v[1] <= attn::kMaxSplits && v[2] >= 2 && v[2] <= 4) {
+        r.k.mink = v[0];
+        r.k.pfix = v[1];
+        r.k.stages = v[2];
+      } else {
+        r.error = std::string("GLM4_ATTN_DECODE=") + d + ": expected mink,pfix,stages (pfix 1.." +
+                  std::to_string(attn::kMaxSplits) + ", stages 2..4)";
+      }
+    }
+    if (const char* f = std::getenv("GLM4_ATTN_PREFILL"); f && *f) {
+      const std::vector<int> v = parse_ints(f);
+      if (v.size() == 2 && v[0] == 1 && (v[1] == 4 || v[1] == 8)) {
+        r.k.pver = 1;
+        r.k.warps = v[1];
+      } else if (v.size() == 4 && v[0] == 2 && (v[1] == 4 || v[1] == 8) && v[2] == 16 && v[3] == 2) {
+        r.k.pver = 2;
+        r.k.warps = v[1];
+        r.k.pks = v[2];
+        r.k.pstages = v[3];
+      } else {
+        r.error = std::string("GLM4_ATTN_PREFILL=") + f + ": expected 1,4 | 1,8 | 2,4,16,2 | 2,8,16,2";
+      }
+    }
+    return r;
+  }();
+  return e;
+}
+
 // The kernel plan of csrc/cuda/attention_kernels.cuh for these tensors (the same at record and at run time).
 attn::Plan plan_for(int dev, const Tensor& q, const Tensor& kc, const Tensor& table, const Tensor& seq, int64_t block_size) {
   const DeviceLimits lim = limits_of(dev);
+  const EnvKnobs& env = env_knobs();
+  GLM4_CHECK(env.error.empty(), GLM4_E_INVALID_ARG, "attention: ", env.error);
   const int64_t max_len = table.defined() ? table.dim(1) * block_size : kc.dim(0);
   return attn::plan_attention(static_cast<int>(q.dim(0)), static_cast<int>(q.dim(1)), static_cast<int>(kc.dim(1)),
                               static_cast<int>(q.dim(2)), kc.dtype() == DType::BF16, seq.defined(), max_len,
-                              lim.smem_optin);
+                              lim.smem_optin, env.k);
 }
 
 void check_limits(const Tensor& q, const Tensor& kc) {
@@ -119,6 +188,7 @@ void attention_run(Context& c, const Tensor& out, const Tensor& q, const Tensor&
   a.seq = table.defined() && seq.defined() ? seq.data<int32_t>() : nullptr;
   a.out = out.data<float>();
   a.work = p.work > 0 ? work.raw() : nullptr;
+  a.work_bytes = p.work > 0 ? static_cast<size_t>(work.nbytes()) : 0;
   a.T = static_cast<int>(T);
   a.Hq = static_cast<int>(Hq);
   a.Hkv = static_cast<int>(kc.dim(1));

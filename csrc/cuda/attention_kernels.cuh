@@ -52,7 +52,8 @@ struct Args {
   const int32_t* table = nullptr; // [B, NB] block table, or null (one contiguous sequence, position = row)
   const int32_t* seq = nullptr;   // [T] sequence of each query, or null (all 0)
   float* out = nullptr;           // [T, Hq, D] f32
-  void* work = nullptr;           // decode split-K workspace (zeros at rest), or null
+  void* work = nullptr;           // decode split-K workspace (its ticket area zero at rest), or null
+  size_t work_bytes = 0;          // its size (where the ticket area ends depends on it)
   int T = 0, Hq = 0, Hkv = 0, D = 0;
   int64_t rows = 0;               // R
   int B = 1, NB = 0, shift = 0;   // table rows, blocks per row, log2(block size)
@@ -263,18 +264,27 @@ __device__ __forceinline__ void softmax_update(float (&s)[NP][4], float (&m)[2],
 __device__ __forceinline__ float merge_scale(float m, float mmax) { return m == -INFINITY ? 0.f : exp2f(m - mmax); }
 
 // ----------------------------------------------------------------------------------------------- decode
-// The decode kernel's workspace for `units` (token, group, head tile) units and at most P splits each (zeros at
-// rest: only the tickets need it):
-//   tickets u32 [units][1 + groups] | level-1 states: (max, sum) float2 [units][P][16], outputs f32 [units][P][16][D]
-//   | level-2 states (one per group of kMergeFan splits): float2 [units][groups][16], f32 [units][groups][16][D]
+// The decode kernel's workspace, a buffer of N bytes (N >= decode_work_bytes(units, P, D) of the launch):
+//   [0, decode_ticket_cap(N)): tickets u32, at most 1 + groups per (token, group, head tile) unit, all zero at rest
+//   then level-1 states: (max, sum) float2 [units][P][16], outputs f32 [units][P][16][D]
+//   | level-2 states (one per group of kMergeFan splits): float2 [units][groups][16], f32 [units][groups][16][D].
+// The ticket area depends on the buffer size alone, never on the launch's shapes: launches of other shapes (decode
+// buckets of other batch sizes, other split counts) share the buffer, and partial states of one must never land
+// where another expects zero tickets (run2 on the H200: B = 32 after B = 1 failed validation with stale tickets).
+// Each launch leaves every ticket it took at zero, so the area stays zero after the first clearing.
 constexpr int kMergeFan = 8;
 __host__ __device__ inline int decode_groups(int P) { return (P + kMergeFan - 1) / kMergeFan; }
 __host__ __device__ inline int decode_tickets_per_unit(int P) { return 1 + decode_groups(P); }
-__host__ __device__ inline size_t decode_ticket_bytes(int64_t units, int P) {
-  return (static_cast<size_t>(units) * decode_tickets_per_unit(P) * 4 + 255) / 256 * 256;
+__host__ __device__ inline size_t decode_ticket_cap(size_t n) { return n / 64 / 256 * 256; }
+__host__ __device__ inline size_t decode_data_bytes(int64_t units, int P, int D) {
+  return static_cast<size_t>(units) * (P + decode_groups(P)) * 16 * (2 + D) * 4;
 }
+// Bytes to ask for: n with decode_ticket_cap(n) >= the tickets and n - decode_ticket_cap(n) >= the states (and so
+// for every larger n too: the cap grows by at most n / 64 while n grows).
 __host__ __device__ inline size_t decode_work_bytes(int64_t units, int P, int D) {
-  return decode_ticket_bytes(units, P) + static_cast<size_t>(units) * (P + decode_groups(P)) * 16 * (2 + D) * 4;
+  const size_t tickets = static_cast<size_t>(units) * decode_tickets_per_unit(P) * 4;
+  const size_t data = decode_data_bytes(units, P, D);
+  return (data + data / 32 + 64 * tickets + 64 * 512 + 255) / 256 * 256;
 }
 struct DecodeWork {
   unsigned* tickets;
@@ -283,12 +293,12 @@ struct DecodeWork {
   float2* ml2;
   float* po2;
 };
-__device__ __forceinline__ DecodeWork decode_work(void* base, int units, int P, int D) {
+__device__ __forceinline__ DecodeWork decode_work(void* base, size_t bytes, int units, int P, int D) {
   DecodeWork w;
   unsigned char* b = static_cast<unsigned char*>(base);
   const size_t n1 = static_cast<size_t>(units) * P * 16, n2 = static_cast<size_t>(units) * decode_groups(P) * 16;
   w.tickets = reinterpret_cast<unsigned*>(b);
-  w.ml1 = reinterpret_cast<float2*>(b + decode_ticket_bytes(units, P));
+  w.ml1 = reinterpret_cast<float2*>(b + decode_ticket_cap(bytes));
   w.ml2 = w.ml1 + n1;
   w.po1 = reinterpret_cast<float*>(w.ml2 + n2);
   w.po2 = w.po1 + n1 * D;
@@ -446,7 +456,7 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
 
   // Block state per (row, dim), 4 consecutive dims a thread: max M, sum L, output sum O.
   const int units = gridDim.x;
-  const DecodeWork w = decode_work(a.work, units, P, D);
+  const DecodeWork w = decode_work(a.work, a.work_bytes, units, P, D);
   const int gi = split / kMergeFan, ngroups = (live + kMergeFan - 1) / kMergeFan;
   for (int i = threadIdx.x; i < 16 * D / 4; i += blockDim.x) {
     const int r = i / (D / 4), d = (i % (D / 4)) * 4;
@@ -652,6 +662,274 @@ __global__ void __launch_bounds__(NW * 32, 1) prefill_kernel(Args a) {
   }
 }
 
+// ----------------------------------------------------------------------------------------------- prefill, 32 rows a warp
+// prefill2_kernel: the same flash attention with two m16 row tiles per warp (32 rows), so that every K and V
+// fragment read from shared memory (ldmatrix) feeds two mma instead of one. Why: on the H200 (run2) the 16-row kernel
+// reached 248 TFLOP/s at T = 32K; a 16-row warp reads 256 B of shared memory per m16n8k16 mma, twice what 128 B/clk
+// of shared memory bandwidth sustains at one mma per clock per SM, so it is bound by ldmatrix, not by the tensor
+// cores. Keys go KS at a time through the 64-key tile (S is KS/8 x 4 registers per row tile, so that the 32 rows' O
+// (128 f32) and Q (64 u32) stay in registers); the O rescale is skipped when no row's max moved (exact: the factor
+// would be 1). Blocks are ordered heaviest row tile first, the KV groups interleaved (grid.x = tiles * Hkv).
+template <int D, int NW, int KS, int STAGES>
+struct Prefill2Cfg {
+  static constexpr int kThreads = NW * 32;
+  static constexpr int kRows = NW * 32;
+  static constexpr int kStageBytes = 2 * Tile<D>::kBytes;
+  static constexpr int kSmem = STAGES * kStageBytes;
+  static_assert(KS % 16 == 0 && kKeyTile % KS == 0 && STAGES >= 2, "keys per step");
+};
+
+// S[mt][16 x 8*NS] = Q[mt] K^T for keys kbase .. kbase + 8*NS - 1 of the tile at ks (both row tiles share each
+// K fragment; the fragment order is qk_tile's).
+template <int D, int NS>
+__device__ __forceinline__ void qk_tile2(float (&s)[2][NS][4], const uint32_t (&qa)[2][D / 16][4], uint32_t ks, int kbase) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int n = 0; n < NS; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+  const int krow = kbase + (lane & 7) + ((lane >> 4) << 3);
+  const int kcol = ((lane >> 3) & 1) * 8;
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+#pragma unroll
+    for (int np = 0; np < NS / 2; ++np) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4(b0, b1, b2, b3, ks + static_cast<uint32_t>(((krow + np * 16) * Tile<D>::kLd + kd * 16 + kcol) * 2));
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        mma_bf16(s[mt][2 * np], qa[mt][kd], b0, b1);
+        mma_bf16(s[mt][2 * np + 1], qa[mt][kd], b2, b3);
+      }
+    }
+  }
+}
+
+// O[mt] += P[mt] V for keys kbase .. kbase + 8*NS - 1 of the tile at vs (both row tiles share each V fragment).
+template <int D, int NS>
+__device__ __forceinline__ void pv_tile2(float (&o)[2][D / 8][4], const float (&p)[2][NS][4], uint32_t vs, int kbase) {
+  const int lane = threadIdx.x & 31;
+  const int vrow = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int vcol = (lane >> 4) * 8;
+#pragma unroll
+  for (int kk = 0; kk < NS / 2; ++kk) {
+    uint32_t pa[2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      pa[mt][0] = pack_bf16(p[mt][2 * kk][0], p[mt][2 * kk][1]);
+      pa[mt][1] = pack_bf16(p[mt][2 * kk][2], p[mt][2 * kk][3]);
+      pa[mt][2] = pack_bf16(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
+      pa[mt][3] = pack_bf16(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4_t(b0, b1, b2, b3,
+                vs + static_cast<uint32_t>(((kbase + kk * 16 + vrow) * Tile<D>::kLd + dn * 16 + vcol) * 2));
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        mma_bf16(o[mt][2 * dn], pa[mt], b0, b1);
+        mma_bf16(o[mt][2 * dn + 1], pa[mt], b2, b3);
+      }
+    }
+  }
+}
+
+// softmax_update, with the O rescale skipped when the warp's row maxima did not move (corr == 1 exactly: the
+// product would be unchanged, so the result is the same bit for bit).
+template <int D, int NP>
+__device__ __forceinline__ void softmax_update_lazy(float (&s)[NP][4], float (&m)[2], float (&l)[2], float (&o)[D / 8][4]) {
+  float corr[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NP; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mn = fmaxf(m[i], mx);
+    const float mu = mn == -INFINITY ? 0.f : mn;
+    corr[i] = exp2f(m[i] - mu);
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < NP; ++n) {
+      s[n][2 * i] = exp2f(s[n][2 * i] - mu);
+      s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - mu);
+      sum += s[n][2 * i] + s[n][2 * i + 1];
+    }
+    l[i] = l[i] * corr[i] + sum;
+    m[i] = mn;
+  }
+  if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
+  }
+}
+
+// grid.x = ceil(T * per / kRows) * Hkv, block kRows rows of one KV group: row r (of the group) is token r / per,
+// query head g * per + r % per; this thread's rows are warp * 32 + 16 mt + gq + 8 i (mt, i in {0, 1}).
+template <int D, int NW, int KS, int STAGES>
+__global__ void __launch_bounds__(NW * 32, NW <= 4 ? 2 : 1) prefill2_kernel(Args a) {
+  using Cfg = Prefill2Cfg<D, NW, KS, STAGES>;
+  constexpr int NS = KS / 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int s_first, s_kmax;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int g = static_cast<int>(blockIdx.x % a.Hkv);
+  const int64_t ntile = gridDim.x / a.Hkv;
+  const int per = a.Hq / a.Hkv;
+  const int64_t nrows_all = static_cast<int64_t>(a.T) * per;
+  const int64_t row0 = (ntile - 1 - blockIdx.x / a.Hkv) * Cfg::kRows;  // heaviest first
+
+  // This thread's four rows, index r = 2 mt + i.
+  int rloc[4], rseq[4], rpos[4];
+  bool pending[4];
+  uint32_t qa[2][D / 16][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    const float* qrow[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int ri = 2 * mt + i;
+      rloc[ri] = warp * 32 + mt * 16 + gq + 8 * i;
+      const int64_t r = row0 + rloc[ri];
+      qrow[i] = nullptr;
+      rseq[ri] = -1;
+      rpos[ri] = -1;
+      pending[ri] = false;
+      if (r < nrows_all) {
+        const int tok = static_cast<int>(r / per), h = g * per + static_cast<int>(r % per);
+        qrow[i] = a.q + (static_cast<int64_t>(tok) * a.Hq + h) * D;
+        const QueryKeys qk = query_keys(a, tok);
+        if (qk.len > 0) {
+          rseq[ri] = a.seq ? a.seq[tok] : 0;
+          rpos[ri] = qk.len - 1;  // last visible position (clamped)
+          pending[ri] = true;
+        }
+      }
+    }
+    load_q_frags<D>(qa[mt], qrow[0], qrow[1], a.qscale);
+  }
+
+  float o[2][D / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.f;
+  float m[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  const uint32_t sbase = smem_addr(smem);
+  auto ks_of = [&](int st) { return sbase + st * Cfg::kStageBytes; };
+  auto vs_of = [&](int st) { return sbase + st * Cfg::kStageBytes + Tile<D>::kBytes; };
+
+  // One pass per sequence present among the rows (one pass for a single sequence).
+  for (;;) {
+    __syncthreads();  // the previous pass's smem reads and s_* reads are done
+    if (threadIdx.x == 0) {
+      s_first = 0x7fffffff;
+      s_kmax = -1;
+    }
+    __syncthreads();
+    if (tq == 0)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        if (pending[r]) atomicMin(&s_first, rloc[r]);
+    __syncthreads();
+    const int first = s_first;
+    if (first == 0x7fffffff) break;
+    int sq;
+    const int32_t* tb = nullptr;
+    {
+      const int tok = static_cast<int>((row0 + first) / per);
+      sq = a.seq ? a.seq[tok] : 0;
+      if (a.table) tb = a.table + static_cast<int64_t>(sq) * a.NB;
+    }
+    bool act[4];
+    int vmin = 0x7fffffff, vmax = -1;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      act[r] = pending[r] && rseq[r] == sq;
+      vmin = min(vmin, act[r] ? rpos[r] : -1);
+      vmax = max(vmax, act[r] ? rpos[r] : -1);
+    }
+    if (tq == 0)
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        if (act[r]) atomicMax(&s_kmax, rpos[r]);
+    __syncthreads();
+    const int kend = s_kmax + 1;  // keys 0 .. kend-1 of sequence sq
+    const int ntiles = (kend + kKeyTile - 1) / kKeyTile;
+    // Per warp: keys below wfull need no mask (every row active and sees them); keys from wmax on are invisible
+    // to every row of the warp.
+    const int wfull = __reduce_min_sync(0xffffffffu, vmin) + 1;
+    const int wmax = __reduce_max_sync(0xffffffffu, vmax) + 1;
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+      if (st < ntiles) load_kv_tile<D, Cfg::kThreads>(a, tb, g, st * kKeyTile, kend, ks_of(st), vs_of(st));
+      cp_async_commit();
+    }
+    for (int j = 0; j < ntiles; ++j) {
+      cp_async_wait<STAGES - 2>();
+      __syncthreads();  // tile j is visible to all; everyone is done with tile j - 1 (its buffer is refilled next)
+      {
+        const int nj = j + STAGES - 1;
+        if (nj < ntiles) load_kv_tile<D, Cfg::kThreads>(a, tb, g, nj * kKeyTile, kend, ks_of(nj % STAGES), vs_of(nj % STAGES));
+        cp_async_commit();
+      }
+      const int k0 = j * kKeyTile;
+      const uint32_t ks = ks_of(j % STAGES), vs = vs_of(j % STAGES);
+#pragma unroll
+      for (int sub = 0; sub < kKeyTile / KS; ++sub) {
+        const int kb = k0 + sub * KS;
+        if (kb < wmax) {  // warp-uniform
+          float s[2][NS][4];
+          qk_tile2<D, NS>(s, qa, ks, sub * KS);
+          if (kb + KS > wfull) {
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+              for (int n = 0; n < NS; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                  const int key = kb + n * 8 + 2 * tq + (e & 1);
+                  const int r = 2 * mt + (e >> 1);
+                  if (!act[r] || key > rpos[r]) s[mt][n][e] = -INFINITY;
+                }
+          }
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) softmax_update_lazy<D, NS>(s[mt], m[mt], l[mt], o[mt]);
+          pv_tile2<D, NS>(o, s, vs, sub * KS);
+        }
+      }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int r = 0; r < 4; ++r) pending[r] = pending[r] && !act[r];
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float li = l[mt][i];
+      li += __shfl_xor_sync(0xffffffffu, li, 1);
+      li += __shfl_xor_sync(0xffffffffu, li, 2);
+      const int64_t r = row0 + rloc[2 * mt + i];
+      if (r >= nrows_all) continue;
+      const int tok = static_cast<int>(r / per), h = g * per + static_cast<int>(r % per);
+      float* orow = a.out + (static_cast<int64_t>(tok) * a.Hq + h) * D;
+      const float inv = li > 0.f ? 1.f / li : 0.f;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(orow + n * 8 + 2 * tq) = make_float2(o[mt][n][2 * i] * inv, o[mt][n][2 * i + 1] * inv);
+    }
+}
+
 // ----------------------------------------------------------------------------------------------- generic
 __device__ __forceinline__ float load_kv(const void* p, int64_t i, bool bf16) {
   return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
@@ -715,33 +993,55 @@ struct Plan {
   int mink = 128;      // decode: fewest keys per split
   int pfix = 64;       // decode: most splits per unit
   int stages = 2;      // decode: pipeline depth
-  int warps = 4;       // prefill: warps per block (16 rows each)
+  int pver = 2;        // prefill: 1 = prefill_kernel (16 rows a warp), 2 = prefill2_kernel (32 rows a warp)
+  int warps = 4;       // prefill: warps per block
+  int pks = 16;        // prefill2: keys per softmax step
+  int pstages = 2;     // prefill2: pipeline depth
   size_t work = 0;     // decode: workspace bytes (0 when it does not split)
+};
+
+// Tunable settings of plan_attention (defaults: the H200 measurements in bench/NOTES.md). The op reads overrides
+// from the environment (csrc/cuda/attention.cu: GLM4_ATTN_PLAN=old restores the configuration of the first H200 run;
+// GLM4_ATTN_DECODE=mink,pfix,stages and GLM4_ATTN_PREFILL=ver,warps,ks,stages set each part).
+struct PlanKnobs {
+  int mink = 256, pfix = 64, stages = 3;                // decode split rule and pipeline (0 stages: by shared memory)
+  int pver = 2, warps = 4, pks = 16, pstages = 2;      // prefill kernel
+  static PlanKnobs old() {
+    PlanKnobs k;
+    k.mink = 128;
+    k.stages = 0;
+    k.pver = 1;
+    k.warps = 4;
+    return k;
+  }
 };
 
 // The kernel for these shapes and the device's opt-in shared memory per block. Only shapes enter (T, heads, D,
 // dtype, whether queries carry sequence ids, the longest visible range), so a captured step replays for any
 // length. Decode serves few queries (one token per sequence, or a handful of one sequence); the rest goes to the
-// prefill kernel. Decode splits: up to pfix splits of at least mink keys per (token, group): GLM-4-9B at B = 1
-// and 8K context is 2 groups x 64 splits of 128 keys = 128 blocks, about one per SM, each with its whole split
-// in flight. (Defaults are predictions until bench/NOTES.md has the measurements.)
+// prefill kernel. Decode splits: up to pfix splits of at least mink keys per (token, group), a rule on the length
+// alone (a sequence decoded in a batch gets the same splits as alone: bit for bit the same output).
 inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_seq, int64_t max_len, int smem_optin,
-                           int mink = 128, int pfix = 64, int stages = 0, int warps = 4) {
+                           const PlanKnobs& k = PlanKnobs()) {
   Plan p;
   if (!bf16 || (D != 32 && D != 64 && D != 128)) return p;
   const int per = Hq / Hkv;
   const bool decode = multi_seq ? T <= 256 : T <= 4;
   if (!decode) {
     p.kind = Kind::Prefill;
-    p.warps = warps;
+    p.pver = k.pver;
+    p.warps = k.warps;
+    p.pks = k.pks;
+    p.pstages = k.pstages;
     return p;
   }
   p.kind = Kind::Decode;
   p.rt = (per + 15) / 16;
   const int stage_bytes = 2 * (kKeyTile * (D + 8) * 2);
-  p.stages = stages > 0 ? stages : (smem_optin >= 4 * stage_bytes ? 4 : 2);
-  p.mink = std::max(kKeyTile, (mink + kKeyTile - 1) / kKeyTile * kKeyTile);
-  p.pfix = std::max(1, std::min(pfix, kMaxSplits));
+  p.stages = k.stages > 0 ? k.stages : (smem_optin >= 4 * stage_bytes ? 4 : 2);
+  if (p.stages * stage_bytes > smem_optin) p.stages = 2;
+  p.mink = std::max(kKeyTile, (k.mink + kKeyTile - 1) / kKeyTile * kKeyTile);
+  p.pfix = std::max(1, std::min(k.pfix, kMaxSplits));
   const int64_t units = static_cast<int64_t>(T) * Hkv * p.rt;
   p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.pfix, (max_len + p.mink - 1) / p.mink)));
   p.work = p.splits > 1 ? decode_work_bytes(units, p.splits, D) : 0;
@@ -785,24 +1085,44 @@ inline cudaError_t launch_prefill_d(const Args& a, cudaStream_t st) {
   return cudaGetLastError();
 }
 
-// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 4}; prefill D {32, 64, 128}
-// x warps {4, 8}; generic NCH {1, 2, 4, 8, 16} (D <= 512).
+template <int D, int NW, int KS, int STAGES>
+inline cudaError_t launch_prefill2_d(const Args& a, cudaStream_t st) {
+  using Cfg = Prefill2Cfg<D, NW, KS, STAGES>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, prefill2_kernel<D, NW, KS, STAGES>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const int64_t tiles = (static_cast<int64_t>(a.T) * (a.Hq / a.Hkv) + Cfg::kRows - 1) / Cfg::kRows;
+  prefill2_kernel<D, NW, KS, STAGES><<<static_cast<unsigned>(tiles * a.Hkv), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  return cudaGetLastError();
+}
+
+template <int D>
+inline cudaError_t launch_prefill_any(const Args& a, const Plan& p, cudaStream_t st) {
+  if (p.pver == 2) {
+    if (p.warps == 4 && p.pks == 16 && p.pstages == 2) return launch_prefill2_d<D, 4, 16, 2>(a, st);
+    if (p.warps == 8 && p.pks == 16 && p.pstages == 2) return launch_prefill2_d<D, 8, 16, 2>(a, st);
+    return cudaErrorInvalidValue;  // not instantiated (the harness launches its other configurations itself)
+  }
+  return p.warps >= 8 ? launch_prefill_d<D, 8>(a, st) : launch_prefill_d<D, 4>(a, st);
+}
+
+// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 3, 4}; prefill D {32, 64, 128}
+// x (prefill_kernel warps {4, 8}, prefill2_kernel (warps, keys a step, stages) {(4, 16, 2), (8, 16, 2)}); generic
+// NCH {1, 2, 4, 8, 16} (D <= 512).
 inline cudaError_t launch(const Args& a, const Plan& p, cudaStream_t st) {
   if (a.T == 0 || a.Hq == 0) return cudaSuccess;
   if (p.kind == Kind::Decode) {
-    const bool s4 = p.stages >= 4;
     switch (a.D) {
-      case 32: return s4 ? launch_decode_d<32, 4>(a, p, st) : launch_decode_d<32, 2>(a, p, st);
-      case 64: return s4 ? launch_decode_d<64, 4>(a, p, st) : launch_decode_d<64, 2>(a, p, st);
-      default: return s4 ? launch_decode_d<128, 4>(a, p, st) : launch_decode_d<128, 2>(a, p, st);
+      case 32: return p.stages >= 4 ? launch_decode_d<32, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<32, 3>(a, p, st) : launch_decode_d<32, 2>(a, p, st);
+      case 64: return p.stages >= 4 ? launch_decode_d<64, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<64, 3>(a, p, st) : launch_decode_d<64, 2>(a, p, st);
+      default: return p.stages >= 4 ? launch_decode_d<128, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<128, 3>(a, p, st) : launch_decode_d<128, 2>(a, p, st);
     }
   }
   if (p.kind == Kind::Prefill) {
-    const bool w8 = p.warps >= 8;
     switch (a.D) {
-      case 32: return w8 ? launch_prefill_d<32, 8>(a, st) : launch_prefill_d<32, 4>(a, st);
-      case 64: return w8 ? launch_prefill_d<64, 8>(a, st) : launch_prefill_d<64, 4>(a, st);
-      default: return w8 ? launch_prefill_d<128, 8>(a, st) : launch_prefill_d<128, 4>(a, st);
+      case 32: return launch_prefill_any<32>(a, p, st);
+      case 64: return launch_prefill_any<64>(a, p, st);
+      default: return launch_prefill_any<128>(a, p, st);
     }
   }
   const unsigned blocks = static_cast<unsigned>((static_cast<int64_t>(a.T) * a.Hq + 3) / 4);
