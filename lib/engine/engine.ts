@@ -46,8 +46,21 @@ import type { ModelWeights } from "./weights.js";
  */
 export const kGemvRows = 8;
 
-/** Row counts a decode step is captured for; a step of B rows replays the smallest bucket >= B (padded rows). */
-export const STEP_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128] as const;
+/**
+ * Row counts a decode step is captured for; a step of B rows replays the smallest bucket >= B (padded rows), the
+ * last bucket being the most rows a replay. GLM4_STEP_BUCKETS="1,2,4,16,32,64,128" (ascending integers in 1..128)
+ * replaces the list: a measurement aid (e.g. B = 5..8 on the GEMM of bucket 16 instead of the M = 8 GEMV).
+ */
+export const STEP_BUCKETS: readonly number[] = stepBucketsFrom(process.env.GLM4_STEP_BUCKETS);
+
+function stepBucketsFrom(env: string | undefined): readonly number[] {
+  if (env === undefined || env.trim() === "") return [1, 2, 4, 8, 16, 32, 64, 128];
+  const list = env.split(",").map((x) => Number(x.trim()));
+  if (!list.every((x, i) => Number.isInteger(x) && x >= 1 && x <= 128 && (i === 0 || x > list[i - 1]))) {
+    throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `GLM4_STEP_BUCKETS must be ascending integers in 1..128, got ${JSON.stringify(env)}`);
+  }
+  return list;
+}
 
 /** The captured step a batch of b rows replays. */
 export function stepBucket(b: number): number {
@@ -294,7 +307,7 @@ export class Engine {
     try {
       // The one-row step is captured here, not at the first decode step: a generation's decode time then
       // measures decoding only.
-      await this.ensurePlan(1);
+      await this.ensurePlan(stepBucket(1));
       all = opts.allLogits ? ctx.empty("f32", [ids.length, cfg.vocabSize]) : null;
       for (let first = 0; first < ids.length; first += chunkLen) {
         const chunk = ids.slice(first, first + chunkLen);

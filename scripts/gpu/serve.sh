@@ -11,8 +11,8 @@
 #      and 64 concurrent users (input 128, output 128 tokens; 8/32/64/128 requests).
 # Run from the repo root on the GPU machine after `. .gpu/prelude.sh`, with build/Release (sm_90a) and dist/ carried
 # (and node_modules with prom-client + openai: `npm install` after pulling main). Writes $OUT/serve.log (everything)
-# and $OUT/serve.json (the figures); the table last. At most ~240 s (the time limits below add up to 210 s before the
-# server part, which gets what is left of 235 s).
+# and $OUT/serve.json (the figures); the table last. At most ~240 s (the time limits below add up to 205 s before the
+# server part, which gets what is left of 235 s; typically the whole script takes ~2 minutes).
 set -uo pipefail
 out=${OUT:-gpu-out}
 mkdir -p "$out"
@@ -27,12 +27,15 @@ get() { node -e 'fetch(process.argv[1]).then(async (r) => { if (!r.ok) process.e
 {
   nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.max.sm --format=csv
   echo "== GPU tests ($(since))"
-  timeout 80 npx vitest run --config vitest.gpu.config.ts --reporter=verbose test/gpu/serve.test.ts test/gpu/batch.test.ts -t "tiny|scheduler|full pool|preempts"
+  timeout 70 npx vitest run --config vitest.gpu.config.ts --reporter=verbose test/gpu/serve.test.ts test/gpu/batch.test.ts -t "tiny|scheduler|full pool|preempts"
   echo "gpu tests exit $? ($(since))"
 
   echo "== batched decode, synthetic GLM-4-9B INT4 g128, context 128 ($(since))"
-  timeout 50 node scripts/gpu/serve-bench.mjs decode 1,2,4,8,16,32,64,128 >"$tmp/decode.json"
+  timeout 45 node scripts/gpu/serve-bench.mjs decode 1,2,4,8,16,32,64,128 >"$tmp/decode.json"
   echo "decode exit $? ($(since))"
+  echo "== the same with B = 5..8 on the GEMM (GLM4_STEP_BUCKETS=1,2,4,16,...: bucket 16) ($(since))"
+  GLM4_STEP_BUCKETS=1,2,4,16,32,64,128 timeout 20 node scripts/gpu/serve-bench.mjs decode 6,8 >"$tmp/decode_gemm8.json"
+  echo "decode (gemm for 5..8) exit $? ($(since))"
   echo "== cuBLAS BF16 ceiling of one step's linears at M = B (torch) ($(since))"
   timeout 20 python3 - >"$tmp/cublas.json" <<'PY'
 import json, torch
@@ -60,7 +63,7 @@ PY
   echo "cublas exit $? ($(since))"
 
   echo "== memory: 64 x 2048 tokens resident ($(since))"
-  SERVE_MEM_BUDGET_S=35 timeout 60 node scripts/gpu/serve-bench.mjs memory 64 2048 >"$tmp/memory.json"
+  SERVE_MEM_BUDGET_S=30 timeout 50 node scripts/gpu/serve-bench.mjs memory 64 2048 >"$tmp/memory.json"
   echo "memory exit $? ($(since))"
 
   echo "== server on the synthetic 9B + bench-serve ($(since))"
@@ -93,15 +96,16 @@ const read = (f) => {
     try { return JSON.parse(t); } catch { return JSON.parse(t.split("\n").pop()); }
   } catch { return null; }
 };
-const decode = read("decode.json"), cublas = read("cublas.json"), memory = read("memory.json");
+const decode = read("decode.json"), gemm8 = read("decode_gemm8.json"), cublas = read("cublas.json"), memory = read("memory.json");
 const serve = [1, 8, 32, 64].map((c) => ({ concurrency: c, r: read(`bs_${c}.json`) }));
 const goal = { 8: 2000, 32: 7000, 64: 12000 };
 const rows = (decode?.batched ?? []).map((b) => ({ ...b, goal: goal[b.batch] ?? null, cublasBf16TokensPerSecond: cublas?.[b.batch]?.tokensPerSecond ?? null }));
-fs.writeFileSync(outFile, JSON.stringify({ batched: rows, cublas, memory, serve: serve.map((s) => ({ concurrency: s.concurrency, ...s.r })) }, null, 2) + "\n");
+fs.writeFileSync(outFile, JSON.stringify({ batched: rows, batchedGemmFor5to8: gemm8?.batched ?? null, cublas, memory, serve: serve.map((s) => ({ concurrency: s.concurrency, ...s.r })) }, null, 2) + "\n");
 const f = (x, d = 0) => (x == null || !Number.isFinite(x) ? "n/a" : x.toFixed(d));
 console.log("\nbatched decode (synthetic GLM-4-9B INT4 g128, context 128)");
 console.log("    B   tok/s wall  ms/step  replay tok/s  goal    cuBLAS BF16 linears tok/s  share");
 for (const r of rows) console.log(`${String(r.batch).padStart(5)} ${f(r.tokensPerSecond).padStart(12)} ${f(r.msPerStep, 2).padStart(8)} ${f(r.replayTokensPerSecond).padStart(13)} ${String(r.goal ?? "-").padStart(6)} ${f(r.cublasBf16TokensPerSecond).padStart(26)} ${r.cublasBf16TokensPerSecond ? f((100 * r.tokensPerSecond) / r.cublasBf16TokensPerSecond, 1) + "%" : "n/a"}`);
+for (const r of gemm8?.batched ?? []) console.log(`${String(r.batch).padStart(5)} ${f(r.tokensPerSecond).padStart(12)} ${f(r.msPerStep, 2).padStart(8)} ${f(r.replayTokensPerSecond).padStart(13)}   (B = ${r.batch} on the GEMM: bucket 16, GLM4_STEP_BUCKETS)`);
 if (memory) console.log(`\nmemory: ${memory.sequencesFilled} (pool for ${memory.sequences}) x ${memory.tokensEach} tokens resident: allocator peak ${f(memory.allocatorPeakBytes / 2 ** 30, 2)} GiB, process in all ${memory.processGpuBytes ? f(memory.processGpuBytes / 2 ** 30, 2) : "n/a"} GiB (target <= 22), pool ${f(memory.kvPoolBytes / 2 ** 30, 2)} GiB; prefill ${f(memory.prefillTokensPerSecond)} tok/s, decode at 2K ${f(memory.decodeTokensPerSecond)} tok/s in all`);
 console.log("\nbench-serve (input 128, output 128)   users  req/s  out tok/s  TTFT p50/p99 ms   ITL p50/p99 ms  failed");
 for (const s of serve) { const r = s.r; console.log(`${"".padStart(38)}${String(s.concurrency).padStart(5)} ${r ? f(r.requestThroughput, 2).padStart(6) : "   n/a"} ${r ? f(r.outputThroughput).padStart(10) : "       n/a"} ${r ? `${f(r.ttftMs.p50)}/${f(r.ttftMs.p99)}`.padStart(16) : "             n/a"} ${r ? `${f(r.itlMs.p50, 1)}/${f(r.itlMs.p99, 1)}`.padStart(16) : "             n/a"} ${r ? String(r.failed).padStart(7) : ""}`); }
