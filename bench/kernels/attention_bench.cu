@@ -228,6 +228,9 @@ double check(Problem& pr, const std::vector<int>& queries) {
   return num / std::max(den, 1e-300);
 }
 
+// JSON has no infinity or NaN: a failed check's error goes out as 1e300.
+double json_num(double x) { return std::isfinite(x) ? x : 1e300; }
+
 // ------------------------------------------------------------------------------------------- variants
 struct Variant {
   std::string name;
@@ -458,7 +461,7 @@ int main(int argc, char** argv) {
         const bool ok = run_checked(pr, v, smem_optin, work, qs, &err);
         failures += !ok;
         std::printf("  %-36s %-28s err %.2e %s\n", vc.name, v.name.c_str(), err, ok ? "ok" : "FAIL");
-        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"%s\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":%s}\n", vc.name, v.name.c_str(), err, ok ? "true" : "false");
+        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"%s\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":%s}\n", vc.name, v.name.c_str(), json_num(err), ok ? "true" : "false");
       }
       pr.free_all();
     }
@@ -489,7 +492,7 @@ int main(int argc, char** argv) {
         if (!ok) {
           ++failures;
           std::printf("  B=%-3d ctx=%-6d %-28s FAILED validation (err %.2e): not timed\n", B, ctx, v.name.c_str(), err);
-          if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"decode B=%d ctx=%d\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", B, ctx, v.name.c_str(), err);
+          if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"decode B=%d ctx=%d\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", B, ctx, v.name.c_str(), json_num(err));
           continue;
         }
         void* w = p.work ? work.get(p.work) : nullptr;
@@ -523,7 +526,7 @@ int main(int argc, char** argv) {
       if (!ok) {
         ++failures;
         std::printf("  T=%-6d %-20s FAILED validation (err %.2e): not timed\n", T, v.name.c_str(), err);
-        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"prefill T=%d\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", T, v.name.c_str(), err);
+        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"prefill T=%d\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", T, v.name.c_str(), json_num(err));
         continue;
       }
       std::vector<Problem> one{pr};

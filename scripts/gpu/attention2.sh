@@ -72,7 +72,11 @@ rows = []
 for f in ("kernels.jsonl", "torch.jsonl"):
     p = os.path.join(tmp, f)
     if os.path.exists(p):
-        rows += [json.loads(l) for l in open(p) if l.strip()]
+        for l in open(p):
+            try:
+                if l.strip(): rows.append(json.loads(l))
+            except ValueError:
+                print("unreadable JSON line:", l.strip())
 json.dump(rows, open(dst, "w"), indent=1)
 dev = next((r for r in rows if r["kind"] == "device"), {})
 bad = [r for r in rows if r["kind"] == "validate" and not r["ok"]]
