@@ -94,14 +94,15 @@ for B, ctx in sorted({(r["B"], r["ctx"]) for r in rows if r["kind"] == "decode"}
     f = lambda r: f"{r['us']:.2f}" if r else "-"
     print(f"B={B:<3}ctx={ctx:<6} {best['variant']:<30}{best['us']:8.2f}{100*best['share']:6.1f}%{f(d):>11}{f(o):>8}{(min(th) if th else float('nan')):9.2f}")
 print(f"{'prefill':<10}{'best variant':<30}{'TFLOP/s':>8}{'default':>9}{'old':>7}{'torch':>7}   all variants")
-for T in sorted({r["T"] for r in rows if r["kind"] == "prefill"}):
-    ours = [r for r in rows if r["kind"] == "prefill" and r["T"] == T]
+lab = lambda r: r.get("label", str(r["T"]))
+for T in sorted({lab(r) for r in rows if r["kind"] == "prefill"}, key=lambda x: (len(x), x)):
+    ours = [r for r in rows if r["kind"] == "prefill" and lab(r) == T]
     best = max(ours, key=lambda r: r["tflops"])
     d, o = pick(ours, "(default)"), pick(ours, "(old)")
-    th = [r["tflops"] for r in rows if r["kind"] == "torch_prefill" and r["T"] == T]
+    th = [r["tflops"] for r in rows if r["kind"] == "torch_prefill" and str(r["T"]) == T]
     f = lambda r: f"{r['tflops']:.1f}" if r else "-"
     allv = " ".join(f"{r['variant'].split(' (')[0]}={r['tflops']:.0f}" for r in ours)
-    print(f"T={T:<8} {best['variant']:<30}{best['tflops']:8.1f}{f(d):>9}{f(o):>7}{(max(th) if th else float('nan')):7.0f}   {allv}")
+    print(f"T={T:<20} {best['variant']:<30}{best['tflops']:8.1f}{f(d):>9}{f(o):>7}{(max(th) if th else float('nan')):7.0f}   {allv}")
 PY
 grep -E "bit-identity tests exit|op tests exit|harness exit|torch exit|torch skipped|Tests " "$log" | tail -8
 rm -rf "$tmp"
