@@ -14,7 +14,7 @@ const HELP = `glm4-int4 serve --model DIR [options]
   --model-name NAME        model id in /v1/models and responses (default: the folder's name)
   --max-prompt-tokens N    longest prompt accepted (default: the context minus one)
   --max-tokens N           largest max_tokens a request may ask (default 2048; the default of chat requests)
-  --max-concurrent N       sequences generating at once: rows of one batched decode step (default 4)
+  --max-concurrent N       sequences generating at once: rows of one batched decode step (default 32 on a GPU, 4 on the CPU)
   --max-queue N            requests waiting for a slot; more get 429 (default 64)
   --gpu-memory-utilization F  share of the GPU's memory the process may use; the paged KV cache takes what the
                            model leaves of it (default 0.9)
