@@ -281,6 +281,10 @@ static std::vector<Variant> variants() {
   v.push_back(sm90_variant<Sm90Cfg<1, 192, 7>>("wgmma_r128_t192"));
   v.push_back(sm90_variant<Sm90Cfg<1, 192, 7>>("wgmma_r128_t192_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<1, 256, 6>>("wgmma_r128_t256_s6_sk", Policy::Sched));
+  // a window of 7 wgmma groups in flight instead of 3 (8 A register sets over two stages)
+  v.push_back(sm90_variant<Sm90Cfg<1, 128, 10, true, 8>>("wgmma_r128_t128_w8_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<1, 64, 16, true, 8>>("wgmma_r128_t64_w8"));
+  v.push_back(sm90_variant<Sm90Cfg<1, 256, 6, true, 8>>("wgmma_r128_t256_w8_sk", Policy::Sched));
   // the same with each stage's wgmma groups drained before the next stage (the simpler synchronization)
   v.push_back(sm90_variant<Sm90Cfg<2, 128, 8, false>>("wgmma_r256_t128_drain"));
   v.push_back(sm90_variant<Sm90Cfg<2, 16, 16, false>>("wgmma_r256_t16_drain"));

@@ -20,6 +20,7 @@
 //   adds into y with red.global when K is split across tiles (small M: more tiles streaming the weights).
 #pragma once
 #include <algorithm>
+#include <type_traits>
 #include <cuda.h>  // CUtensorMap and the encode function's types (the function itself comes from the runtime)
 
 #include "gemm_int4_common.cuh"
@@ -31,10 +32,14 @@ namespace gemmk {
 // ROLL: the rolling window of 3 wgmma groups in flight (the design above); false drains each stage's groups
 // before the next stage (simpler, the tensor cores idle while a warpgroup dequantizes: kept as the reference
 // variant that the harness times beside the rolling one).
-template <int WR_, int TT_, int STAGES_, bool ROLL_ = true>
+// WIN: A register sets of the rolling window (4: up to 3 groups in flight; 8: up to 7, over two stages, the
+// stage buffers released one stage later: for small tiles whose wgmma is short next to its latency; ROLL only).
+template <int WR_, int TT_, int STAGES_, bool ROLL_ = true, int WIN_ = 4>
 struct Sm90Cfg {
   static constexpr int WR = WR_, TT = TT_, STAGES = STAGES_;
   static constexpr bool ROLL = ROLL_;
+  static constexpr int WIN = WIN_;
+  static_assert(WIN == 4 || (WIN == 8 && ROLL_ && STAGES_ >= 6), "WIN 8: rolling, and stages for 3 held + loads");
   static constexpr int THREADS = 384;
   static constexpr int RT = 2 * WR * 4;  // 16-row tiles per block
   static constexpr int BR = RT * 16;
@@ -175,9 +180,9 @@ __global__ void __launch_bounds__(384, 1)
     using MMA = Wgmma<C::TT>;
     const int c = wg - 1, g = lane >> 2;
     float acc[C::WR][MMA::kAcc];
-    uint32_t A[4][C::WR][4];
+    uint32_t A[C::WIN][C::WR][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < C::WIN; ++j)
 #pragma unroll
       for (int r = 0; r < C::WR; ++r)
 #pragma unroll
@@ -194,6 +199,67 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int i = 0; i < MMA::kAcc; ++i) acc[r][i] = 0.f;
       int prev = -1;
+      if constexpr (C::WIN == 8) {
+        // Stages in pairs: stage parity P picks register sets 4P..4P+3 (compile-time indices: no local memory).
+        // wgmma_wait<7> before rewriting a set: the group that read it 8 commits ago is complete; at sub-step 3
+        // that also completes every group of the stage two back, whose buffers are then released.
+        int prev2 = -1;
+        auto step = [&](auto P) {
+          mbar_wait(bars + 8 * stage, phase);
+          const uint32_t st = sbase + stage * C::STAGE_BYTES;
+          const uint32_t sw = st + C::X_BYTES, ss = sw + C::W_BYTES, sz = ss + C::SZ_BYTES;
+          uint4 raw[C::WR];
+          GroupSZ gsz[C::WR][2];
+#pragma unroll
+          for (int r = 0; r < C::WR; ++r) {
+            const int rt = (c * C::WR + r) * 4 + warp;
+            raw[r] = lds128(sw + rt * 512 + lane * 16);
+            const uint32_t o0 = rt * 32 * gps + g * 2;
+            gsz[r][0] = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16), zc);
+            gsz[r][1] = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48), zc)
+                                 : gsz[r][0];
+          }
+          const uint64_t desc = desc_sw128(st);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            constexpr int p4 = decltype(P)::value * 4;
+            wgmma_wait<7>();
+            if (j == 3 && prev2 >= 0) {
+              if (lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev2));  // all groups of the stage two back done
+              prev2 = -1;
+            }
+#pragma unroll
+            for (int r = 0; r < C::WR; ++r) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) keep(A[p4 + j][r][e]);
+              const uint32_t word = j == 0 ? raw[r].x : j == 1 ? raw[r].y : j == 2 ? raw[r].z : raw[r].w;
+              if (codebook == 1)
+                dequant_word_nf4(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), lut, A[p4 + j][r]);
+              else
+                dequant_word(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), A[p4 + j][r]);
+            }
+            wgmma_fence();
+#pragma unroll
+            for (int r = 0; r < C::WR; ++r)
+              MMA::mma(acc[r], A[p4 + j][r][0], A[p4 + j][r][1], A[p4 + j][r][2], A[p4 + j][r][3], desc + 2 * j);
+            wgmma_commit();
+          }
+          prev2 = prev;
+          prev = stage;
+          if (++stage == C::STAGES) {
+            stage = 0;
+            phase ^= 1;
+          }
+        };
+        int kt = kb;
+        for (; kt + 1 < ke; kt += 2) {
+          step(std::integral_constant<int, 0>{});
+          step(std::integral_constant<int, 1>{});
+        }
+        if (kt < ke) step(std::integral_constant<int, 0>{});
+        wgmma_wait<0>();
+        if (prev2 >= 0 && lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev2));
+      } else
       for (int kt = kb; kt < ke; ++kt) {
         mbar_wait(bars + 8 * stage, phase);
         const uint32_t st = sbase + stage * C::STAGE_BYTES;

@@ -8,7 +8,8 @@
 #      f64 samples; a case of whole tiles + K pieces): plan_new (the addon's new linear_plan on sm_90a), plan_old
 #      (GLM4_INT4_GEMM_PLAN=old), wgmma_r128_t256 (uniform split: the reference), wgmma_r128_t256_sk,
 #      wgmma_r128_t128_sk and wgmma_r256_t64_sk (whole tiles then K pieces), harness-only candidates wgmma_r128_t64
-#      (small M), wgmma_r128_t192 (+_sk: 128 x 192 tiles) and wgmma_r128_t256_s6_sk (a sixth stage);
+#      (small M), wgmma_r128_t192 (+_sk: 128 x 192 tiles), wgmma_r128_t256_s6_sk (a sixth stage) and *_w8* (7 wgmma
+#      groups in flight instead of 3);
 #   2. the ones that passed, validated again and timed at M = 64, 128, 512, 2048 on the five GLM-4 shapes;
 #   3. cuBLAS BF16 through torch on the same shapes and M;
 #   4. (budget permitting) the addon's GEMM op cases and linearPath (test/gpu/ops.test.ts), through the new plan;
@@ -18,7 +19,7 @@ OUT=${OUT:-/tmp/gemm2-out}
 mkdir -p "$OUT"
 TMPD=$(mktemp -d)
 BIN=bench/kernels/bin/gemm_int4_bench
-VARIANTS="plan_new plan_old wgmma_r128_t256_sk wgmma_r128_t256 wgmma_r128_t128_sk wgmma_r256_t64_sk wgmma_r128_t64 wgmma_r128_t192 wgmma_r128_t192_sk wgmma_r128_t256_s6_sk"
+VARIANTS="plan_new plan_old wgmma_r128_t256_sk wgmma_r128_t256 wgmma_r128_t128_sk wgmma_r256_t64_sk wgmma_r128_t64 wgmma_r128_t192 wgmma_r128_t192_sk wgmma_r128_t256_s6_sk wgmma_r128_t128_w8_sk wgmma_r128_t64_w8 wgmma_r128_t256_w8_sk"
 MS=64,128,512,2048
 {
   echo "== gemm2.sh $(date -u +%FT%TZ)"
