@@ -25,9 +25,11 @@
   X(embedding, "embedding", (Context& c, const Tensor& out, const Tensor& table, const Tensor& ids))                \
   /* out f32[T,H] = x / sqrt(mean(x^2) + eps) * w;  x f32[T,H], w bf16|f32[H]; out may alias x */                   \
   X(rmsnorm, "rmsnorm", (Context& c, const Tensor& out, const Tensor& x, const Tensor& weight, float eps))          \
-  /* canonical INT4 quantization of w bf16|f16|f32 [N,K] into q (codes, scales, zeros, group; layout 0,           \
-     codebook 0) */                                                                                                 \
-  X(quantize_int4, "quantizeInt4", (Context& c, const QWeight& q, const Tensor& w))                                 \
+  /* canonical INT4 quantization of w bf16|f16|f32 [N,K] into q (codes, scales, zeros, group; layout 0) by scheme   \
+     (core/int4_layout.h): 0 asymmetric min/max, 1 symmetric absmax (zero 8), both codebook 0; 2 NF4 absmax (zero 0, \
+     codebook 1). col_scale f32 [K] (optional): quantize w * col_scale (per input column; activation-aware scaling) */ \
+  X(quantize_int4, "quantizeInt4", (Context& c, const QWeight& q, const Tensor& w, int64_t scheme,                  \
+                                    const Tensor& col_scale))                                                       \
   /* out bf16|f32 [N,K] = dequantized q (codebook 0: (q - z) * s; 1: (NF4[q] - z) * s) */                          \
   X(dequantize_int4, "dequantizeInt4", (Context& c, const Tensor& out, const QWeight& q))                           \
   /* dst = src in the other layout (0 -> 1 or 1 -> 0; core/int4_layout.h): same n, k, group, codebook; codes,       \

@@ -12,6 +12,7 @@ import path from "node:path";
 import { Glm4Error, wrapNative } from "./errors.js";
 import { readConfig, type Glm4Config } from "./checkpoint/config.js";
 import { detectPrequantized } from "./checkpoint/prequantized.js";
+import { int4Settings, recordSettings } from "./checkpoint/int4-format.js";
 import { native } from "./engine/native-binary.js";
 import { disposeWeights, repackForKernels, type ModelWeights } from "./engine/weights.js";
 import { createContext, resolveDevice } from "./engine/device.js";
@@ -116,13 +117,12 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   }
   const quantization = options.quantization ?? "int4";
   if (quantization !== "int4" && quantization !== "none") throw new TypeError(`quantization must be "int4" or "none", got ${String(quantization)}`);
-  const groupSize = options.groupSize ?? 128;
-  if (![32, 64, 128].includes(groupSize)) throw new RangeError(`groupSize must be 32, 64 or 128, got ${String(groupSize)}`);
+  const { groupSize, scheme, outputLayer } = int4Settings(options);
   const prefillChunk = options.prefillChunk ?? 512;
   if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new RangeError(`prefillChunk must be a positive integer, got ${String(prefillChunk)}`);
 
   const cfg = synthetic ? glm4_9bConfig() : await readConfig(dir!);
-  const pre = synthetic ? null : await detectPrequantized(dir!, { quantization, groupSize: options.groupSize }); // glm4_int4.json or GPTQ: loaded as INT4 directly
+  const pre = synthetic ? null : await detectPrequantized(dir!, { quantization, groupSize: options.groupSize, scheme: options.scheme, outputLayer: options.outputLayer }); // glm4_int4.json or GPTQ: loaded as INT4 directly
   const maxContext = checkMaxContext(options.maxContext ?? Math.min(8192, cfg.maxPositions), cfg.maxPositions);
   const tokenizer = synthetic ? null : await Glm4Tokenizer.fromDir(dir!);
   const device = resolveDevice(options.device ?? "auto");
@@ -143,10 +143,19 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   const ctx = createContext(device, options.threads);
   let weights: ModelWeights | undefined;
   try {
-    const wopts = { quantization, groupSize: pre?.groupSize ?? (groupSize as 32 | 64 | 128), onProgress: options.onProgress, signal: options.signal };
+    const wopts = { quantization, groupSize: pre?.groupSize ?? groupSize, scheme, outputLayer, onProgress: options.onProgress, signal: options.signal };
     weights = synthetic ? await syntheticWeights(cfg, ctx, { ...wopts, seed: options.syntheticSeed }) : pre ? await pre.load(cfg, ctx, wopts) : await loadCheckpointWeights(dir!, cfg, ctx, wopts);
     if (onGpu) await repackForKernels(ctx, weights); // INT4 linears into the CUDA kernel layout (layout 1)
-    const info = { dir: synthetic ? null : path.resolve(dir!), device, quantization, groupSize: wopts.groupSize, maxContext };
+    const settings = pre?.kind === "glm4-int4" ? recordSettings(pre.record) : { groupSize: wopts.groupSize, scheme, outputLayer };
+    const info = {
+      dir: synthetic ? null : path.resolve(dir!),
+      device,
+      quantization,
+      groupSize: wopts.groupSize,
+      ...(quantization === "int4" ? { scheme: settings.scheme, outputLayer: settings.outputLayer } : {}),
+      ...(pre?.kind === "glm4-int4" && pre.record.awq ? { awq: true } : {}),
+      maxContext,
+    };
     const rt = new Runtime(ctx, cfg, weights, tokenizer, info, { kvDtype: onGpu ? "bf16" : "f32", prefillChunk });
     await ctx.flushAsync();
     return new Glm4Model(rt);

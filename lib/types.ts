@@ -5,6 +5,7 @@
 import type { Quantization } from "./engine/weights.js";
 import type { DeviceOption } from "./engine/device.js";
 import type { LoadProgress } from "./engine/loader.js";
+import type { Int4Scheme, OutputLayer } from "./checkpoint/int4-format.js";
 
 export interface LoadOptions {
   /** "auto" (default): the first GPU where the addon has CUDA and one is present, else the CPU. */
@@ -13,6 +14,14 @@ export interface LoadOptions {
   quantization?: Quantization;
   /** INT4 group size: 128 (default), 64 or 32. */
   groupSize?: 32 | 64 | 128;
+  /**
+   * INT4 codes (load-time quantization): "asym" (default; scale and zero from each group's min and max), "sym"
+   * (zero 8, scale from the absolute maximum), "nf4" (bitsandbytes' NormalFloat4 values times the absolute maximum).
+   * An INT4 checkpoint keeps the scheme it was written with (asking for another one is an error).
+   */
+  scheme?: Int4Scheme;
+  /** The output layer quantized like the others ("int4", default) or kept in bf16 ("bf16": +0.9 GiB on GLM-4-9B). */
+  outputLayer?: OutputLayer;
   /** KV-cache capacity in tokens (default: min(8192, the model's context)). */
   maxContext?: number;
   /** Tokens per prefill chunk (default 512). */
@@ -73,6 +82,11 @@ export interface ModelInfo {
   device: string;
   quantization: Quantization;
   groupSize: number;
+  /** INT4 models: the scheme and the output layer's precision. */
+  scheme?: Int4Scheme;
+  outputLayer?: OutputLayer;
+  /** An INT4 checkpoint whose activation-aware scales were folded in (quantize --awq). */
+  awq?: boolean;
   /** KV-cache capacity of the model's own sequence, and the default of sessions and the server's slots. */
   maxContext: number;
 }

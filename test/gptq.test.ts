@@ -220,7 +220,7 @@ function dequantOnDevice(ctx: NativeContext, lins: Linear[]): Float32Array {
 function fakeQuant(ctx: NativeContext, w: Float32Array, n: number, k: number, G: 32 | 64 | 128, dtype: "f32" | "f16" = "f32", raw?: Uint8Array): Float32Array {
   const src = ctx.fromBuffer(dtype, [n, k], raw ?? w);
   const q: QWeight = { codes: ctx.empty("i4", [n, k]), scales: ctx.empty("bf16", [n, k / G]), zeros: ctx.empty("bf16", [n, k / G]), groupSize: G };
-  ctx.quantizeInt4(q, src);
+  ctx.quantizeInt4(q, src, 0);
   const out = ctx.empty("f32", [n, k]);
   ctx.dequantizeInt4(out, q);
   const r = out.read() as Float32Array;

@@ -190,7 +190,7 @@ const cases: Case[] = [
       return d;
     },
     code: "ERR_GLM4_BAD_QUANTIZATION",
-    says: /glm4_int4\.json version 7 is not supported by this release \(1\)\. Re-quantize the model with `glm4-int4 quantize/,
+    says: /glm4_int4\.json version 7 is not supported by this release \(1 or 2\)\. Re-quantize the model with `glm4-int4 quantize/,
     file: "glm4_int4.json",
   },
   {

@@ -33,7 +33,7 @@ function disposeQ(q: QWeight): void {
 function quantize(dtype: "f32" | "bf16" | "f16", n: number, k: number, g: G, values: ArrayLike<number>): { q: QWeight; w: NativeTensor } {
   const w = ctx.fromBuffer(dtype, [n, k], encodeFloats(dtype, values));
   const q = qweight(n, k, g);
-  ctx.quantizeInt4(q, w);
+  ctx.quantizeInt4(q, w, 0);
   return { q, w };
 }
 function dequantize(q: QWeight, n: number, k: number): Float32Array {
@@ -113,7 +113,7 @@ describe("quantization matches the numpy fixtures bit for bit", () => {
       // the native quantizer
       const w = ctx.fromBuffer("bf16", [N, K], input);
       const q = qweight(N, K, G);
-      ctx.quantizeInt4(q, w);
+      ctx.quantizeInt4(q, w, 0);
       expect(Buffer.from(q.codes.read() as Uint8Array).equals(Buffer.from(packed))).toBe(true);
       expect(Array.from(q.scales.read())).toEqual(Array.from(scales));
       expect(Array.from(q.zeros.read())).toEqual(Array.from(zeros));

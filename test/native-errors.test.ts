@@ -159,7 +159,7 @@ describe("bad dtypes throw synchronously with ERR_GLM4_DTYPE_MISMATCH", () => {
     expectError(() => ctx.dequantizeInt4(f32([8, 128]), bad2), "ERR_GLM4_DTYPE_MISMATCH", "dequantize_int4", "scales", "f32[8,2]");
   });
   it("quantize of an i32 weight; convert of i32; a bf16 argmax output", () => {
-    expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), ctx.empty("i32", [8, 128])), "ERR_GLM4_DTYPE_MISMATCH", "quantize_int4", "i32[8,128]");
+    expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), ctx.empty("i32", [8, 128]), 0), "ERR_GLM4_DTYPE_MISMATCH", "quantize_int4", "i32[8,128]");
     // bf16 x is the CUDA tensor-core GEMM's input (layout 1, M > 8) only
     expectError(() => ctx.matmulInt4(f32([16, 8]), bf16([16, 128]), qweight(8, 128, 64)), "ERR_GLM4_DTYPE_MISMATCH", "matmul_int4", "bf16[16,128]", "layout 1");
     expectError(() => ctx.convert(f32([4]), ctx.empty("i32", [4])), "ERR_GLM4_DTYPE_MISMATCH", "convert", "i32[4]");
@@ -178,22 +178,27 @@ describe("bad dtypes throw synchronously with ERR_GLM4_DTYPE_MISMATCH", () => {
 describe("bad arguments throw synchronously with ERR_GLM4_INVALID_ARGUMENT", () => {
   it("group size 48 is rejected", () => {
     expectError(() => ctx.dequantizeInt4(f32([8, 96]), qweight(8, 96, 48)), "ERR_GLM4_INVALID_ARGUMENT", "dequantize_int4", "group size 48");
-    expectError(() => ctx.quantizeInt4(qweight(8, 96, 48), f32([8, 96])), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "48");
+    expectError(() => ctx.quantizeInt4(qweight(8, 96, 48), f32([8, 96]), 0), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "48");
     expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 96]), qweight(8, 96, 48)), "ERR_GLM4_INVALID_ARGUMENT", "matmul_int4", "48");
   });
   it("K not a multiple of the group size is rejected (a shape error)", () => {
     // K = 96 at G = 64: 1.5 groups a row
     expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 96]), qweight(8, 96, 64, 1)), "ERR_GLM4_SHAPE_MISMATCH", "matmul_int4", "K=96", "group 64");
-    expectError(() => ctx.quantizeInt4(qweight(8, 96, 64, 1), f32([8, 96])), "ERR_GLM4_SHAPE_MISMATCH", "quantize_int4", "K=96");
+    expectError(() => ctx.quantizeInt4(qweight(8, 96, 64, 1), f32([8, 96]), 0), "ERR_GLM4_SHAPE_MISMATCH", "quantize_int4", "K=96");
   });
   it("a layout other than the canonical one on the CPU", () => {
     const q = { ...qweight(8, 128, 64), layout: 1 };
     expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 128]), q), "ERR_GLM4_INVALID_ARGUMENT", "matmul_int4", "canonical");
   });
-  it("an unknown layout or codebook; quantization writes integer codes only", () => {
+  it("an unknown layout or codebook; a quantization scheme that does not match the codebook; bad column scales", () => {
     expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 128]), { ...qweight(8, 128, 64), layout: 7 }), "ERR_GLM4_INVALID_ARGUMENT", "matmul_int4", "unknown layout 7");
     expectError(() => ctx.dequantizeInt4(f32([8, 128]), { ...qweight(8, 128, 64), codebook: 2 }), "ERR_GLM4_INVALID_ARGUMENT", "dequantize_int4", "unknown codebook 2");
-    expectError(() => ctx.quantizeInt4({ ...qweight(8, 128, 64), codebook: 1 }, f32([8, 128])), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "codebook 0");
+    expectError(() => ctx.quantizeInt4({ ...qweight(8, 128, 64), codebook: 1 }, f32([8, 128]), 0), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "scheme 0 writes integer codes (codebook 0), but q has codebook 1");
+    expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), f32([8, 128]), 2), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "scheme 2 writes NF4 codes (codebook 1), but q has codebook 0");
+    expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), f32([8, 128]), 3 as 0), "ERR_GLM4_INVALID_ARGUMENT", "quantize_int4", "unknown scheme 3");
+    expect(() => ctx.quantizeInt4(qweight(8, 128, 64), f32([8, 128]), undefined as unknown as 0)).toThrow(/scheme must be an integer/);
+    expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), f32([8, 128]), 1, f32([64])), "ERR_GLM4_SHAPE_MISMATCH", "quantize_int4", "col_scale must be [128]", "f32[64]");
+    expectError(() => ctx.quantizeInt4(qweight(8, 128, 64), f32([8, 128]), 1, ctx.empty("bf16", [128])), "ERR_GLM4_DTYPE_MISMATCH", "quantize_int4", "col_scale");
     const e = expectError(() => ctx.matmulInt4(f32([1, 8]), f32([1, 128]), { ...qweight(8, 128, 64), codebook: "nf4" as unknown as number }), "ERR_GLM4_INVALID_ARGUMENT", "codebook", "integer");
     expect(e).toBeInstanceOf(TypeError);
   });

@@ -218,7 +218,7 @@ function int4Bytes(n: number, k: number, g: number): number {
 function int4Weight(env: PerfEnv, n: number, k: number, g: 32 | 64 | 128): QWeight {
   const w = env.randn("bf16", [n, k], 0.02);
   const q: QWeight = { codes: env.empty("i4", [n, k]), scales: env.empty("bf16", [n, k / g]), zeros: env.empty("bf16", [n, k / g]), groupSize: g };
-  env.ctx.quantizeInt4(q, w);
+  env.ctx.quantizeInt4(q, w, 0);
   return q;
 }
 
@@ -701,7 +701,7 @@ function quantizeCase(lin: Linear, g: 32 | 64 | 128): PerfCase {
       const q: QWeight = { codes: env.empty("i4", [n, k]), scales: env.empty("bf16", [n, k / g]), zeros: env.empty("bf16", [n, k / g]), groupSize: g };
       return {
         copies: 1,
-        record: () => env.ctx.quantizeInt4(q, w),
+        record: () => env.ctx.quantizeInt4(q, w, 0),
         check() {
           // Sampled rows quantized on the host (float32 arithmetic of the layout) must match bit for bit.
           const fails: string[] = [];

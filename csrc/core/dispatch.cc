@@ -107,19 +107,28 @@ void rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, fl
   GLM4_RECORD(c, rmsnorm, out, x, w, eps);
 }
 
-void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
+void quantize_int4(Context& c, const QWeight& q, const Tensor& w, int64_t scheme, const Tensor& col_scale) {
   const char* op = "quantize_int4";
   check_q(op, c, q);
   GLM4_CHECK(q.layout == 0, GLM4_E_INVALID_ARG, op, ": quantization writes the canonical layout (0), got layout ", q.layout);
-  GLM4_CHECK(q.codebook == 0, GLM4_E_INVALID_ARG, op, ": quantization writes integer codes (codebook 0), got codebook ",
-             q.codebook);
+  GLM4_CHECK(valid_scheme(scheme), GLM4_E_INVALID_ARG, op, ": unknown scheme ", scheme,
+             " (0 asymmetric, 1 symmetric, 2 NF4)");
+  GLM4_CHECK((scheme == kInt4SchemeNf4) == (q.codebook == kInt4CodebookNf4), GLM4_E_INVALID_ARG, op, ": scheme ", scheme,
+             " writes ", scheme == kInt4SchemeNf4 ? "NF4 codes (codebook 1)" : "integer codes (codebook 0)",
+             ", but q has codebook ", q.codebook);
   on_ctx(op, c, w, "w");
   GLM4_CHECK(w.dtype() == DType::BF16 || w.dtype() == DType::F16 || w.dtype() == DType::F32, GLM4_E_DTYPE, op,
              ": w must be bf16, f16 or f32, got ", w.describe());
   check_ndim(op, "w", w, 2);
   GLM4_CHECK(w.dim(0) == q.n && w.dim(1) == q.k, GLM4_E_SHAPE, op, ": w ", w.describe(), " does not match codes ",
              q.codes.describe());
-  GLM4_RECORD(c, quantize_int4, q, w);
+  if (col_scale.defined()) {
+    on_ctx(op, c, col_scale, "col_scale");
+    check_dtype(op, "col_scale", col_scale, DType::F32);
+    GLM4_CHECK(col_scale.ndim() == 1 && col_scale.dim(0) == q.k, GLM4_E_SHAPE, op, ": col_scale must be [", q.k,
+               "] (one factor per input column), got ", col_scale.describe());
+  }
+  GLM4_RECORD(c, quantize_int4, q, w, scheme, col_scale);
 }
 
 void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {

@@ -75,6 +75,38 @@ GLM4_HD float int4_code_value(int codebook, int q) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Quantization schemes (quantize_int4's `scheme`; the record's "scheme", lib/checkpoint/int4-format.ts). Each group
+// of G weights (times the optional per-input-column factor of activation-aware scaling, a float32 product) gets:
+//   0 asymmetric (codebook 0): int4_group_params above: scale = bf16((max - min) / 15), zero = bf16(-min / scale)
+//   1 symmetric  (codebook 0): scale = bf16(absmax / 7) (1 when 0), zero = 8 exactly;
+//                              code = clamp(round_half_even(w / scale + 8), 0, 15): codes 1..15 cover [-absmax, absmax]
+//                              without clipping (code 0 = -8 scale is never needed), w = (q - 8) * scale
+//   2 NF4        (codebook 1): scale = bf16(absmax) (1 when 0), zero = 0; code = the NF4 value nearest w / scale
+//                              (int4_nf4_code: ties to the lower code), w = NF4[q] * scale (bitsandbytes' NF4 with
+//                              our group as its block and a bf16 absmax)
+// Every step is float32 with IEEE division, so CPU, CUDA and the TypeScript reference give the same bits.
+constexpr int kInt4SchemeAsym = 0;
+constexpr int kInt4SchemeSym = 1;
+constexpr int kInt4SchemeNf4 = 2;
+inline bool valid_scheme(int64_t s) { return s >= 0 && s <= 2; }
+// The scale of a symmetric (scheme 1) group from its absolute maximum, before the caller rounds it to bf16.
+GLM4_HD float int4_sym_scale(float absmax) {
+  const float s = absmax / 7.f;
+  return s > 0.f ? s : 1.f;
+}
+// The NF4 code of x = w / scale: how many of the 15 midpoints between neighbouring NF4 values lie below x
+// (midpoint i = float32((NF4[i] + NF4[i+1]) * 0.5)); x on a midpoint takes the lower code.
+GLM4_HD int int4_nf4_code(float x) {
+  const float v[16] = {GLM4_NF4_VALUES};
+  int c = 0;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 15; ++i) c += x > (v[i] + v[i + 1]) * 0.5f ? 1 : 0;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Layout 1: the CUDA kernel layout ("tiled16x64"). QWeight::layout 0 is the canonical layout above (disk, CPU);
 // layout 1 is what every CUDA INT4 kernel reads (the M = 1..8 GEMV, the small- and large-M GEMMs); `repack_int4`
 // writes it from layout 0 at load (and back). Same tensors, same byte and element counts, another order. It

@@ -9,44 +9,68 @@
 namespace glm4 {
 namespace cpu {
 
-void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
+// One group of g values (already times the column factors) -> scale, zero (bf16 bits) and packed codes, by scheme
+// (core/int4_layout.h). The caller has checked that every value is finite.
+static void quantize_group(const float* v, int64_t g, int scheme, uint16_t* sb_out, uint16_t* zb_out, uint8_t* out) {
+  if (scheme == kInt4SchemeAsym) {
+    float lo = v[0], hi = v[0];
+    for (int64_t i = 0; i < g; ++i) {
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
+    }
+    float s, lo0;
+    int4_group_params(lo, hi, &s, &lo0);
+    const uint16_t sb = f32_to_bf16(s);
+    const float sf = bf16_to_f32(sb);
+    const uint16_t zb = f32_to_bf16(-lo0 / sf);
+    const float zf = bf16_to_f32(zb);
+    *sb_out = sb;
+    *zb_out = zb;
+    for (int64_t i = 0; i < g; i += 2) out[i / 2] = int4_pack2(int4_code(v[i], sf, zf), int4_code(v[i + 1], sf, zf));
+    return;
+  }
+  float amax = 0.f;
+  for (int64_t i = 0; i < g; ++i) amax = std::max(amax, std::fabs(v[i]));
+  const uint16_t sb = f32_to_bf16(scheme == kInt4SchemeSym ? int4_sym_scale(amax) : (amax > 0.f ? amax : 1.f));
+  const float sf = bf16_to_f32(sb);
+  *sb_out = sb;
+  if (scheme == kInt4SchemeSym) {
+    *zb_out = f32_to_bf16(8.f);
+    for (int64_t i = 0; i < g; i += 2) out[i / 2] = int4_pack2(int4_code(v[i], sf, 8.f), int4_code(v[i + 1], sf, 8.f));
+  } else {
+    *zb_out = 0;
+    for (int64_t i = 0; i < g; i += 2) out[i / 2] = int4_pack2(int4_nf4_code(v[i] / sf), int4_nf4_code(v[i + 1] / sf));
+  }
+}
+
+void quantize_int4(Context& c, const QWeight& q, const Tensor& w, int64_t scheme, const Tensor& col_scale) {
   const int64_t n = q.n, k = q.k, g = q.group, ng = k / g;
   uint8_t* codes = q.codes.data<uint8_t>();
   uint16_t* scales = q.scales.data<uint16_t>();
   uint16_t* zeros = q.zeros.data<uint16_t>();
+  const float* cs = col_scale.defined() ? col_scale.data<float>() : nullptr;  // [K] activation-aware factors
   std::atomic<int64_t> bad_row{-1};
   c.pool().parallel_for(n, 1, [&](int64_t b, int64_t e) {
     std::vector<float> row(k);
     for (int64_t r = b; r < e; ++r) {
       load_row(w, r, row.data());
+      if (cs)
+        for (int64_t i = 0; i < k; ++i) row[i] = row[i] * cs[i];
       for (int64_t gi = 0; gi < ng; ++gi) {
         const float* v = row.data() + gi * g;
-        float lo = v[0], hi = v[0];
         bool finite = true;
-        for (int64_t i = 0; i < g; ++i) {
-          finite = finite && std::isfinite(v[i]);
-          lo = std::min(lo, v[i]);
-          hi = std::max(hi, v[i]);
-        }
+        for (int64_t i = 0; i < g; ++i) finite = finite && std::isfinite(v[i]);
         if (!finite) {
           bad_row.store(r);
           continue;
         }
-        float s, lo0;
-        int4_group_params(lo, hi, &s, &lo0);
-        const uint16_t sb = f32_to_bf16(s);
-        const float sf = bf16_to_f32(sb);
-        const uint16_t zb = f32_to_bf16(-lo0 / sf);
-        const float zf = bf16_to_f32(zb);
-        scales[r * ng + gi] = sb;
-        zeros[r * ng + gi] = zb;
-        uint8_t* out = codes + r * (k / 2) + gi * g / 2;
-        for (int64_t i = 0; i < g; i += 2) out[i / 2] = int4_pack2(int4_code(v[i], sf, zf), int4_code(v[i + 1], sf, zf));
+        quantize_group(v, g, static_cast<int>(scheme), scales + r * ng + gi, zeros + r * ng + gi,
+                       codes + r * (k / 2) + gi * g / 2);
       }
     }
   });
   GLM4_CHECK(bad_row.load() < 0, GLM4_E_INVALID_ARG, "quantize_int4: row ", bad_row.load(), " of ", w.describe(),
-             " holds NaN or Inf; the checkpoint is damaged");
+             cs ? " times col_scale" : "", " holds NaN or Inf; the checkpoint is damaged");
 }
 
 // Row r of the weight, dequantized to float: (value(code) - zero) * scale in f32 (value = the code itself, or its

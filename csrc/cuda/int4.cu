@@ -31,14 +31,16 @@ __device__ __forceinline__ uint8_t pack2(int even_code, int odd_code) {
   return static_cast<uint8_t>((even_code & 0xf) | ((odd_code & 0xf) << 4));
 }
 
-// One warp per (row, group): lane l holds the E = G/32 consecutive values l*E .. l*E+E-1 of the group.
-// Arithmetic is the CPU's (core/int4_layout.h helpers, IEEE division, round-to-nearest-even bf16), so the codes,
-// scales and zeros are bit-identical to csrc/cpu/int4.cc. A group holding NaN or Inf (the CPU throws) gets NaN
-// scale and zero and zero codes, so that the damage is visible downstream instead of silently quantized.
+// One warp per (row, group): lane l holds the E = G/32 consecutive values l*E .. l*E+E-1 of the group (times the
+// optional per-column factors cs, a float32 product). Arithmetic is the CPU's (core/int4_layout.h helpers, IEEE
+// division, round-to-nearest-even bf16) for every scheme, so the codes, scales and zeros are bit-identical to
+// csrc/cpu/int4.cc. A group holding NaN or Inf (the CPU throws) gets NaN scale and zero and zero codes, so that the
+// damage is visible downstream instead of silently quantized.
 template <typename T, int E>
-__global__ void __launch_bounds__(256) quantize_int4_kernel(const T* __restrict__ w, uint8_t* __restrict__ codes,
-                                                            uint16_t* __restrict__ scales, uint16_t* __restrict__ zeros,
-                                                            int64_t n, int64_t k) {
+__global__ void __launch_bounds__(256) quantize_int4_kernel(const T* __restrict__ w, const float* __restrict__ cs,
+                                                            uint8_t* __restrict__ codes, uint16_t* __restrict__ scales,
+                                                            uint16_t* __restrict__ zeros, int64_t n, int64_t k,
+                                                            int scheme) {
   constexpr int G = 32 * E;
   const int64_t ng = k / G, total = n * ng;
   const int lane = threadIdx.x & 31;
@@ -46,22 +48,16 @@ __global__ void __launch_bounds__(256) quantize_int4_kernel(const T* __restrict_
   for (int64_t wg = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); wg < total;
        wg += nwarps) {
     const int64_t r = wg / ng, gi = wg - r * ng;
-    const T* src = w + r * k + gi * G + lane * E;
+    const int64_t c0 = gi * G + lane * E;
+    const T* src = w + r * k + c0;
     float v[E];
     bool finite = true;
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       v[e] = load_f(src, e);
+      if (cs != nullptr) v[e] = v[e] * cs[c0 + e];
       finite = finite && isfinite(v[e]);
     }
-    float lo = v[0], hi = v[0];
-#pragma unroll
-    for (int e = 1; e < E; ++e) {
-      lo = fminf(lo, v[e]);
-      hi = fmaxf(hi, v[e]);
-    }
-    lo = warp_min(lo);  // min/max are exact in any order (the +-0 difference is erased by int4_group_params)
-    hi = warp_max(hi);
     finite = __all_sync(0xffffffffu, finite);
     uint8_t* out = codes + r * (k / 2) + gi * (G / 2);
     if (!finite) {
@@ -74,24 +70,45 @@ __global__ void __launch_bounds__(256) quantize_int4_kernel(const T* __restrict_
       }
       continue;
     }
-    float s, lo0;
-    int4_group_params(lo, hi, &s, &lo0);
-    const uint16_t sb = f_to_bf16_bits(s);
-    const float sf = bf16_bits_to_f(sb);
-    const uint16_t zb = f_to_bf16_bits(-lo0 / sf);
-    const float zf = bf16_bits_to_f(zb);
+    uint16_t sb, zb;
+    float sf, zf;
+    if (scheme == kInt4SchemeAsym) {
+      float lo = v[0], hi = v[0];
+#pragma unroll
+      for (int e = 1; e < E; ++e) {
+        lo = fminf(lo, v[e]);
+        hi = fmaxf(hi, v[e]);
+      }
+      lo = warp_min(lo);  // min/max are exact in any order (the +-0 difference is erased by int4_group_params)
+      hi = warp_max(hi);
+      float s, lo0;
+      int4_group_params(lo, hi, &s, &lo0);
+      sb = f_to_bf16_bits(s);
+      sf = bf16_bits_to_f(sb);
+      zb = f_to_bf16_bits(-lo0 / sf);
+      zf = bf16_bits_to_f(zb);
+    } else {
+      float amax = fabsf(v[0]);
+#pragma unroll
+      for (int e = 1; e < E; ++e) amax = fmaxf(amax, fabsf(v[e]));
+      amax = warp_max(amax);  // exact in any order
+      sb = f_to_bf16_bits(scheme == kInt4SchemeSym ? int4_sym_scale(amax) : (amax > 0.f ? amax : 1.f));
+      sf = bf16_bits_to_f(sb);
+      zf = scheme == kInt4SchemeSym ? 8.f : 0.f;
+      zb = f_to_bf16_bits(zf);
+    }
     if (lane == 0) {
       scales[wg] = sb;
       zeros[wg] = zb;
     }
+    auto code = [&](float x) { return scheme == kInt4SchemeNf4 ? int4_nf4_code(x / sf) : int4_code(x, sf, zf); };
     if (E == 1) {
-      const int c = int4_code(v[0], sf, zf);
+      const int c = code(v[0]);
       const int odd = __shfl_down_sync(0xffffffffu, c, 1);
       if ((lane & 1) == 0) out[lane / 2] = pack2(c, odd);
     } else {
 #pragma unroll
-      for (int e = 0; e < E; e += 2)
-        out[(lane * E + e) / 2] = pack2(int4_code(v[e], sf, zf), int4_code(v[e + 1], sf, zf));
+      for (int e = 0; e < E; e += 2) out[(lane * E + e) / 2] = pack2(code(v[e]), code(v[e + 1]));
     }
   }
 }
@@ -373,7 +390,7 @@ struct Int4Tile {
 // ============================================================ launch helpers
 
 template <typename T>
-void launch_quantize(cudaStream_t st, const T* w, const QWeight& q) {
+void launch_quantize(cudaStream_t st, const T* w, const float* cs, const QWeight& q, int scheme) {
   const int64_t groups = q.n * (q.k / q.group);
   const int64_t blocks64 = std::min<int64_t>((groups + 7) / 8, 1 << 20);
   const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(blocks64, 1));
@@ -381,9 +398,9 @@ void launch_quantize(cudaStream_t st, const T* w, const QWeight& q) {
   uint16_t* sc = q.scales.data<uint16_t>();
   uint16_t* zr = q.zeros.data<uint16_t>();
   switch (q.group) {
-    case 32: quantize_int4_kernel<T, 1><<<blocks, 256, 0, st>>>(w, codes, sc, zr, q.n, q.k); break;
-    case 64: quantize_int4_kernel<T, 2><<<blocks, 256, 0, st>>>(w, codes, sc, zr, q.n, q.k); break;
-    case 128: quantize_int4_kernel<T, 4><<<blocks, 256, 0, st>>>(w, codes, sc, zr, q.n, q.k); break;
+    case 32: quantize_int4_kernel<T, 1><<<blocks, 256, 0, st>>>(w, cs, codes, sc, zr, q.n, q.k, scheme); break;
+    case 64: quantize_int4_kernel<T, 2><<<blocks, 256, 0, st>>>(w, cs, codes, sc, zr, q.n, q.k, scheme); break;
+    case 128: quantize_int4_kernel<T, 4><<<blocks, 256, 0, st>>>(w, cs, codes, sc, zr, q.n, q.k, scheme); break;
     default: GLM4_FAIL(GLM4_E_INVALID_ARG, "quantize_int4: group size ", q.group, " is not 32, 64 or 128");
   }
   CUDA_CHECK_LAUNCH("quantize_int4");
@@ -418,13 +435,15 @@ void launch_gemv(cudaStream_t st, const float* x, const QWeight& w, const tc::Ep
 
 // ============================================================ ops
 
-void quantize_int4(Context& c, const QWeight& q, const Tensor& w) {
+void quantize_int4(Context& c, const QWeight& q, const Tensor& w, int64_t scheme, const Tensor& col_scale) {
   if (q.n == 0 || q.k == 0) return;
   cudaStream_t st = stream_of(c);
+  const float* cs = col_scale.defined() ? col_scale.data<float>() : nullptr;
+  const int sc = static_cast<int>(scheme);
   switch (w.dtype()) {
-    case DType::F32: launch_quantize(st, w.data<float>(), q); break;
-    case DType::BF16: launch_quantize(st, w.data<Bf16>(), q); break;
-    case DType::F16: launch_quantize(st, w.data<F16>(), q); break;
+    case DType::F32: launch_quantize(st, w.data<float>(), cs, q, sc); break;
+    case DType::BF16: launch_quantize(st, w.data<Bf16>(), cs, q, sc); break;
+    case DType::F16: launch_quantize(st, w.data<F16>(), cs, q, sc); break;
     default: GLM4_FAIL(GLM4_E_DTYPE, "quantize_int4: w must be bf16, f16 or f32, got ", w.describe());
   }
 }

@@ -12,10 +12,17 @@
  *     W(n, k) = (code(n, k) - zeros(n, k/G)) * scales(n, k/G)
  *   everything else (embed, layers.N.{attn_norm, qkv_bias, ffn_norm}, final_norm): <name>, bytes and dtype
  *   exactly as in the source checkpoint (BF16, F16 or F32).
- * glm4_int4.json (version 1):
+ * glm4_int4.json (version 1: asymmetric integer codes, every linear layer INT4, nothing folded):
  *   { format: "glm4-int4-native", version: 1, bits: 4, group_size: 32|64|128, zero_point: "asymmetric-bf16",
  *     layout: CANONICAL_LAYOUT, quantized: [linear names], full_precision: [other names], source: {...},
  *     quantizer: {...} }
+ * version 2 (written whenever version 1 cannot describe the checkpoint; a release that reads only version 1 then
+ * refuses it instead of misreading NF4 codes):
+ *   version 1's fields, plus scheme: "asym" | "sym" | "nf4" (csrc/core/int4_layout.h; zero_point
+ *   "asymmetric-bf16" | "symmetric-8" | "none" to match), codebook: 0 | 1 (NF4: W = NF4[code] * scale),
+ *   output_layer: "int4" | "bf16" (bf16: `output` is a full-precision tensor listed in full_precision), and
+ *   awq: null | { calibration, tokens, alphas, ... } when activation-aware scales were folded into the weights
+ *   (lib/quant/awq.ts: the norms and the QKV bias are then F32 tensors that differ from the source's).
  * Everything read here is treated as hostile: the record is validated field by field, tensor dtypes and
  * shapes are checked against the config and the record before any data is read, and scales/zeros are
  * checked on the host (finite, scales > 0) while loading, naming the tensor, row and group.
@@ -30,17 +37,78 @@ import { bf16ToF32, show } from "../util.js";
 export const INT4_RECORD_FILE = "glm4_int4.json";
 export const INT4_FORMAT = "glm4-int4-native";
 export const INT4_VERSION = 1;
+/** The newest record version this release reads and writes (see the header). */
+export const INT4_MAX_VERSION = 2;
 export const INT4_ZERO_POINT = "asymmetric-bf16";
+
+/** Quantization schemes (csrc/core/int4_layout.h): asymmetric min/max, symmetric absmax with zero 8, NF4 absmax. */
+export type Int4Scheme = "asym" | "sym" | "nf4";
+export const INT4_SCHEMES: readonly Int4Scheme[] = ["asym", "sym", "nf4"];
+/** The output layer quantized like the others, or kept in bf16 (its source dtype). */
+export type OutputLayer = "int4" | "bf16";
+/** Per scheme: quantizeInt4's scheme number, the codebook it writes, the record's zero_point. */
+export const SCHEME_INFO: Readonly<Record<Int4Scheme, { code: 0 | 1 | 2; codebook: 0 | 1; zeroPoint: string }>> = {
+  asym: { code: 0, codebook: 0, zeroPoint: INT4_ZERO_POINT },
+  sym: { code: 1, codebook: 0, zeroPoint: "symmetric-8" },
+  nf4: { code: 2, codebook: 1, zeroPoint: "none" },
+};
+
+/** The quantization settings of a checkpoint or a load: group size, scheme, and the output layer's precision. */
+export interface Int4Settings {
+  groupSize: GroupSize;
+  scheme: Int4Scheme;
+  outputLayer: OutputLayer;
+}
+export const DEFAULT_INT4_SETTINGS: Int4Settings = { groupSize: 128, scheme: "asym", outputLayer: "int4" };
+
+/** Checks user-given settings (TypeError/RangeError) and fills the defaults. */
+export function int4Settings(o: { groupSize?: number; scheme?: string; outputLayer?: string } = {}): Int4Settings {
+  const groupSize = o.groupSize ?? 128;
+  if (groupSize !== 32 && groupSize !== 64 && groupSize !== 128) throw new RangeError(`groupSize must be 32, 64 or 128, got ${String(groupSize)}`);
+  const scheme = o.scheme ?? "asym";
+  if (!INT4_SCHEMES.includes(scheme as Int4Scheme)) throw new RangeError(`scheme must be "asym", "sym" or "nf4", got ${JSON.stringify(scheme)}`);
+  const outputLayer = o.outputLayer ?? "int4";
+  if (outputLayer !== "int4" && outputLayer !== "bf16") throw new RangeError(`outputLayer must be "int4" or "bf16", got ${JSON.stringify(outputLayer)}`);
+  return { groupSize, scheme: scheme as Int4Scheme, outputLayer };
+}
+
+/** A short name of the settings: "asym g128", "nf4 g64 out-bf16". */
+export function describeSettings(s: Int4Settings): string {
+  return `${s.scheme} g${s.groupSize}${s.outputLayer === "bf16" ? " out-bf16" : ""}`;
+}
+
+/** The settings a record describes (version 1: asymmetric, every linear INT4). */
+export function recordSettings(r: Int4Record): Int4Settings {
+  return { groupSize: r.group_size, scheme: r.scheme ?? "asym", outputLayer: r.output_layer ?? "int4" };
+}
+
+/** What the record says about activation-aware scaling (lib/quant/awq.ts). */
+export interface AwqRecord {
+  /** The calibration text's file name, sha256 and token count. */
+  calibration: string;
+  sha256: string;
+  tokens: number;
+  /** The grid searched, and the alpha chosen for each scaled linear (normalized name). */
+  grid: number[];
+  alphas: Record<string, number>;
+  /** Where each linear's input scales were folded. */
+  folded: Record<string, string>;
+}
 export const CANONICAL_LAYOUT = "canonical: per output row, groups of G along K, q in 0..15, w = (q - zero) * scale, two codes a byte, low nibble = even k";
 
 export type GroupSize = 32 | 64 | 128;
 
 export interface Int4Record {
   format: typeof INT4_FORMAT;
-  version: 1;
+  version: 1 | 2;
   bits: 4;
   group_size: GroupSize;
-  zero_point: typeof INT4_ZERO_POINT;
+  zero_point: string;
+  /** Version 2 (absent in version 1: "asym", 0, "int4", null). */
+  scheme?: Int4Scheme;
+  codebook?: 0 | 1;
+  output_layer?: OutputLayer;
+  awq?: AwqRecord | null;
   layout: string;
   /** Normalized names of the quantized linear layers. */
   quantized?: string[];
@@ -77,15 +145,27 @@ export function parseInt4Record(text: string, file: string): Int4Record {
   if (typeof r.version !== "number" || !Number.isSafeInteger(r.version) || r.version < 1) {
     throw badQ(file, `"version" must be a positive integer, got ${show(r.version)}`, REQUANTIZE);
   }
-  if (r.version !== INT4_VERSION) {
-    throw badQ(file, `${INT4_RECORD_FILE} version ${r.version} is not supported by this release (${INT4_VERSION})`, `${REQUANTIZE}, or load it with the release that wrote it`);
+  if (r.version !== 1 && r.version !== 2) {
+    throw badQ(file, `${INT4_RECORD_FILE} version ${r.version} is not supported by this release (${INT4_VERSION} or ${INT4_MAX_VERSION})`, `${REQUANTIZE}, or load it with the release that wrote it`);
   }
   if (r.bits !== 4) throw badQ(file, `"bits" is ${show(r.bits)}; this format stores 4-bit codes only`, REQUANTIZE);
   if (r.group_size !== 32 && r.group_size !== 64 && r.group_size !== 128) {
     throw badQ(file, `"group_size" is ${show(r.group_size)}; it must be 32, 64 or 128`, REQUANTIZE);
   }
-  if (r.zero_point !== INT4_ZERO_POINT) {
-    throw badQ(file, `"zero_point" is ${show(r.zero_point)}; version ${INT4_VERSION} stores "${INT4_ZERO_POINT}" zero points`, REQUANTIZE);
+  if (r.version === 1) {
+    for (const key of ["scheme", "codebook", "output_layer", "awq"]) {
+      if (r[key] !== undefined) throw badQ(file, `version 1 has no "${key}" (version 2 does)`, REQUANTIZE);
+    }
+  } else {
+    if (!INT4_SCHEMES.includes(r.scheme as Int4Scheme)) throw badQ(file, `"scheme" is ${show(r.scheme)}; it must be "asym", "sym" or "nf4"`, REQUANTIZE);
+    const info = SCHEME_INFO[r.scheme as Int4Scheme];
+    if (r.codebook !== info.codebook) throw badQ(file, `"codebook" is ${show(r.codebook)}, but scheme "${String(r.scheme)}" writes codebook ${info.codebook}`, REQUANTIZE);
+    if (r.output_layer !== "int4" && r.output_layer !== "bf16") throw badQ(file, `"output_layer" is ${show(r.output_layer)}; it must be "int4" or "bf16"`, REQUANTIZE);
+    if (r.awq !== undefined && r.awq !== null && (typeof r.awq !== "object" || Array.isArray(r.awq))) throw badQ(file, `"awq" must be null or an object, got ${show(r.awq)}`, REQUANTIZE);
+  }
+  const zp = SCHEME_INFO[(r.scheme as Int4Scheme | undefined) ?? "asym"].zeroPoint;
+  if (r.zero_point !== zp) {
+    throw badQ(file, `"zero_point" is ${show(r.zero_point)}; scheme "${String(r.scheme ?? "asym")}" stores "${zp}" zero points`, REQUANTIZE);
   }
   if (typeof r.layout !== "string") throw badQ(file, `"layout" must be a string, got ${show(r.layout)}`, REQUANTIZE);
   for (const key of ["full_precision", "quantized"] as const) {
@@ -94,6 +174,7 @@ export function parseInt4Record(text: string, file: string): Int4Record {
     if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw badQ(file, `"${key}" must be a list of tensor names, got ${show(v)}`, REQUANTIZE);
   }
   for (const name of r.full_precision as string[]) {
+    if (name === "output" && r.output_layer === "bf16") continue;
     if (isLinearName(name)) {
       throw badQ(file, `"full_precision" lists the linear layer ${JSON.stringify(name)}; this release loads every linear layer of an INT4 checkpoint as INT4`, REQUANTIZE);
     }
@@ -130,7 +211,7 @@ export interface Int4Source {
 
 /** One normalized tensor of an INT4 checkpoint and where its data is. */
 export type Int4Entry =
-  | { kind: "int4"; name: string; n: number; k: number; groupSize: GroupSize; qweight: string; scales: string; zeros: string }
+  | { kind: "int4"; name: string; n: number; k: number; groupSize: GroupSize; codebook: 0 | 1; qweight: string; scales: string; zeros: string }
   | { kind: "full"; name: string; shape: number[]; dtype: "BF16" | "F16" | "F32"; tensor: string };
 
 /**
@@ -153,9 +234,11 @@ export function checkInt4Checkpoint(src: Int4Source, cfg: Glm4Config, record: In
     return info;
   };
   const fullPrecision = new Set(record.full_precision);
+  const settings = recordSettings(record);
+  const codebook = SCHEME_INFO[settings.scheme].codebook;
   const out: Int4Entry[] = [];
   for (const [name, shape] of expectedShapes(cfg)) {
-    if (isLinearName(name)) {
+    if (isLinearName(name) && !(name === "output" && settings.outputLayer === "bf16")) {
       const [n, k] = shape;
       if (k % G !== 0) throw badQ(recordFile, `group_size ${G} does not divide the ${k} input columns of ${name} [${n}, ${k}] that config.json implies`, REQUANTIZE);
       const names = int4Names(name);
@@ -174,7 +257,7 @@ export function checkInt4Checkpoint(src: Int4Source, cfg: Glm4Config, record: In
           throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${where(part)}: tensor ${JSON.stringify(part)} has shape [${t.shape.join(", ")}], but a [${n}, ${k}] weight at group ${G} needs [${n}, ${k / G}]. Check that config.json belongs to these weights.`);
         }
       }
-      out.push({ kind: "int4", name, n, k, groupSize: G, ...names });
+      out.push({ kind: "int4", name, n, k, groupSize: G, codebook, ...names });
     } else {
       const t = get(name, name);
       if (t.dtype !== "BF16" && t.dtype !== "F16" && t.dtype !== "F32") {

@@ -8,7 +8,11 @@ import { Glm4Error } from "../errors.js";
 import type { Glm4Config } from "./config.js";
 import type { NativeContext } from "../engine/native.js";
 import type { ModelWeights, Quantization } from "../engine/weights.js";
-import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, readInt4Record, type GroupSize, type Int4Record } from "./int4-format.js";
+import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, readInt4Record, recordSettings, type GroupSize, type Int4Record, type Int4Scheme } from "./int4-format.js";
+
+function describeScheme(s: Int4Scheme): string {
+  return s === "asym" ? "asymmetric (zero point asymmetric-bf16)" : s === "sym" ? "symmetric (zero point 8)" : "NF4 codes";
+}
 import { bf16ToF32, f16ToF32, u16View } from "../util.js";
 import { checkGptqCheckpoint, checkGptqTensors, defaultGIdx, loadGptqWeights, readGptqConfig, type GptqConfig } from "./gptq.js";
 import type { Checkpoint } from "./checkpoint.js";
@@ -24,7 +28,7 @@ export type Prequantized =
  * `groupSize` (default: the checkpoint's when it is 32, 64 or 128, else 128) is the group of the layers
  * quantized at load (full-precision linears, act-order layers).
  */
-export async function detectPrequantized(dir: string, options: { quantization?: Quantization; groupSize?: number } = {}): Promise<Prequantized | null> {
+export async function detectPrequantized(dir: string, options: { quantization?: Quantization; groupSize?: number; scheme?: string; outputLayer?: string } = {}): Promise<Prequantized | null> {
   const record = await readInt4Record(dir);
   const quantization = options.quantization ?? "int4";
   if (record) {
@@ -35,11 +39,18 @@ export async function detectPrequantized(dir: string, options: { quantization?: 
     if (options.groupSize !== undefined && options.groupSize !== record.group_size) {
       throw new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${file}: this checkpoint is quantized at group ${record.group_size}, but groupSize ${options.groupSize} was asked for. Leave groupSize out, or quantize the BF16 checkpoint again with --group-size ${options.groupSize}.`);
     }
+    const have = recordSettings(record);
+    if (options.scheme !== undefined && options.scheme !== have.scheme) {
+      throw new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${file}: this checkpoint holds ${have.scheme} codes, but scheme "${options.scheme}" was asked for. Leave scheme out, or quantize the BF16 checkpoint again with --scheme ${options.scheme}.`);
+    }
+    if (options.outputLayer !== undefined && options.outputLayer !== have.outputLayer) {
+      throw new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${file}: this checkpoint's output layer is ${have.outputLayer}, but outputLayer "${options.outputLayer}" was asked for. Leave outputLayer out, or quantize the BF16 checkpoint again with --output-layer ${options.outputLayer}.`);
+    }
     return {
       kind: "glm4-int4",
       record,
       groupSize: record.group_size,
-      describe: `${record.format} v${record.version}, ${record.bits}-bit, group ${record.group_size}, zero point ${record.zero_point}`,
+      describe: `${record.format} v${record.version}, ${record.bits}-bit, group ${record.group_size}, ${describeScheme(have.scheme)}, output layer ${have.outputLayer}${record.awq ? ", activation-aware scales folded in" : ""}`,
       load: (cfg, ctx, opts) => loadInt4CheckpointWeights(dir, cfg, ctx, { ...opts, quantization, groupSize: record.group_size }, record),
     };
   }

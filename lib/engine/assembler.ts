@@ -9,6 +9,7 @@ import type { Glm4Config } from "../checkpoint/config.js";
 import { Checkpoint } from "../checkpoint/checkpoint.js";
 import { GLOBAL_PARTS, LAYER_PARTS, isLinearName, modelTensors, parseTensorName, qkvRows } from "../checkpoint/tensors.js";
 import type { NativeContext, NativeTensor } from "./native.js";
+import type { Int4Scheme, OutputLayer } from "../checkpoint/int4-format.js";
 import { chunkRows, quantizeHostLinear, quantizeOnDevice, quantizeRows, upload } from "./upload.js";
 import { HostEmbedding, LAYER_FIELD, disposeWeights, sliceLinear, type LayerWeights, type Linear, type ModelWeights, type Quantization } from "./weights.js";
 
@@ -25,8 +26,19 @@ export interface LoadProgress {
 export interface WeightLoadOptions {
   quantization: Quantization;
   groupSize: 32 | 64 | 128;
+  /** INT4 scheme (default "asym") and the output layer's precision (default "int4") of load-time quantization. */
+  scheme?: Int4Scheme;
+  outputLayer?: OutputLayer;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+}
+
+/** How the assembler turns linear layers into weights: INT4 (group, scheme; the output layer maybe kept) or dense. */
+export interface AssemblyOptions {
+  quantization: Quantization;
+  groupSize: 32 | 64 | 128;
+  scheme?: Int4Scheme;
+  outputLayer?: OutputLayer;
 }
 
 /** A tensor read from disk, in host memory. */
@@ -48,7 +60,7 @@ export class WeightAssembler {
   constructor(
     readonly ctx: NativeContext,
     readonly cfg: Glm4Config,
-    readonly opts: { quantization: Quantization; groupSize: 32 | 64 | 128 },
+    readonly opts: AssemblyOptions,
   ) {
     this.w = { layers: Array.from({ length: cfg.numLayers }, () => ({})) };
   }
@@ -61,8 +73,8 @@ export class WeightAssembler {
       this.setEmbed(new HostEmbedding(t.data, t.dtype, t.shape[0], t.shape[1]));
       return;
     }
-    if (isLinearName(t.name) && this.opts.quantization === "int4") {
-      this.addLinear(t.name, await quantizeHostLinear(ctx, t, this.opts.groupSize));
+    if (this.quantizes(t.name)) {
+      this.addLinear(t.name, await quantizeHostLinear(ctx, t, this.opts.groupSize, this.opts.scheme));
       return;
     }
     await this.add(t.name, await upload(ctx, t));
@@ -90,19 +102,35 @@ export class WeightAssembler {
       this.setEmbed(new HostEmbedding(data, "BF16", n, k));
       return;
     }
-    if (isLinearName(name) && this.opts.quantization === "int4") {
+    if (this.quantizes(name)) {
       const [n, k] = shape;
-      this.addLinear(name, await quantizeRows(ctx, n, k, this.opts.groupSize, chunkRows(k, 2), (r0, r1) => {
-        const c = ctx.empty("bf16", [r1 - r0, k]);
-        ctx.fillRandom(c, seed * 65536 + r0, mean, std);
-        return c;
-      }));
+      this.addLinear(
+        name,
+        await quantizeRows(
+          ctx,
+          n,
+          k,
+          this.opts.groupSize,
+          chunkRows(k, 2),
+          (r0, r1) => {
+            const c = ctx.empty("bf16", [r1 - r0, k]);
+            ctx.fillRandom(c, seed * 65536 + r0, mean, std);
+            return c;
+          },
+          this.opts.scheme,
+        ),
+      );
       return;
     }
     const t = ctx.empty("bf16", shape);
     ctx.fillRandom(t, seed, mean, std);
     await ctx.flushAsync();
     await this.add(name, t);
+  }
+
+  /** Whether the linear layer `name` becomes INT4 (quantization "int4", except the output layer kept in bf16). */
+  quantizes(name: string): boolean {
+    return isLinearName(name) && this.opts.quantization === "int4" && !(name === "output" && this.opts.outputLayer === "bf16");
   }
 
   /** Takes ownership of a linear layer's weight (INT4 or dense) made elsewhere (INT4 checkpoints, GPTQ import). */
@@ -114,7 +142,7 @@ export class WeightAssembler {
   async add(name: string, t: NativeTensor): Promise<void> {
     let lin: Linear | undefined;
     if (isLinearName(name)) {
-      lin = this.opts.quantization === "int4" ? await quantizeOnDevice(this.ctx, t, this.opts.groupSize) : { kind: "dense", w: t, n: t.shape[0], k: t.shape[1] };
+      lin = this.quantizes(name) ? await quantizeOnDevice(this.ctx, t, this.opts.groupSize, this.opts.scheme) : { kind: "dense", w: t, n: t.shape[0], k: t.shape[1] };
     }
     this.place(name, t, lin);
   }
@@ -181,7 +209,7 @@ export async function assembleFromCheckpoint(
   cfg: Glm4Config,
   ctx: NativeContext,
   opts: WeightLoadOptions,
-  asmOpts: { quantization: Quantization; groupSize: 32 | 64 | 128 },
+  asmOpts: AssemblyOptions,
   body: (a: CheckpointAssembly) => Promise<void>,
 ): Promise<ModelWeights> {
   const ckpt = await Checkpoint.open(dir);

@@ -9,7 +9,7 @@ import { Glm4Error, wrapNative } from "../errors.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import { checkHostFits } from "../checkpoint/checkpoint.js";
 import { iterateWeights, type WeightTensor } from "../checkpoint/namings.js";
-import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, type Int4Record } from "../checkpoint/int4-format.js";
+import { INT4_RECORD_FILE, checkInt4Checkpoint, checkInt4Params, recordSettings, type Int4Record } from "../checkpoint/int4-format.js";
 import { modelTensors } from "../checkpoint/tensors.js";
 import { u16View } from "../util.js";
 import type { NativeContext } from "./native.js";
@@ -96,7 +96,8 @@ export async function loadInt4CheckpointWeights(dir: string, cfg: Glm4Config, ct
   if (opts.quantization !== "int4") {
     throw new Glm4Error("ERR_GLM4_BAD_QUANTIZATION", `${recordFile}: this checkpoint is already quantized to INT4 (group ${record.group_size}), so quantization "${opts.quantization}" cannot load it: its full-precision weights are not in it. Load it with quantization "int4" (the default), or load the BF16 source checkpoint with quantization "none".`);
   }
-  return assembleFromCheckpoint(dir, cfg, ctx, opts, { quantization: "int4", groupSize: record.group_size }, async ({ ckpt, asm, advance, checkAbort }) => {
+  const settings = recordSettings(record);
+  return assembleFromCheckpoint(dir, cfg, ctx, opts, { quantization: "int4", ...settings }, async ({ ckpt, asm, advance, checkAbort }) => {
     const entries = checkInt4Checkpoint(ckpt, cfg, record, recordFile);
     checkHostFits(ckpt);
     for (const e of entries) {
@@ -106,7 +107,7 @@ export async function loadInt4CheckpointWeights(dir: string, cfg: Glm4Config, ct
         const scales = u16View(sc.data), zeros = u16View(zr.data);
         checkInt4Params(ckpt.info(e.scales).file, e.name, scales, zeros, e.k / e.groupSize);
         try {
-          asm.addLinear(e.name, await uploadInt4(ctx, e.n, e.k, e.groupSize, qw.data, scales, zeros));
+          asm.addLinear(e.name, await uploadInt4(ctx, e.n, e.k, e.groupSize, qw.data, scales, zeros, e.codebook));
         } catch (err) {
           throw wrapNative(err);
         }

@@ -81,6 +81,9 @@ export interface QWeight {
   codebook?: number;
 }
 
+/** quantizeInt4's scheme: 0 asymmetric, 1 symmetric (zero 8), 2 NF4 (codebook 1). */
+export type QuantScheme = 0 | 1 | 2;
+
 /** linearInt4's epilogue: 0 out = y, 1 out += y (residual add), 2 out = silu(y[:, :N/2]) * y[:, N/2:]. */
 export type LinearMode = 0 | 1 | 2;
 
@@ -125,7 +128,12 @@ export interface NativeContext {
 
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor): void;
   rmsnorm(out: NativeTensor, x: NativeTensor, weight: NativeTensor, eps: number): void;
-  quantizeInt4(q: QWeight, w: NativeTensor): void;
+  /**
+   * Canonical INT4 quantization of w [N, K] into q by scheme (csrc/core/int4_layout.h): 0 asymmetric min/max, 1
+   * symmetric absmax (zero 8), both with q.codebook 0; 2 NF4 absmax (zero 0), q.codebook 1. colScale f32 [K]
+   * (optional): quantizes w * colScale (activation-aware scaling).
+   */
+  quantizeInt4(q: QWeight, w: NativeTensor, scheme: QuantScheme, colScale?: NativeTensor | null): void;
   dequantizeInt4(out: NativeTensor, q: QWeight): void;
   /** dst = src in the other layout (0 -> 1 or 1 -> 0), bit-exact moves; dst must not overlap src. */
   repackInt4(dst: QWeight, src: QWeight): void;

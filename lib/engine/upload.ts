@@ -7,6 +7,7 @@
 import { Glm4Error } from "../errors.js";
 import type { DType, NativeContext, NativeTensor } from "./native.js";
 import type { Linear } from "./weights.js";
+import { SCHEME_INFO, type Int4Scheme } from "../checkpoint/int4-format.js";
 
 /** The safetensors dtypes a weight may have, as device dtypes. */
 export const DISK_DTYPE: Readonly<Record<string, DType>> = { BF16: "bf16", F16: "f16", F32: "f32" };
@@ -37,16 +38,28 @@ export function chunkRows(k: number, bytesPerElement: number): number {
  * precision on the device (the caller's upload or a random fill); it is quantized into those rows of the codes
  * and freed before the next chunk, so the device never holds more than one chunk of full-precision weight.
  */
-export async function quantizeRows(ctx: NativeContext, n: number, k: number, group: 32 | 64 | 128, rows: number, chunk: (r0: number, r1: number) => NativeTensor | Promise<NativeTensor>): Promise<Linear> {
+export async function quantizeRows(
+  ctx: NativeContext,
+  n: number,
+  k: number,
+  group: 32 | 64 | 128,
+  rows: number,
+  chunk: (r0: number, r1: number) => NativeTensor | Promise<NativeTensor>,
+  scheme: Int4Scheme = "asym",
+  colScale?: Float32Array,
+): Promise<Linear> {
   if (k % group !== 0) throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `a linear weight [${n}, ${k}] cannot be quantized with group ${group}: ${k} is not a multiple of ${group}; use a group size that divides ${k}`);
-  const q = { codes: ctx.empty("i4", [n, k]), scales: ctx.empty("bf16", [n, k / group]), zeros: ctx.empty("bf16", [n, k / group]), groupSize: group };
+  const { code, codebook } = SCHEME_INFO[scheme];
+  if (colScale && colScale.length !== k) throw new Glm4Error("ERR_GLM4_INTERNAL", `column scales of length ${colScale.length} for a weight of ${k} columns`);
+  const q = { codes: ctx.empty("i4", [n, k]), scales: ctx.empty("bf16", [n, k / group]), zeros: ctx.empty("bf16", [n, k / group]), groupSize: group, ...(codebook ? { codebook } : {}) };
+  const cs = colScale ? await ctx.fromBufferAsync("f32", [k], colScale) : null;
   try {
     for (let r0 = 0; r0 < n; r0 += rows) {
       const r1 = Math.min(n, r0 + rows);
       const w = await chunk(r0, r1);
-      const part = { codes: q.codes.slice0(r0, r1), scales: q.scales.slice0(r0, r1), zeros: q.zeros.slice0(r0, r1), groupSize: group };
+      const part = { codes: q.codes.slice0(r0, r1), scales: q.scales.slice0(r0, r1), zeros: q.zeros.slice0(r0, r1), groupSize: group, ...(codebook ? { codebook } : {}) };
       try {
-        ctx.quantizeInt4(part, w);
+        ctx.quantizeInt4(part, w, code, cs);
         await ctx.flushAsync();
       } finally {
         w.dispose();
@@ -60,15 +73,17 @@ export async function quantizeRows(ctx: NativeContext, n: number, k: number, gro
     q.scales.dispose();
     q.zeros.dispose();
     throw e;
+  } finally {
+    cs?.dispose();
   }
   return { kind: "int4", q, n, k };
 }
 
 /** A full-precision weight on the device -> an INT4 Linear (the full-precision copy is freed). */
-export async function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, group: 32 | 64 | 128): Promise<Linear> {
+export async function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, group: 32 | 64 | 128, scheme: Int4Scheme = "asym"): Promise<Linear> {
   const [n, k] = w.shape;
   try {
-    return await quantizeRows(ctx, n, k, group, n, () => w);
+    return await quantizeRows(ctx, n, k, group, n, () => w, scheme);
   } finally {
     w.dispose();
   }
@@ -78,16 +93,22 @@ export async function quantizeOnDevice(ctx: NativeContext, w: NativeTensor, grou
  * A full-precision linear weight in host memory -> INT4 on ctx, quantized by row chunks (at most 64 MiB of
  * full precision on the device at a time).
  */
-export async function quantizeHostLinear(ctx: NativeContext, t: { name: string; dtype: string; shape: number[]; data: Buffer }, group: 32 | 64 | 128): Promise<Linear> {
+export async function quantizeHostLinear(
+  ctx: NativeContext,
+  t: { name: string; dtype: string; shape: number[]; data: Buffer },
+  group: 32 | 64 | 128,
+  scheme: Int4Scheme = "asym",
+  colScale?: Float32Array,
+): Promise<Linear> {
   const dt = DISK_DTYPE[t.dtype];
   if (!dt) throw new Glm4Error("ERR_GLM4_UNKNOWN_DTYPE", `tensor ${t.name}: dtype ${t.dtype} cannot be loaded (BF16, F16, F32 only)`);
   const [n, k] = t.shape;
   const rowBytes = k * (dt === "f32" ? 4 : 2);
-  return quantizeRows(ctx, n, k, group, chunkRows(k, dt === "f32" ? 4 : 2), (r0, r1) => ctx.fromBufferAsync(dt, [r1 - r0, k], t.data.subarray(r0 * rowBytes, r1 * rowBytes)));
+  return quantizeRows(ctx, n, k, group, chunkRows(k, dt === "f32" ? 4 : 2), (r0, r1) => ctx.fromBufferAsync(dt, [r1 - r0, k], t.data.subarray(r0 * rowBytes, r1 * rowBytes)), scheme, colScale);
 }
 
 /** Uploads a linear layer already in the canonical INT4 layout (an INT4 checkpoint, a GPTQ repack). */
-export async function uploadInt4(ctx: NativeContext, n: number, k: number, group: 32 | 64 | 128, codes: Uint8Array, scales: Uint16Array, zeros: Uint16Array): Promise<Linear> {
+export async function uploadInt4(ctx: NativeContext, n: number, k: number, group: 32 | 64 | 128, codes: Uint8Array, scales: Uint16Array, zeros: Uint16Array, codebook: 0 | 1 = 0): Promise<Linear> {
   const parts: NativeTensor[] = [];
   try {
     parts.push(await ctx.fromBufferAsync("i4", [n, k], codes));
@@ -97,5 +118,5 @@ export async function uploadInt4(ctx: NativeContext, n: number, k: number, group
     for (const p of parts) p.dispose();
     throw e;
   }
-  return { kind: "int4", q: { codes: parts[0], scales: parts[1], zeros: parts[2], groupSize: group }, n, k };
+  return { kind: "int4", q: { codes: parts[0], scales: parts[1], zeros: parts[2], groupSize: group, ...(codebook ? { codebook } : {}) }, n, k };
 }

@@ -100,7 +100,7 @@ suite(skipReason ? `ops on cuda: skipped, ${skipReason}` : `ops on cuda (${devic
           zeros: gpu.fromBuffer("bf16", [n, k / g], new Uint16Array((n * k) / g).fill(0x7fc0)),
           groupSize: g,
         };
-        gpu.quantizeInt4(q, w);
+        gpu.quantizeInt4(q, w, 0);
         const out = gpu.fromBuffer("f32", [n, k], new Float32Array(n * k).fill(NaN));
         gpu.dequantizeInt4(out, q);
         expect(Buffer.from(q.codes.read() as Uint8Array).equals(Buffer.from(packed)), "codes").toBe(true);

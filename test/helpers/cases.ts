@@ -402,9 +402,11 @@ function addRmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, al
 
 // ------------------------------------------------------------------ cases: INT4
 
-function quantizeCase(n: number, k: number, g: 32 | 64 | 128, w: FloatDType, kind: "normal" | "special" = "normal"): OpCase {
+/** scheme: 0 asymmetric, 1 symmetric, 2 NF4 (csrc/core/int4_layout.h); colScale: activation-aware column factors. */
+function quantizeCase(n: number, k: number, g: 32 | 64 | 128, w: FloatDType, kind: "normal" | "special" = "normal", scheme: 0 | 1 | 2 = 0, colScale = false): OpCase {
+  const extra = (scheme ? `,scheme=${["asym", "sym", "nf4"][scheme]}` : "") + (colScale ? ",col_scale" : "");
   return {
-    name: `quantize_int4(N=${n},K=${k},G=${g},w=${w}${kind === "special" ? ",special groups" : ""})`,
+    name: `quantize_int4(N=${n},K=${k},G=${g},w=${w}${kind === "special" ? ",special groups" : ""}${extra})`,
     op: "quantize_int4",
     build(env) {
       const vals = env.rng.normals(n * k, w === "f16" ? 0.5 : 0.02);
@@ -421,10 +423,23 @@ function quantizeCase(n: number, k: number, g: 32 | 64 | 128, w: FloatDType, kin
           vals[4 * k + j] = i === 7 ? 2.5 : vals[4 * k + j] * 0.01;
         }
       }
+      if (kind === "special" && scheme !== 0) {
+        // row 3 again, for the absmax schemes: exact midpoints of their grids. sym: absmax 7 gives scale 1, so
+        // w + 8 = x.5 (ties to the even code); NF4: absmax 1 (scale 1) and every midpoint between NF4 values
+        // (ties to the lower code), and +-1 exactly.
+        const R4 = R.NF4;
+        for (let j = 0; j < k; ++j) {
+          const i = j % g;
+          if (scheme === 1) vals[3 * k + j] = i === 0 ? -7 : ((i * 7) % 14) - 7 + 0.5;
+          else vals[3 * k + j] = i === 0 ? -1 : i === 1 ? 1 : Math.fround(Math.fround(R4[i % 15] + R4[(i % 15) + 1]) * 0.5);
+        }
+      }
       const wt = env.floats(w, [n, k], vals);
-      const q = env.qweight(n, k, g);
-      env.ctx.quantizeInt4(q, wt.t);
-      const want = R.quantizeInt4Ref(wt.v, n, k, g);
+      const q = { ...env.qweight(n, k, g), ...(scheme === 2 ? { codebook: 1 } : {}) };
+      const csv = colScale ? Float32Array.from({ length: k }, (_, j) => (j % 17 === 3 ? 30 : 0.25 + env.rng.uniform())) : undefined;
+      const cs = csv ? env.track(env.ctx.fromBuffer("f32", [k], csv)) : null;
+      env.ctx.quantizeInt4(q, wt.t, scheme, cs);
+      const want = R.quantizeInt4Ref(wt.v, n, k, g, scheme, csv);
       return [
         { name: "codes", mode: "exact", got: readBits(q.codes), ref: want.packed },
         { name: "scales", mode: "exact", got: readBits(q.scales), ref: want.scales, nanClass: "bf16" },
@@ -526,7 +541,7 @@ function matmulInt4Case(
       } else {
         const w = env.randn("bf16", [n, k], 0.02);
         q = env.qweight(n, k, g);
-        env.ctx.quantizeInt4(q, w.t);
+        env.ctx.quantizeInt4(q, w.t, 0);
       }
       // The reference multiplies by the weights the (canonical) codes on the device stand for.
       const deq = R.dequantizeInt4Ref(readBits(q.codes), readBits(q.scales), readBits(q.zeros), n, k, g, codebook);
@@ -1671,6 +1686,15 @@ function buildTable(): OpCase[] {
     quantizeCase(5, 256, 64, "bf16", "special"),
     quantizeCase(5, 128, 32, "f32", "special"),
     quantizeCase(5, 256, 128, "f16", "special"),
+    // the other schemes and activation-aware column factors (issue 15): every group size, bf16 and f32 weights
+    quantizeCase(5, 256, 32, "bf16", "normal", 1),
+    quantizeCase(3, 384, 128, "f32", "special", 1),
+    quantizeCase(7, 192, 64, "bf16", "normal", 2),
+    quantizeCase(5, 256, 32, "f32", "special", 2),
+    quantizeCase(5, 384, 128, "f32", "special", 2),
+    quantizeCase(5, 256, 64, "bf16", "normal", 0, true),
+    quantizeCase(3, 256, 128, "f16", "normal", 1, true),
+    quantizeCase(4, 192, 32, "f32", "normal", 2, true),
   );
   for (const g of G_ALL) c.push(dequantizeCase(5, 2 * g + 128, g, "f32"));
   c.push(dequantizeCase(3, 256, 64, "bf16"), dequantizeCase(2, 128, 128, "bf16"));
@@ -1905,7 +1929,7 @@ export function makeDecodeStep(c: NativeContext): DecodeStep {
   const wo = bf([H, HQ * D], 0.1);
   const quant = (n: number, k: number): QWeight => {
     const q: QWeight = { codes: t(c.empty("i4", [n, k])), scales: t(c.empty("bf16", [n, k / 32])), zeros: t(c.empty("bf16", [n, k / 32])), groupSize: 32 };
-    c.quantizeInt4(q, bf([n, k], 0.1));
+    c.quantizeInt4(q, bf([n, k], 0.1), 0);
     return q;
   };
   const wgu = quant(2 * F, H);

@@ -442,40 +442,64 @@ export interface Int4Ref {
 
 /**
  * Canonical INT4 quantization, every step in float32 (Math.fround after each operation; for +, -, *, / of float32
- * operands double arithmetic followed by one rounding to float32 is the correctly rounded float32 result):
- *   lo = min(min(w), 0), hi = max(max(w), 0); s = (hi - lo) / 15, 1 when 0; scale = bf16(s);
- *   zero = bf16(-lo / scale); code = clamp(rint_half_even(w / scale + zero), 0, 15).
+ * operands double arithmetic followed by one rounding to float32 is the correctly rounded float32 result), by
+ * scheme (csrc/core/int4_layout.h), of v = fround(w * colScale[k]) (colScale optional):
+ *   0 asymmetric: lo = min(min(v), 0), hi = max(max(v), 0); s = (hi - lo) / 15, 1 when 0; scale = bf16(s);
+ *     zero = bf16(-lo / scale); code = clamp(rint_half_even(v / scale + zero), 0, 15).
+ *   1 symmetric: a = max |v|; scale = bf16(a / 7, 1 when 0); zero = 8; code = clamp(rint_half_even(v / scale + 8), 0, 15).
+ *   2 NF4: a = max |v|; scale = bf16(a, 1 when 0); zero = 0; code = #{i < 15 : v / scale > mid_i},
+ *     mid_i = fround(fround(NF4[i] + NF4[i+1]) * 0.5) (written here from the definition, not from the C++).
  * w holds float32 values [N, K]. Throws on NaN/Inf.
  */
-export function quantizeInt4Ref(w: ArrayLike<number>, n: number, k: number, g: number): Int4Ref {
+export function quantizeInt4Ref(w: ArrayLike<number>, n: number, k: number, g: number, scheme: 0 | 1 | 2 = 0, colScale?: ArrayLike<number>): Int4Ref {
   if (k % g !== 0) throw new Error(`quantizeInt4Ref: K=${k} not a multiple of ${g}`);
   const ng = k / g;
   const codes = new Uint8Array(n * k);
   const scales = new Uint16Array(n * ng);
   const zeros = new Uint16Array(n * ng);
   const f = Math.fround;
+  const mids = Array.from({ length: 15 }, (_, i) => f(f(NF4[i] + NF4[i + 1]) * 0.5));
+  const val = (idx: number) => (colScale ? f(w[idx] * colScale[idx % k]) : w[idx]);
   for (let r = 0; r < n; ++r) {
     for (let gi = 0; gi < ng; ++gi) {
       let lo = 0;
       let hi = 0;
+      let amax = 0;
       for (let i = 0; i < g; ++i) {
-        const x = w[r * k + gi * g + i];
+        const x = val(r * k + gi * g + i);
         if (!Number.isFinite(x)) throw new Error(`quantizeInt4Ref: non-finite weight at row ${r}`);
         lo = Math.min(lo, x);
         hi = Math.max(hi, x);
+        amax = Math.max(amax, Math.abs(x));
       }
-      let s = f(f(hi - lo) / 15);
-      if (s === 0) s = 1;
-      const sb = f32ToBf16Bits(s);
-      const sf = bf16BitsToF32(sb);
-      const zb = f32ToBf16Bits(f(-lo / sf));
-      const zf = bf16BitsToF32(zb);
-      scales[r * ng + gi] = sb;
-      zeros[r * ng + gi] = zb;
+      let sf: number, zf: number;
+      if (scheme === 0) {
+        let s = f(f(hi - lo) / 15);
+        if (s === 0) s = 1;
+        const sb = f32ToBf16Bits(s);
+        sf = bf16BitsToF32(sb);
+        const zb = f32ToBf16Bits(f(-lo / sf));
+        zf = bf16BitsToF32(zb);
+        scales[r * ng + gi] = sb;
+        zeros[r * ng + gi] = zb;
+      } else {
+        let s = scheme === 1 ? f(amax / 7) : amax;
+        if (s === 0) s = 1;
+        const sb = f32ToBf16Bits(s);
+        sf = bf16BitsToF32(sb);
+        zf = scheme === 1 ? 8 : 0;
+        scales[r * ng + gi] = sb;
+        zeros[r * ng + gi] = f32ToBf16Bits(zf);
+      }
       for (let i = 0; i < g; ++i) {
         const idx = r * k + gi * g + i;
-        const t = f(f(w[idx] / sf) + zf);
-        codes[idx] = Math.min(15, Math.max(0, rintHalfEven(t)));
+        if (scheme === 2) {
+          const x = f(val(idx) / sf);
+          codes[idx] = mids.filter((m) => x > m).length;
+        } else {
+          const t = f(f(val(idx) / sf) + zf);
+          codes[idx] = Math.min(15, Math.max(0, rintHalfEven(t)));
+        }
       }
     }
   }
