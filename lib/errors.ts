@@ -31,7 +31,9 @@ export type Glm4ErrorCode =
   | "ERR_GLM4_OUTPUT_EXISTS"
   | "ERR_GLM4_ABORTED"
   | "ERR_GLM4_CONTEXT_FULL"
-  | "ERR_GLM4_KV_CACHE_FULL";
+  | "ERR_GLM4_KV_CACHE_FULL"
+  // a model produced NaN or Inf logits (eval)
+  | "ERR_GLM4_BAD_OUTPUT";
 
 export class Glm4Error extends Error {
   readonly code: Glm4ErrorCode;

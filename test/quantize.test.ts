@@ -195,7 +195,7 @@ describe("glm4-int4 quantize (command line)", () => {
     const out = path.join(parent, "int4");
     const a = runCli(["quantize", "--model", path.join(FIX, "hf"), "--out", out, "--group-size", "64", "--device", "cpu"]);
     expect(await a.exited).toBe(0);
-    expect(a.stdout()).toMatch(/^wrote .*int4: INT4 group 64, 1 shard\(s\)/);
+    expect(a.stdout()).toMatch(/^wrote .*int4: INT4 asym g64, 1 shard\(s\)/);
     const b = runCli(["inspect", "--model", out]);
     expect(await b.exited).toBe(0);
     expect(b.stdout()).toMatch(/quantized   glm4-int4-native v1, 4-bit, group 64/);

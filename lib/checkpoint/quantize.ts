@@ -27,7 +27,20 @@ import { quantizeHostLinear } from "../engine/upload.js";
 import { createContext, resolveDevice, type DeviceOption } from "../engine/device.js";
 import { disposeLinear } from "../engine/weights.js";
 import { isInside, packageVersion } from "../util.js";
-import { CANONICAL_LAYOUT, INT4_FORMAT, INT4_RECORD_FILE, INT4_VERSION, INT4_ZERO_POINT, int4Names, type GroupSize, type Int4Record } from "./int4-format.js";
+import {
+  CANONICAL_LAYOUT,
+  INT4_FORMAT,
+  INT4_MAX_VERSION,
+  INT4_RECORD_FILE,
+  INT4_VERSION,
+  SCHEME_INFO,
+  int4Names,
+  int4Settings,
+  type GroupSize,
+  type Int4Record,
+  type Int4Scheme,
+  type OutputLayer,
+} from "./int4-format.js";
 import { detectPrequantized } from "./prequantized.js";
 
 /** Files copied from the source next to the weights (config.json must exist; the others when present). */
@@ -47,6 +60,10 @@ export interface QuantizeProgress {
 export interface QuantizeOptions {
   /** INT4 group: 128 (default), 64 or 32. */
   groupSize?: GroupSize;
+  /** Codes: "asym" (default), "sym" (zero 8) or "nf4" (csrc/core/int4_layout.h). */
+  scheme?: Int4Scheme;
+  /** The output layer quantized ("int4", default) or copied as it is ("bf16"). */
+  outputLayer?: OutputLayer;
   /** Replace an existing non-empty output directory (default false: ERR_GLM4_OUTPUT_EXISTS). */
   force?: boolean;
   /** Where to quantize: "auto" (default: the GPU when there is one), "cpu", "cuda", "cuda:N". Same codes everywhere. */
@@ -205,8 +222,9 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
   const t0 = performance.now();
   if (typeof src !== "string" || src === "") throw new TypeError("quantizeCheckpoint(src, out): src must be the path of a checkpoint directory");
   if (typeof out !== "string" || out === "") throw new TypeError("quantizeCheckpoint(src, out): out must be the path of the directory to write");
-  const G = options.groupSize ?? 128;
-  if (G !== 32 && G !== 64 && G !== 128) throw new RangeError(`groupSize must be 32, 64 or 128, got ${String(G)}`);
+  const settings = int4Settings(options);
+  const G = settings.groupSize;
+  const quantized = (name: string) => isLinearName(name) && !(name === "output" && settings.outputLayer === "bf16");
   const limit = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`maxShardBytes must be a positive integer, got ${String(limit)}`);
 
@@ -257,7 +275,7 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
     // Plan every output tensor before reading data: shapes from the config, dtypes from the source headers.
     const entries = onDiskLayout(cfg, naming).map((e) => {
       const shape = shapes.get(e.name)!;
-      if (isLinearName(e.name)) {
+      if (quantized(e.name)) {
         const [n, k] = shape;
         if (k % G !== 0) throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `${src}: ${e.name} [${n}, ${k}] cannot be quantized with group ${G}: ${k} is not a multiple of ${G}; use a group size that divides ${k}`);
         const names = int4Names(e.name);
@@ -290,10 +308,10 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
     for (const t of ckpt.tensors.values()) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
     for await (const t of iterateWeights(ckpt, cfg, { naming, signal })) {
       if (signal?.aborted) throw aborted();
-      if (isLinearName(t.name)) {
+      if (quantized(t.name)) {
         let lin;
         try {
-          lin = await quantizeHostLinear(ctx, t, G);
+          lin = await quantizeHostLinear(ctx, t, G, settings.scheme);
         } catch (e) {
           throw wrapNative(e);
         }
@@ -328,12 +346,15 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
       if (st?.isFile()) await copyFile(from, path.join(tmp, f));
       else if (f === "config.json") throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${from}: does not exist or is not a file`);
     }
+    // Version 1 when it describes the checkpoint (asymmetric, every linear INT4): older releases load it too.
+    const v1 = settings.scheme === "asym" && settings.outputLayer === "int4";
     const record: Int4Record = {
       format: INT4_FORMAT,
-      version: INT4_VERSION,
+      version: v1 ? INT4_VERSION : INT4_MAX_VERSION,
       bits: 4,
       group_size: G,
-      zero_point: INT4_ZERO_POINT,
+      zero_point: SCHEME_INFO[settings.scheme].zeroPoint,
+      ...(v1 ? {} : { scheme: settings.scheme, codebook: SCHEME_INFO[settings.scheme].codebook, output_layer: settings.outputLayer, awq: null }),
       layout: CANONICAL_LAYOUT,
       quantized: entries.filter((e) => e.linear).map((e) => e.name),
       full_precision: entries.filter((e) => !e.linear).map((e) => e.name),

@@ -1,8 +1,12 @@
-/** `glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--force] [--max-shard-size 2GB]`. */
+/**
+ * `glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--scheme asym|sym|nf4] [--output-layer int4|bf16]
+ * [--awq --calibration FILE] [--force] [--max-shard-size 2GB]`.
+ */
 import { parseArgs } from "node:util";
 import { Glm4Error } from "../errors.js";
 import { quantizeCheckpoint, type QuantizeResult } from "../checkpoint/quantize.js";
 import type { DeviceOption } from "../engine/device.js";
+import { INT4_SCHEMES, describeSettings, recordSettings, type Int4Scheme } from "../checkpoint/int4-format.js";
 
 function parseBytes(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?$/i.exec(s.trim());
@@ -21,6 +25,8 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
       model: { type: "string" },
       out: { type: "string" },
       "group-size": { type: "string" },
+      scheme: { type: "string" },
+      "output-layer": { type: "string" },
       force: { type: "boolean" },
       device: { type: "string" },
       threads: { type: "string" },
@@ -31,6 +37,10 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
   if (typeof o.out !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --out DIR (the INT4 checkpoint to write)");
   const g = o["group-size"] === undefined ? 128 : Number(o["group-size"]);
   if (g !== 32 && g !== 64 && g !== 128) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--group-size must be 32, 64 or 128, got ${String(o["group-size"])}`);
+  const scheme = o.scheme ?? "asym";
+  if (!INT4_SCHEMES.includes(scheme as Int4Scheme)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--scheme must be asym, sym or nf4, got ${scheme}`);
+  const outputLayer = o["output-layer"] ?? "int4";
+  if (outputLayer !== "int4" && outputLayer !== "bf16") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--output-layer must be int4 or bf16, got ${outputLayer}`);
   const threads = o.threads === undefined ? undefined : Number(o.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--threads must be a positive integer, got ${String(o.threads)}`);
   const ac = new AbortController();
@@ -41,6 +51,8 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
   try {
     r = await quantizeCheckpoint(o.model, o.out, {
       groupSize: g,
+      scheme: scheme as Int4Scheme,
+      outputLayer,
       force: Boolean(o.force),
       device: (o.device as DeviceOption | undefined) ?? "auto",
       threads,
@@ -53,5 +65,5 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
     process.removeListener("SIGINT", onSig);
   }
   const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
-  process.stdout.write(`wrote ${r.dir}: INT4 group ${g}, ${r.shards.length} shard(s), ${gib(r.bytes)} (from ${gib(r.sourceBytes)}), ${r.seconds.toFixed(1)} s on ${r.device}\n`);
+  process.stdout.write(`wrote ${r.dir}: INT4 ${describeSettings(recordSettings(r.record))}, ${r.shards.length} shard(s), ${gib(r.bytes)} (from ${gib(r.sourceBytes)}), ${r.seconds.toFixed(1)} s on ${r.device}\n`);
 }
