@@ -6,6 +6,7 @@
  *   glm4-int4 inspect --model DIR [--max-context N]
  *   glm4-int4 inspect gpu
  *   glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--force] [--device D] [--max-shard-size 2GB]
+ *   glm4-int4 eval --model DIR --text FILE [--context N] [--settings asym-g128,...] [--compare DIR] [--json FILE]
  *   glm4-int4 bench [--model DIR | --synthetic glm-4-9b] [--json] ...
  *   glm4-int4 chat --model DIR ...                 (lib/cli/chat.ts)
  *   glm4-int4 serve --model DIR [--port N] ...     (lib/cli/serve.ts)
@@ -30,6 +31,10 @@ async function main(): Promise<void> {
     case "quantize": {
       const { cmdQuantize } = await import("./quantize.js");
       return cmdQuantize(rest, progressBar);
+    }
+    case "eval": {
+      const { cmdEval } = await import("./eval.js");
+      return cmdEval(rest);
     }
     case "bench": {
       const { cmdBench } = await import("./bench.js");
