@@ -93,6 +93,8 @@ export interface AwqRecord {
   alphas: Record<string, number>;
   /** Where each linear's input scales were folded. */
   folded: Record<string, string>;
+  /** Output error (relative, on the calibration inputs) per linear: plain rounding and with the chosen scales. */
+  errors?: Record<string, { rtn: number; awq: number }>;
 }
 export const CANONICAL_LAYOUT = "canonical: per output row, groups of G along K, q in 0..15, w = (q - zero) * scale, two codes a byte, low nibble = even k";
 

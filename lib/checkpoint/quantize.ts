@@ -13,7 +13,8 @@
  * only with `force`; everything is written into a temporary directory beside the output and renamed into
  * place at the end, so a failure or an abort leaves the output as it was.
  */
-import { copyFile, mkdir, open as fsOpen, readdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, open as fsOpen, readFile, readdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { Glm4Error, wrapNative } from "../errors.js";
@@ -25,7 +26,10 @@ import { checkCheckpoint, iterateWeights, onDiskLayout } from "./namings.js";
 import { checkHostFits } from "./checkpoint.js";
 import { quantizeHostLinear } from "../engine/upload.js";
 import { createContext, resolveDevice, type DeviceOption } from "../engine/device.js";
-import { disposeLinear } from "../engine/weights.js";
+import { disposeLinear, disposeWeights } from "../engine/weights.js";
+import { loadCheckpointWeights } from "../engine/loader.js";
+import { Glm4Tokenizer } from "../text/tokenizer.js";
+import { AWQ_FOLDS, foldAwq, searchAwq, type AwqPlan } from "../quant/awq.js";
 import { isInside, packageVersion } from "../util.js";
 import {
   CANONICAL_LAYOUT,
@@ -36,6 +40,7 @@ import {
   SCHEME_INFO,
   int4Names,
   int4Settings,
+  type AwqRecord,
   type GroupSize,
   type Int4Record,
   type Int4Scheme,
@@ -64,6 +69,12 @@ export interface QuantizeOptions {
   scheme?: Int4Scheme;
   /** The output layer quantized ("int4", default) or copied as it is ("bf16"). */
   outputLayer?: OutputLayer;
+  /**
+   * Activation-aware scaling (lib/quant/awq.ts): per-input-channel scales of QKV, O, gate|up and down searched on a
+   * calibration text (`calibration`: a UTF-8 file; at most `tokens` tokens, default 512, in windows of 512) and
+   * folded into the norms, the V rows and the up rows. Needs the full-precision model on the device once.
+   */
+  awq?: { calibration: string; tokens?: number };
   /** Replace an existing non-empty output directory (default false: ERR_GLM4_OUTPUT_EXISTS). */
   force?: boolean;
   /** Where to quantize: "auto" (default: the GPU when there is one), "cpu", "cuda", "cuda:N". Same codes everywhere. */
@@ -225,6 +236,20 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
   const settings = int4Settings(options);
   const G = settings.groupSize;
   const quantized = (name: string) => isLinearName(name) && !(name === "output" && settings.outputLayer === "bf16");
+  let awq: { file: string; text: string; sha256: string; tokens: number } | undefined;
+  if (options.awq !== undefined) {
+    const file = options.awq.calibration;
+    if (typeof file !== "string" || file === "") throw new TypeError("awq.calibration must be the path of a UTF-8 text file");
+    const tokens = options.awq.tokens ?? 512;
+    if (!Number.isInteger(tokens) || tokens < 16) throw new RangeError(`awq.tokens must be an integer >= 16, got ${String(tokens)}`);
+    let buf: Buffer;
+    try {
+      buf = await readFile(file);
+    } catch (e) {
+      throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${file}: the calibration text cannot be read (${(e as Error).message})`);
+    }
+    awq = { file, text: buf.toString("utf8"), sha256: createHash("sha256").update(buf).digest("hex"), tokens };
+  }
   const limit = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`maxShardBytes must be a positive integer, got ${String(limit)}`);
 
@@ -289,11 +314,28 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
           ],
         };
       }
-      return { name: e.name, linear: false, tensors: [{ name: e.name, dtype: ckpt.info(e.parts[0].onDisk).dtype, shape }] };
+      const folded = awq && /^layers\.\d+\.(attn_norm|ffn_norm|qkv_bias)$/.test(e.name); // stored F32 (lib/quant/awq.ts)
+      return { name: e.name, linear: false, tensors: [{ name: e.name, dtype: folded ? ("F32" as Dtype) : ckpt.info(e.parts[0].onDisk).dtype, shape }] };
     });
     const shards = planShards(entries, limit);
     const device = resolveDevice(options.device ?? "auto");
     ctx = createContext(device, options.threads);
+    let plan: AwqPlan | undefined;
+    if (awq) {
+      // The full-precision model on the device once, for the calibration pass and the searches; freed before quantizing.
+      const tok = await Glm4Tokenizer.fromDir(src);
+      if (!tok) throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", `${src}: has no tokenizer files; activation-aware scaling tokenizes the calibration text with the model's tokenizer`);
+      const ids = tok.encode(awq.text).slice(0, awq.tokens);
+      if (ids.length < 16) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `${awq.file}: the calibration text has ${ids.length} token(s); give at least a few hundred tokens of text like what the model will see`);
+      const windows: number[][] = [];
+      for (let i = 0; i < ids.length; i += 512) windows.push(ids.slice(i, i + 512));
+      const full = await loadCheckpointWeights(src, cfg, ctx, { quantization: "none", groupSize: G, signal });
+      try {
+        plan = await searchAwq(ctx, cfg, full, windows, settings, { signal });
+      } finally {
+        disposeWeights(full);
+      }
+    }
 
     await mkdir(path.dirname(realOut), { recursive: true });
     const base = path.basename(realOut);
@@ -308,10 +350,11 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
     for (const t of ckpt.tensors.values()) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
     for await (const t of iterateWeights(ckpt, cfg, { naming, signal })) {
       if (signal?.aborted) throw aborted();
+      const f = plan ? foldAwq(t, plan, cfg) : { tensor: t, colScale: undefined };
       if (quantized(t.name)) {
         let lin;
         try {
-          lin = await quantizeHostLinear(ctx, t, G, settings.scheme);
+          lin = await quantizeHostLinear(ctx, f.tensor, G, settings.scheme, f.colScale);
         } catch (e) {
           throw wrapNative(e);
         }
@@ -325,7 +368,7 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
           disposeLinear(lin);
         }
       } else {
-        await writer.write(t.name, t.data);
+        await writer.write(t.name, f.tensor.data);
       }
       loaded += t.data.byteLength;
       options.onProgress?.({ stage: "weights", loaded, total, tensor: t.name });
@@ -347,14 +390,25 @@ export async function quantizeCheckpoint(src: string, out: string, options: Quan
       else if (f === "config.json") throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${from}: does not exist or is not a file`);
     }
     // Version 1 when it describes the checkpoint (asymmetric, every linear INT4): older releases load it too.
-    const v1 = settings.scheme === "asym" && settings.outputLayer === "int4";
+    const v1 = settings.scheme === "asym" && settings.outputLayer === "int4" && !plan;
+    const awqRecord: AwqRecord | null = plan
+      ? {
+          calibration: path.basename(awq!.file),
+          sha256: awq!.sha256,
+          tokens: plan.tokens,
+          grid: plan.grid,
+          alphas: Object.fromEntries(Object.entries(plan.results).map(([k, r]) => [k, r.alpha])),
+          folded: AWQ_FOLDS,
+          errors: Object.fromEntries(Object.entries(plan.results).map(([k, r]) => [k, { rtn: r.errorRtn, awq: r.error }])),
+        }
+      : null;
     const record: Int4Record = {
       format: INT4_FORMAT,
       version: v1 ? INT4_VERSION : INT4_MAX_VERSION,
       bits: 4,
       group_size: G,
       zero_point: SCHEME_INFO[settings.scheme].zeroPoint,
-      ...(v1 ? {} : { scheme: settings.scheme, codebook: SCHEME_INFO[settings.scheme].codebook, output_layer: settings.outputLayer, awq: null }),
+      ...(v1 ? {} : { scheme: settings.scheme, codebook: SCHEME_INFO[settings.scheme].codebook, output_layer: settings.outputLayer, awq: awqRecord }),
       layout: CANONICAL_LAYOUT,
       quantized: entries.filter((e) => e.linear).map((e) => e.name),
       full_precision: entries.filter((e) => !e.linear).map((e) => e.name),

@@ -7,7 +7,10 @@ Commands:
   serve      --model DIR [--port 8000]   OpenAI-compatible server (/v1/chat/completions, /v1/completions)
   inspect    --model DIR | gpu           what a checkpoint holds, or what the GPU setup is
   quantize   --model DIR --out DIR       write an INT4 checkpoint (--group-size, --scheme asym|sym|nf4,
-                                         --output-layer int4|bf16, --force to replace --out)
+                                         --output-layer int4|bf16, --awq --calibration FILE,
+                                         --force to replace --out)
+  eval       --model DIR --text FILE     BF16 vs INT4: perplexity, KL divergence, same top token (--settings,
+                                         --compare DIR, --context N, --json FILE; eval --help)
   bench      [--model DIR]               prefill/decode speed, memory and share of the hardware limit
   bench-serve --base-url URL             load benchmark of a running server (throughput, TTFT, inter-token p50/p99)
 

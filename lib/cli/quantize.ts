@@ -1,6 +1,6 @@
 /**
  * `glm4-int4 quantize --model DIR --out DIR [--group-size 32|64|128] [--scheme asym|sym|nf4] [--output-layer int4|bf16]
- * [--awq --calibration FILE] [--force] [--max-shard-size 2GB]`.
+ * [--awq --calibration FILE [--calibration-tokens N]] [--force] [--max-shard-size 2GB]`.
  */
 import { parseArgs } from "node:util";
 import { Glm4Error } from "../errors.js";
@@ -27,6 +27,9 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
       "group-size": { type: "string" },
       scheme: { type: "string" },
       "output-layer": { type: "string" },
+      awq: { type: "boolean" },
+      calibration: { type: "string" },
+      "calibration-tokens": { type: "string" },
       force: { type: "boolean" },
       device: { type: "string" },
       threads: { type: "string" },
@@ -41,6 +44,10 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
   if (!INT4_SCHEMES.includes(scheme as Int4Scheme)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--scheme must be asym, sym or nf4, got ${scheme}`);
   const outputLayer = o["output-layer"] ?? "int4";
   if (outputLayer !== "int4" && outputLayer !== "bf16") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--output-layer must be int4 or bf16, got ${outputLayer}`);
+  if (o.awq && typeof o.calibration !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "--awq needs --calibration FILE (a UTF-8 text like what the model will see, a few hundred tokens or more)");
+  if (!o.awq && (o.calibration !== undefined || o["calibration-tokens"] !== undefined)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "--calibration is for --awq (activation-aware scaling); add --awq");
+  const calTokens = o["calibration-tokens"] === undefined ? undefined : Number(o["calibration-tokens"]);
+  if (calTokens !== undefined && !(Number.isInteger(calTokens) && calTokens >= 16)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--calibration-tokens must be an integer >= 16, got ${String(o["calibration-tokens"])}`);
   const threads = o.threads === undefined ? undefined : Number(o.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--threads must be a positive integer, got ${String(o.threads)}`);
   const ac = new AbortController();
@@ -53,6 +60,7 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
       groupSize: g,
       scheme: scheme as Int4Scheme,
       outputLayer,
+      ...(o.awq ? { awq: { calibration: o.calibration as string, tokens: calTokens } } : {}),
       force: Boolean(o.force),
       device: (o.device as DeviceOption | undefined) ?? "auto",
       threads,
@@ -65,5 +73,5 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
     process.removeListener("SIGINT", onSig);
   }
   const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
-  process.stdout.write(`wrote ${r.dir}: INT4 ${describeSettings(recordSettings(r.record))}, ${r.shards.length} shard(s), ${gib(r.bytes)} (from ${gib(r.sourceBytes)}), ${r.seconds.toFixed(1)} s on ${r.device}\n`);
+  process.stdout.write(`wrote ${r.dir}: INT4 ${describeSettings(recordSettings(r.record))}${r.record.awq ? ` with activation-aware scales (${r.record.awq.tokens} calibration tokens)` : ""}, ${r.shards.length} shard(s), ${gib(r.bytes)} (from ${gib(r.sourceBytes)}), ${r.seconds.toFixed(1)} s on ${r.device}\n`);
 }
