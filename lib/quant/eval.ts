@@ -11,8 +11,12 @@
  *   - KL(P || Q) = sum_i P_i (log P_i - log Q_i): mean, median, 99th percentile, maximum;
  *   - same top token: argmax P == argmax Q (first index on ties), as a share of the scored positions;
  *   - RMS Δp: sqrt(mean (Q[next] - P[next])^2), the change in the probability of the right token.
- * Host cost: about 3 exp() per vocabulary entry and position (measured in lib/quant/eval.ts's test on the tiny model;
- * GLM-4-9B's 151552-wide rows cost ~0.5 ms each here, well below its forward pass on a GPU).
+ * Host cost: one exp() per vocabulary entry, position and model (the reference's probabilities are computed once a
+ * window and shared). Measured here on 151552-wide rows, on 2 cores
+ * at load average 10: 265 ns an exp() and 38 ns a multiply-add (several times an idle core's), i.e. ~50 ms a
+ * position and model; an idle core should take ~1-2 ms, ~0.5-1 s a 512-token window and model, against ~0.05 s for
+ * the window's forward pass on an H200: the host statistics dominate eval's time on the GPU (scripts/gpu/quant.sh
+ * measures it). If that matters, the next step is the softmaxes on the device (the softmax op) or worker threads.
  */
 import path from "node:path";
 import { Glm4Error } from "../errors.js";
@@ -107,14 +111,16 @@ export function splitWindows(tokens: readonly number[], context: number, maxWind
   return out;
 }
 
-/** Per position of one window: log-sum-exp, argmax, and the logit of the next token, in float64. */
+/** Per position of one window: log-sum-exp and argmax in float64; with `probs`, the probabilities too (f32 [T, V]). */
 interface RowSummary {
   lse: Float64Array;
   top: Int32Array;
+  probs?: Float32Array;
 }
 
-function summarize(logits: Float32Array, T: number, V: number): RowSummary {
+function summarize(logits: Float32Array, T: number, V: number, probs = false): RowSummary {
   const lse = new Float64Array(T), top = new Int32Array(T);
+  const pr = probs ? new Float32Array(T * V) : undefined;
   for (let t = 0; t < T; t++) {
     const o = t * V;
     let mx = -Infinity, am = 0;
@@ -126,11 +132,26 @@ function summarize(logits: Float32Array, T: number, V: number): RowSummary {
       }
     }
     let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(logits[o + i] - mx);
+    if (pr) {
+      for (let i = 0; i < V; i++) {
+        const e = Math.exp(logits[o + i] - mx);
+        pr[o + i] = e;
+        s += e;
+      }
+      const inv = 1 / s;
+      for (let i = 0; i < V; i++) pr[o + i] *= inv;
+    } else {
+      for (let i = 0; i < V; i++) s += Math.exp(logits[o + i] - mx);
+    }
     lse[t] = mx + Math.log(s);
     top[t] = am;
   }
-  return { lse, top };
+  return { lse, top, probs: pr };
+}
+
+/** The reference's summary of a window, made once and shared by every model compared with it. */
+export function referenceSummary(p: Float32Array, T: number, V: number): RowSummary {
+  return summarize(p, T, V, true);
 }
 
 /** Accumulates one model's statistics against the reference over windows. */
@@ -150,16 +171,21 @@ export class KlAccumulator {
   add(p: Float32Array, q: Float32Array, tokens: readonly number[], pSummary?: RowSummary): void {
     const V = this.vocab, T = tokens.length;
     if (p.length !== T * V || q.length !== T * V) throw new Glm4Error("ERR_GLM4_INTERNAL", `eval: logits of ${p.length} and ${q.length} values for ${T} tokens x ${V}`);
-    const sp = pSummary ?? summarize(p, T, V);
+    const sp = pSummary?.probs ? pSummary : summarize(p, T, V, true);
+    const pr = sp.probs!;
     const sq = summarize(q, T, V);
     for (let t = 0; t + 1 < T; t++) {
       const o = t * V, next = tokens[t + 1];
       const lp = sp.lse[t], lq = sq.lse[t];
-      let kl = 0;
+      // KL = sum P_i ((p_i - lp) - (q_i - lq)) = sum P_i (p_i - q_i) + (lq - lp) sum P_i: no exp() beyond Q's
+      // log-sum-exp (P's probabilities are the reference's, computed once a window)
+      let acc = 0, mass = 0;
       for (let i = 0; i < V; i++) {
-        const a = p[o + i] - lp; // log P_i
-        kl += Math.exp(a) * (a - (q[o + i] - lq));
+        const w = pr[o + i];
+        acc += w * (p[o + i] - q[o + i]);
+        mass += w;
       }
+      const kl = acc + (lq - lp) * mass;
       const nP = lp - p[o + next], nQ = lq - q[o + next];
       if (!Number.isFinite(kl) || !Number.isFinite(nQ)) {
         throw new Glm4Error("ERR_GLM4_BAD_OUTPUT", `eval: the model's logits at position ${t} are not finite (NaN or Inf); the quantized weights or the kernels are broken`);
@@ -223,7 +249,7 @@ export async function compareOnWindows(
     const win = windows[w];
     if (win.length < 2) continue;
     const p = await reference.logits(win);
-    const sp = summarize(p, win.length, V);
+    const sp = referenceSummary(p, win.length, V);
     refAcc.add(p, p, win, sp);
     for (let i = 0; i < models.length; i++) acc[i].add(p, await models[i].model.logits(win), win, sp);
     opts.onWindow?.(w + 1);
