@@ -14,6 +14,8 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { parseSettings } from "../quant/eval.js";
+import type { Int4Scheme, OutputLayer } from "../checkpoint/int4-format.js";
 import { Glm4Error } from "../errors.js";
 import { loadGlm4, type Glm4Model } from "../glm4.js";
 import { buildInfo, devices, native } from "../engine/native-binary.js";
@@ -65,6 +67,9 @@ export interface BenchResult {
   model: string;
   quantization: string;
   groupSize: number;
+  /** INT4 models: the scheme and the output layer (bench --quant). */
+  scheme?: Int4Scheme;
+  outputLayer?: OutputLayer;
   copyBandwidthGBs: number | null;
   loadSeconds: number;
   prefill: { tokens: number; tokensPerSecond: number; ms: number }[];
@@ -114,7 +119,7 @@ async function copyBandwidth(model: Glm4Model): Promise<number> {
   }
 }
 
-export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; maxContext?: number; batches?: number[]; log?: (s: string) => void }): Promise<BenchResult> {
+export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; scheme?: Int4Scheme; outputLayer?: OutputLayer; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; maxContext?: number; batches?: number[]; log?: (s: string) => void }): Promise<BenchResult> {
   const log = o.log ?? (() => undefined);
   const contexts = o.contexts ?? [128, 2048];
   const prefills = o.prefills ?? [512, 2048];
@@ -124,7 +129,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
   const maxContext = Math.max(o.maxContext ?? 8192, needed);
   const t0 = performance.now();
   log(`loading ${o.model ?? "synthetic GLM-4-9B"} ...`);
-  const model = await loadGlm4(o.model ?? null, { device: (o.device as "auto") ?? "auto", quantization: o.quantization ?? "int4", groupSize: o.groupSize ?? 128, maxContext, synthetic: o.model ? undefined : "glm-4-9b", prefillChunk: 2048 });
+  const model = await loadGlm4(o.model ?? null, { device: (o.device as "auto") ?? "auto", quantization: o.quantization ?? "int4", groupSize: o.groupSize ?? 128, scheme: o.scheme, outputLayer: o.outputLayer, maxContext, synthetic: o.model ? undefined : "glm-4-9b", prefillChunk: 2048 });
   const loadSeconds = (performance.now() - t0) / 1000;
   try {
     const { ctx, engine, weights, solo: seq } = model.runtime;
@@ -219,6 +224,8 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       model: o.model ?? "synthetic glm-4-9b",
       quantization: model.info.quantization,
       groupSize: model.info.groupSize,
+      scheme: model.info.scheme,
+      outputLayer: model.info.outputLayer,
       copyBandwidthGBs: bw,
       loadSeconds,
       prefill,
@@ -289,7 +296,7 @@ async function batchedDecode(model: Glm4Model, batches: number[], newTokens: num
 export function formatBench(r: BenchResult): string {
   const gib = (b: number | null) => (b === null ? "n/a" : `${(b / 2 ** 30).toFixed(2)} GiB`);
   const lines = [
-    `bench: ${r.model}, ${r.quantization}${r.quantization === "int4" ? ` g${r.groupSize}` : ""} on ${r.device} (${r.card}), ${r.date}`,
+    `bench: ${r.model}, ${r.quantization}${r.quantization === "int4" ? ` ${r.scheme ?? "asym"} g${r.groupSize}${r.outputLayer === "bf16" ? " out-bf16" : ""}` : ""} on ${r.device} (${r.card}), ${r.date}`,
     `copy bandwidth (read+write): ${r.copyBandwidthGBs ? `${r.copyBandwidthGBs.toFixed(0)} GB/s` : "n/a"}; load ${r.loadSeconds.toFixed(1)} s`,
     "",
     "prefill   tokens   tok/s      ms",
@@ -323,6 +330,7 @@ export async function cmdBench(argv: string[]): Promise<void> {
       device: { type: "string" },
       quantization: { type: "string" },
       "group-size": { type: "string" },
+      quant: { type: "string" },
       runs: { type: "string" },
       "new-tokens": { type: "string" },
       contexts: { type: "string" },
@@ -338,11 +346,15 @@ export async function cmdBench(argv: string[]): Promise<void> {
     throw new Glm4Error("ERR_GLM4_NO_CUDA", "bench: the default (synthetic GLM-4-9B) needs a GPU and none is usable here; give --model DIR (e.g. fixtures/tiny-glm4/original) to bench a checkpoint on the CPU");
   }
   const list = (s: unknown) => (typeof s === "string" ? s.split(",").map(Number) : undefined);
+  // --quant nf4-g64[-out-bf16]: the INT4 setting to bench (lib/quant/eval.ts parseSettings); one setting a run
+  const q = typeof o.quant === "string" ? parseSettings(o.quant) : undefined;
   const r = await runBench({
     model: o.model,
     device: o.device,
     quantization: o.quantization as "int4" | undefined,
-    groupSize: o["group-size"] ? (Number(o["group-size"]) as 128) : undefined,
+    groupSize: q?.groupSize ?? (o["group-size"] ? (Number(o["group-size"]) as 128) : undefined),
+    scheme: q?.scheme,
+    outputLayer: q?.outputLayer,
     runs: o.runs ? Number(o.runs) : undefined,
     newTokens: o["new-tokens"] ? Number(o["new-tokens"]) : undefined,
     contexts: list(o.contexts),

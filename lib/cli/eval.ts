@@ -24,6 +24,8 @@ export const EVAL_HELP = `glm4-int4 eval --model DIR --text FILE [options]
   --max-windows N      score only the first N windows
   --json FILE          also write the report as JSON
   --device, --threads  as for the other commands
+  --synthetic glm-4-9b [--tokens N]   GLM-4-9B's shapes with random weights and N random tokens (default 1024):
+                       a GPU check of the machinery and its speed, no checkpoint needed
 `;
 
 async function evalBar(): Promise<{ update: (p: EvalProgress) => void; stop: () => void }> {
@@ -56,6 +58,8 @@ export async function cmdEval(argv: string[]): Promise<void> {
     options: {
       model: { type: "string" },
       text: { type: "string" },
+      synthetic: { type: "string" },
+      tokens: { type: "string" },
       context: { type: "string" },
       settings: { type: "string" },
       compare: { type: "string", multiple: true },
@@ -67,14 +71,6 @@ export async function cmdEval(argv: string[]): Promise<void> {
     },
   });
   if (o.help) return void process.stdout.write(EVAL_HELP);
-  if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "eval needs --model DIR (the BF16 checkpoint, the reference)");
-  if (typeof o.text !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "eval needs --text FILE (the text to score, UTF-8)");
-  let text: string;
-  try {
-    text = await readFile(o.text, "utf8");
-  } catch (e) {
-    throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${o.text}: cannot be read (${(e as Error).message}); pass a UTF-8 text file`);
-  }
   const int = (name: string) => {
     const v = numOpt(o as Record<string, string | undefined>, name);
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--${name} must be a positive integer, got ${String(o[name as keyof typeof o])}`);
@@ -82,12 +78,30 @@ export async function cmdEval(argv: string[]): Promise<void> {
   };
   const context = int("context");
   if (context !== undefined && context < 2) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--context must be at least 2, got ${context}`);
+  let text: string | undefined;
+  let tokens: number[] | undefined;
+  if (o.synthetic !== undefined) {
+    // GLM-4-9B's shapes with random weights (a GPU speed and machinery check): --tokens N random token ids
+    if (o.synthetic !== "glm-4-9b") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--synthetic must be glm-4-9b, got ${o.synthetic}`);
+    if (o.model !== undefined || o.text !== undefined) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "--synthetic takes no --model or --text (give --tokens N)");
+    const n = int("tokens") ?? 1024;
+    let seed = 12345;
+    tokens = Array.from({ length: n }, () => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % 151329));
+  } else {
+    if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "eval needs --model DIR (the BF16 checkpoint, the reference)");
+    if (typeof o.text !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "eval needs --text FILE (the text to score, UTF-8)");
+    try {
+      text = await readFile(o.text, "utf8");
+    } catch (e) {
+      throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${o.text}: cannot be read (${(e as Error).message}); pass a UTF-8 text file`);
+    }
+  }
   const settings = o.settings === undefined ? undefined : o.settings.split(",").filter((s) => s.trim() !== "").map(parseSettings);
   const bar = await evalBar();
   let report;
   try {
-    report = await evaluate(o.model, {
-      text,
+    report = await evaluate(o.synthetic ? null : (o.model as string), {
+      ...(tokens ? { tokens, synthetic: "glm-4-9b" as const } : { text }),
       context,
       maxWindows: int("max-windows"),
       settings,

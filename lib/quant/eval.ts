@@ -88,6 +88,8 @@ export interface EvalOptions {
   compare?: string[];
   device?: DeviceOption;
   threads?: number;
+  /** Score GLM-4-9B's exact shapes with random weights (dir null; pass tokens): speed and machinery on a GPU. */
+  synthetic?: "glm-4-9b";
   signal?: AbortSignal;
   onProgress?: (p: EvalProgress) => void;
 }
@@ -270,16 +272,19 @@ export async function compareOnWindows(
  * checkpoints (options.compare) on a text: see the header for what is measured. Everything is loaded at once on one
  * device (options.device, default the GPU when there is one).
  */
-export async function evaluate(dir: string, options: EvalOptions = {}): Promise<EvalReport> {
+export async function evaluate(dir: string | null, options: EvalOptions = {}): Promise<EvalReport> {
   const t0 = performance.now();
-  if (typeof dir !== "string" || dir === "") throw new TypeError("evaluate(dir): dir must be the path of the BF16 checkpoint (the reference)");
+  const synthetic = options.synthetic;
+  if (synthetic !== undefined && (synthetic !== "glm-4-9b" || dir !== null)) throw new TypeError('evaluate: synthetic must be "glm-4-9b", with dir null');
+  if (!synthetic && (typeof dir !== "string" || dir === "")) throw new TypeError("evaluate(dir): dir must be the path of the BF16 checkpoint (the reference)");
+  if (synthetic && options.compare?.length) throw new TypeError("evaluate: a synthetic model has no checkpoint to compare with");
   const context = options.context ?? 512;
   if (!Number.isInteger(context) || context < 2) throw new RangeError(`context must be an integer >= 2, got ${String(context)}`);
   if ((options.text === undefined) === (options.tokens === undefined)) throw new TypeError("evaluate: pass exactly one of text and tokens");
   const settings = (options.settings ?? (options.compare?.length ? [] : ["asym-g128"])).map((s) => (typeof s === "string" ? parseSettings(s) : int4Settings(s)));
   const compare = options.compare ?? [];
   const { loadGlm4 } = await import("../glm4.js");
-  const common = { device: options.device ?? "auto", threads: options.threads, maxContext: context, signal: options.signal };
+  const common = { device: options.device ?? "auto", threads: options.threads, maxContext: context, signal: options.signal, ...(synthetic ? { synthetic } : {}) };
   const loaded: Glm4Model[] = [];
   const progress = (p: EvalProgress) => options.onProgress?.(p);
   try {
@@ -288,7 +293,7 @@ export async function evaluate(dir: string, options: EvalOptions = {}): Promise<
     let tokens: readonly number[];
     if (options.tokens !== undefined) tokens = options.tokens;
     else {
-      if (!reference.tokenizer) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `${dir}: has no tokenizer; pass tokens instead of text`);
+      if (!reference.tokenizer) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `${dir ?? "the synthetic model"}: has no tokenizer; pass tokens instead of text`);
       tokens = reference.tokenizer.encode(options.text!);
     }
     const windows = splitWindows(tokens, context, options.maxWindows ?? Infinity);
@@ -312,7 +317,7 @@ export async function evaluate(dir: string, options: EvalOptions = {}): Promise<
     const r = await compareOnWindows(reference, models, windows, { signal: options.signal, onWindow: (done) => progress({ stage: "windows", done, total: windows.length }) });
     progress({ stage: "done", done: windows.length, total: windows.length });
     return {
-      model: path.resolve(dir),
+      model: dir === null ? `synthetic ${synthetic}` : path.resolve(dir),
       device: reference.device,
       context,
       windows: windows.length,
