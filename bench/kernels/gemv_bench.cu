@@ -5,12 +5,13 @@
 //
 // Build (here, no GPU needed):  nvcc -std=c++17 -O3 -lineinfo --expt-relaxed-constexpr -Icsrc
 //   -gencode=arch=compute_90a,code=sm_90a bench/kernels/gemv_bench.cu -o bench/kernels/bin/gemv_bench
-// Run: bench/kernels/bin/gemv_bench [out.json]   (scripts/gpu/gemv.sh does both and adds PyTorch's tinygemm)
+// Run: bench/kernels/bin/gemv_bench [out.json [shape]]   (scripts/gpu/gemv2.sh: a process a shape, + cuBLAS BF16)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,12 +35,15 @@ using KFn = void (*)(const gemv::Params);
 struct Kernel {
   const char* name;
   KFn fn;
-  int depth, cb, g;
+  int depth, cb, g, ring;
 };
+// d4: the register-ring kernel of run 2 (GLM4_GEMV_PLAN=old); rN: the cp.async ring kernel with N tiles a warp
+// (r8 = the library's default, gemv_int4.cu kRing)
 static const Kernel kKernels[] = {
-    {"d4", &gemv::gemv_int4_kernel<4, 0, 128>, 4, 0, 128},     {"d8", &gemv::gemv_int4_kernel<8, 0, 128>, 8, 0, 128},
-    {"d2", &gemv::gemv_int4_kernel<2, 0, 128>, 2, 0, 128},     {"d4g64", &gemv::gemv_int4_kernel<4, 0, 64>, 4, 0, 64},
-    {"d4g32", &gemv::gemv_int4_kernel<4, 0, 32>, 4, 0, 32},    {"d4nf4", &gemv::gemv_int4_kernel<4, 1, 128>, 4, 1, 128},
+    {"d4", &gemv::gemv_int4_kernel<4, 0, 128, 0>, 4, 0, 128, 0},    {"r8", &gemv::gemv_int4_kernel<4, 0, 128, 8>, 4, 0, 128, 8},
+    {"r4", &gemv::gemv_int4_kernel<4, 0, 128, 4>, 4, 0, 128, 4},    {"r16", &gemv::gemv_int4_kernel<4, 0, 128, 16>, 4, 0, 128, 16},
+    {"r8g64", &gemv::gemv_int4_kernel<4, 0, 64, 8>, 4, 0, 64, 8},   {"r8g32", &gemv::gemv_int4_kernel<4, 0, 32, 8>, 4, 0, 32, 8},
+    {"r8nf4", &gemv::gemv_int4_kernel<4, 1, 128, 8>, 4, 1, 128, 8},
 };
 static const Kernel* kernel_named(const char* n) {
   for (const Kernel& k : kKernels)
@@ -183,7 +187,7 @@ static bool plan_variant(const Shape& s, const Kernel* kern, bool swiglu, int fo
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, reinterpret_cast<const void*>(kern->fn), threads, smem));
     return per;
   };
-  return gemv::choose_plan(s.n, s.k, swiglu, g_sms, g_major, cap, g_smem_sm, occ, out, force_cl, force_rt);
+  return gemv::choose_plan(s.n, s.k, swiglu, g_sms, g_major, cap, g_smem_sm, occ, out, force_cl, force_rt, kern->ring, kern->g);
 }
 
 static gemv::Params params_for(const Shape& s, const Weights& w, const Variant& v, int copy, const float* x, float* out, int M) {
@@ -395,6 +399,7 @@ __global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* si
 
 int main(int argc, char** argv) {
   const char* json_path = argc > 1 ? argv[1] : "gemv.json";
+  const char* only = argc > 2 ? argv[2] : nullptr;  // one shape (scripts/gpu/gemv2.sh runs a process a shape)
   int dev = 0;
   CK(cudaSetDevice(dev));
   cudaDeviceProp prop;
@@ -452,6 +457,7 @@ int main(int argc, char** argv) {
   std::printf("\n%-8s %-22s %2s %9s %8s %7s %7s  %s\n", "shape", "variant", "M", "us", "GB/s", "%copy", "%read", "plan / check");
 
   for (const Shape& s : kShapes) {
+    if (only && std::strcmp(only, s.name)) continue;
     const bool swiglu = s.mode == gemv::kSwiGlu;
     // the variants of this shape: the rule's plan with 4 and 8 loads in flight, without PDL, the bare GEMV, and the
     // neighbouring decompositions (cluster size, row tiles a block)
@@ -461,29 +467,35 @@ int main(int argc, char** argv) {
       int cl, rt;
       bool pdl, plain;
     };
-    std::vector<Spec> specs = {{"auto", "d4", 0, 0, true, false}, {"auto-d8", "d8", 0, 0, true, false},
-                               {"auto-d2", "d2", 0, 0, true, false}, {"auto-nopdl", "d4", 0, 0, false, false},
-                               {"auto-plain", "d4", 0, 0, true, true}};
+    // auto = the library's default (ring 8 and its rule); old = run 2's auto (GLM4_GEMV_PLAN=old)
+    std::vector<Spec> specs = {{"auto", "r8", 0, 0, true, false},      {"auto-plain", "r8", 0, 0, true, true},
+                               {"old", "d4", 0, 0, true, false},       {"ring4", "r4", 0, 0, true, false},
+                               {"ring16", "r16", 0, 0, true, false},   {"auto-nopdl", "r8", 0, 0, false, false}};
     gemv::Plan base;
-    if (!plan_variant(s, kernel_named("d4"), swiglu, 0, 0, &base)) {
+    if (!plan_variant(s, kernel_named("r8"), swiglu, 0, 0, &base)) {
       std::printf("%s: no plan\n", s.name);
       ++failures;
       continue;
     }
     const int cls[] = {1, 2, 4, 8};
     for (int c : cls)
-      if (c != base.cfg.cl && (c == base.cfg.cl * 2 || c * 2 == base.cfg.cl)) specs.push_back({"cl" + std::to_string(c), "d4", c, 0, true, false});
-    if (base.cfg.rt * 2 <= 64) specs.push_back({"rt" + std::to_string(base.cfg.rt * 2), "d4", base.cfg.cl, base.cfg.rt * 2, true, false});
-    if (base.cfg.rt / 2 >= (swiglu ? 2 : 1)) specs.push_back({"rt" + std::to_string(base.cfg.rt / 2), "d4", base.cfg.cl, base.cfg.rt / 2, true, false});
+      if (c != base.cfg.cl && (c == base.cfg.cl * 2 || c * 2 == base.cfg.cl)) specs.push_back({"cl" + std::to_string(c), "r8", c, 0, true, false});
+    if (base.cfg.rt * 2 <= 64) specs.push_back({"rt" + std::to_string(base.cfg.rt * 2), "r8", base.cfg.cl, base.cfg.rt * 2, true, false});
+    if (base.cfg.rt / 2 >= (swiglu ? 2 : 1)) specs.push_back({"rt" + std::to_string(base.cfg.rt / 2), "r8", base.cfg.cl, base.cfg.rt / 2, true, false});
+    if (!std::strcmp(s.name, "output")) {  // one block an SM (9472 / 72 = 132 blocks), whole rows
+      specs.push_back({"rt72", "r8", 1, 72, true, false});
+      specs.push_back({"rt72-ring16", "r16", 1, 72, true, false});
+    }
     if (!std::strcmp(s.name, "qkv") || !std::strcmp(s.name, "gate_up")) {
-      specs.push_back({"nf4", "d4nf4", 0, 0, true, false});
-      specs.push_back({"g64", "d4g64", 0, 0, true, false});
-      specs.push_back({"g32", "d4g32", 0, 0, true, false});
+      specs.push_back({"nf4", "r8nf4", 0, 0, true, false});
+      specs.push_back({"g64", "r8g64", 0, 0, true, false});
+      specs.push_back({"g32", "r8g32", 0, 0, true, false});
     }
 
     // weights per group size / codebook (the harness's random data; copies so that the rotation misses L2)
     int64_t bytes128 = int64_t(s.n) * s.k / 2 + int64_t(s.n) * (s.k / 128) * 4;
     const int copies = int(std::max<int64_t>(2, std::min<int64_t>(32, (int64_t(400) << 20) / bytes128 + 1)));
+    std::map<int, Weights> wcache;  // one set of weights per group size / codebook, shared by the shape's variants
     for (const Spec& sp : specs) {
       const Kernel* kern = kernel_named(sp.kern);
       Variant v{sp.name, kern, {}, sp.pdl, sp.plain};
@@ -491,11 +503,13 @@ int main(int argc, char** argv) {
         std::printf("%-8s %-22s no plan\n", s.name, sp.name.c_str());
         continue;
       }
-      Weights w = make_weights(s.n, s.k, kern->g, copies, kern->cb);
+      const int wkey = kern->cb * 1000 + kern->g;
+      if (!wcache.count(wkey)) wcache[wkey] = make_weights(s.n, s.k, kern->g, copies, kern->cb);
+      const Weights& w = wcache[wkey];
       const int nout = (!v.plain && swiglu) ? s.n / 2 : s.n;
       char plan[160];
-      std::snprintf(plan, sizeof plan, "rt %d ks %d cl %d upw %d, %d blocks x %d warps%s", v.plan.cfg.rt, v.plan.cfg.ks,
-                    v.plan.cfg.cl, v.plan.cfg.upw, v.plan.rowgroups * v.plan.cfg.cl, v.plan.cfg.warps(),
+      std::snprintf(plan, sizeof plan, "%s rt %d ks %d cl %d upw %d, %d blocks x %d warps%s", kern->name, v.plan.cfg.rt,
+                    v.plan.cfg.ks, v.plan.cfg.cl, v.plan.cfg.upw, v.plan.rowgroups * v.plan.cfg.cl, v.plan.cfg.warps(),
                     v.plan.one_wave ? "" : " (more than one wave)");
       // validate first: M = 1, 3, 8 (and batched == solo for the rule's plan)
       bool ok = true;
@@ -524,7 +538,6 @@ int main(int argc, char** argv) {
         std::fprintf(js, "%s  {\"shape\": \"%s\", \"variant\": \"%s\", \"valid\": false, \"why\": \"%s\", \"plan\": \"%s\"}", first ? "" : ",\n",
                      s.name, sp.name.c_str(), why.c_str(), plan);
         first = false;
-        free_weights(w);
         continue;
       }
       for (int M : {1, 2, 4, 8}) {
@@ -541,8 +554,8 @@ int main(int argc, char** argv) {
                      err1);
         first = false;
       }
-      free_weights(w);
     }
+    for (auto& e : wcache) free_weights(e.second);
   }
   std::fprintf(js, "\n], \"failures\": %d}\n", failures);
   std::fclose(js);

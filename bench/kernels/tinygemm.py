@@ -9,12 +9,15 @@ reported, the timing is kept either way: it is a peer's figure). Usage: python3 
 """
 import json
 import math
+import os
 import sys
 
 import torch
 
 SHAPES = [("qkv", 4608, 4096), ("o", 4096, 4096), ("gate_up", 27392, 4096), ("down", 4096, 13696), ("output", 151552, 4096)]
-MS = [1, 2, 4, 8]
+MS = [int(m) for m in os.environ.get("GEMV_TORCH_MS", "1,2,4,8").split(",")]
+# GEMV_TORCH_KERNELS=cublas skips tinygemm (scripts/gpu/gemv2.sh: its figures are in run 2's log)
+KERNELS = os.environ.get("GEMV_TORCH_KERNELS", "tinygemm,cublas").split(",")
 G = 128
 
 
@@ -71,6 +74,8 @@ def main(path):
         int4_bytes = n * k // 2 + n * (k // G) * 4
         # ---- tinygemm
         try:
+            if "tinygemm" not in KERNELS:
+                raise StopIteration
             c = copies_for(int4_bytes)
             packs, q0, sz0 = [], None, None
             for i in range(c):
@@ -99,6 +104,8 @@ def main(path):
                 out["results"].append({"shape": name, "kernel": "tinygemm", "M": m, "us": us, "GBs": nbytes / (us * 1e-6) / 1e9, "check_rel_err": rel})
                 print(f"{name:8s} tinygemm M={m}: {us:8.2f} us  {nbytes / (us * 1e-6) / 1e9:7.0f} GB/s  (check rel err {rel:.1e})", flush=True)
             del packs
+        except StopIteration:
+            pass
         except Exception as e:  # a peer's failure must not hide ours
             print(f"{name}: tinygemm failed: {e}", flush=True)
             out["results"].append({"shape": name, "kernel": "tinygemm", "error": str(e)})

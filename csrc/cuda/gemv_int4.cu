@@ -1,8 +1,10 @@
 // Layout 1 on CUDA (core/int4_layout.h): repack_int4 (both directions), dequantize_int4 of layout 1, and the fused
 // INT4 linear of decode, linear_int4 (the tensor-core GEMV of gemv_int4.cuh); matmul_int4 of a layout-1 weight
 // comes here too (int4.cu).
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "gemv_int4.cuh"
@@ -117,15 +119,33 @@ unsigned grid_of(int64_t items) {
 
 // ============================================================ the GEMV: configuration and launch
 
-constexpr int kDepth = 4;  // tile loads in flight per warp: 79 registers, 3 blocks of 256 an SM (8: 120; gemv_bench.cu measures both)
+constexpr int kDepth = 4;  // old plan: tile loads in flight per warp: 79 registers, 3 blocks of 256 an SM
+// The ring kernel (default): tiles in flight a warp through shared memory (gemv_int4.cuh). bench/NOTES.md "gemv2"
+// has the prediction; gemv_bench.cu measures ring 4/8/16 and the old kernel side by side.
+constexpr int kRing = 8;
 
-template <int CB, int G>
-const void* kernel_ptr() {
-  return reinterpret_cast<const void*>(&gemv::gemv_int4_kernel<kDepth, CB, G>);
+// GLM4_GEMV_PLAN=old: the DEPTH register-ring kernel and its plans (the configuration measured in run 2, kept as a
+// switch back if the ring kernel regresses on some card); read once a process.
+bool gemv_plan_old() {
+  static const bool v = [] {
+    const char* e = std::getenv("GLM4_GEMV_PLAN");
+    return e != nullptr && std::string(e) == "old";
+  }();
+  return v;
 }
-const void* kernel_for(int codebook, int group) {
-  if (codebook == kInt4CodebookNf4) return group == 32 ? kernel_ptr<1, 32>() : group == 64 ? kernel_ptr<1, 64>() : kernel_ptr<1, 128>();
-  return group == 32 ? kernel_ptr<0, 32>() : group == 64 ? kernel_ptr<0, 64>() : kernel_ptr<0, 128>();
+
+template <int CB, int G, int RING>
+const void* kernel_ptr() {
+  return reinterpret_cast<const void*>(&gemv::gemv_int4_kernel<kDepth, CB, G, RING>);
+}
+template <int RING>
+const void* kernel_for_ring(int codebook, int group) {
+  if (codebook == kInt4CodebookNf4)
+    return group == 32 ? kernel_ptr<1, 32, RING>() : group == 64 ? kernel_ptr<1, 64, RING>() : kernel_ptr<1, 128, RING>();
+  return group == 32 ? kernel_ptr<0, 32, RING>() : group == 64 ? kernel_ptr<0, 64, RING>() : kernel_ptr<0, 128, RING>();
+}
+const void* kernel_for(int codebook, int group, int ring) {
+  return ring > 0 ? kernel_for_ring<kRing>(codebook, group) : kernel_for_ring<0>(codebook, group);
 }
 
 struct DevLimits {
@@ -148,17 +168,17 @@ struct Plan {
 };
 
 // The decomposition of a shape: gemv::choose_plan's rule (gemv_int4.cuh), cached per device and shape.
-Plan plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu) {
+Plan plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu, int ring) {
   static std::mutex mu;
-  static std::map<std::tuple<int, int64_t, int64_t, int, int, bool>, Plan> cache;
+  static std::map<std::tuple<int, int64_t, int64_t, int, int, bool, int>, Plan> cache;
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  const auto key = std::make_tuple(dev, n, k, group, codebook, swiglu);
+  const auto key = std::make_tuple(dev, n, k, group, codebook, swiglu, ring);
   std::lock_guard<std::mutex> lk(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   const DevLimits d = dev_limits();
-  const void* kern = kernel_for(codebook, group);
+  const void* kern = kernel_for(codebook, group, ring);
   const int smem_cap = allow_dynamic_smem(kern, d.smem_optin);  // the NF4 kernels hold a static table
   auto occ = [&](int threads, int smem) {
     int per_sm = 0;
@@ -166,14 +186,14 @@ Plan plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu) {
     return per_sm;
   };
   Plan pl;
-  GLM4_CHECK(gemv::choose_plan(n, k, swiglu, d.sms, d.major, smem_cap, d.smem_sm, occ, &pl.g), GLM4_E_UNSUPPORTED,
+  GLM4_CHECK(gemv::choose_plan(n, k, swiglu, d.sms, d.major, smem_cap, d.smem_sm, occ, &pl.g, 0, 0, ring, group), GLM4_E_UNSUPPORTED,
              "linear_int4: no GEMV configuration fits [", n, ",", k, "] in this device's shared memory");
   pl.pdl = d.major >= 9;
   cache.emplace(key, pl);
   return pl;
 }
 
-template <int CB, int G>
+template <int CB, int G, int RING>
 void launch_gemv(cudaStream_t st, const gemv::Params& p, const Plan& pl, int smem) {
   cudaLaunchConfig_t lc = {};
   lc.gridDim = dim3(static_cast<unsigned>(pl.g.cfg.cl), static_cast<unsigned>(pl.g.rowgroups), 1);
@@ -196,7 +216,7 @@ void launch_gemv(cudaStream_t st, const gemv::Params& p, const Plan& pl, int sme
   }
   lc.attrs = at;
   lc.numAttrs = static_cast<unsigned>(na);
-  CUDA_CHECK(cudaLaunchKernelEx(&lc, gemv::gemv_int4_kernel<kDepth, CB, G>, p));
+  CUDA_CHECK(cudaLaunchKernelEx(&lc, gemv::gemv_int4_kernel<kDepth, CB, G, RING>, p));
   CUDA_CHECK_LAUNCH("linear_int4 (gemv)");
 }
 
@@ -211,7 +231,10 @@ void run_linear(Context& c, const Tensor& out, const Tensor& x, const QWeight& w
   const bool swiglu = mode == LinearMode::SwiGlu;
   GLM4_CHECK(!swiglu || (w.n / 2) % 16 == 0, GLM4_E_SHAPE, "linear_int4: swiglu on CUDA needs N/2 a multiple of 16, got N=",
              w.n);
-  const Plan pl = plan_for(w.n, w.k, w.group, w.codebook, swiglu);
+  // the ring kernel copies scales and zeros by 16-byte chunks: it needs them 16-byte aligned (whole tensors and the
+  // row views of 16-row multiples are)
+  const bool ring = !gemv_plan_old() && aligned16(w.scales.raw()) && aligned16(w.zeros.raw());
+  const Plan pl = plan_for(w.n, w.k, w.group, w.codebook, swiglu, ring ? kRing : 0);
   gemv::Params p{};
   p.codes = w.codes.data<uint8_t>();
   p.scales = w.scales.data<uint16_t>();
@@ -237,14 +260,20 @@ void run_linear(Context& c, const Tensor& out, const Tensor& x, const QWeight& w
     p.x = x.data<float>() + m0 * w.k;
     p.out = out.data<float>() + m0 * nout;
     const int smem = gemv::Smem::of(p.M, (kt + pl.g.cfg.cl - 1) / pl.g.cfg.cl, pl.g.cfg).total;
-    const int key = w.codebook * 1000 + w.group;
+    const int key = (ring ? 10000 : 0) + w.codebook * 1000 + w.group;
     switch (key) {
-      case 32: launch_gemv<0, 32>(st, p, pl, smem); break;
-      case 64: launch_gemv<0, 64>(st, p, pl, smem); break;
-      case 128: launch_gemv<0, 128>(st, p, pl, smem); break;
-      case 1032: launch_gemv<1, 32>(st, p, pl, smem); break;
-      case 1064: launch_gemv<1, 64>(st, p, pl, smem); break;
-      case 1128: launch_gemv<1, 128>(st, p, pl, smem); break;
+      case 32: launch_gemv<0, 32, 0>(st, p, pl, smem); break;
+      case 64: launch_gemv<0, 64, 0>(st, p, pl, smem); break;
+      case 128: launch_gemv<0, 128, 0>(st, p, pl, smem); break;
+      case 1032: launch_gemv<1, 32, 0>(st, p, pl, smem); break;
+      case 1064: launch_gemv<1, 64, 0>(st, p, pl, smem); break;
+      case 1128: launch_gemv<1, 128, 0>(st, p, pl, smem); break;
+      case 10032: launch_gemv<0, 32, kRing>(st, p, pl, smem); break;
+      case 10064: launch_gemv<0, 64, kRing>(st, p, pl, smem); break;
+      case 10128: launch_gemv<0, 128, kRing>(st, p, pl, smem); break;
+      case 11032: launch_gemv<1, 32, kRing>(st, p, pl, smem); break;
+      case 11064: launch_gemv<1, 64, kRing>(st, p, pl, smem); break;
+      case 11128: launch_gemv<1, 128, kRing>(st, p, pl, smem); break;
       default: GLM4_FAIL(GLM4_E_INVALID_ARG, "linear_int4: group ", w.group, " codebook ", w.codebook);
     }
   }

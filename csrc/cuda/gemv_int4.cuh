@@ -47,6 +47,8 @@ struct Config {
   int ks = 8;   // K slices per row tile inside a block
   int cl = 1;   // blocks per cluster along K (1 without clusters)
   int upw = 1;  // units (row tile, K slice) per warp
+  int ring = 0;   // tiles in flight a warp through a cp.async ring in shared memory (0: the DEPTH register ring)
+  int rslot = 0;  // bytes a ring slot: 512 code bytes + scales and zeros (64; 128 for G = 32: two groups a tile)
   __host__ __device__ int warps() const { return rt * ks / upw; }
 };
 
@@ -73,8 +75,11 @@ struct Params {
 //   part  float [RT*KS][128]     per-unit partial sums (aliases xf when UPW == 1: written after the main loop)
 //   bsum  float [RT][128]        the block's sums (read by the cluster's other blocks)
 //   ssq   float [W][8] + [8]     sum of x^2 per warp and the block's, per token
+//   ring  [W][RING][rslot]       ring kernel only: a slot = one tile's 512 code bytes + its scales and zeros
+//                                (G = 32: 64 + 64 bytes, two groups; else 32 + 32)
+__host__ __device__ constexpr int ring_slot_bytes(int group) { return 512 + (group == 32 ? 128 : 64); }
 struct Smem {
-  int xf, xh, xt, part, bsum, ssq, total;
+  int xf, xh, xt, part, bsum, ssq, ring, total;
   __host__ __device__ static Smem of(int M, int KTb, const Config& c) {
     Smem s;
     int o = 0;
@@ -84,8 +89,9 @@ struct Smem {
     s.xh = take(KTb * 2 * 8 * 4);
     s.xt = take(KTb * 8 * 4);
     s.part = c.upw == 1 ? s.xf : take(partb);
-    s.bsum = take(c.rt * 512);
+    s.bsum = c.ring > 0 && c.ks == 1 && c.upw > 1 ? s.part : take(c.rt * 512);  // ks = 1: the block sums are the partials
     s.ssq = take((c.warps() + 1) * 8 * 4);
+    s.ring = c.ring > 0 ? take(c.warps() * c.ring * c.rslot) : 0;
     s.total = o;
     return s;
   }
@@ -116,7 +122,7 @@ __host__ __device__ __forceinline__ int split_lo(int t, int n, int i) { return s
 
 template <class Occ>
 inline bool choose_plan(int64_t n, int64_t k, bool swiglu, int sms, int major, int smem_optin, int smem_sm, Occ occ, Plan* out,
-                        int force_cl = 0, int force_rt = 0) {
+                        int force_cl = 0, int force_rt = 0, int ring = 0, int group = 128) {
   const int nt = static_cast<int>(n / 16), kt = static_cast<int>(k / 64);
   auto try_plan = [&](const Config& c, int mc) -> int {  // 1 one wave, 0 fits (more waves), -1 does not fit
     if ((kt + c.cl - 1) / c.cl < c.ks) return -1;  // every K slice gets a tile
@@ -138,7 +144,10 @@ inline bool choose_plan(int64_t n, int64_t k, bool swiglu, int sms, int major, i
       for (cl = 1; cl < 8 && (major >= 9 || cl == 1); cl *= 2) {
         Config c;
         c.cl = cl;
-        if (Smem::of(mc, (kt + cl - 1) / cl, c).total + 1024 <= smem_sm / 3) break;
+        c.ring = ring;
+        c.rslot = ring_slot_bytes(group);
+        // ring kernel: x of the tokens at most 16 KB a block (the ring takes ~36 KB: 3 blocks an SM with the partials)
+        if (ring > 0 ? (kt + cl - 1) / cl * mc * 128 <= 16384 : Smem::of(mc, (kt + cl - 1) / cl, c).total + 1024 <= smem_sm / 3) break;
         if (major < 9) break;
       }
     }
@@ -151,20 +160,55 @@ inline bool choose_plan(int64_t n, int64_t k, bool swiglu, int sms, int major, i
         c.ks = 8;
         c.upw = rt;
         c.cl = cl;
+        c.ring = ring;
+        c.rslot = ring_slot_bytes(group);
         last = try_plan(c, mc);
         if (last == 1 || (force_rt && last == 0)) return true;
       }
     }
+    // family B, ring kernel (no force_rt <= 8): the one-wave plan with the most blocks over cl in {cl from K, 2, 1}
+    // and rt any multiple of 8 (the output layer: 9472 / 72 = 132 row groups), ties to the smaller cl and rt
+    if (ring > 0 && (!force_rt || force_rt > 8) && !force_cl) {
+      Config bestc;
+      int best_blocks = 0;
+      for (int clb : {cl, 2, 1}) {
+        if (clb > cl || (clb > 1 && major < 9)) continue;
+        for (int rt = 8; rt <= 512; rt += 8) {
+          if (force_rt && rt != force_rt) continue;
+          Config c;
+          c.rt = rt;
+          c.ks = 1;
+          c.upw = rt / 8;
+          c.cl = clb;
+          c.ring = ring;
+          c.rslot = ring_slot_bytes(group);
+          if (try_plan(c, mc) == 1) {
+            const int blocks = out->rowgroups * clb;
+            if (blocks > best_blocks) {
+              best_blocks = blocks;
+              bestc = c;
+            }
+            break;  // larger rt: fewer blocks
+          }
+        }
+      }
+      if (best_blocks > 0) return try_plan(bestc, mc) == 1;
+    }
     // family B
     int last = -1;
     Config best;
-    for (int rt = 8; rt <= 128; rt *= 2) {
+    for (int rt = force_rt > 8 ? force_rt : 8; rt <= (force_rt > 8 ? force_rt : 128); rt *= 2) {
       if (force_rt && rt != force_rt) continue;
+      if (rt % 8) continue;
       Config c;
       c.rt = rt;
       c.ks = 1;
       c.upw = rt / 8;
-      c.cl = force_cl ? force_cl : 1;
+      // the ring kernel splits K over a cluster here too (cl from K, as family A): whole-K x staging for 8 tokens
+      // plus the ring would leave one block an SM
+      c.cl = force_cl ? force_cl : (ring > 0 && major >= 9 ? cl : 1);
+      c.ring = ring;
+        c.rslot = ring_slot_bytes(group);
       if (c.cl > 1 && major < 9) continue;
       const int r = try_plan(c, mc);
       if (r == 1) return true;
@@ -195,6 +239,18 @@ __device__ __forceinline__ uint16_t ld_stream_u16(const uint16_t* p, uint64_t po
   asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(r) : "l"(p), "l"(pol));
   return r;
 }
+// 16 bytes global -> shared without L1, L2 evict-first (the ring kernel's weight stream)
+__device__ __forceinline__ void cp_async16_hint(void* smem_dst, const void* src, uint64_t pol) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, 16, %2;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst))),
+               "l"(src), "l"(pol)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 // NF4 value of code i (once a block; a local table is fine there).
 __device__ __forceinline__ float d_nf4(int i) { return int4_code_value(kInt4CodebookNf4, i); }
 __device__ __forceinline__ void pdl_wait() {
@@ -224,7 +280,12 @@ __device__ __forceinline__ void dequant_word(uint32_t w, const uint32_t* nf4, ui
   }
 }
 
-template <int DEPTH, int CB, int G>
+// RING > 0: the ring kernel (gemv2): each warp streams its tiles (codes, scales, zeros) through RING slots of shared
+// memory by cp.async, all RING issued before griddepcontrol.wait (a small shape's whole share is then in flight
+// while the previous kernel drains), launch_dependents first thing (the next GEMV's blocks may take free slots and
+// start their own stream), and x staged with its loads batched (2 items a round trip instead of one). The
+// arithmetic is the DEPTH kernel's, tile for tile. RING == 0: the DEPTH register ring (the plan GLM4_GEMV_PLAN=old).
+template <int DEPTH, int CB, int G, int RING = 0>
 __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   static_assert(G == 32 || G == 64 || G == 128, "group size");
   constexpr int SZN = G == 32 ? 2 : 1;  // scale/zero loads a tile (a 64-k tile spans two groups of 32)
@@ -247,6 +308,9 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   float* part = reinterpret_cast<float*>(smem + sm.part);
   float* bsum = reinterpret_cast<float*>(smem + sm.bsum);
   float* ssq = reinterpret_cast<float*>(smem + sm.ssq);
+  // the next kernel may start its blocks (and their weight streams) in free slots; it reads what this one writes
+  // only after its own griddepcontrol.wait (completion of this grid)
+  if constexpr (RING > 0) pdl_launch_dependents();
 
   // Row tile of unit row r of this block (-1: past N).
   auto tile_of = [&](int r) -> int {
@@ -280,8 +344,25 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   };
   const int total = L > 0 ? cfg.upw * L : 0;
 
-  uint4 q[DEPTH];
-  uint16_t sz[DEPTH][SZN];
+  constexpr int QD = RING > 0 ? 1 : DEPTH;  // the register ring (unused by the ring kernel)
+  uint4 q[QD];
+  uint16_t sz[QD][SZN];
+  // ring kernel: a slot holds the tile's 512 code bytes (lane l: bytes 16 l..) then SC 16-byte chunks of scales and
+  // SC of zeros (G = 32: groups 2 kt and 2 kt + 1; else the tile's group): lanes 0..2 SC - 1 copy those.
+  constexpr int SC = G == 32 ? 4 : 2;
+  constexpr int SLOT = ring_slot_bytes(G);
+  unsigned char* ringw = smem + sm.ring + warp * (RING > 0 ? RING : 1) * SLOT;
+  auto issue = [&](int slot, const Cursor& c) {
+    if (c.nt < 0) return;
+    const int kt = kb + c.j;
+    unsigned char* sl = ringw + slot * SLOT;
+    cp_async16_hint(sl + lane * 16, p.codes + (static_cast<int64_t>(c.nt) * KT + kt) * 512 + lane * 16, pol);
+    if (lane < 2 * SC) {
+      const int gi0 = G == 32 ? 2 * kt : (G == 64 ? kt : kt >> 1);
+      const uint16_t* src = (lane < SC ? p.scales : p.zeros) + (static_cast<int64_t>(c.nt) * KG + gi0) * 16 + (lane % SC) * 8;
+      cp_async16_hint(sl + 512 + lane * 16, src, pol);
+    }
+  };
   auto load = [&](int d, const Cursor& c) {
     if (c.nt < 0) return;
     const int kt = kb + c.j;
@@ -296,24 +377,110 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   Cursor ld;
   open(ld, 0);
   int nld = 0;  // positions loaded
+  if constexpr (RING > 0) {
 #pragma unroll
-  for (int d = 0; d < DEPTH; ++d)
-    if (nld < total) {
-      load(d, ld);
-      step(ld);
-      ++nld;
+    for (int d = 0; d < RING; ++d) {  // one commit group a slot, empty past the stream's end
+      if (nld < total) {
+        issue(d, ld);
+        step(ld);
+        ++nld;
+      }
+      cp_async_commit_group();
     }
+  } else {
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d)
+      if (nld < total) {
+        load(d, ld);
+        step(ld);
+        ++nld;
+      }
+  }
 
   if (CB == 1 && tid < 16) nf4s[tid] = f_to_bf16_bits(d_nf4(tid));
 
   // ---- after this point x, out (accumulate) and everything the previous kernel writes may be read
   pdl_wait();
-  pdl_launch_dependents();
+  if constexpr (RING == 0) pdl_launch_dependents();
 
   // ---- stage x~ = bf16(x * norm_w) as B fragments, half-tile and tile sums of x~, sum of x^2
   const bool norm = p.norm_f32 != nullptr || p.norm_bf16 != nullptr;
   if (cfg.upw > 1)  // units without tiles leave their partial sums at zero
     for (int i = tid; i < cfg.rt * cfg.ks * 128; i += blockDim.x) part[i] = 0.f;
+  if constexpr (RING > 0) {
+    // items (token m, round it) of this warp, round-major; round it covers i = warp * 32 + it * blockDim.x + lane
+    // (i = (ktl * 2 + h) * 4 + tt as below). x of SB items is loaded before any is used: one L2 round trip a chunk.
+    const int rounds = warp * 32 < KTb * 8 ? (KTb * 8 - warp * 32 + static_cast<int>(blockDim.x) - 1) / static_cast<int>(blockDim.x) : 0;
+    const int nit = rounds * M;
+    float ssm[8];
+#pragma unroll
+    for (int mm = 0; mm < 8; ++mm) ssm[mm] = 0.f;
+    constexpr int SB = 2;  // items a round trip (4: 128 registers, 2 blocks an SM)
+    for (int c0 = 0; c0 < nit; c0 += SB) {
+      float2 v[SB][4];
+      uint32_t nw[SB][4];  // bf16 norm weight pairs (an f32 norm is read when used)
+#pragma unroll
+      for (int b = 0; b < SB; ++b) {
+        const int idx = c0 + b, it = idx / M, m = idx - it * M;
+        const int i = warp * 32 + it * static_cast<int>(blockDim.x) + lane;
+        const bool ok = idx < nit && i < KTb * 8;
+        const int ktl = i >> 3, h = (i >> 2) & 1, tt = i & 3;
+        const int k = (kb_blk + ktl) * 64 + 32 * h + 2 * tt;
+        const float* xr = p.x + static_cast<int64_t>(m) * K + k;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          v[b][e] = ok ? __ldg(reinterpret_cast<const float2*>(xr + 8 * e)) : make_float2(0.f, 0.f);
+          nw[b][e] = ok && p.norm_bf16 ? __ldg(reinterpret_cast<const unsigned int*>(p.norm_bf16 + k + 8 * e)) : 0u;
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < SB; ++b) {
+        const int idx = c0 + b;
+        if (idx >= nit) break;  // warp-uniform
+        const int it = idx / M, m = idx - it * M;
+        const int i = warp * 32 + it * static_cast<int>(blockDim.x) + lane;
+        const bool ok = i < KTb * 8;
+        const int ktl = i >> 3, h = (i >> 2) & 1, tt = i & 3;
+        const int k = (kb_blk + ktl) * 64 + 32 * h + 2 * tt;
+        float ss = 0.f;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ss = fmaf(v[b][e].y, v[b][e].y, fmaf(v[b][e].x, v[b][e].x, ss));
+#pragma unroll
+        for (int mm = 0; mm < 8; ++mm)
+          if (mm == m) ssm[mm] += ss;
+        if (norm && ok) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int kk = k + 8 * e;
+            const float w0 = p.norm_f32 ? p.norm_f32[kk] : bf16lo(nw[b][e]);
+            const float w1 = p.norm_f32 ? p.norm_f32[kk + 1] : bf16hi(nw[b][e]);
+            v[b][e].x *= w0;
+            v[b][e].y *= w1;
+          }
+        }
+        uint4 f;
+        f.x = bf16x2(v[b][0].x, v[b][0].y);
+        f.y = bf16x2(v[b][1].x, v[b][1].y);
+        f.z = bf16x2(v[b][2].x, v[b][2].y);
+        f.w = bf16x2(v[b][3].x, v[b][3].y);
+        if (ok) xf[((ktl * 2 + h) * M + m) * 4 + tt] = f;
+        float hs = (bf16lo(f.x) + bf16hi(f.x)) + (bf16lo(f.y) + bf16hi(f.y)) + ((bf16lo(f.z) + bf16hi(f.z)) + (bf16lo(f.w) + bf16hi(f.w)));
+        hs += __shfl_xor_sync(0xffffffffu, hs, 1);
+        hs += __shfl_xor_sync(0xffffffffu, hs, 2);
+        const float other = __shfl_xor_sync(0xffffffffu, hs, 4);
+        if (ok && tt == 0) {
+          xh[(ktl * 2 + h) * 8 + m] = hs;
+          if (h == 0) xt[ktl * 8 + m] = hs + other;
+        }
+      }
+    }
+#pragma unroll
+    for (int mm = 0; mm < 8; ++mm) {
+      if (mm >= M) break;
+      const float ss = warp_sum(ssm[mm]);
+      if (lane == 0) ssq[warp * 8 + mm] = ss;
+    }
+  } else
   for (int m = 0; m < M; ++m) {
     const float* xr = p.x + static_cast<int64_t>(m) * K;
     float ss = 0.f;
@@ -372,18 +539,22 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   // ---- main loop
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   const bool has_tok = g < M;  // B columns past M are zero
+  auto correct_v = [&](float (&d)[4], float s0, float s1, float c0, float c1, float2 xs) {
+    acc[0] = fmaf(s0, fmaf(-c0, xs.x, d[0]), acc[0]);
+    acc[1] = fmaf(s0, fmaf(-c0, xs.y, d[1]), acc[1]);
+    acc[2] = fmaf(s1, fmaf(-c1, xs.x, d[2]), acc[2]);
+    acc[3] = fmaf(s1, fmaf(-c1, xs.y, d[3]), acc[3]);
+  };
   auto correct = [&](float (&d)[4], uint16_t v, float2 xs) {
     // v: this lane's s_g | s_g8 | z_g | z_g8 (by t); the quad shares them
     const float s0 = bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 0, 4));
     const float s1 = bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 1, 4));
     const float c0 = OFF + bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 2, 4));
     const float c1 = OFF + bf16_bits_to_f(__shfl_sync(0xffffffffu, v, 3, 4));
-    acc[0] = fmaf(s0, fmaf(-c0, xs.x, d[0]), acc[0]);
-    acc[1] = fmaf(s0, fmaf(-c0, xs.y, d[1]), acc[1]);
-    acc[2] = fmaf(s1, fmaf(-c1, xs.x, d[2]), acc[2]);
-    acc[3] = fmaf(s1, fmaf(-c1, xs.y, d[3]), acc[3]);
+    correct_v(d, s0, s1, c0, c1, xs);
   };
-  auto compute = [&](const uint4& qq, const uint16_t (&v)[SZN], int kt) {
+  // corr(h, d, xs): the scale/zero correction of group h of the tile (h = 1 only for G = 32)
+  auto compute_with = [&](const uint4& qq, int kt, auto&& corr) {
     const int ktl = kt - kb_blk;
     uint4 b01 = make_uint4(0, 0, 0, 0), b23 = make_uint4(0, 0, 0, 0);
     if (has_tok) {
@@ -397,7 +568,7 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
     dequant_word<CB>(qq.y, nf4s, a);
     mma_16816(d, a[0], a[1], a[2], a[3], b01.z, b01.w);
     if constexpr (G == 32) {
-      correct(d, v[0], *reinterpret_cast<const float2*>(&xh[(ktl * 2) * 8 + 2 * t]));
+      corr(0, d, *reinterpret_cast<const float2*>(&xh[(ktl * 2) * 8 + 2 * t]));
       d[0] = d[1] = d[2] = d[3] = 0.f;
     }
     dequant_word<CB>(qq.z, nf4s, a);
@@ -405,13 +576,49 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
     dequant_word<CB>(qq.w, nf4s, a);
     mma_16816(d, a[0], a[1], a[2], a[3], b23.z, b23.w);
     if constexpr (G == 32)
-      correct(d, v[1], *reinterpret_cast<const float2*>(&xh[(ktl * 2 + 1) * 8 + 2 * t]));
+      corr(1, d, *reinterpret_cast<const float2*>(&xh[(ktl * 2 + 1) * 8 + 2 * t]));
     else
-      correct(d, v[0], *reinterpret_cast<const float2*>(&xt[ktl * 8 + 2 * t]));
+      corr(0, d, *reinterpret_cast<const float2*>(&xt[ktl * 8 + 2 * t]));
+  };
+  auto compute = [&](const uint4& qq, const uint16_t (&v)[SZN], int kt) {
+    compute_with(qq, kt, [&](int h, float (&d)[4], float2 xs) { correct(d, v[h], xs); });
   };
 
   Cursor cp;
   open(cp, 0);
+  if constexpr (RING > 0) {
+    for (int pos = 0; pos < total; ++pos) {
+      const int slot = pos % RING;
+      cp_async_wait_group<RING - 1>();  // the group of position pos (one group a position) has landed
+      __syncwarp();                     // ... for every lane (the scales were copied by lanes 0..2 SC - 1)
+      const unsigned char* sl = ringw + slot * SLOT;
+      const uint4 cur = *reinterpret_cast<const uint4*>(sl + lane * 16);
+      const uint16_t* szs = reinterpret_cast<const uint16_t*>(sl + 512);
+      float sv[SZN][4];  // s_g, s_g8, OFF + z_g, OFF + z_g8 of each group of the tile
+#pragma unroll
+      for (int h = 0; h < SZN; ++h) {
+        sv[h][0] = bf16_bits_to_f(szs[h * 16 + g]);
+        sv[h][1] = bf16_bits_to_f(szs[h * 16 + g + 8]);
+        sv[h][2] = OFF + bf16_bits_to_f(szs[SC * 8 + h * 16 + g]);
+        sv[h][3] = OFF + bf16_bits_to_f(szs[SC * 8 + h * 16 + g + 8]);
+      }
+      __syncwarp();  // every lane holds its codes and scales: the slot may be refilled
+      if (nld < total) {
+        issue(slot, ld);
+        step(ld);
+        ++nld;
+      }
+      cp_async_commit_group();
+      compute_with(cur, kb + cp.j, [&](int h, float (&d)[4], float2 xs) { correct_v(d, sv[h][0], sv[h][1], sv[h][2], sv[h][3], xs); });
+      const int ci = cp.i;
+      step(cp);
+      if (cfg.upw > 1 && cp.i != ci) {
+        *reinterpret_cast<float4*>(&part[(warp + ci * W) * 128 + lane * 4]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
+      }
+    }
+    cp_async_wait_group<0>();
+  } else
   for (int pos = 0; pos < total; pos += DEPTH) {
 #pragma unroll
     for (int d = 0; d < DEPTH; ++d) {
