@@ -470,7 +470,8 @@ int main(int argc, char** argv) {
     // auto = the library's default (ring 8 and its rule); old = run 2's auto (GLM4_GEMV_PLAN=old)
     std::vector<Spec> specs = {{"auto", "r8", 0, 0, true, false},      {"auto-plain", "r8", 0, 0, true, true},
                                {"old", "d4", 0, 0, true, false},       {"ring4", "r4", 0, 0, true, false},
-                               {"ring16", "r16", 0, 0, true, false},   {"auto-nopdl", "r8", 0, 0, false, false}};
+                               {"ring16", "r16", 0, 0, true, false},   {"auto-nopdl", "r8", 0, 0, false, false},
+                               {"auto-contig", "r8", 0, 0, true, false}};  // contiguous K slices, no rotation
     gemv::Plan base;
     if (!plan_variant(s, kernel_named("r8"), swiglu, 0, 0, &base)) {
       std::printf("%s: no plan\n", s.name);
@@ -503,12 +504,14 @@ int main(int argc, char** argv) {
         std::printf("%-8s %-22s no plan\n", s.name, sp.name.c_str());
         continue;
       }
+      if (sp.name == "auto-contig") v.plan.cfg.order = 0;
       const int wkey = kern->cb * 1000 + kern->g;
       if (!wcache.count(wkey)) wcache[wkey] = make_weights(s.n, s.k, kern->g, copies, kern->cb);
       const Weights& w = wcache[wkey];
       const int nout = (!v.plain && swiglu) ? s.n / 2 : s.n;
       char plan[160];
-      std::snprintf(plan, sizeof plan, "%s rt %d ks %d cl %d upw %d, %d blocks x %d warps%s", kern->name, v.plan.cfg.rt,
+      std::snprintf(plan, sizeof plan, "%s%s rt %d ks %d cl %d upw %d, %d blocks x %d warps%s", kern->name,
+                    kern->ring && !v.plan.cfg.order ? " contiguous" : "", v.plan.cfg.rt,
                     v.plan.cfg.ks, v.plan.cfg.cl, v.plan.cfg.upw, v.plan.rowgroups * v.plan.cfg.cl, v.plan.cfg.warps(),
                     v.plan.one_wave ? "" : " (more than one wave)");
       // validate first: M = 1, 3, 8 (and batched == solo for the rule's plan)

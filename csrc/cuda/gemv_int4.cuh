@@ -49,6 +49,7 @@ struct Config {
   int upw = 1;  // units (row tile, K slice) per warp
   int ring = 0;   // tiles in flight a warp through a cp.async ring in shared memory (0: the DEPTH register ring)
   int rslot = 0;  // bytes a ring slot: 512 code bytes + scales and zeros (64; 128 for G = 32: two groups a tile)
+  int order = 1;  // ring kernel: 1 = interleaved K slices + rotated runs (gemv_int4_kernel), 0 = contiguous (harness)
   __host__ __device__ int warps() const { return rt * ks / upw; }
 };
 
@@ -327,17 +328,37 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   // UPW runs of L tiles, row r0 + i * W/KS. Units past N load nothing (their rows are never stored).
   const uint64_t pol = l2_evict_first_policy();
   const int s_w = warp % cfg.ks, r0 = warp / cfg.ks, rstep = W / cfg.ks;
-  const int kb = kb_blk + split_lo(KTb, cfg.ks, s_w), L = kb_blk + split_lo(KTb, cfg.ks, s_w + 1) - kb;
+  // Ring kernel, ks > 1: slice s takes the block's tiles s, s + ks, s + 2 ks, ... (interleaved), so that the warps of
+  // a block read ks adjacent tiles (4 KB) at a time instead of ks streams 512 B x L apart; and every unit starts its
+  // run at a rotation given by its row tile (nt & 15, so 256-row views rotate like the whole weight): the warps of
+  // the grid then read different offsets of their row tiles at once instead of the same offset 32 KB apart (run 3:
+  // every shape at 14-22 % of copy with 3.5 MB in flight, i.e. ~4 us of effective latency: DRAM channel camping).
+  // The order of a unit's tiles depends on K, cl, ks and nt & 15 only: batched == solo, views == whole.
+  const bool il = RING > 0 && cfg.ks > 1 && cfg.order;
+  const int kb = il ? kb_blk + s_w : kb_blk + split_lo(KTb, cfg.ks, s_w);
+  const int L = il ? (KTb > s_w ? (KTb - s_w + cfg.ks - 1) / cfg.ks : 0) : kb_blk + split_lo(KTb, cfg.ks, s_w + 1) - kb;
+  const int kstride = il ? cfg.ks : 1;
   // this lane loads one of s_g, s_g8, z_g, z_g8 (by t); the quad shares them by shuffles
   const uint16_t* szlane = (t < 2 ? p.scales : p.zeros) + g + (t & 1) * 8;
   struct Cursor {
     int i, j;  // unit, tile within the unit's run
     int nt;    // the unit's row tile (-1: past N)
+    int rot;   // ring kernel: the run's first tile (j = 0 reads tile rot of the run)
   };
   auto open = [&](Cursor& c, int i) {
     c.i = i;
     c.j = 0;
     c.nt = i < cfg.upw ? tile_of(r0 + i * rstep) : -1;
+    c.rot = RING > 0 && cfg.order && c.nt >= 0 && L > 0 ? ((c.nt & 15) * ((L + 15) / 16)) % L : 0;
+  };
+  // k tile of the cursor's position
+  auto kt_of = [&](const Cursor& c) -> int {
+    if constexpr (RING > 0) {
+      const int jj = c.j + c.rot < L ? c.j + c.rot : c.j + c.rot - L;
+      return kb + kstride * jj;
+    } else {
+      return kb + c.j;
+    }
   };
   auto step = [&](Cursor& c) {
     if (++c.j >= L) open(c, c.i + 1);
@@ -354,7 +375,7 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   unsigned char* ringw = smem + sm.ring + warp * (RING > 0 ? RING : 1) * SLOT;
   auto issue = [&](int slot, const Cursor& c) {
     if (c.nt < 0) return;
-    const int kt = kb + c.j;
+    const int kt = kt_of(c);
     unsigned char* sl = ringw + slot * SLOT;
     cp_async16_hint(sl + lane * 16, p.codes + (static_cast<int64_t>(c.nt) * KT + kt) * 512 + lane * 16, pol);
     if (lane < 2 * SC) {
@@ -609,7 +630,7 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
         ++nld;
       }
       cp_async_commit_group();
-      compute_with(cur, kb + cp.j, [&](int h, float (&d)[4], float2 xs) { correct_v(d, sv[h][0], sv[h][1], sv[h][2], sv[h][3], xs); });
+      compute_with(cur, kt_of(cp), [&](int h, float (&d)[4], float2 xs) { correct_v(d, sv[h][0], sv[h][1], sv[h][2], sv[h][3], xs); });
       const int ci = cp.i;
       step(cp);
       if (cfg.upw > 1 && cp.i != ci) {
