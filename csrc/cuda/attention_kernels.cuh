@@ -42,6 +42,7 @@ namespace attn {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kKeyTile = 64;     // keys per shared-memory tile (decode and prefill)
 constexpr int kMaxSplits = 128;  // upper bound of decode splits per (token, group, head tile): 16 merge groups
+constexpr int kMergeFan = 8;     // decode splits merged together at the first level of the merge tree
 
 // ----------------------------------------------------------------------------------------------- arguments
 struct Args {
@@ -272,7 +273,6 @@ __device__ __forceinline__ float merge_scale(float m, float mmax) { return m == 
 // buckets of other batch sizes, other split counts) share the buffer, and partial states of one must never land
 // where another expects zero tickets (run2 on the H200: B = 32 after B = 1 failed validation with stale tickets).
 // Each launch leaves every ticket it took at zero, so the area stays zero after the first clearing.
-constexpr int kMergeFan = 8;
 __host__ __device__ inline int decode_groups(int P) { return (P + kMergeFan - 1) / kMergeFan; }
 __host__ __device__ inline int decode_tickets_per_unit(int P) { return 1 + decode_groups(P); }
 __host__ __device__ inline size_t decode_ticket_cap(size_t n) { return n / 64 / 256 * 256; }
@@ -305,23 +305,35 @@ __device__ __forceinline__ DecodeWork decode_work(void* base, size_t bytes, int 
   return w;
 }
 
+static_assert(kMergeFan <= 16 && kMaxSplits / kMergeFan <= 16, "merge_states takes at most 16 states");
 // Merges n partial states (ml[i*16 + r] = (max, sum), po[(i*16 + r)*D + d] = unnormalized output) of 16 rows:
 // into out (rows 0..nrows-1, row stride D, normalized) when out is set, else into one state (ml_dst, po_dst).
-// Block-wide; partials are read through L2 (written by other blocks of this launch). fac: smem [n][16].
+// Block-wide; partials are read through L2 (written by other blocks of this launch). fac: smem [n][16]. n <= kMaxMerge.
+// Every partial a thread needs is loaded before the first is used (a fixed, unrolled bound with predicates): the
+// L2 round trips overlap instead of following one another (a merge is on the critical path of a B = 1 decode step);
+// the sums keep their order (i ascending), so the result is the same bit for bit as one load at a time.
+constexpr int kMaxMerge = 16;  // = max(kMergeFan, kMaxSplits / kMergeFan)
 template <int D>
 __device__ __forceinline__ void merge_states(const float2* ml, const float* po, int n, float* fac, int nrows, float* out,
                                              float2* ml_dst, float* po_dst) {
   if (threadIdx.x < 16) {
     const int r = threadIdx.x;
+    float2 x[kMaxMerge];
+#pragma unroll
+    for (int i = 0; i < kMaxMerge; ++i)
+      if (i < n) x[i] = __ldcg(&ml[i * 16 + r]);
     float M = -INFINITY;
-    for (int i = 0; i < n; ++i) M = fmaxf(M, __ldcg(&ml[i * 16 + r]).x);
+#pragma unroll
+    for (int i = 0; i < kMaxMerge; ++i)
+      if (i < n) M = fmaxf(M, x[i].x);
     float L = 0.f;
-    for (int i = 0; i < n; ++i) {
-      const float2 x = __ldcg(&ml[i * 16 + r]);
-      const float f = merge_scale(x.x, M);
-      fac[i * 16 + r] = f;
-      L += x.y * f;
-    }
+#pragma unroll
+    for (int i = 0; i < kMaxMerge; ++i)
+      if (i < n) {
+        const float f = merge_scale(x[i].x, M);
+        fac[i * 16 + r] = f;
+        L += x[i].y * f;
+      }
     if (out) {
       const float inv = L > 0.f ? 1.f / L : 0.f;
       for (int i = 0; i < n; ++i) fac[i * 16 + r] *= inv;
@@ -332,12 +344,17 @@ __device__ __forceinline__ void merge_states(const float2* ml, const float* po, 
   __syncthreads();
   for (int e = threadIdx.x; e < nrows * D / 4; e += blockDim.x) {
     const int r = e / (D / 4), d = (e % (D / 4)) * 4;
+    float4 x[kMaxMerge];
+#pragma unroll
+    for (int i = 0; i < kMaxMerge; ++i)
+      if (i < n) x[i] = __ldcg(reinterpret_cast<const float4*>(po + (i * 16 + r) * D + d));
     float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int i = 0; i < n; ++i) {
-      const float f = fac[i * 16 + r];
-      const float4 x = __ldcg(reinterpret_cast<const float4*>(po + (i * 16 + r) * D + d));
-      O.x += x.x * f; O.y += x.y * f; O.z += x.z * f; O.w += x.w * f;
-    }
+#pragma unroll
+    for (int i = 0; i < kMaxMerge; ++i)
+      if (i < n) {
+        const float f = fac[i * 16 + r];
+        O.x += x[i].x * f; O.y += x[i].y * f; O.z += x[i].z * f; O.w += x[i].w * f;
+      }
     *reinterpret_cast<float4*>((out ? out : po_dst) + r * D + d) = O;
   }
   __syncthreads();  // fac is reused by the next merge
