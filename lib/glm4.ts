@@ -129,7 +129,7 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   const onGpu = device.startsWith("cuda");
 
   if (onGpu) {
-    const need = estimateMemory(cfg, { quantization, groupSize, maxContext, prefillChunk, kvBytes: 2 });
+    const need = estimateMemory(cfg, { quantization, groupSize, maxContext, prefillChunk, kvBytes: 2, outputLayer: pre?.kind === "glm4-int4" ? recordSettings(pre.record).outputLayer : outputLayer });
     const idx = Number(device.slice(5));
     const free = native().devices()[idx]?.freeMemory ?? 0;
     if (need.total > free) {

@@ -116,6 +116,16 @@ describe("quantization settings: quantize, save, load, run (tiny checkpoint, CPU
     expect(nerr(b, bf)).toBeLessThan(nerr(a, bf));
   });
 
+  it("the memory estimate counts the output layer kept in bf16", async () => {
+    const { estimateMemory } = await import("../lib/engine/memory.js");
+    const { glm4_9bConfig } = await import("../lib/engine/loader.js");
+    const cfg = glm4_9bConfig();
+    const o = { quantization: "int4" as const, groupSize: 128, maxContext: 4096, prefillChunk: 512, kvBytes: 2 };
+    const [V, H] = [cfg.vocabSize, cfg.hiddenSize];
+    const extra = estimateMemory(cfg, { ...o, outputLayer: "bf16" }).weights - estimateMemory(cfg, o).weights;
+    expect(extra).toBe(2 * V * H - ((V * H) / 2 + 4 * V * (H / 128))); // 0.86 GiB on GLM-4-9B
+  });
+
   it("bad settings are refused before anything loads", async () => {
     await expect(loadGlm4(path.join(TINY, "original"), { device: "cpu", scheme: "int3" as "sym" })).rejects.toThrow(RangeError);
     await expect(loadGlm4(path.join(TINY, "original"), { device: "cpu", outputLayer: "fp8" as "bf16" })).rejects.toThrow(/outputLayer must be "int4" or "bf16"/);

@@ -44,7 +44,7 @@ export async function inspectCheckpoint(dir: string, maxContext?: number): Promi
     const ctxLen = maxContext ?? Math.min(8192, cfg.maxPositions);
     const memory: InspectReport["memory"] = {};
     for (const [name, q] of [[`int4 g${pre?.groupSize ?? 128}`, "int4"], ...(pre ? [] : [["bf16", "none"]])] as [string, "int4" | "none"][])
-      memory[name] = estimateMemory(cfg, { quantization: q, groupSize: pre?.groupSize ?? 128, maxContext: ctxLen, prefillChunk: 512, kvBytes: 2 });
+      memory[name] = estimateMemory(cfg, { quantization: q, groupSize: pre?.groupSize ?? 128, maxContext: ctxLen, prefillChunk: 512, kvBytes: 2, outputLayer: pre?.kind === "glm4-int4" ? (pre.record.output_layer ?? "int4") : "int4" });
     return { dir: path.resolve(dir), format: `safetensors (${ckpt.layout}, ${ckpt.shards.length} file(s))`, naming, config: { ...cfg, maxContextForEstimate: ctxLen }, dtypes, tensors: ckpt.tensors.size, bytes, parameters: params, memory, ...(pre ? { quantization: pre.describe } : {}), problems };
   } finally {
     await ckpt.close();

@@ -9,7 +9,7 @@ export function linearBytes(n: number, k: number, q: Quantization, group: number
 }
 
 /** Bytes a load needs on the device: weights, KV cache, scratch and the largest full-precision tensor in flight. */
-export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization; groupSize: number; maxContext: number; prefillChunk: number; kvBytes: number }): { weights: number; kvCache: number; scratch: number; transient: number; total: number } {
+export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization; groupSize: number; maxContext: number; prefillChunk: number; kvBytes: number; outputLayer?: "int4" | "bf16" }): { weights: number; kvCache: number; scratch: number; transient: number; total: number } {
   let weights = 0;
   let largest = 0;
   for (const t of modelTensors(cfg)) {
@@ -18,7 +18,8 @@ export function estimateMemory(cfg: Glm4Config, o: { quantization: Quantization;
     if (t.kind !== "linear") weights += 2 * n;
     else {
       const [rows, k] = t.shape;
-      weights += linearBytes(rows, k, o.quantization, o.groupSize);
+      // outputLayer "bf16": the output layer stays dense (GLM-4-9B: +0.9 GiB)
+      weights += linearBytes(rows, k, t.name === "output" && o.outputLayer === "bf16" ? "none" : o.quantization, o.groupSize);
       // INT4 linears go up in chunks of at most 64 MiB of full precision (upload.chunkRows).
       if (o.quantization === "int4") largest = Math.max(largest, Math.min(2 * n, 64 * 2 ** 20));
     }
