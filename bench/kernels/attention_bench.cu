@@ -217,6 +217,10 @@ double check(Problem& pr, const std::vector<int>& queries) {
   CK(cudaMemcpy(got.data(), pr.out, got.size() * 4, cudaMemcpyDeviceToHost));
   double num = 0, den = 0;
   for (int i : queries) {
+    if (i < 0 || i >= pr.T()) {
+      std::fprintf(stderr, "check: query %d outside the problem's %d\n", i, pr.T());
+      std::exit(3);
+    }
     const std::vector<double>& ref = pr.reference(i);
     for (size_t x = 0; x < ref.size(); ++x) {
       const double gv = got[static_cast<size_t>(i) * pr.Hq * pr.D + x];
@@ -452,7 +456,9 @@ int main(int argc, char** argv) {
       // Check every query for small T, else a spread sample (first, last, and some in between).
       std::vector<int> qs;
       if (pr.T() <= 17) for (int i = 0; i < pr.T(); ++i) qs.push_back(i);
-      else for (int i : {0, 1, 63, 64, pr.T() / 2, pr.T() - 2, pr.T() - 1}) qs.push_back(i);
+      else
+        for (int i : {0, 1, 63, 64, pr.T() / 2, pr.T() - 2, pr.T() - 1})
+          if (i < pr.T()) qs.push_back(i);  // (run4: B = 32 asked for query 63 of 32: out of bounds, a segfault)
       std::vector<Variant> vs = vc.prefill ? prefill_variants : decode_variants;
       vs.push_back(generic);
       for (const auto& v : vs) {
