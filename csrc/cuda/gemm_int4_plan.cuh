@@ -20,6 +20,8 @@ using W4 = Sm90Cfg<1, 128, 10>;  // r128 t128
 using W5 = Sm90Cfg<1, 256, 5>;   // r128 t256: the fastest tile at M >= 512 on every shape (H200, run 1)
 using W6 = Sm90Cfg<1, 32, 16>;   // r128 t32
 using W7 = Sm90Cfg<1, 16, 16>;   // r128 t16
+using W8 = Sm90Cfg<1, 192, 7>;            // r128 t192: qkv at M = 512 (108 tiles: one round)
+using W9 = Sm90Cfg<1, 128, 10, true, 8>;  // r128 t128 with 7 wgmma groups in flight (WIN 8): M 65..~256
 
 struct Sm90CfgInfo {
   const char* name;
@@ -33,7 +35,10 @@ constexpr Sm90CfgInfo kSm90Cfgs[] = {
     {"wgmma r256 t128", W0::BR, W0::TT, 1.23}, {"wgmma r256 t64", W1::BR, W1::TT, 0.0},
     {"wgmma r256 t32", W2::BR, W2::TT, 0.0},   {"wgmma r256 t16", W3::BR, W3::TT, 0.0},
     {"wgmma r128 t128", W4::BR, W4::TT, 0.78}, {"wgmma r128 t256", W5::BR, W5::TT, 1.0},
-    {"wgmma r128 t32", W6::BR, W6::TT, 0.0},   {"wgmma r128 t16", W7::BR, W7::TT, 0.0}};
+    {"wgmma r128 t32", W6::BR, W6::TT, 0.0},   {"wgmma r128 t16", W7::BR, W7::TT, 0.0},
+    // run 2 (gate_up at M = 2048: 18 rounds of r128 t192 in 735.8 us vs 13 of r128 t256 in 640.0 us)
+    {"wgmma r128 t192", W8::BR, W8::TT, 0.83},
+    {"wgmma r128 t128 w8", W9::BR, W9::TT, 0.78}};
 constexpr int kSm90CfgCount = static_cast<int>(sizeof(kSm90Cfgs) / sizeof(kSm90Cfgs[0]));
 
 inline int64_t plan_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -96,21 +101,31 @@ inline Sm90Plan plan_sm90_old(int64_t m, int64_t n, int64_t k, int sms) {
   return uniform_plan(cfg, m, n, k, sms);
 }
 
-// The choice (measurements: H200, scripts/gpu/gemm.sh run 1, 2026-12-02; bench/NOTES.md):
-//   M <= 64: the run's winners with the uniform K split it measured: r128 t16/t32 for N <= 8192 (qkv 12.9/14.2 us,
-//     o 12.0/13.3 us), r256 t16/t32 above (gate_up 43.5/50.6 us, output 186.6/207.0 us); M 33..64: r128 t128 for
-//     N*K <= 4608*4096 (qkv 19.4, o 17.9 us), r256 t64 above (gate_up 64.6, down 33.6, output 246.9 us).
-//   M > 64: r128 t256 or r128 t128 (relative k-step cost 1.0 / 0.78), each with the whole-tiles-then-K-pieces
-//     schedule of choose_sched (a K piece costs 8 k-steps more: run 1's uniform splits at M = 512 imply ~6-8 us a
-//     piece); the cheaper by the model. PREDICTION until the second run (bench/NOTES.md, "second version"): qkv at
-//     M = 2048 from 145 us (uniform r128 t256; 186 us with the old plan's r256 t128) to 110-118 us.
+// The choice (measurements: H200, scripts/gpu/gemm.sh run 1 and gemm2.sh run 2, 2026-12-03; bench/NOTES.md):
+//   every M: choose_sched (whole tiles for the full rounds, K pieces of >= 8 k-steps' overhead for the rest). Run 2
+//     at M = 64 with r256 t64: qkv 16.1 us vs 19.6 (uniform split of run 1's plan), o 15.8 vs 19.8, gate_up 52.2 vs
+//     66.7, down 31.4 vs 41.2, output 241.9 vs 262.5: fewer, longer pieces win wherever measured.
+//   M <= 32: run 1's tiles (r128 t16/t32 for N <= 8192, r256 above); M 33..64: r256 t64 (run 2's fastest at M = 64
+//     on all five shapes).
+//   M > 64: r128 t256, r128 t192 or r128 t128 (WIN 8), relative k-step cost 1.0 / 0.83 / 0.78, the cheapest by
+//     the model. Run 2 (us, new plan vs the first version's, cuBLAS BF16): qkv M=2048 125.8 vs 186.9 (99.8), o 98.0
+//     vs 123.6 (88.2), gate_up 645 vs 935 (579), down 300 vs 411 (285), output 3890 vs 4882 (3652); M=512 qkv 47.1
+//     (r128 t192: 40.8), o 34.1, gate_up 174.7, down 83.3, output 880; M=128 qkv 18.6 (WIN 8: 18.2), o 18.0 (16.7),
+//     gate_up 70.5 (68.2), down 35.5 (32.6), output 318.
 inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms) {
-  if (m <= 16) return uniform_plan(n <= 8192 ? 7 : 3, m, n, k, sms);
-  if (m <= 32) return uniform_plan(n <= 8192 ? 6 : 2, m, n, k, sms);
-  if (m <= 64) return uniform_plan(n * k <= int64_t{4608} * 4096 ? 4 : 1, m, n, k, sms);
+  auto with_sched = [&](int cfg) {
+    Sm90Plan p;
+    p.cfg = cfg;
+    p.sched = choose_sched(sm90_tiles_of(cfg, m, n), static_cast<int>(k / 64), sms, 1.0, 8.0);
+    p.grid = static_cast<int>(std::min<int64_t>(sched_units(p.sched), sms));
+    return p;
+  };
+  if (m <= 16) return with_sched(n <= 8192 ? 7 : 3);
+  if (m <= 32) return with_sched(n <= 8192 ? 6 : 2);
+  if (m <= 64) return with_sched(1);
   Sm90Plan best;
   double best_cost = 1e300;
-  for (int cfg : {5, 4}) {
+  for (int cfg : {5, 8, 9}) {
     const int tiles = sm90_tiles_of(cfg, m, n);
     double cost = 0.0;
     const Sched s = choose_sched(tiles, static_cast<int>(k / 64), sms, 1.0, 8.0, &cost);
@@ -137,6 +152,8 @@ inline cudaError_t launch_plan_sm90(cudaStream_t st, const __nv_bfloat16* x, con
     case 5: return launch_gemm_int4_sm90_sched<W5>(st, x, w, o, p.sched, p.grid);
     case 6: return launch_gemm_int4_sm90_sched<W6>(st, x, w, o, p.sched, p.grid);
     case 7: return launch_gemm_int4_sm90_sched<W7>(st, x, w, o, p.sched, p.grid);
+    case 8: return launch_gemm_int4_sm90_sched<W8>(st, x, w, o, p.sched, p.grid);
+    case 9: return launch_gemm_int4_sm90_sched<W9>(st, x, w, o, p.sched, p.grid);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -4,13 +4,11 @@
 #   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o bench/kernels/bin/gemm_int4_bench bench/kernels/gemm_int4_bench.cu
 # Run from the repository root after `. .gpu/prelude.sh`. Writes $OUT/gemm2.log (everything) and $OUT/gemm2.json
 # (validation, figures, cuBLAS), prints the table last.
-#   1. each changed variant validated in its own process (fresh inputs, poisoned y, odd M, every group size, NF4,
-#      f64 samples; a case of whole tiles + K pieces): plan_new (the addon's new linear_plan on sm_90a), plan_old
-#      (GLM4_INT4_GEMM_PLAN=old), wgmma_r128_t256 (uniform split: the reference), wgmma_r128_t256_sk,
-#      wgmma_r128_t128_sk and wgmma_r256_t64_sk (whole tiles then K pieces), harness-only candidates wgmma_r128_t64
-#      (small M), wgmma_r128_t192 (+_sk: 128 x 192 tiles), wgmma_r128_t256_s6_sk (a sixth stage) and *_w8* (7 wgmma
-#      groups in flight instead of 3);
-#   2. the ones that passed, validated again and timed at M = 64, 128, 512, 2048 on the five GLM-4 shapes;
+#   1. each variant validated in its own process (fresh inputs, poisoned y, odd M, every group size, NF4, f64
+#      samples; a case of whole tiles + K pieces): plan_new (the addon's linear_plan on sm_90a: run 2's winners),
+#      plan_old (GLM4_INT4_GEMM_PLAN=old), and the fixed tiles of the plan with choose_sched (r256 t64, r128 t192,
+#      r128 t128 WIN 8, r128 t256) for reference;
+#   2. the ones that passed, validated again and timed at M = 16, 32, 64, 128, 512, 2048 on the five GLM-4 shapes;
 #   3. cuBLAS BF16 through torch on the same shapes and M;
 #   4. (budget permitting) the addon's GEMM op cases and linearPath (test/gpu/ops.test.ts), through the new plan;
 #   5. the table: plan_new vs plan_old vs cuBLAS per (shape, M).
@@ -19,8 +17,8 @@ OUT=${OUT:-/tmp/gemm2-out}
 mkdir -p "$OUT"
 TMPD=$(mktemp -d)
 BIN=bench/kernels/bin/gemm_int4_bench
-VARIANTS="plan_new plan_old wgmma_r128_t256_sk wgmma_r128_t256 wgmma_r128_t128_sk wgmma_r256_t64_sk wgmma_r128_t64 wgmma_r128_t192 wgmma_r128_t192_sk wgmma_r128_t256_s6_sk wgmma_r128_t128_w8_sk wgmma_r128_t64_w8 wgmma_r128_t256_w8_sk"
-MS=64,128,512,2048
+VARIANTS="plan_new plan_old wgmma_r256_t64_sk wgmma_r128_t192_sk wgmma_r128_t128_w8_sk wgmma_r128_t256_sk"
+MS=16,32,64,128,512,2048
 {
   echo "== gemm2.sh $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader || true

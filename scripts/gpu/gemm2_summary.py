@@ -5,13 +5,9 @@ Usage: gemm2_summary.py KERNELS.json CUBLAS.json OUT.json [FAILED.json]"""
 import json
 import sys
 
-COLS = ["plan_new", "plan_old", "wgmma_r128_t256", "wgmma_r128_t256_sk", "wgmma_r128_t128_sk", "wgmma_r256_t64_sk",
-        "wgmma_r128_t64", "wgmma_r128_t192", "wgmma_r128_t192_sk", "wgmma_r128_t256_s6_sk",
-        "wgmma_r128_t128_w8_sk", "wgmma_r128_t64_w8", "wgmma_r128_t256_w8_sk"]
-SHORT = {"plan_new": "new", "plan_old": "old", "wgmma_r128_t256": "t256", "wgmma_r128_t256_sk": "t256sk",
-         "wgmma_r128_t128_sk": "t128sk", "wgmma_r256_t64_sk": "r256t64sk", "wgmma_r128_t64": "t64",
-         "wgmma_r128_t192": "t192", "wgmma_r128_t192_sk": "t192sk", "wgmma_r128_t256_s6_sk": "t256s6sk",
-         "wgmma_r128_t128_w8_sk": "t128w8sk", "wgmma_r128_t64_w8": "t64w8", "wgmma_r128_t256_w8_sk": "t256w8sk"}
+COLS = ["plan_new", "plan_old", "wgmma_r256_t64_sk", "wgmma_r128_t192_sk", "wgmma_r128_t128_w8_sk", "wgmma_r128_t256_sk"]
+SHORT = {"plan_new": "new", "plan_old": "old", "wgmma_r256_t64_sk": "r256t64sk", "wgmma_r128_t192_sk": "t192sk",
+         "wgmma_r128_t128_w8_sk": "t128w8sk", "wgmma_r128_t256_sk": "t256sk"}
 
 
 def load(path, fix_cut=False):
