@@ -5,7 +5,8 @@
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc bench/kernels/attention_bench.cu \
 //        -o bench/kernels/bin/attention_bench
 //   bench/kernels/bin/attention_bench [--quick] [--json FILE] [--skip I,J,...]
-// Before each variant runs, a line "@variant I NAME" is printed and flushed: if a kernel faults (the process dies),
+// Prefill is timed before decode (the figure issue 13 waits for). Before each variant runs, a line "@variant I NAME" is
+// printed and flushed: if a kernel faults (the process dies),
 // scripts/gpu/attention2.sh reruns with that variant skipped. Variant indices: decode 0..8, prefill 9..13, generic 14.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
@@ -375,7 +376,8 @@ int main(int argc, char** argv) {
         if (*p == ',') ++p;
       }
   }
-  FILE* js = json_path ? std::fopen(json_path, "w") : nullptr;
+  FILE* js = json_path ? std::fopen(json_path, "a") : nullptr;  // appended: a rerun after a fault keeps what ran before
+  if (js) std::setvbuf(js, nullptr, _IOLBF, 0);  // a line at a time: a fault or a timeout keeps the lines written
   int dev = 0, smem_optin = 0, sms = 0;
   CK(cudaGetDevice(&dev));
   cudaDeviceProp prop;
@@ -473,6 +475,46 @@ int main(int argc, char** argv) {
     }
   }
 
+  // ---- prefill timing: one sequence, causal, T = 2K, 8K, 32K; and the engine's way (bench: chunks of 2048 tokens):
+  // the last chunk of a 32K prompt, 2048 queries over 30720 earlier keys.
+  std::printf("\n== prefill (causal, one sequence, Hq 32, Hkv 2, D 128): ms, TFLOP/s (4 * Hq * D * keys seen)\n");
+  struct PCase {
+    int len, t;
+    std::string label;
+  };
+  const std::vector<PCase> pcases = quick ? std::vector<PCase>{{2048, 2048, "2048"}, {8192, 8192, "8192"}}
+                                          : std::vector<PCase>{{2048, 2048, "2048"}, {8192, 8192, "8192"}, {32768, 32768, "32768"},
+                                                               {32768, 2048, "chunk 2048 at 30720"}};
+  for (const auto& pc : pcases) {
+    const int T = pc.t;
+    Problem pr;
+    pr.lens = {pc.len};
+    pr.t = T;
+    pr.seq = false;
+    pr.build();
+    double keys = 0;
+    for (int p : pr.pos) keys += p + 1.0;
+    const double flop = 4.0 * keys * kHq * kD;
+    for (const auto& v : prefill_variants) {
+      if (!announce(v)) continue;
+      const attn::Plan p = plan_of(pr, v, smem_optin);
+      double err = 0;
+      const bool ok = run_checked(pr, v, smem_optin, work, {0, T / 2, T - 1}, &err);
+      if (!ok) {
+        ++failures;
+        std::printf("  T=%-20s %-26s FAILED validation (err %.2e): not timed\n", pc.label.c_str(), v.name.c_str(), err);
+        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"prefill T=%s\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", pc.label.c_str(), v.name.c_str(), json_num(err));
+        continue;
+      }
+      std::vector<Problem> one{pr};
+      const double us = time_graph(one, v, p, nullptr, 0, T >= 32768 ? 2 : 5, quick ? 2 : 3);
+      const double tf = flop / (us * 1e-6) / 1e12;
+      std::printf("  T=%-20s %-26s %9.3f ms %7.1f TFLOP/s (err %.1e)\n", pc.label.c_str(), v.name.c_str(), us / 1e3, tf, err);
+      if (js) std::fprintf(js, "{\"kind\":\"prefill\",\"T\":%d,\"label\":\"%s\",\"variant\":\"%s\",\"ms\":%.4f,\"tflops\":%.2f}\n", T, pc.label.c_str(), v.name.c_str(), us / 1e3, tf);
+    }
+    pr.free_all();
+  }
+
   // ---- decode timing: B = 1 and 32, contexts 128 .. 32K, every decode variant (validated on the first copy).
   std::printf("\n== decode (Hq 32, Hkv 2, D 128, bf16, block 64): us per launch in a graph, GB/s on the cache, share of copy\n");
   const std::vector<int> ctxs = quick ? std::vector<int>{2048, 8192} : std::vector<int>{128, 2048, 8192, 32768};
@@ -514,45 +556,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  // ---- prefill timing: one sequence, causal, T = 2K, 8K, 32K; and the engine's way (bench: chunks of 2048 tokens):
-  // the last chunk of a 32K prompt, 2048 queries over 30720 earlier keys.
-  std::printf("\n== prefill (causal, one sequence, Hq 32, Hkv 2, D 128): ms, TFLOP/s (4 * Hq * D * keys seen)\n");
-  struct PCase {
-    int len, t;
-    std::string label;
-  };
-  const std::vector<PCase> pcases = quick ? std::vector<PCase>{{2048, 2048, "2048"}, {8192, 8192, "8192"}}
-                                          : std::vector<PCase>{{2048, 2048, "2048"}, {8192, 8192, "8192"}, {32768, 32768, "32768"},
-                                                               {32768, 2048, "chunk 2048 at 30720"}};
-  for (const auto& pc : pcases) {
-    const int T = pc.t;
-    Problem pr;
-    pr.lens = {pc.len};
-    pr.t = T;
-    pr.seq = false;
-    pr.build();
-    double keys = 0;
-    for (int p : pr.pos) keys += p + 1.0;
-    const double flop = 4.0 * keys * kHq * kD;
-    for (const auto& v : prefill_variants) {
-      if (!announce(v)) continue;
-      const attn::Plan p = plan_of(pr, v, smem_optin);
-      double err = 0;
-      const bool ok = run_checked(pr, v, smem_optin, work, {0, T / 2, T - 1}, &err);
-      if (!ok) {
-        ++failures;
-        std::printf("  T=%-20s %-26s FAILED validation (err %.2e): not timed\n", pc.label.c_str(), v.name.c_str(), err);
-        if (js) std::fprintf(js, "{\"kind\":\"validate\",\"case\":\"prefill T=%s\",\"variant\":\"%s\",\"err\":%.3e,\"ok\":false}\n", pc.label.c_str(), v.name.c_str(), json_num(err));
-        continue;
-      }
-      std::vector<Problem> one{pr};
-      const double us = time_graph(one, v, p, nullptr, 0, T >= 32768 ? 2 : 5, quick ? 2 : 3);
-      const double tf = flop / (us * 1e-6) / 1e12;
-      std::printf("  T=%-20s %-26s %9.3f ms %7.1f TFLOP/s (err %.1e)\n", pc.label.c_str(), v.name.c_str(), us / 1e3, tf, err);
-      if (js) std::fprintf(js, "{\"kind\":\"prefill\",\"T\":%d,\"label\":\"%s\",\"variant\":\"%s\",\"ms\":%.4f,\"tflops\":%.2f}\n", T, pc.label.c_str(), v.name.c_str(), us / 1e3, tf);
-    }
-    pr.free_all();
-  }
   if (js) std::fclose(js);
   std::printf("\n%s: %d validation failure(s)\n", failures ? "FAILED" : "ok", failures);
   return failures ? 1 : 0;
