@@ -16,11 +16,13 @@
 //    split over blocks (grid.y = the most splits the shapes allow; each (token, group) derives its own split
 //    count from its length on the device, empty splits exit at once). Splits write partial (max, sum, output)
 //    states to a workspace and the last split to arrive (an atomic ticket per (token, group)) merges them and
-//    resets its ticket to 0, so the workspace is all zeros again after every launch (no memset node, one kernel).
+//    resets its ticket to 0, so the ticket area is all zeros again after every launch (no memset node, one
+//    kernel). The ticket area is the buffer's first N/64 bytes whatever the launch's shapes (decode_work).
 //  - prefill (bf16 cache, D 32/64/128, many queries): flash attention on the tensor cores. A block takes 16*NW
+//    (prefill_kernel) or 32*NW (prefill2_kernel, the default: two m16 row tiles a warp share each K/V fragment)
 //    rows of (token, query head) pairs of one KV group (the heads of a token are adjacent rows, so each K/V tile
 //    in shared memory serves every head of the group), streams the causal key range in 64-key tiles
-//    (double-buffered cp.async), S = Q K^T and O += P V with mma.sync m16n8k16 (bf16 in, f32 accumulate; P is
+//    (cp.async pipeline), S = Q K^T and O += P V with mma.sync m16n8k16 (bf16 in, f32 accumulate; P is
 //    rounded to bf16 for the PV product), online softmax in registers, no T x T matrix anywhere. Rows of several
 //    sequences in one tile are handled in passes, one sequence's keys per pass.
 //  - generic (any cache dtype, any D <= 512): one warp per (token, head), plain f32 arithmetic. The fallback for
