@@ -41,7 +41,7 @@ struct Kernel {
 // (r8 = the library's default, gemv_int4.cu kRing)
 static const Kernel kKernels[] = {
     {"d4", &gemv::gemv_int4_kernel<4, 0, 128, 0>, 4, 0, 128, 0},    {"r8", &gemv::gemv_int4_kernel<4, 0, 128, 8>, 4, 0, 128, 8},
-    {"r4", &gemv::gemv_int4_kernel<4, 0, 128, 4>, 4, 0, 128, 4},    {"r16", &gemv::gemv_int4_kernel<4, 0, 128, 16>, 4, 0, 128, 16},
+    {"r4", &gemv::gemv_int4_kernel<4, 0, 128, 4>, 4, 0, 128, 4},
     {"r8g64", &gemv::gemv_int4_kernel<4, 0, 64, 8>, 4, 0, 64, 8},   {"r8g32", &gemv::gemv_int4_kernel<4, 0, 32, 8>, 4, 0, 32, 8},
     {"r8nf4", &gemv::gemv_int4_kernel<4, 1, 128, 8>, 4, 1, 128, 8},
 };
@@ -468,10 +468,10 @@ int main(int argc, char** argv) {
       bool pdl, plain;
     };
     // auto = the library's default (ring 8 and its rule); old = run 2's auto (GLM4_GEMV_PLAN=old)
-    std::vector<Spec> specs = {{"auto", "r8", 0, 0, true, false},      {"auto-plain", "r8", 0, 0, true, true},
-                               {"old", "d4", 0, 0, true, false},       {"ring4", "r4", 0, 0, true, false},
-                               {"ring16", "r16", 0, 0, true, false},   {"auto-nopdl", "r8", 0, 0, false, false},
-                               {"auto-contig", "r8", 0, 0, true, false}};  // contiguous K slices, no rotation
+    // (ring 16 was dropped: "illegal instruction" in run 4 on gate_up, down and output, which ended those processes)
+    std::vector<Spec> specs = {{"auto", "r8", 0, 0, true, false},       {"auto-contig", "r8", 0, 0, true, false},
+                               {"old", "d4", 0, 0, true, false},        {"ring4", "r4", 0, 0, true, false},
+                               {"auto-nopdl", "r8", 0, 0, false, false}, {"auto-plain", "r8", 0, 0, true, true}};
     gemv::Plan base;
     if (!plan_variant(s, kernel_named("r8"), swiglu, 0, 0, &base)) {
       std::printf("%s: no plan\n", s.name);
@@ -485,7 +485,6 @@ int main(int argc, char** argv) {
     if (base.cfg.rt / 2 >= (swiglu ? 2 : 1)) specs.push_back({"rt" + std::to_string(base.cfg.rt / 2), "r8", base.cfg.cl, base.cfg.rt / 2, true, false});
     if (!std::strcmp(s.name, "output")) {  // one block an SM (9472 / 72 = 132 blocks), whole rows
       specs.push_back({"rt72", "r8", 1, 72, true, false});
-      specs.push_back({"rt72-ring16", "r16", 1, 72, true, false});
     }
     if (!std::strcmp(s.name, "qkv") || !std::strcmp(s.name, "gate_up")) {
       specs.push_back({"nf4", "r8nf4", 0, 0, true, false});

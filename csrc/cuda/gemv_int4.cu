@@ -124,14 +124,24 @@ constexpr int kDepth = 4;  // old plan: tile loads in flight per warp: 79 regist
 // has the prediction; gemv_bench.cu measures ring 4/8/16 and the old kernel side by side.
 constexpr int kRing = 8;
 
-// GLM4_GEMV_PLAN=old: the DEPTH register-ring kernel and its plans (the configuration measured in run 2, kept as a
-// switch back if the ring kernel regresses on some card); read once a process.
-bool gemv_plan_old() {
-  static const bool v = [] {
+// Which kernel a shape gets (H200, run 4, M = 1 / M = 8 us, ring 8 vs old): qkv 13.0/17.6 vs 12.5/27.9, o 11.8/15.6 vs
+// 11.3/21.4, gate_up 56.3/60.9 vs 66.7/81.8, output 208/210 vs 565/575, down 41.5/48.5 vs 32.5/56.0. Default: the
+// ring kernel, except K > 8192 without SwiGLU (down), where the old kernel is faster at batch 1.
+// GLM4_GEMV_PLAN=old: the DEPTH register-ring kernel and its plans everywhere (run 2/3's configuration, the switch
+// back); GLM4_GEMV_PLAN=ring: the ring kernel everywhere. Read once a process.
+int gemv_plan_env() {  // 0 default, 1 old, 2 ring
+  static const int v = [] {
     const char* e = std::getenv("GLM4_GEMV_PLAN");
-    return e != nullptr && std::string(e) == "old";
+    if (e == nullptr) return 0;
+    const std::string s(e);
+    return s == "old" ? 1 : s == "ring" ? 2 : 0;
   }();
   return v;
+}
+bool use_ring(int64_t k, bool swiglu) {
+  const int e = gemv_plan_env();
+  if (e != 0) return e == 2;
+  return swiglu || k <= 8192;
 }
 
 template <int CB, int G, int RING>
@@ -233,7 +243,7 @@ void run_linear(Context& c, const Tensor& out, const Tensor& x, const QWeight& w
              w.n);
   // the ring kernel copies scales and zeros by 16-byte chunks: it needs them 16-byte aligned (whole tensors and the
   // row views of 16-row multiples are)
-  const bool ring = !gemv_plan_old() && aligned16(w.scales.raw()) && aligned16(w.zeros.raw());
+  const bool ring = use_ring(w.k, swiglu) && aligned16(w.scales.raw()) && aligned16(w.zeros.raw());
   const Plan pl = plan_for(w.n, w.k, w.group, w.codebook, swiglu, ring ? kRing : 0);
   gemv::Params p{};
   p.codes = w.codes.data<uint8_t>();
