@@ -145,7 +145,10 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   try {
     const wopts = { quantization, groupSize: pre?.groupSize ?? groupSize, scheme, outputLayer, onProgress: options.onProgress, signal: options.signal };
     weights = synthetic ? await syntheticWeights(cfg, ctx, { ...wopts, seed: options.syntheticSeed }) : pre ? await pre.load(cfg, ctx, wopts) : await loadCheckpointWeights(dir!, cfg, ctx, wopts);
-    if (onGpu) await repackForKernels(ctx, weights); // INT4 linears into the CUDA kernel layout (layout 1)
+    // INT4 linears into the CUDA kernel layout (layout 1). GLM4_INT4_LAYOUT=0 keeps the canonical layout on CUDA, so
+    // the CUDA-core kernels that ran before the tensor-core GEMV/GEMMs serve it (the bench's comparison point and a
+    // fallback; integer codes only: NF4 needs layout 1).
+    if (onGpu && process.env.GLM4_INT4_LAYOUT !== "0") await repackForKernels(ctx, weights);
     const settings = pre?.kind === "glm4-int4" ? recordSettings(pre.record) : { groupSize: wopts.groupSize, scheme, outputLayer };
     const info = {
       dir: synthetic ? null : path.resolve(dir!),
