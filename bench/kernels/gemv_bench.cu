@@ -36,6 +36,7 @@ struct Kernel {
   const char* name;
   KFn fn;
   int depth, cb, g, ring;
+  bool probe = false;  // bandwidth probe (gemv_int4.cuh PROBE): timed, never validated, not a GEMV
 };
 // d4: the register-ring kernel of run 2 (GLM4_GEMV_PLAN=old); rN: the cp.async ring kernel with N tiles a warp
 // (r8 = the library's default, gemv_int4.cu kRing)
@@ -44,6 +45,7 @@ static const Kernel kKernels[] = {
     {"r4", &gemv::gemv_int4_kernel<4, 0, 128, 4>, 4, 0, 128, 4},
     {"r8g64", &gemv::gemv_int4_kernel<4, 0, 64, 8>, 4, 0, 64, 8},   {"r8g32", &gemv::gemv_int4_kernel<4, 0, 32, 8>, 4, 0, 32, 8},
     {"r8nf4", &gemv::gemv_int4_kernel<4, 1, 128, 8>, 4, 1, 128, 8},
+    {"r8probe", &gemv::gemv_int4_kernel<4, 0, 128, 8, true>, 4, 0, 128, 8, true},
 };
 static const Kernel* kernel_named(const char* n) {
   for (const Kernel& k : kKernels)
@@ -486,6 +488,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(s.name, "output")) {  // one block an SM (9472 / 72 = 132 blocks), whole rows
       specs.push_back({"rt72", "r8", 1, 72, true, false});
     }
+    specs.push_back({"probe", "r8probe", 0, 0, true, false});  // auto's plan and stream, no arithmetic
     if (!std::strcmp(s.name, "qkv") || !std::strcmp(s.name, "gate_up")) {
       specs.push_back({"nf4", "r8nf4", 0, 0, true, false});
       specs.push_back({"g64", "r8g64", 0, 0, true, false});
@@ -517,7 +520,9 @@ int main(int argc, char** argv) {
       bool ok = true;
       std::string why;
       double err1 = 0;
+      if (kern->probe) std::strncat(plan, " [bandwidth probe: no arithmetic, not validated, not a GEMV]", sizeof plan - std::strlen(plan) - 1);
       for (int M : {1, 3, 8}) {
+        if (kern->probe) break;
         const Check c = validate(s, w, v, M, d_x, d_out, st);
         err1 = std::max(err1, c.err);
         if (!c.ok) {
@@ -547,8 +552,11 @@ int main(int argc, char** argv) {
         const double us = time_calls(s, w, v, M, d_x, d_out, st);
         const double bytes = double(w.bytes()) + double(M) * s.k * 4 + double(M) * nout * 4 * ((!v.plain && s.mode == gemv::kAccumulate) ? 2 : 1);
         const double gbs = bytes / (us * 1e-6) / 1e9;
-        std::printf("%-8s %-22s %2d %9.2f %8.0f %6.1f%% %6.1f%%  %s (valid, err %.1e)\n", s.name, sp.name.c_str(), M, us, gbs,
-                    100 * gbs / copy_gbs, 100 * gbs / read_gbs, plan, err1);
+        char status[64];
+        if (kern->probe) std::snprintf(status, sizeof status, "probe");
+        else std::snprintf(status, sizeof status, "valid, err %.1e", err1);
+        std::printf("%-8s %-22s %2d %9.2f %8.0f %6.1f%% %6.1f%%  %s (%s)\n", s.name, sp.name.c_str(), M, us, gbs,
+                    100 * gbs / copy_gbs, 100 * gbs / read_gbs, plan, status);
         std::fprintf(js,
                      "%s  {\"shape\": \"%s\", \"n\": %d, \"k\": %d, \"variant\": \"%s\", \"M\": %d, \"us\": %.3f, \"GBs\": %.1f, "
                      "\"share_copy\": %.4f, \"share_read\": %.4f, \"bytes\": %.0f, \"plan\": \"%s\", \"valid\": true, \"err\": %.3e}",

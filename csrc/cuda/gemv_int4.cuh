@@ -286,7 +286,9 @@ __device__ __forceinline__ void dequant_word(uint32_t w, const uint32_t* nf4, ui
 // while the previous kernel drains), launch_dependents first thing (the next GEMV's blocks may take free slots and
 // start their own stream), and x staged with its loads batched (2 items a round trip instead of one). The
 // arithmetic is the DEPTH kernel's, tile for tile. RING == 0: the DEPTH register ring (the plan GLM4_GEMV_PLAN=old).
-template <int DEPTH, int CB, int G, int RING = 0>
+// PROBE (kernel harness only, never a GEMV): the ring streams the tiles exactly as the ring kernel does but the
+// per-tile arithmetic is skipped: its time is what the memory side alone costs (a bandwidth probe, not validated).
+template <int DEPTH, int CB, int G, int RING = 0, bool PROBE = false>
 __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
   static_assert(G == 32 || G == 64 || G == 128, "group size");
   constexpr int SZN = G == 32 ? 2 : 1;  // scale/zero loads a tile (a 64-k tile spans two groups of 32)
@@ -630,7 +632,10 @@ __global__ void __launch_bounds__(256) gemv_int4_kernel(const Params p) {
         ++nld;
       }
       cp_async_commit_group();
-      compute_with(cur, kt_of(cp), [&](int h, float (&d)[4], float2 xs) { correct_v(d, sv[h][0], sv[h][1], sv[h][2], sv[h][3], xs); });
+      if constexpr (PROBE)
+        acc[0] += __uint_as_float((cur.x ^ cur.y ^ cur.z ^ cur.w) & 0x00ffffffu) + sv[0][0];
+      else
+        compute_with(cur, kt_of(cp), [&](int h, float (&d)[4], float2 xs) { correct_v(d, sv[h][0], sv[h][1], sv[h][2], sv[h][3], xs); });
       const int ci = cp.i;
       step(cp);
       if (cfg.upw > 1 && cp.i != ci) {

@@ -51,7 +51,7 @@ fails = sum(k.get("failures", 0) or 0 for k in ks.values())
 missing = [s for s in shapes if "results" not in ks[s]]
 print(f"\ngemv2 summary: copy {copy:.0f} GB/s (read+write); failed validations: {fails}; shapes that did not finish: {missing or 'none'}")
 peer = {(r["shape"], r["M"]): r["us"] for r in t.get("results", []) if "us" in r and r.get("kernel") == "cublas_bf16"}
-print(f"{'shape':8s} {'M':>2s} | {'auto us':>8s} {'%copy':>6s} | {'old us':>7s} {'%copy':>6s} | {'best variant':>14s} {'us':>7s} {'%copy':>6s} | {'cublas':>7s}")
+print(f"{'shape':8s} {'M':>2s} | {'auto us':>8s} {'%copy':>6s} | {'old us':>7s} {'%copy':>6s} | {'best variant':>14s} {'us':>7s} {'%copy':>6s} | {'cublas':>7s} | {'probe us':>8s} {'%copy':>6s}")
 for s in shapes:
     res = [r for r in ks[s].get("results", []) if r.get("valid") and "us" in r]
     for m in (1, 2, 4, 8):
@@ -59,11 +59,13 @@ for s in shapes:
         if not a:
             continue
         o = next((r for r in res if r["variant"] == "old" and r["M"] == m), None)
-        b = min((r for r in res if r["M"] == m and r["variant"] != "auto-plain"), key=lambda r: r["us"])
+        b = min((r for r in res if r["M"] == m and r["variant"] not in ("auto-plain", "probe")), key=lambda r: r["us"])
         f = lambda r: f"{r['us']:7.2f} {100 * r['share_copy']:5.1f}%" if r else "      -      -"
         cb = peer.get((s, m))
+        pr = next((r for r in res if r["variant"] == "probe" and r["M"] == m), None)
         print(f"{s:8s} {m:2d} | {a['us']:8.2f} {100 * a['share_copy']:5.1f}% | {f(o)} | {b['variant']:>14s} {f(b)} | "
-              f"{(f'{cb:7.2f}' if cb else '      -')}")
+              f"{(f'{cb:7.2f}' if cb else '      -')} | {(f(pr) + ' ') if pr else '       -      -'}")
+print("probe = auto's plan streaming the same tiles with no arithmetic (memory side alone; not a GEMV, not validated)")
 for s in shapes:
     for r in ks[s].get("results", []):
         if not r.get("valid", True):
