@@ -15,7 +15,7 @@ import { detectPrequantized } from "./checkpoint/prequantized.js";
 import { int4Settings, recordSettings } from "./checkpoint/int4-format.js";
 import { native } from "./engine/native-binary.js";
 import { disposeWeights, repackForKernels, type ModelWeights } from "./engine/weights.js";
-import { createContext, resolveDevice } from "./engine/device.js";
+import { checkDevice, checkThreads, createContext, resolveDevice } from "./engine/device.js";
 import { glm4_9bConfig, loadCheckpointWeights, syntheticWeights } from "./engine/loader.js";
 import { streamChunks } from "./engine/generation.js";
 import { checkMaxContext } from "./engine/kv-cache.js";
@@ -118,6 +118,8 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   const quantization = options.quantization ?? "int4";
   if (quantization !== "int4" && quantization !== "none") throw new TypeError(`quantization must be "int4" or "none", got ${String(quantization)}`);
   const { groupSize, scheme, outputLayer } = int4Settings(options);
+  checkDevice(options.device ?? "auto");
+  checkThreads(options.threads);
   const prefillChunk = options.prefillChunk ?? 512;
   if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new RangeError(`prefillChunk must be a positive integer, got ${String(prefillChunk)}`);
 
@@ -125,6 +127,7 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
   const pre = synthetic ? null : await detectPrequantized(dir!, { quantization, groupSize: options.groupSize, scheme: options.scheme, outputLayer: options.outputLayer }); // glm4_int4.json or GPTQ: loaded as INT4 directly
   const maxContext = checkMaxContext(options.maxContext ?? Math.min(8192, cfg.maxPositions), cfg.maxPositions);
   const tokenizer = synthetic ? null : await Glm4Tokenizer.fromDir(dir!);
+  tokenizer?.checkFitsModel(cfg.vocabSize, path.join(dir!, "config.json"));
   const device = resolveDevice(options.device ?? "auto");
   const onGpu = device.startsWith("cuda");
 

@@ -4,16 +4,19 @@
  * lib/checkpoint/safetensors.ts, which treats it as hostile). Shards are opened lazily and at most
  * `maxOpenFiles` file handles stay open; shards must resolve inside the directory (or an allowed root).
  */
-import { readFile, readdir, realpath, stat } from "node:fs/promises";
+import { readdir, realpath, stat } from "node:fs/promises";
 import { constants as bufferConstants } from "node:buffer";
 import { totalmem } from "node:os";
 import * as path from "node:path";
 import { Glm4Error } from "../errors.js";
+import { FileProblem, readRegularFile } from "../files.js";
 import { isInside, isPlainObject, show } from "../util.js";
-import { MAX_HEADER_BYTES, SafetensorsFile, bad, findDuplicateKey, fmtShape, fsError, stErr, type TensorData, type TensorInfo } from "./safetensors.js";
+import { SafetensorsFile, bad, findDuplicateKey, fmtShape, fsError, stErr, type TensorData, type TensorInfo } from "./safetensors.js";
 
 export const SINGLE_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
+/** Largest index accepted: GLM-4-9B's is ~30 KB (a line a tensor); 16 MiB is room for ~200k tensors. */
+export const MAX_INDEX_BYTES = 16 * 2 ** 20;
 
 export interface CheckpointTensorInfo extends TensorInfo {
   readonly name: string;
@@ -324,14 +327,12 @@ async function readIndex(indexPath: string): Promise<{ weightMap: Map<string, st
     stErr("ERR_GLM4_BAD_INDEX", indexPath, what, todo);
   let text: string;
   try {
-    const st = await stat(indexPath);
-    if (!st.isFile()) throw badIndex("is not a regular file");
-    if (st.size > MAX_HEADER_BYTES) throw badIndex(`is ${st.size} bytes, more than the ${MAX_HEADER_BYTES}-byte limit for an index`);
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(await readFile(indexPath));
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(await readRegularFile(indexPath, MAX_INDEX_BYTES));
   } catch (e) {
-    if (e instanceof Glm4Error) throw e;
     if (e instanceof TypeError) throw badIndex("is not valid UTF-8");
-    throw fsError(e, indexPath, "the index");
+    if (!(e instanceof FileProblem)) throw e;
+    if (e.reason === "missing" || e.reason === "io") throw fsError(e.cause ?? e, indexPath, "the index");
+    throw badIndex(e.message);
   }
   let root: unknown;
   try {

@@ -11,9 +11,9 @@
  * same way (e.g. chatglm rope_ratio 1, rmsnorm true). Architectures this library cannot run are rejected
  * here, with ERR_GLM4_BAD_CONFIG, so that nothing downstream sees them.
  */
-import { readFile } from "node:fs/promises";
 import * as path from "node:path";
 import { Glm4Error } from "../errors.js";
+import { FileProblem, readRegularFile } from "../files.js";
 import { isPlainObject, show } from "../util.js";
 
 export type Glm4Flavour = "chatglm" | "glm";
@@ -52,6 +52,26 @@ function badConfig(file: string, what: string, todo = "Fix the file or re-downlo
 
 const UNSUPPORTED = "Only GLM-4-9B-style checkpoints (glm-4-9b, glm-4-9b-chat, glm-4-9b-chat-1m, or their -hf ports) are supported";
 
+/**
+ * Upper bounds on every count and size read from a config, checked before anything is sized from them: a
+ * hostile `"num_layers": 1e9` must cost a one-line error, not minutes of work or the process's memory. Each
+ * is far above any GLM-4 (40 layers, hidden 4096, 32 heads of 128, FFN 13696, vocab 151552, context 1M)
+ * and low enough that the tensor list and the shapes built from it stay small (at most 1024 * 7 entries).
+ */
+export const CONFIG_LIMITS = {
+  numLayers: 1024,
+  hiddenSize: 65536,
+  numHeads: 1024,
+  headDim: 1024,
+  ffnSize: 1 << 20,
+  vocabSize: 1 << 24,
+  maxPositions: 1 << 24,
+  /** Token ids listed in eos_token_id. */
+  eosIds: 1024,
+  /** Bytes of config.json / generation_config.json (GLM-4's are ~1.5 KB). */
+  fileBytes: 4 * 2 ** 20,
+} as const;
+
 /** Typed access to one JSON object; every complaint names the file and the key. */
 class Fields {
   constructor(
@@ -67,9 +87,10 @@ class Fields {
     return this.has(key) ? this.o[key] : undefined;
   }
 
-  /** Positive (or, with min 0, non-negative) safe integer; required unless a default is given. */
-  int(key: string, opts: { min?: number; def?: number } = {}): number {
+  /** Integer in [min, max] (min default 1, max default 2^53 - 1); required unless a default is given. */
+  int(key: string, opts: { min?: number; max?: number; def?: number } = {}): number {
     const min = opts.min ?? 1;
+    const max = opts.max ?? Number.MAX_SAFE_INTEGER;
     if (!this.has(key)) {
       if (opts.def !== undefined) return opts.def;
       throw badConfig(this.file, `"${key}" is missing (expected an integer >= ${min})`);
@@ -78,6 +99,7 @@ class Fields {
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) {
       throw badConfig(this.file, `"${key}" must be an integer >= ${min}, got ${show(v)}`);
     }
+    if (v > max) throw badConfig(this.file, `"${key}" is ${v}, more than the ${max} this library accepts (GLM-4-9B's numbers are far below it)`, UNSUPPORTED);
     return v;
   }
 
@@ -104,6 +126,7 @@ class Fields {
     if (!this.has(key)) return [];
     const v = this.o[key];
     const list = Array.isArray(v) ? v : [v];
+    if (list.length > CONFIG_LIMITS.eosIds) throw badConfig(this.file, `"${key}" lists ${list.length} token ids; at most ${CONFIG_LIMITS.eosIds} are accepted`);
     for (const id of list) {
       if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
         throw badConfig(this.file, `"${key}" must be a token id or a list of token ids, got ${show(v)}`);
@@ -144,6 +167,7 @@ class Fields {
 export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationConfig?: unknown, generationFile = GENERATION_CONFIG_FILE): Glm4Config {
   if (!isPlainObject(json)) throw badConfig(file, `must hold a JSON object, got ${show(json)}`);
   const f = new Fields(json, file);
+  const L = CONFIG_LIMITS;
 
   let modelType = f.raw("model_type");
   if (modelType === undefined) {
@@ -166,25 +190,25 @@ export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationCon
     f.require("apply_residual_connection_post_layernorm", false, "the residual must be taken before the layernorm (pre-norm)");
     f.require("post_layer_norm", true, "the model needs its final layernorm");
     f.require("tie_word_embeddings", false, "the output layer must be separate from the embedding");
-    const numHeads = f.int("num_attention_heads");
+    const numHeads = f.int("num_attention_heads", { max: L.numHeads });
     const mqa = f.bool("multi_query_attention", false);
-    const headDim = f.int("kv_channels");
+    const headDim = f.int("kv_channels", { max: L.headDim });
     if (headDim % 4 !== 0) throw badConfig(file, `"kv_channels" is ${headDim}; the rotary half (${headDim / 2} dims) must be even`, UNSUPPORTED);
     cfg = {
       flavour: "chatglm",
-      numLayers: f.int(f.alias(["num_layers", "num_hidden_layers"])),
-      hiddenSize: f.int("hidden_size"),
+      numLayers: f.int(f.alias(["num_layers", "num_hidden_layers"]), { max: L.numLayers }),
+      hiddenSize: f.int("hidden_size", { max: L.hiddenSize }),
       numHeads,
       headDim,
-      numKvHeads: mqa ? f.int("multi_query_group_num") : numHeads,
-      ffnSize: f.int("ffn_hidden_size"),
-      vocabSize: f.int("padded_vocab_size"),
+      numKvHeads: mqa ? f.int("multi_query_group_num", { max: L.numHeads }) : numHeads,
+      ffnSize: f.int("ffn_hidden_size", { max: L.ffnSize }),
+      vocabSize: f.int("padded_vocab_size", { max: L.vocabSize }),
       rmsEps: f.pos("layernorm_epsilon", 1e-5),
       ropeTheta: 10000 * f.pos("rope_ratio", 1),
       // ChatGLM builds RotaryEmbedding(kv_channels // 2): the first half of each head is rotated.
       rotaryDim: headDim / 2,
       qkvBias: f.bool("add_qkv_bias", false),
-      maxPositions: f.int("seq_length", { def: 2048 }),
+      maxPositions: f.int("seq_length", { def: 2048, max: L.maxPositions }),
       eosTokenIds: f.ids("eos_token_id"),
     };
   } else {
@@ -192,9 +216,9 @@ export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationCon
     f.require("hidden_act", "silu", "the MLP must be SwiGLU (silu)");
     if (f.has("rope_scaling")) throw badConfig(file, `"rope_scaling" is ${show(f.raw("rope_scaling"))}; rope scaling is not supported`, UNSUPPORTED);
     if (f.bool("mlp_bias", false)) throw badConfig(file, `"mlp_bias" is true; biases on the MLP are not supported`, UNSUPPORTED);
-    const hiddenSize = f.int("hidden_size");
-    const numHeads = f.int("num_attention_heads");
-    const headDim = f.int("head_dim", { def: Number.isInteger(hiddenSize / numHeads) ? hiddenSize / numHeads : 0 });
+    const hiddenSize = f.int("hidden_size", { max: L.hiddenSize });
+    const numHeads = f.int("num_attention_heads", { max: L.numHeads });
+    const headDim = f.int("head_dim", { max: L.headDim, def: Number.isInteger(hiddenSize / numHeads) ? hiddenSize / numHeads : 0 });
     const prf = f.pos("partial_rotary_factor", 0.5);
     if (prf > 1) throw badConfig(file, `"partial_rotary_factor" is ${prf}; it must be in (0, 1]`);
     const rotaryDim = headDim * prf;
@@ -203,18 +227,18 @@ export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationCon
     }
     cfg = {
       flavour: "glm",
-      numLayers: f.int("num_hidden_layers"),
+      numLayers: f.int("num_hidden_layers", { max: L.numLayers }),
       hiddenSize,
       numHeads,
       headDim,
-      numKvHeads: f.int("num_key_value_heads"),
-      ffnSize: f.int("intermediate_size"),
-      vocabSize: f.int("vocab_size"),
+      numKvHeads: f.int("num_key_value_heads", { max: L.numHeads }),
+      ffnSize: f.int("intermediate_size", { max: L.ffnSize }),
+      vocabSize: f.int("vocab_size", { max: L.vocabSize }),
       rmsEps: f.pos("rms_norm_eps", 1.5625e-7),
       ropeTheta: f.pos("rope_theta", 10000),
       rotaryDim,
       qkvBias: f.bool("attention_bias", true),
-      maxPositions: f.int("max_position_embeddings", { def: 131072 }),
+      maxPositions: f.int("max_position_embeddings", { def: 131072, max: L.maxPositions }),
       eosTokenIds: f.ids("eos_token_id"),
     };
   }
@@ -254,14 +278,15 @@ export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationCon
 async function readJson(file: string, required: boolean): Promise<unknown> {
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    text = (await readRegularFile(file, CONFIG_LIMITS.fileBytes)).toString("utf8");
   } catch (e) {
-    const code = (e as { code?: unknown })?.code;
-    if (code === "ENOENT") {
+    if (!(e instanceof FileProblem)) throw e;
+    if (e.reason === "missing") {
       if (!required) return undefined;
       throw new Glm4Error("ERR_GLM4_FILE_NOT_FOUND", `${file}: does not exist. Pass the model directory that holds config.json.`, { cause: e });
     }
-    throw badConfig(file, `cannot be read (${(e as Error).message})`, "Check the file's permissions");
+    if (e.reason === "io") throw badConfig(file, e.message, "Check the file's permissions");
+    throw badConfig(file, e.message, "Replace it with the model's real file");
   }
   try {
     return JSON.parse(text);

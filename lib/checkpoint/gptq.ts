@@ -43,9 +43,9 @@
  * - Linear layers the checkpoint keeps in full precision (lm_head unless lm_head: true) are quantized at
  *   load like a BF16 checkpoint's, at the load's group size.
  */
-import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Glm4Error } from "../errors.js";
+import { FileProblem, readRegularFile } from "../files.js";
 import type { Glm4Config } from "./config.js";
 import { describeDims, isLinearName, shapesEqual } from "./tensors.js";
 import { Checkpoint } from "./checkpoint.js";
@@ -79,13 +79,11 @@ function badQ(file: string, what: string, todo = "Use a 4-bit GPTQ checkpoint of
 async function readJsonIfAny(file: string): Promise<unknown> {
   let text: string;
   try {
-    const st = await stat(file);
-    if (!st.isFile() || st.size > 16 * 2 ** 20) throw badQ(file, "is not a small regular file");
-    text = await readFile(file, "utf8");
+    text = (await readRegularFile(file, 16 * 2 ** 20)).toString("utf8");
   } catch (e) {
-    if (e instanceof Glm4Error) throw e;
-    if ((e as { code?: unknown })?.code === "ENOENT") return undefined;
-    throw badQ(file, `cannot be read (${(e as Error).message})`, "Check the file's permissions");
+    if (!(e instanceof FileProblem)) throw e;
+    if (e.reason === "missing") return undefined;
+    throw badQ(file, e.message, e.reason === "io" ? "Check the file's permissions" : undefined);
   }
   try {
     return JSON.parse(text);
@@ -105,7 +103,7 @@ export function parseGptqConfig(o: unknown, file: string): GptqConfig {
     throw new Glm4Error("ERR_GLM4_UNSUPPORTED", `${file}: "bits" is ${show(o.bits)}; only 4-bit GPTQ checkpoints can be imported. Use a 4-bit export or the BF16 checkpoint.`);
   }
   const g = o.group_size;
-  if (typeof g !== "number" || !Number.isSafeInteger(g) || (g !== -1 && g < 1)) throw badQ(file, `"group_size" must be -1 or a positive integer, got ${show(g)}`);
+  if (typeof g !== "number" || !Number.isSafeInteger(g) || (g !== -1 && (g < 1 || g > 1 << 20))) throw badQ(file, `"group_size" must be -1 or an integer in [1, ${1 << 20}], got ${show(g)}`);
   const bool = (key: string, def: boolean) => {
     const v = o[key];
     if (v === undefined || v === null) return def;

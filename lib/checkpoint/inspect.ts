@@ -9,6 +9,8 @@ import { checkCheckpoint } from "./namings.js";
 import { checkPrequantized, detectPrequantized } from "./prequantized.js";
 import { checkHostFits } from "./checkpoint.js";
 import { estimateMemory } from "../engine/memory.js";
+import { checkMaxContext } from "../engine/kv-cache.js";
+import { Glm4Tokenizer } from "../text/tokenizer.js";
 
 export interface InspectReport {
   dir: string;
@@ -20,6 +22,7 @@ export interface InspectReport {
   bytes: number;
   parameters: number;
   memory: Record<string, ReturnType<typeof estimateMemory>>;
+  tokenizer: { format: string; vocabSize: number; specialTokens: number; eosIds: readonly number[] };
   /** Set for a checkpoint that is already quantized (glm4_int4.json or GPTQ). */
   quantization?: string;
   problems: string[];
@@ -27,6 +30,10 @@ export interface InspectReport {
 
 export async function inspectCheckpoint(dir: string, maxContext?: number): Promise<InspectReport> {
   const cfg = await readConfig(dir);
+  if (maxContext !== undefined) checkMaxContext(maxContext, cfg.maxPositions);
+  // The tokenizer as a load reads it: a FIFO, a bad file or special tokens past the vocabulary fail here too.
+  const tok = await Glm4Tokenizer.fromDir(dir);
+  tok.checkFitsModel(cfg.vocabSize, path.join(dir, "config.json"));
   const pre = await detectPrequantized(dir);
   const ckpt = await Checkpoint.open(dir);
   try {
@@ -45,7 +52,7 @@ export async function inspectCheckpoint(dir: string, maxContext?: number): Promi
     const memory: InspectReport["memory"] = {};
     for (const [name, q] of [[`int4 g${pre?.groupSize ?? 128}`, "int4"], ...(pre ? [] : [["bf16", "none"]])] as [string, "int4" | "none"][])
       memory[name] = estimateMemory(cfg, { quantization: q, groupSize: pre?.groupSize ?? 128, maxContext: ctxLen, prefillChunk: 512, kvBytes: 2, outputLayer: pre?.kind === "glm4-int4" ? (pre.record.output_layer ?? "int4") : "int4" });
-    return { dir: path.resolve(dir), format: `safetensors (${ckpt.layout}, ${ckpt.shards.length} file(s))`, naming, config: { ...cfg, maxContextForEstimate: ctxLen }, dtypes, tensors: ckpt.tensors.size, bytes, parameters: params, memory, ...(pre ? { quantization: pre.describe } : {}), problems };
+    return { dir: path.resolve(dir), format: `safetensors (${ckpt.layout}, ${ckpt.shards.length} file(s))`, naming, config: { ...cfg, maxContextForEstimate: ctxLen }, dtypes, tokenizer: { format: tok.format, vocabSize: tok.vocabSize, specialTokens: tok.specialTokens.size, eosIds: tok.eosIds }, tensors: ckpt.tensors.size, bytes, parameters: params, memory, ...(pre ? { quantization: pre.describe } : {}), problems };
   } finally {
     await ckpt.close();
   }

@@ -27,9 +27,9 @@
  * shapes are checked against the config and the record before any data is read, and scales/zeros are
  * checked on the host (finite, scales > 0) while loading, naming the tensor, row and group.
  */
-import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Glm4Error } from "../errors.js";
+import { FileProblem, readRegularFile } from "../files.js";
 import type { Glm4Config } from "./config.js";
 import { describeDims, expectedShapes, isLinearName, shapesEqual } from "./tensors.js";
 import { bf16ToF32, show } from "../util.js";
@@ -193,14 +193,11 @@ export async function readInt4Record(dir: string): Promise<Int4Record | null> {
   const file = path.join(dir, INT4_RECORD_FILE);
   let text: string;
   try {
-    const st = await stat(file);
-    if (!st.isFile()) throw badQ(file, "is not a regular file", REQUANTIZE);
-    if (st.size > 16 * 2 ** 20) throw badQ(file, `is ${st.size} bytes; a quantization record is a few kilobytes`, REQUANTIZE);
-    text = await readFile(file, "utf8");
+    text = (await readRegularFile(file, 16 * 2 ** 20)).toString("utf8"); // a quantization record is a few kilobytes
   } catch (e) {
-    if (e instanceof Glm4Error) throw e;
-    if ((e as { code?: unknown })?.code === "ENOENT") return null;
-    throw badQ(file, `cannot be read (${(e as Error).message})`, "Check the file's permissions");
+    if (!(e instanceof FileProblem)) throw e;
+    if (e.reason === "missing") return null;
+    throw badQ(file, e.message, e.reason === "io" ? "Check the file's permissions" : REQUANTIZE);
   }
   return parseInt4Record(text, file);
 }

@@ -20,7 +20,7 @@
  */
 import { Glm4Error } from "../errors.js";
 import type { Glm4Config } from "./config.js";
-import { describeDims, expectedShapes, parseTensorName, qkvRows, shapesEqual, type GlobalPart, type LayerPart } from "./tensors.js";
+import { describeDims, modelTensors, parseTensorName, qkvRows, shapesEqual, tensorShape, type GlobalPart, type LayerPart } from "./tensors.js";
 import { DTYPE_BYTES, isDtype } from "./safetensors.js";
 
 export type Naming = "original" | "hf";
@@ -158,7 +158,7 @@ function partRows(cfg: Glm4Config, normalizedName: string, naming: Naming, shape
 
 /** Normalized tensor -> the on-disk tensors (name and shape) that make it up, for one naming. */
 export function onDiskParts(cfg: Glm4Config, normalizedName: string, naming: Naming): OnDiskPart[] {
-  const shape = expectedShapes(cfg).get(normalizedName);
+  const shape = tensorShape(cfg, normalizedName); // per name, not the whole list: a layout stays linear in the layers
   if (shape === undefined) {
     throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `${JSON.stringify(normalizedName)} is not a tensor of this model (${cfg.numLayers} layers, qkvBias ${cfg.qkvBias}).`);
   }
@@ -169,7 +169,7 @@ export function onDiskParts(cfg: Glm4Config, normalizedName: string, naming: Nam
 
 /** Every normalized tensor, in model order, with the on-disk tensors that make it up. */
 export function onDiskLayout(cfg: Glm4Config, naming: Naming): OnDiskEntry[] {
-  return [...expectedShapes(cfg)].map(([name, shape]) => ({ name, shape, parts: onDiskParts(cfg, name, naming) }));
+  return modelTensors(cfg).map(({ name, shape }) => ({ name, shape, parts: onDiskParts(cfg, name, naming) }));
 }
 
 function where(src: TensorSource, onDisk: string): string {
@@ -344,7 +344,7 @@ export function toOnDisk(
   naming: Naming,
 ): Array<{ name: string; dtype: string; shape: number[]; data: Buffer }> {
   const parts = onDiskParts(cfg, t.name, naming);
-  const want = expectedShapes(cfg).get(t.name)!;
+  const want = tensorShape(cfg, t.name)!;
   if (!shapesEqual(want, t.shape)) {
     throw new Glm4Error("ERR_GLM4_SHAPE_MISMATCH", `toOnDisk: ${t.name} has shape [${t.shape.join(", ")}] but the config (${describeDims(cfg)}) expects [${want.join(", ")}].`);
   }

@@ -14,14 +14,18 @@
  *
  * A model directory of one or more such files is lib/checkpoint/checkpoint.ts.
  */
-import { open as fsOpen, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
 import { Glm4Error, type Glm4ErrorCode } from "../errors.js";
+import { FileProblem, openRegular } from "../files.js";
 import { isPlainObject, show } from "../util.js";
 
-/** Largest JSON header accepted. GLM-4-9B's largest shard header is ~30 KB; 100 MiB leaves room for anything real. */
-export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/**
+ * Largest JSON header accepted. GLM-4-9B's largest shard header is ~30 KB (a GPTQ export's ~100 KB); 16 MiB is
+ * room for ~100k tensors while a hostile header costs well under a second to parse (the format's own
+ * limit, 100 MB, would cost seconds and hundreds of MB of JSON objects).
+ */
+export const MAX_HEADER_BYTES = 16 * 2 ** 20;
 
 /** Bytes per element for every dtype the safetensors format defines that this reader knows. */
 export const DTYPE_BYTES = {
@@ -292,21 +296,14 @@ export class SafetensorsFile {
   /** Open `file`, read and validate its header. Throws Glm4Error (BAD_SAFETENSORS, UNKNOWN_DTYPE, DUPLICATE_TENSOR, FILE_NOT_FOUND). */
   static async open(file: string): Promise<SafetensorsFile> {
     let fh: FileHandle;
+    let size: number;
     try {
-      fh = await fsOpen(file, "r");
+      ({ fh, size } = await openRegular(file));
     } catch (e) {
-      throw fsError(e, file, "the safetensors file");
+      if (e instanceof FileProblem && e.reason === "special") throw bad(file, e.message, "Put the real .safetensors file there");
+      throw fsError(e instanceof FileProblem ? (e.cause ?? e) : e, file, "the safetensors file");
     }
     try {
-      let size: number;
-      try {
-        const st = await fh.stat();
-        if (!st.isFile()) throw bad(file, "is not a regular file", "Pass the path of a .safetensors file");
-        size = st.size;
-      } catch (e) {
-        if (e instanceof Glm4Error) throw e;
-        throw fsError(e, file, "the safetensors file");
-      }
       if (size < 8) throw bad(file, `the file is ${size} bytes long, shorter than the 8-byte header length`);
       const lenBuf = Buffer.alloc(8);
       await readExactly(fh, lenBuf, 0, 8, 0, file, "the header length");

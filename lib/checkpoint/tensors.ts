@@ -85,6 +85,16 @@ export function expectedShapes(cfg: Glm4Config): Map<string, number[]> {
   return new Map(modelTensors(cfg).map((t) => [t.name, t.shape]));
 }
 
+/** The shape of one normalized tensor of `cfg`, or undefined when the model has no such tensor (constant time). */
+export function tensorShape(cfg: Glm4Config, name: string): number[] | undefined {
+  const p = parseTensorName(name);
+  if (p === null) return undefined;
+  if (p.layer === null) return GLOBAL_PARTS[p.part].shape(cfg);
+  const s = LAYER_PARTS[p.part];
+  if (p.layer >= cfg.numLayers || !(s.present?.(cfg) ?? true)) return undefined;
+  return s.shape(cfg);
+}
+
 const LAYER_RE = new RegExp(`^layers\\.(0|[1-9][0-9]*)\\.(${Object.keys(LAYER_PARTS).join("|")})$`);
 
 /** The layer and part of a normalized name, or null when it is not one (whatever the config). */

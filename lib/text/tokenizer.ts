@@ -89,6 +89,23 @@ export class Glm4Tokenizer {
     return new Glm4Tokenizer(await loadTokenizerData(dir));
   }
 
+  /**
+   * Refuses a tokenizer whose ids do not all fit the model's `rows` (config.json's vocabulary: the embedding
+   * and output rows): a special token past them would load and fail only later, in the middle of a chat.
+   * ERR_GLM4_BAD_TOKENIZER names the token, its id and the file.
+   */
+  checkFitsModel(rows: number, configFile = "config.json"): void {
+    if (this.vocabSize <= rows) return;
+    const d = this.#data;
+    const todo = `Use the tokenizer files that belong to this model's weights (or the config.json that does).`;
+    for (const t of d.added.values()) {
+      if (t.id >= rows) {
+        throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", `${d.specialsFile}: ${t.special ? "special" : "added"} token ${JSON.stringify(t.content)} has id ${t.id}, outside the model's vocabulary of ${rows} rows (${configFile}). ${todo}`);
+      }
+    }
+    throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", `${d.files[0]}: token id ${d.tokenBytes.length - 1} is outside the model's vocabulary of ${rows} rows (${configFile}). ${todo}`);
+  }
+
   /** Token ids of `text` as plain text (special-looking text is not turned into special tokens). */
   encode(text: string): number[] {
     if (typeof text !== "string") throw new TypeError(`Glm4Tokenizer.encode: text must be a string, got ${typeof text}`);

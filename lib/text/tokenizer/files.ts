@@ -13,9 +13,10 @@
  * `generation_config.json`, when it sits in the same folder, adds its `eos_token_id`s to the stop ids.
  * Files are hostile input: sizes are capped, every line / entry is checked, errors name the file.
  */
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Glm4Error, type Glm4ErrorCode } from "../../errors.js";
+import { FileProblem, readRegularFile } from "../../files.js";
 import { bytesToUnicode, type PairRanker } from "./bpe.js";
 import { GLM4_PAT_STR } from "./split.js";
 
@@ -31,7 +32,9 @@ export const REQUIRED_SPECIAL_TOKENS = [
 ] as const;
 
 /** Largest tokenizer file read (GLM-4's tokenizer.model is 2.6 MB, its tokenizer.json about 20 MB). */
-const MAX_FILE_BYTES = 256 * 1024 * 1024;
+const MAX_FILE_BYTES = 64 * 2 ** 20;
+/** Largest tokenizer_config.json / generation_config.json read (GLM-4's are a few KB). */
+const MAX_CONFIG_BYTES = 4 * 2 ** 20;
 /** Ids above this are refused (GLM-4 uses 151552; the cap keeps arrays indexed by id small). */
 const MAX_TOKEN_ID = (1 << 24) - 1;
 
@@ -61,6 +64,8 @@ export interface TokenizerData {
   eosIds: number[];
   /** Largest id + 1. */
   vocabSize: number;
+  /** The file the special tokens' ids come from (for messages). */
+  specialsFile: string;
 }
 
 function fail(code: Glm4ErrorCode, file: string, what: string, todo: string): never {
@@ -79,27 +84,19 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function readText(path: string, what: string): Promise<string> {
-  let size: number;
+async function readText(path: string, what: string, maxBytes = MAX_FILE_BYTES): Promise<string> {
   try {
-    const st = await stat(path);
-    if (!st.isFile()) fail("ERR_GLM4_BAD_TOKENIZER", path, `${what} is not a regular file`, REDOWNLOAD);
-    size = st.size;
+    return (await readRegularFile(path, maxBytes)).toString("utf8");
   } catch (e) {
-    if (e instanceof Glm4Error) throw e;
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      fail("ERR_GLM4_FILE_NOT_FOUND", path, `${what} not found`, REDOWNLOAD);
-    }
-    throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", `${path}: cannot read ${what}: ${(e as Error).message}`, { cause: e });
+    if (!(e instanceof FileProblem)) throw e;
+    if (e.reason === "missing") fail("ERR_GLM4_FILE_NOT_FOUND", path, `${what} not found`, REDOWNLOAD);
+    if (e.reason === "io") throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", `${path}: ${what} ${e.message}. Check the file's permissions.`, { cause: e });
+    fail("ERR_GLM4_BAD_TOKENIZER", path, `${what} ${e.message}`, REDOWNLOAD);
   }
-  if (size > MAX_FILE_BYTES) {
-    fail("ERR_GLM4_BAD_TOKENIZER", path, `${what} is ${size} bytes, more than the ${MAX_FILE_BYTES} accepted`, REDOWNLOAD);
-  }
-  return readFile(path, "utf8");
 }
 
-async function readJsonObject(path: string, what: string, code: Glm4ErrorCode = "ERR_GLM4_BAD_TOKENIZER"): Promise<Record<string, unknown>> {
-  const text = await readText(path, what);
+async function readJsonObject(path: string, what: string, code: Glm4ErrorCode = "ERR_GLM4_BAD_TOKENIZER", maxBytes = MAX_FILE_BYTES): Promise<Record<string, unknown>> {
+  const text = await readText(path, what, maxBytes);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -168,7 +165,7 @@ async function readGenerationEosIds(dir: string, files: string[]): Promise<numbe
   const path = join(dir, "generation_config.json");
   if (!(await exists(path))) return [];
   files.push(path);
-  const json = await readJsonObject(path, "generation_config.json", "ERR_GLM4_BAD_CONFIG");
+  const json = await readJsonObject(path, "generation_config.json", "ERR_GLM4_BAD_CONFIG", MAX_CONFIG_BYTES);
   const v = json["eos_token_id"];
   if (v === undefined || v === null) return [];
   const ids = Array.isArray(v) ? v : [v];
@@ -230,7 +227,7 @@ async function loadOriginal(dir: string, modelPath: string): Promise<TokenizerDa
   const { tokenBytes, ranks } = parseTiktokenModel(modelPath, await readText(modelPath, "tokenizer.model"));
   const configPath = join(dir, "tokenizer_config.json");
   files.push(configPath);
-  const config = parseTokenizerConfig(configPath, await readJsonObject(configPath, "tokenizer_config.json (it holds the special token ids)"));
+  const config = parseTokenizerConfig(configPath, await readJsonObject(configPath, "tokenizer_config.json (it holds the special token ids)", undefined, MAX_CONFIG_BYTES));
   if (config.added === null) {
     fail("ERR_GLM4_BAD_TOKENIZER", configPath, "no added_tokens_decoder, so the special token ids are unknown", REDOWNLOAD);
   }
@@ -359,7 +356,7 @@ async function loadHf(dir: string, jsonPath: string): Promise<TokenizerData> {
   const configPath = join(dir, "tokenizer_config.json");
   if (await exists(configPath)) {
     files.push(configPath);
-    config = parseTokenizerConfig(configPath, await readJsonObject(configPath, "tokenizer_config.json"));
+    config = parseTokenizerConfig(configPath, await readJsonObject(configPath, "tokenizer_config.json", undefined, MAX_CONFIG_BYTES));
     for (const tok of config.added?.values() ?? []) {
       const mine = added.get(tok.content);
       if (mine !== undefined && mine.id !== tok.id) {
@@ -416,7 +413,7 @@ async function finish(
     addEos(id);
   }
   if (eosIds.length === 0) addEos((added.get("<|endoftext|>") as AddedToken).id);
-  return { format, files, tokenBytes, byteIds, ranker, wholePiece, added, eosIds, vocabSize };
+  return { format, files, tokenBytes, byteIds, ranker, wholePiece, added, eosIds, vocabSize, specialsFile };
 }
 
 /**
