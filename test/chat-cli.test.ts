@@ -68,7 +68,7 @@ describe("glm4-int4 chat", () => {
   it("a bad option fails with one line and status 1", async () => {
     cli = runCli([...ARGS, "--max-new-tokens", "lots"]);
     expect(await cli.exited).toBe(1);
-    expect(cli.stderr()).toMatch(/--max-new-tokens must be a number/);
+    expect(cli.stderr()).toMatch(/--max-new-tokens must be an integer in \[0, 1048576\], got "lots"/);
   });
 });
 

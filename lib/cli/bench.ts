@@ -17,6 +17,9 @@ import { parseArgs } from "node:util";
 import { parseSettings } from "../quant/eval.js";
 import type { Int4Scheme, OutputLayer } from "../checkpoint/int4-format.js";
 import { Glm4Error } from "../errors.js";
+import { readConfig } from "../checkpoint/config.js";
+import { glm4_9bConfig } from "../engine/loader.js";
+import { listOpt, loadFromOptsChecked, numOpt } from "./options.js";
 import { loadGlm4, type Glm4Model } from "../glm4.js";
 import { buildInfo, devices, native } from "../engine/native-binary.js";
 import { packageRoot } from "../util.js";
@@ -119,14 +122,37 @@ async function copyBandwidth(model: Glm4Model): Promise<number> {
   }
 }
 
+/**
+ * The contexts, prompt lengths and KV-cache length of a bench run that fit a model of `maxPositions` tokens.
+ * Defaults (contexts 128 and 2048, prompts 512 and 2048, maxContext 8192) shrink to what fits a small model
+ * (the tiny fixture has 1024 positions); lengths asked for that do not fit are an ERR_GLM4_INVALID_ARGUMENT.
+ */
+export function fitBench(maxPositions: number, o: { contexts?: number[]; prefills?: number[]; maxContext?: number; newTokens: number }): { contexts: number[]; prefills: number[]; maxContext: number } {
+  const room = maxPositions - o.newTokens - 16; // a decode run prefills `context` then writes newTokens more
+  const tooLong = (what: string, n: number) =>
+    new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `bench: ${what} ${n} does not fit this model's ${maxPositions} positions with ${o.newTokens} new tokens; use at most ${Math.max(room, 0)}${o.newTokens > 16 ? " (or fewer --new-tokens)" : ""}`);
+  if (room < 1) throw tooLong("--new-tokens", o.newTokens);
+  const pick = (given: number[] | undefined, defaults: number[], what: string) => {
+    if (given) {
+      for (const n of given) if (n > room) throw tooLong(what, n);
+      return given;
+    }
+    const fit = defaults.filter((n) => n <= room);
+    return fit.length ? fit : [Math.min(defaults[0], room)];
+  };
+  const contexts = pick(o.contexts, [128, 2048], "--contexts");
+  const prefills = pick(o.prefills, [512, 2048], "--prefills");
+  const needed = Math.max(...contexts, ...prefills) + o.newTokens + 16;
+  if (o.maxContext !== undefined && o.maxContext > maxPositions) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `bench: --max-context ${o.maxContext} is more than this model's ${maxPositions} positions`);
+  const maxContext = Math.min(Math.max(o.maxContext ?? 8192, needed), maxPositions);
+  return { contexts, prefills, maxContext };
+}
+
 export async function runBench(o: { model?: string; device?: string; quantization?: "int4" | "none"; groupSize?: 32 | 64 | 128; scheme?: Int4Scheme; outputLayer?: OutputLayer; runs?: number; newTokens?: number; contexts?: number[]; prefills?: number[]; maxContext?: number; batches?: number[]; log?: (s: string) => void }): Promise<BenchResult> {
   const log = o.log ?? (() => undefined);
-  const contexts = o.contexts ?? [128, 2048];
-  const prefills = o.prefills ?? [512, 2048];
   const newTokens = o.newTokens ?? 256;
   const runs = o.runs ?? 3;
-  const needed = Math.max(...contexts, ...prefills) + newTokens + 16;
-  const maxContext = Math.max(o.maxContext ?? 8192, needed);
+  const { contexts, prefills, maxContext } = fitBench(o.model ? (await readConfig(o.model)).maxPositions : glm4_9bConfig().maxPositions, { ...o, newTokens });
   const t0 = performance.now();
   log(`loading ${o.model ?? "synthetic GLM-4-9B"} ...`);
   const model = await loadGlm4(o.model ?? null, { device: (o.device as "auto") ?? "auto", quantization: o.quantization ?? "int4", groupSize: o.groupSize ?? 128, scheme: o.scheme, outputLayer: o.outputLayer, maxContext, synthetic: o.model ? undefined : "glm-4-9b", prefillChunk: 2048 });
@@ -322,6 +348,22 @@ export function formatBench(r: BenchResult): string {
   return lines.join("\n") + "\n";
 }
 
+const HELP = `glm4-int4 bench [--model DIR] [options]
+
+Prefill and decode speed, memory and the share of the hardware limit, in one run on one device. Default: the
+synthetic GLM-4-9B (random weights) at INT4 on the GPU; --model DIR benches a checkpoint (on the CPU too, e.g.
+--model fixtures/tiny-glm4/original: lengths shrink to fit a small model's context).
+  --contexts 128,2048      decode contexts (default: those of 128, 2048 that fit)
+  --prefills 512,2048      prompt lengths timed (default: those of 512, 2048 that fit)
+  --new-tokens N           tokens a decode run (default 256)
+  --runs N                 timed runs, median reported (default 3)
+  --batch 1,4,8            also batched decode of B sequences in one engine
+  --max-context N          the KV cache (default max(8192, what the lengths need), at most the model's)
+  --json                   the result as JSON; --save also writes it under bench/results/
+  --quant SETTING          an INT4 setting such as asym-g128 or nf4-g64-out-bf16
+  --device auto|cpu|cuda|cuda:N, --quantization int4|none, --group-size 32|64|128
+`;
+
 export async function cmdBench(argv: string[]): Promise<void> {
   const { values: o } = parseArgs({
     args: argv,
@@ -340,27 +382,34 @@ export async function cmdBench(argv: string[]): Promise<void> {
       json: { type: "boolean" },
       save: { type: "boolean" },
       synthetic: { type: "string" },
+      help: { type: "boolean", short: "h" },
     },
   });
-  if (!o.model && (o.device === "cpu" || !(buildInfo().backends.includes("cuda") && devices().length > 0))) {
+  if (o.help) return void process.stdout.write(HELP);
+  const lo = loadFromOptsChecked(o);
+  const runs = numOpt(o, "runs", { int: true, min: 1, max: 1000 });
+  const newTokens = numOpt(o, "new-tokens", { int: true, min: 1, max: 1 << 20 });
+  const contexts = listOpt(o, "contexts", 1, 1 << 24);
+  const prefills = listOpt(o, "prefills", 1, 1 << 24);
+  const batches = listOpt(o, "batch", 1, 64);
+  if (!o.model && (lo.device === "cpu" || !(buildInfo().backends.includes("cuda") && devices().length > 0))) {
     throw new Glm4Error("ERR_GLM4_NO_CUDA", "bench: the default (synthetic GLM-4-9B) needs a GPU and none is usable here; give --model DIR (e.g. fixtures/tiny-glm4/original) to bench a checkpoint on the CPU");
   }
-  const list = (s: unknown) => (typeof s === "string" ? s.split(",").map(Number) : undefined);
   // --quant nf4-g64[-out-bf16]: the INT4 setting to bench (lib/quant/eval.ts parseSettings); one setting a run
   const q = typeof o.quant === "string" ? parseSettings(o.quant) : undefined;
   const r = await runBench({
     model: o.model,
-    device: o.device,
-    quantization: o.quantization as "int4" | undefined,
-    groupSize: q?.groupSize ?? (o["group-size"] ? (Number(o["group-size"]) as 128) : undefined),
+    device: lo.device,
+    quantization: lo.quantization,
+    groupSize: q?.groupSize ?? lo.groupSize,
     scheme: q?.scheme,
     outputLayer: q?.outputLayer,
-    runs: o.runs ? Number(o.runs) : undefined,
-    newTokens: o["new-tokens"] ? Number(o["new-tokens"]) : undefined,
-    contexts: list(o.contexts),
-    prefills: list(o.prefills),
-    maxContext: o["max-context"] ? Number(o["max-context"]) : undefined,
-    batches: list(o.batch),
+    runs,
+    newTokens,
+    contexts,
+    prefills,
+    maxContext: lo.maxContext,
+    batches,
     log: o.json ? undefined : (s) => process.stderr.write(s + "\n"),
   });
   if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");

@@ -10,7 +10,8 @@ import readline from "node:readline";
 import { Glm4Error } from "../errors.js";
 import type { Glm4Model } from "../glm4.js";
 import type { GenerateOptions } from "../types.js";
-import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type Opts } from "./options.js";
+import { LOAD_OPTIONS, SAMPLING_OPTIONS, loadFromOptsChecked, samplingFromOpts, type Opts } from "./options.js";
+import { rate } from "./generate.js";
 export type LoadFromOpts = (o: Opts) => Promise<Glm4Model>;
 
 const HELP = `glm4-int4 chat --model DIR [options]
@@ -40,10 +41,9 @@ export async function cmdChat(argv: string[], load: LoadFromOpts): Promise<void>
     },
   });
   if (o.help) return void process.stdout.write(HELP);
-  const gen: GenerateOptions = {
-    ...samplingFromOpts(o),
-    maxNewTokens: numOpt(o, "max-new-tokens") ?? 512,
-  };
+  loadFromOptsChecked(o);
+  const sampling = samplingFromOpts(o);
+  const gen: GenerateOptions = { ...sampling, maxNewTokens: sampling.maxNewTokens ?? 512 };
   for (const k of Object.keys(gen) as (keyof GenerateOptions)[]) if (gen[k] === undefined) delete gen[k];
 
   const model = await load(o);
@@ -111,7 +111,7 @@ export async function cmdChat(argv: string[], load: LoadFromOpts): Promise<void>
         if (o.stats) {
           const u = res.usage;
           process.stderr.write(
-            `[${u.completionTokens} tokens at ${res.timings.decodeTokensPerSecond.toFixed(1)} tok/s, ${res.finishReason}; prompt ${u.promptTokens} tokens, ${u.cachedTokens} from the cache]\n`,
+            `[${u.completionTokens} tokens at ${rate(res.timings.decodeTokensPerSecond, u.completionTokens)}, ${res.finishReason}; prompt ${u.promptTokens} tokens, ${u.cachedTokens} from the cache]\n`,
           );
         }
       } catch (e) {

@@ -1,8 +1,24 @@
 /** `glm4-int4 generate --model DIR --prompt TEXT [--chat] [sampling options]`: prints the continuation and its speed. */
 import { parseArgs } from "node:util";
 import { Glm4Error } from "../errors.js";
-import { HELP } from "./help.js";
-import { LOAD_OPTIONS, SAMPLING_OPTIONS, numOpt, samplingFromOpts, type loadFromOpts } from "./options.js";
+import { LOAD_OPTIONS, SAMPLING_OPTIONS, loadFromOptsChecked, samplingFromOpts, type loadFromOpts } from "./options.js";
+
+const HELP = `glm4-int4 generate --model DIR --prompt TEXT [options]
+
+Prints the prompt and its continuation, then the speed on stderr.
+  --prompt, -p TEXT          the text to continue (with --chat: the user's message)
+  --chat                     wrap the prompt in GLM-4's chat format and print only the reply
+  --max-new-tokens N         default 64
+  --temperature T            default 0 (greedy; --chat: 0.8)
+  --top-k K, --top-p P, --min-p P, --repetition-penalty R, --seed S
+  --synthetic glm-4-9b       random weights of GLM-4-9B's shapes instead of --model (GPU)
+  --device auto|cpu|cuda|cuda:N, --quantization int4|none, --group-size 32|64|128, --max-context N, --threads N
+`;
+
+/** Tokens per second for a message: "n/a" when there is no interval to measure (one token or none). */
+export function rate(tokensPerSecond: number, tokens: number): string {
+  return tokens > 1 && Number.isFinite(tokensPerSecond) && tokensPerSecond > 0 ? `${tokensPerSecond.toFixed(1)} tok/s` : "n/a tok/s";
+}
 
 export async function cmdGenerate(argv: string[], load: typeof loadFromOpts): Promise<void> {
   const { values: o } = parseArgs({
@@ -17,14 +33,17 @@ export async function cmdGenerate(argv: string[], load: typeof loadFromOpts): Pr
   });
   if (o.help) return void process.stdout.write(HELP);
   if (typeof o.prompt !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "--prompt TEXT is required");
+  // Every number is checked before anything is loaded or printed.
+  loadFromOptsChecked(o);
+  const sampling = samplingFromOpts(o);
   const model = await load(o, o.synthetic as string | undefined);
   try {
     const ac = new AbortController();
     const onSig = () => ac.abort();
     process.once("SIGINT", onSig);
     const gen = {
-      ...samplingFromOpts(o),
-      maxNewTokens: numOpt(o, "max-new-tokens") ?? 64,
+      ...sampling,
+      maxNewTokens: sampling.maxNewTokens ?? 64,
       signal: ac.signal,
     };
     let result;
@@ -44,8 +63,8 @@ export async function cmdGenerate(argv: string[], load: typeof loadFromOpts): Pr
     process.stdout.write("\n");
     const t = result.timings;
     process.stderr.write(
-      `[${model.device}, ${model.info.quantization}] prompt ${result.usage.promptTokens} tokens, prefill ${t.prefillTokensPerSecond.toFixed(1)} tok/s; ` +
-        `generated ${result.usage.completionTokens} tokens at ${t.decodeTokensPerSecond.toFixed(1)} tok/s (${result.finishReason})\n`,
+      `[${model.device}, ${model.info.quantization}] prompt ${result.usage.promptTokens} tokens, prefill ${rate(t.prefillTokensPerSecond, 2)}; ` +
+        `generated ${result.usage.completionTokens} tokens at ${rate(t.decodeTokensPerSecond, result.usage.completionTokens)} (${result.finishReason})\n`,
     );
   } finally {
     await model.dispose();

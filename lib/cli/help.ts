@@ -1,4 +1,4 @@
-/** The top-level `glm4-int4 --help` text (also what `generate --help` prints). */
+/** The top-level `glm4-int4 --help` text (each command has its own: `glm4-int4 <command> --help`). */
 export const HELP = `glm4-int4 <command> [options]
 
 Commands:
@@ -21,4 +21,7 @@ Common options:
   --scheme asym|sym|nf4           INT4 codes of load-time quantization (default asym)
   --output-layer int4|bf16        quantize the output layer or keep it in bf16 (default int4)
   --max-context N                 (default min(8192, model context))
+  --threads N                     CPU worker threads (default: all cores)
+
+glm4-int4 <command> --help   the command's options;   glm4-int4 --version   the package version
 `;

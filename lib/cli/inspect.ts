@@ -12,14 +12,28 @@ import { native, nativeSelection, runnableCode, type NativeSource } from "../eng
 import type { BuildInfo, DeviceInfo } from "../engine/native.js";
 import { resolveDevice } from "../engine/device.js";
 import { Glm4Error } from "../errors.js";
+import { numOpt } from "./options.js";
+
+const HELP = `glm4-int4 inspect --model DIR [--max-context N] [--json]
+glm4-int4 inspect gpu [--json]
+
+  --model DIR        what a checkpoint holds (format, naming, config, tokenizer, dtypes, tensors, bytes) and the
+                     device memory a load needs; a malformed checkpoint exits with status 1 and one line
+  --max-context N    the KV-cache length of the memory estimate (default min(8192, the model's context))
+  gpu                the addon binary in use, its CUDA architectures, the driver and each GPU
+  --json             the same as JSON
+`;
 
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
 export async function cmdInspect(argv: string[]): Promise<void> {
-  const { values: o, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { model: { type: "string" }, "max-context": { type: "string" }, json: { type: "boolean" } } });
+  const { values: o, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { model: { type: "string" }, "max-context": { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
+  if (o.help) return void process.stdout.write(HELP);
   if (positionals[0] === "gpu") return inspectGpu(Boolean(o.json));
+  if (positionals.length) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `inspect takes --model DIR or \`gpu\`, not ${JSON.stringify(positionals[0])}; run glm4-int4 inspect --help`);
   if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "inspect needs --model DIR (or `inspect gpu`)");
-  const r = await inspectCheckpoint(o.model, o["max-context"] ? Number(o["max-context"]) : undefined);
+  const maxContext = numOpt(o, "max-context", { int: true, min: 1, max: 1 << 24 });
+  const r = await inspectCheckpoint(o.model, maxContext);
   if (o.json) return void process.stdout.write(JSON.stringify(r, null, 2) + "\n");
   const c = r.config as Record<string, number | string | boolean>;
   const lines = [
@@ -28,6 +42,7 @@ export async function cmdInspect(argv: string[]): Promise<void> {
     ...(r.quantization ? [`quantized   ${r.quantization}`] : []),
     `shape       ${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads of ${c.headDim}, ${c.numKvHeads} KV groups, FFN ${c.ffnSize}, vocab ${c.vocabSize}`,
     `rotary      first ${c.rotaryDim} dims, base ${c.ropeTheta}; context ${c.maxPositions}; rms eps ${c.rmsEps}`,
+    `tokenizer   ${r.tokenizer.format}, ${r.tokenizer.vocabSize} ids (${r.tokenizer.specialTokens} special), stop ids ${r.tokenizer.eosIds.join(", ")}`,
     `tensors     ${r.tensors} (${Object.entries(r.dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${(r.parameters / 1e9).toFixed(3)} B parameters, ${gib(r.bytes)} on disk`,
     ...Object.entries(r.memory).map(([k, m]) => `memory      ${k}: ${gib(m.total)} at maxContext ${c.maxContextForEstimate} (weights ${gib(m.weights)}, KV cache ${gib(m.kvCache)}, scratch ${gib(m.scratch)}, in flight ${gib(m.transient)})`),
     r.problems.length ? `problems    ${r.problems.join("; ")}` : "problems    none found",

@@ -11,11 +11,14 @@
  *   glm4-int4 chat --model DIR ...                 (lib/cli/chat.ts)
  *   glm4-int4 serve --model DIR [--port N] ...     (lib/cli/serve.ts)
  *   glm4-int4 bench-serve --base-url URL ...       (lib/cli/bench-serve.ts: load benchmark of a running server)
- * Errors print one line (the file and the problem) and exit with status 1.
+ *   glm4-int4 --version
+ * `glm4-int4 <command> --help` prints the command's options. Errors print one line (`glm4-int4: CODE: the file and
+ * the problem`) and exit with status 1.
  */
 import { Glm4Error } from "../errors.js";
 import { HELP } from "./help.js";
 import { loadFromOpts, progressBar } from "./options.js";
+import { packageVersion } from "../util.js";
 
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
@@ -52,6 +55,11 @@ async function main(): Promise<void> {
       const { cmdServe } = await import("./serve.js");
       return cmdServe(rest, loadFromOpts);
     }
+    case "--version":
+    case "-v":
+    case "version":
+      process.stdout.write(`glm4-int4 ${packageVersion()}\n`);
+      return;
     case undefined:
     case "help":
     case "--help":
@@ -63,9 +71,25 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * The one line an error prints: `glm4-int4: CODE: message`, with exactly one code. Glm4Errors carry theirs; a
+ * TypeError/RangeError from an argument check is ERR_GLM4_INVALID_ARGUMENT; node's own errors (ENOENT,
+ * EADDRINUSE, ...) already start their message with the code, which is not repeated; parseArgs' complaints
+ * (unknown option, missing value) are invalid arguments.
+ */
+export function errorLine(e: unknown): string {
+  const err = e as { code?: unknown; message?: unknown };
+  let message = typeof err?.message === "string" ? err.message : String(e);
+  let code = typeof err?.code === "string" ? err.code : "";
+  if (code.startsWith("ERR_PARSE_ARGS_")) code = "ERR_GLM4_INVALID_ARGUMENT";
+  else if (!code && (e instanceof RangeError || e instanceof TypeError)) code = "ERR_GLM4_INVALID_ARGUMENT";
+  else if (!code) code = "ERR_GLM4_INTERNAL";
+  if (message.startsWith(`${code}: `) || message.startsWith(`${code}:`)) message = message.slice(code.length + 1).trimStart();
+  return `glm4-int4: ${code}: ${message.split("\n")[0]}`;
+}
+
 main().catch((e: unknown) => {
-  const err = e as { code?: string; message?: string };
-  process.stderr.write(`glm4-int4: ${err.code ? `${err.code}: ` : ""}${err.message ?? String(e)}\n`);
+  process.stderr.write(errorLine(e) + "\n");
   if (process.env.GLM4_DEBUG) console.error(e);
   process.exitCode = 1;
 });

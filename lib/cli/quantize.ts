@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { Glm4Error } from "../errors.js";
+import { numOpt } from "./options.js";
 import { quantizeCheckpoint, type QuantizeResult } from "../checkpoint/quantize.js";
 import type { DeviceOption } from "../engine/device.js";
 import { INT4_SCHEMES, describeSettings, recordSettings, type Int4Scheme } from "../checkpoint/int4-format.js";
@@ -12,8 +13,23 @@ function parseBytes(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?$/i.exec(s.trim());
   if (!m) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--max-shard-size must be a size like 2GB, 500MB or a number of bytes, got ${s}`);
   const mult: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30 };
-  return Math.floor(Number(m[1]) * mult[(m[2] ?? "b").toLowerCase()]);
+  const n = Math.floor(Number(m[1]) * mult[(m[2] ?? "b").toLowerCase()]);
+  if (!(n >= 1 && Number.isSafeInteger(n))) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--max-shard-size must be at least 1 byte, got ${s}`);
+  return n;
 }
+
+const HELP = `glm4-int4 quantize --model DIR --out DIR [options]
+
+Writes an INT4 checkpoint (glm4_int4.json + safetensors + the tokenizer files) that loads without a BF16 step.
+  --model DIR             the BF16 checkpoint to read (original or HF naming)
+  --out DIR               where to write; must be empty or absent unless --force
+  --group-size 32|64|128  default 128
+  --scheme asym|sym|nf4   default asym; --output-layer int4|bf16 (default int4)
+  --awq --calibration FILE [--calibration-tokens N]   activation-aware input scales from a calibration text
+  --force                 replace --out (atomically: the old one stays until the new one is complete)
+  --max-shard-size SIZE   e.g. 2GB (default), 500MB, or bytes
+  --device auto|cpu|cuda|cuda:N, --threads N
+`;
 
 type Bar = { update: (p: { loaded: number; total: number; stage: string }) => void; stop: () => void };
 
@@ -34,22 +50,22 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
       device: { type: "string" },
       threads: { type: "string" },
       "max-shard-size": { type: "string" },
+      help: { type: "boolean", short: "h" },
     },
   });
+  if (o.help) return void process.stdout.write(HELP);
   if (typeof o.model !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --model DIR (the BF16 checkpoint to read)");
   if (typeof o.out !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "quantize needs --out DIR (the INT4 checkpoint to write)");
-  const g = o["group-size"] === undefined ? 128 : Number(o["group-size"]);
-  if (g !== 32 && g !== 64 && g !== 128) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--group-size must be 32, 64 or 128, got ${String(o["group-size"])}`);
+  const g = (numOpt(o, "group-size", { oneOf: [32, 64, 128] }) ?? 128) as 32 | 64 | 128;
   const scheme = o.scheme ?? "asym";
   if (!INT4_SCHEMES.includes(scheme as Int4Scheme)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--scheme must be asym, sym or nf4, got ${scheme}`);
   const outputLayer = o["output-layer"] ?? "int4";
   if (outputLayer !== "int4" && outputLayer !== "bf16") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--output-layer must be int4 or bf16, got ${outputLayer}`);
   if (o.awq && typeof o.calibration !== "string") throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "--awq needs --calibration FILE (a UTF-8 text like what the model will see, a few hundred tokens or more)");
   if (!o.awq && (o.calibration !== undefined || o["calibration-tokens"] !== undefined)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", "--calibration is for --awq (activation-aware scaling); add --awq");
-  const calTokens = o["calibration-tokens"] === undefined ? undefined : Number(o["calibration-tokens"]);
-  if (calTokens !== undefined && !(Number.isInteger(calTokens) && calTokens >= 16)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--calibration-tokens must be an integer >= 16, got ${String(o["calibration-tokens"])}`);
-  const threads = o.threads === undefined ? undefined : Number(o.threads);
-  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Glm4Error("ERR_GLM4_INVALID_ARGUMENT", `--threads must be a positive integer, got ${String(o.threads)}`);
+  const calTokens = numOpt(o, "calibration-tokens", { int: true, min: 16, max: 1 << 24 });
+  const threads = numOpt(o, "threads", { int: true, min: 1, max: 1024 });
+  const maxShardBytes = o["max-shard-size"] === undefined ? undefined : parseBytes(o["max-shard-size"]);
   const ac = new AbortController();
   const onSig = () => ac.abort(new Error("interrupted (SIGINT)"));
   process.once("SIGINT", onSig);
@@ -64,7 +80,7 @@ export async function cmdQuantize(argv: string[], bar: (label: string) => Promis
       force: Boolean(o.force),
       device: (o.device as DeviceOption | undefined) ?? "auto",
       threads,
-      maxShardBytes: o["max-shard-size"] === undefined ? undefined : parseBytes(o["max-shard-size"]),
+      maxShardBytes,
       signal: ac.signal,
       onProgress: b.update,
     });
