@@ -33,7 +33,9 @@ export type Glm4ErrorCode =
   | "ERR_GLM4_CONTEXT_FULL"
   | "ERR_GLM4_KV_CACHE_FULL"
   // a model produced NaN or Inf logits (eval)
-  | "ERR_GLM4_BAD_OUTPUT";
+  | "ERR_GLM4_BAD_OUTPUT"
+  // the server is shutting down: the request was not started
+  | "ERR_GLM4_SHUTTING_DOWN";
 
 export class Glm4Error extends Error {
   readonly code: Glm4ErrorCode;

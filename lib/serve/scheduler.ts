@@ -57,8 +57,15 @@ export interface SequenceRequest {
 
 /** No slot is free and the queue is full. */
 export class QueueFullError extends Error {
-  constructor(readonly waiting: number) {
-    super(`the server is busy: ${waiting} requests are already waiting; retry later`);
+  constructor(
+    /** Requests in the queue (waiting for a slot or for KV blocks) when this one was refused. */
+    readonly waiting: number,
+    readonly running: number,
+    readonly slots: number,
+    /** A hint for the client's Retry-After header. */
+    readonly retryAfterSeconds = 1,
+  ) {
+    super(`the server is busy: ${running} of ${slots} slots are generating and ${waiting} requests are waiting already (the queue's limit); retry in ${retryAfterSeconds} s`);
     this.name = "QueueFullError";
   }
 }
@@ -67,7 +74,11 @@ interface Pending {
   req: SequenceRequest;
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
+  /** Aborts this request: the client's signal, or the scheduler's shutdown (never a signal shared by requests). */
   signal: AbortSignal;
+  abort: () => void;
+  /** Removes the listener from the client's signal once the request is over. */
+  detach: () => void;
   /** Set once admitted; kept across a preemption (the sampler state goes on). */
   gen: Generation | null;
   /** Arrival order (FCFS; preemption picks the latest). */
@@ -111,9 +122,11 @@ export class Scheduler {
   private readonly maxQueue: number;
   private readonly maxContext: number;
   private readonly stepTokens: number;
-  private readonly shutdown = new AbortController();
   private loop: Promise<void> | null = null;
   private closed = false;
+  private released = false;
+  /** Requests submitted and not yet answered (waiting, running or preempted). */
+  private readonly live = new Set<Pending>();
   private arrivals = 0;
   private counts = { completed: 0, aborted: 0, rejected: 0, preempted: 0 };
 
@@ -169,11 +182,23 @@ export class Scheduler {
     const free = this.engine.maxBatch - this.running.length;
     if (this.waiting.length >= free + this.maxQueue) {
       this.counts.rejected++;
-      throw new QueueFullError(this.waiting.length);
+      throw new QueueFullError(this.waiting.length, this.running.length, this.engine.maxBatch);
     }
-    const signal = req.options.signal ? AbortSignal.any([req.options.signal, this.shutdown.signal]) : this.shutdown.signal;
-    return new Promise<GenerateResult>((resolve, reject) => {
-      const job: Pending = { req, resolve, reject, signal, gen: null, order: this.arrivals++ };
+    // One controller per request, linked to the client's signal by a listener removed when the request is over;
+    // the shutdown aborts each request's controller. (AbortSignal.any over a long-lived shutdown signal kept every
+    // request's composite signal alive: ~4 KB of heap a request, issue 16.)
+    const ac = new AbortController();
+    const user = req.options.signal;
+    const onUserAbort = () => ac.abort(user?.reason);
+    if (user?.aborted) ac.abort(user.reason);
+    else user?.addEventListener("abort", onUserAbort, { once: true });
+    const signal = ac.signal;
+    return new Promise<GenerateResult>((res, rej) => {
+      const detach = () => user?.removeEventListener("abort", onUserAbort);
+      const resolve = (r: GenerateResult) => (detach(), this.live.delete(job), res(r));
+      const reject = (e: unknown) => (detach(), this.live.delete(job), rej(e));
+      const job: Pending = { req, resolve, reject, signal, abort: () => ac.abort(), detach, gen: null, order: this.arrivals++ };
+      this.live.add(job);
       this.waiting.push(job);
       signal.addEventListener(
         "abort",
@@ -202,12 +227,42 @@ export class Scheduler {
     });
   }
 
-  /** Refuses new requests, aborts the waiting and active ones, and frees the KV cache. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Whether drain() or close() has begun: new requests are refused. */
+  get draining(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Graceful shutdown: refuses new requests (ERR_GLM4_SHUTTING_DOWN), refuses the waiting ones with that error
+   * at once (a preempted one ends with what it generated), gives the running ones `graceMs` to finish, then
+   * aborts them (each ends with what it generated, finish reason "abort"), and resolves when none runs. The KV
+   * cache stays until close().
+   */
+  async drain(graceMs: number): Promise<void> {
     this.closed = true;
-    this.shutdown.abort();
-    await this.loop;
+    for (const job of this.waiting.splice(0)) {
+      this.counts.completed++;
+      if (job.gen) {
+        job.gen.finish("abort");
+        this.counts.aborted++;
+        job.resolve(job.gen.result());
+      } else job.reject(new Glm4Error("ERR_GLM4_SHUTTING_DOWN", "the server is shutting down: the request was not started; retry later"));
+    }
+    if (this.loop && graceMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.loop, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    for (const job of [...this.live]) job.abort();
+    while (this.loop) await this.loop;
+  }
+
+  /** Refuses new requests, aborts the waiting and active ones at once, and frees the KV cache. */
+  async close(): Promise<void> {
+    if (this.released) return;
+    await this.drain(0);
+    if (this.released) return;
+    this.released = true;
     await this.rt.releaseEngine(this.engine);
   }
 
