@@ -29,7 +29,7 @@ afterAll(async () => {
 describe("bench-serve", () => {
   it("6 requests at concurrency 3: all complete; throughput, TTFT, TPOT and ITL come out; the table and JSON carry them", async () => {
     const r = await runBenchServe({ baseUrl: base, numPrompts: 6, inputLen: 12, outputLen: 6, lenDist: "uniform", lenSpread: 0.5, concurrency: 3, seed: 3 });
-    expect(r).toMatchObject({ completed: 6, failed: 0, model: "original", concurrency: 3, rate: null, lenDist: "uniform" });
+    expect(r).toMatchObject({ completed: 6, failed: 0, model: "tiny-glm4", concurrency: 3, rate: null, lenDist: "uniform" });
     expect(r.totalOutputTokens).toBeGreaterThan(0);
     expect(r.totalOutputTokens).toBeLessThanOrEqual(6 * 9);
     expect(r.totalInputTokens).toBe(drawLengths(6, 12, "uniform", 0.5, rng(3)).reduce((a, b) => a + b, 0));

@@ -64,7 +64,7 @@ describe("OpenAI-compatible server", () => {
     const r = await client.chat.completions.create({ model: "whatever", messages: user("hello"), max_tokens: 8, temperature: 0 });
     expect(r.object).toBe("chat.completion");
     expect(r.id).toMatch(/^chatcmpl-/);
-    expect(r.model).toBe("original");
+    expect(r.model).toBe("tiny-glm4");
     expect(r.choices).toHaveLength(1);
     expect(r.choices[0].message.role).toBe("assistant");
     expect(typeof r.choices[0].message.content).toBe("string");
@@ -82,10 +82,10 @@ describe("OpenAI-compatible server", () => {
     expect(s.usage!.prompt_tokens_details!.cached_tokens).toBe(Math.floor((r.usage!.prompt_tokens - 1) / KV_BLOCK) * KV_BLOCK);
 
     const models = await client.models.list();
-    expect(models.data.map((m) => m.id)).toEqual(["original"]);
-    expect((await client.models.retrieve("original")).object).toBe("model");
+    expect(models.data.map((m) => m.id)).toEqual(["tiny-glm4"]);
+    expect((await client.models.retrieve("tiny-glm4")).object).toBe("model");
     await expect(client.models.retrieve("gpt-4")).rejects.toMatchObject({ status: 404 });
-    expect(await health()).toMatchObject({ status: "ok", model: "original", device: "cpu", slots: 4, active: 0, waiting: 0 });
+    expect(await health()).toMatchObject({ status: "ok", model: "tiny-glm4", device: "cpu", slots: 4, active: 0, waiting: 0 });
   });
 
   it("completions: text and token-id prompts, echo, streamed and not", async () => {

@@ -41,6 +41,8 @@ export interface Glm4Config {
   eosTokenIds: number[];
   padTokenId?: number;
   torchDtype?: string;
+  /** config.json's `_name_or_path` (the model id it was saved from, e.g. "THUDM/glm-4-9b-chat"), when a string. */
+  nameOrPath?: string;
 }
 
 export const CONFIG_FILE = "config.json";
@@ -258,6 +260,8 @@ export function normalizeConfig(json: unknown, file = CONFIG_FILE, generationCon
   if (pad.length === 1) cfg.padTokenId = pad[0];
   const dtype = f.str(f.alias(["torch_dtype", "dtype"]));
   if (dtype !== undefined) cfg.torchDtype = dtype;
+  const named = f.raw("_name_or_path"); // informational: anything but a short string is ignored
+  if (typeof named === "string" && named.length > 0 && named.length <= 256) cfg.nameOrPath = named;
 
   if (generationConfig !== undefined) {
     if (!isPlainObject(generationConfig)) throw badConfig(generationFile, `must hold a JSON object, got ${show(generationConfig)}`);

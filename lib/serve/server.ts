@@ -29,7 +29,9 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
-import { chatStopIds } from "../text/chat-format.js";
+import { chatStopIds, type ChatTokenizer } from "../text/chat-format.js";
+import type { Glm4Tokenizer } from "../text/tokenizer.js";
+import { Glm4Error } from "../errors.js";
 import type { Glm4Model } from "../glm4.js";
 import type { GenerateOptions, GenerateResult } from "../types.js";
 import { QueueFullError, Scheduler } from "./scheduler.js";
@@ -62,6 +64,16 @@ export interface ServerOptions {
   maxQueue?: number;
   /** Longest sequence (prompt and reply) in tokens (default: the model's maxContext). */
   maxContext?: number;
+  /**
+   * Largest request body in bytes (fastify's bodyLimit; default 8 MiB, a few times the text of the longest prompt
+   * a GLM-4 context holds); a larger one is refused with 413 before it is parsed.
+   */
+  bodyLimit?: number;
+  /**
+   * Milliseconds that running requests get to finish when the server closes (default 5000); then they are ended
+   * with what they generated (a final chunk and `[DONE]` for streams).
+   */
+  shutdownTimeoutMs?: number;
   /** fastify's logger (default false). */
   logger?: boolean;
 }
@@ -74,6 +86,8 @@ export class ApiError extends Error {
     readonly type = "invalid_request_error",
     readonly param: string | null = null,
     readonly code: string | null = null,
+    /** Extra response headers (Retry-After on 429 and 503). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -81,6 +95,9 @@ export class ApiError extends Error {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
 }
+
+/** Default request body limit: 8 MiB. */
+export const DEFAULT_BODY_LIMIT = 8 * 2 ** 20;
 
 const bad = (message: string, param: string | null = null, code: string | null = null): never => {
   throw new ApiError(400, message, "invalid_request_error", param, code);
@@ -274,10 +291,12 @@ class ChatReply {
   }
 }
 
+/** `Authorization: Bearer <key>`; the scheme is case-insensitive (RFC 9110), as clients send "bearer" too. */
 function keyMatches(given: string | undefined, want: string): boolean {
-  if (!given?.startsWith("Bearer ")) return false;
+  const m = given === undefined ? null : /^bearer[ \t]+(.*)$/is.exec(given);
+  if (!m) return false;
   const h = (s: string) => createHash("sha256").update(s).digest();
-  return timingSafeEqual(h(given.slice(7).trim()), h(want));
+  return timingSafeEqual(h(m[1].trim()), h(want));
 }
 
 const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
@@ -306,15 +325,47 @@ function disconnectSignal(reply: FastifyReply): AbortSignal {
   return ac.signal;
 }
 
-/** The model id the server reports: options.modelName, else the checkpoint folder's name. */
+/**
+ * The model id the server reports: options.modelName; else config.json's `_name_or_path` when it is a model id
+ * ("THUDM/glm-4-9b-chat"; a path gives its last folder); else the checkpoint folder's name, or the folder above
+ * it when that is a generic "original", "hf" or a Hugging Face cache snapshot ("models--THUDM--glm-4-9b-chat"
+ * gives "THUDM/glm-4-9b-chat"); "glm-4" for a synthetic model.
+ */
 export function servedModelName(model: Glm4Model, options: Pick<ServerOptions, "modelName"> = {}): string {
-  return options.modelName ?? (model.info.dir ? path.basename(model.info.dir) : "glm-4");
+  if (options.modelName !== undefined) return options.modelName;
+  const named = model.config.nameOrPath;
+  if (named !== undefined) {
+    const id = /^[\\/~.]/.test(named) ? path.basename(named.replace(/[\\/]+$/, "")) : named;
+    if (/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)?$/.test(id)) return id;
+  }
+  const dir = model.info.dir;
+  if (!dir) return "glm-4";
+  const parts = path.resolve(dir).split(path.sep).filter(Boolean);
+  const cache = parts.findIndex((p) => p.startsWith("models--"));
+  if (cache >= 0 && parts[cache + 1] === "snapshots") return parts[cache].slice(8).replace("--", "/");
+  let i = parts.length - 1;
+  while (i > 0 && /^(original|hf|int4|gptq|snapshots|[0-9a-f]{40})$/i.test(parts[i])) i--;
+  return parts[i] ?? "glm-4";
 }
 
 /**
- * A fastify instance serving `model` (not listening yet: call `listen`). Closing it (`app.close()`) aborts
- * the running requests and frees the slots' KV caches; the model itself stays loaded.
+ * A fastify instance serving `model` (not listening yet: call `listen`).
+ *
+ * Closing it (`app.close()`, which `glm4-int4 serve` does on SIGTERM/SIGINT) shuts down as operators expect: new
+ * connections and new requests are refused at once (503), requests waiting in the queue are answered 503 with
+ * Retry-After, running requests get `shutdownTimeoutMs` (default 5 s) to finish and are then ended with what they
+ * generated (a stream gets its final chunk and `data: [DONE]`), idle keep-alive connections are closed at once,
+ * and the KV cache is freed; the model itself stays loaded. Bodies over `bodyLimit` get 413 before they are read
+ * whole; a prompt whose text is too long for the context is refused before it is tokenized, and long texts are
+ * tokenized in slices between other requests' tokens.
  */
+const schedulers = new WeakMap<FastifyInstance, Scheduler>();
+
+/** During a graceful close: ends the running requests now instead of after the grace period (a second signal). */
+export async function forceShutdown(app: FastifyInstance): Promise<void> {
+  await schedulers.get(app)?.drain(0);
+}
+
 export function createServer(model: Glm4Model, options: ServerOptions = {}): FastifyInstance {
   const tokenizer = model.tokenizer;
   if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey === "")) throw new TypeError("apiKey must be a non-empty string");
@@ -339,10 +390,22 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
   const created = Math.floor(Date.now() / 1000);
   const chatStops = tokenizer ? chatStopIds(tokenizer) : [];
 
-  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 16 * 2 ** 20 });
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  if (!Number.isSafeInteger(bodyLimit) || bodyLimit < 1024) throw new RangeError(`bodyLimit must be an integer number of bytes >= 1024, got ${String(options.bodyLimit)}`);
+  const shutdownMs = options.shutdownTimeoutMs ?? 5000;
+  if (!Number.isFinite(shutdownMs) || shutdownMs < 0) throw new RangeError(`shutdownTimeoutMs must be a number >= 0, got ${String(options.shutdownTimeoutMs)}`);
+
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit });
+  schedulers.set(app, scheduler);
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
-    if (err instanceof ApiError) return reply.code(err.status).send(err.body());
+    if (err instanceof ApiError) return reply.code(err.status).headers(err.headers).send(err.body());
+    if (err instanceof Glm4Error && (err.code === "ERR_GLM4_SHUTTING_DOWN" || err.code === "ERR_GLM4_DISPOSED")) {
+      return reply.code(503).header("retry-after", "5").send(new ApiError(503, "the server is shutting down; retry on another replica or later", "server_error", null, "server_shutting_down").body());
+    }
+    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return reply.code(413).send(new ApiError(413, `the request body is larger than this server's limit of ${bodyLimit} bytes (--body-limit)`, "invalid_request_error", null, "body_too_large").body());
+    }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     const e = new ApiError(status, status === 500 ? `internal error: ${err.message}` : err.message, status === 500 ? "server_error" : "invalid_request_error", null, err.code ?? null);
     if (status === 500) reply.log.error(err);
@@ -357,9 +420,15 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
       return reply.code(401).send(new ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>", "invalid_request_error", null, "invalid_api_key").body());
     }
   });
+  // Shutdown: fastify refuses new requests (503) once closing starts; before it closes the listening socket (and
+  // waits for the open connections), the queue is refused and the running requests get their grace period.
+  app.addHook("preClose", async () => {
+    await scheduler.drain(shutdownMs);
+    app.server.closeIdleConnections(); // keep-alive sockets whose streams just ended: no 72 s wait
+  });
   app.addHook("onClose", async () => scheduler.close());
 
-  app.get("/health", async () => ({ status: "ok", model: name, device: model.device, ...scheduler.stats() }));
+  app.get("/health", async () => ({ status: scheduler.draining ? "draining" : "ok", model: name, device: model.device, ...scheduler.stats() }));
   app.get("/metrics", async (_req, reply) => {
     reply.header("content-type", metrics.registry.contentType);
     return metrics.registry.metrics();
@@ -391,7 +460,7 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     } catch (e) {
       if (e instanceof QueueFullError) {
         metrics.rejected();
-        throw new ApiError(429, e.message, "rate_limit_error", null, "queue_full");
+        throw new ApiError(429, e.message, "rate_limit_error", null, "queue_full", { "retry-after": String(e.retryAfterSeconds) });
       }
       throw e;
     }
@@ -400,6 +469,24 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
       (e) => m.end(null, (e as Error)?.name === "AbortError" ? "aborted" : "failed"),
     );
     return job;
+  };
+
+  /**
+   * The prompt's token ids from what the chat template or the completion encodes (`build` calls tok.encode on
+   * each text): refused before any tokenizing when the texts' bytes alone prove it too long (a token is at most
+   * maxTokenBytes bytes); long texts tokenized in slices that yield to the event loop, so that other streams and
+   * /health go on.
+   */
+  const encodePrompt = async (tok: Glm4Tokenizer, build: (t: ChatTokenizer) => number[], param: string): Promise<number[]> => {
+    const texts: string[] = [];
+    build({ encode: (t: string) => (texts.push(t), []), specialTokenId: (n: string) => tok.specialTokenId(n) });
+    let atLeast = 0;
+    for (const t of texts) atLeast += Math.ceil(Buffer.byteLength(t) / tok.maxTokenBytes);
+    if (atLeast > maxPrompt) bad(`the prompt is at least ${atLeast} tokens (from its length alone); this server takes at most ${maxPrompt}`, param, "context_length_exceeded");
+    const encoded: number[][] = [];
+    for (const t of texts) encoded.push(t.length < 4096 ? tok.encode(t) : await tok.encodeAsync(t));
+    let i = 0;
+    return build({ encode: () => encoded[i++], specialTokenId: (n: string) => tok.specialTokenId(n) });
   };
 
   const checkLength = (ids: number[], param: string) => {
@@ -417,7 +504,7 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     const turns = chatTurns(body.messages);
     const { offered, force } = toolSetup(body);
     const gen = samplingOptions(body, { temperature: 0.8, topP: 0.8, maxTokens }, maxTokens);
-    const ids = buildToolPrompt(needTok("chat"), turns, { tools: offered, forceTool: force });
+    const ids = await encodePrompt(needTok("chat"), (t) => buildToolPrompt(t, turns, { tools: offered, forceTool: force }), "messages");
     checkLength(ids, "messages");
     gen.stop = [...(gen.stop ?? []), ...chatStops];
     const signal = disconnectSignal(reply);
@@ -447,34 +534,42 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
 
     const shaper = new ChatReply(offered, force);
     const chunk = (delta: Json, finish: string | null = null) => ({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] });
-    // submit() refuses a full queue synchronously (429) before the 200 and the event stream start.
+    // The 200 and the event stream start with the first text (or the end): a request refused before that (a full
+    // queue: 429; the server shutting down while it waits: 503) gets a plain error response.
     let out: ReturnType<typeof sse> | null = null;
-    const pending: string[] = [];
-    const onText = (t: string) => {
-      const c = shaper.push(t);
-      if (!c) return;
-      if (out) out.send(chunk({ content: c }));
-      else pending.push(c);
-    };
-    const job = submit(ids, { ...gen, signal }, onText);
-    out = sse(reply);
-    out.send(chunk({ role: "assistant", content: "" }));
-    for (const c of pending.splice(0)) out.send(chunk({ content: c }));
-    try {
-      const r = await job;
-      const rest = shaper.end();
-      if (rest.toolCalls.length) {
-        out.send(chunk({ tool_calls: rest.toolCalls.map((tc, index) => ({ index, ...tc })) }));
-        out.send(chunk({}, "tool_calls"));
-      } else {
-        if (rest.content) out.send(chunk({ content: rest.content }));
-        out.send(chunk({}, finishOf(r)));
+    const open = () => {
+      if (!out) {
+        out = sse(reply);
+        out.send(chunk({ role: "assistant", content: "" }));
       }
-      if (isObj(body.stream_options) && body.stream_options.include_usage === true) out.send({ ...base, choices: [], usage: usageOf(r) });
+      return out;
+    };
+    const job = submit(ids, { ...gen, signal }, (t) => {
+      const c = shaper.push(t);
+      if (c) open().send(chunk({ content: c }));
+    });
+    let r: GenerateResult;
+    try {
+      r = await job;
     } catch (e) {
-      if (!signal.aborted) out.send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
+      if (out === null) {
+        if (signal.aborted) return reply.hijack(); // the client is gone
+        throw e;
+      }
+      if (!signal.aborted) open().send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
+      return open().done();
     }
-    out.done();
+    const o = open();
+    const rest = shaper.end();
+    if (rest.toolCalls.length) {
+      o.send(chunk({ tool_calls: rest.toolCalls.map((tc, index) => ({ index, ...tc })) }));
+      o.send(chunk({}, "tool_calls"));
+    } else {
+      if (rest.content) o.send(chunk({ content: rest.content }));
+      o.send(chunk({}, finishOf(r)));
+    }
+    if (isObj(body.stream_options) && body.stream_options.include_usage === true) o.send({ ...base, choices: [], usage: usageOf(r) });
+    o.done();
   });
 
   app.post("/v1/completions", async (req, reply) => {
@@ -491,7 +586,8 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     let ids: number[];
     let promptText: string;
     if (typeof prompt === "string") {
-      ids = needTok("a text prompt").encode(prompt);
+      const text = prompt;
+      ids = await encodePrompt(needTok("a text prompt"), (t) => t.encode(text), "prompt");
       promptText = prompt;
     } else if (Array.isArray(prompt) && prompt.every((x) => Number.isInteger(x) && x >= 0 && x < model.config.vocabSize)) {
       ids = prompt as number[];
@@ -518,20 +614,31 @@ export function createServer(model: Glm4Model, options: ServerOptions = {}): Fas
     }
 
     const chunk = (text: string, finish: string | null = null) => ({ ...base, choices: [{ text, index: 0, logprobs: null, finish_reason: finish }] });
+    // As for chat: the event stream starts with the first text, so that a refusal before it is a plain error.
     let out: ReturnType<typeof sse> | null = null;
-    const pending: string[] = [];
-    const job = submit(ids, { ...gen, signal }, (t) => (out ? out.send(chunk(t)) : pending.push(t)));
-    out = sse(reply);
-    if (echo) out.send(chunk(echo));
-    for (const t of pending.splice(0)) out.send(chunk(t));
+    const open = () => {
+      if (!out) {
+        out = sse(reply);
+        if (echo) out.send(chunk(echo));
+      }
+      return out;
+    };
+    const job = submit(ids, { ...gen, signal }, (t) => open().send(chunk(t)));
+    let r: GenerateResult;
     try {
-      const r = await job;
-      out.send(chunk("", finishOf(r)));
-      if (isObj(body.stream_options) && body.stream_options.include_usage === true) out.send({ ...base, choices: [], usage: usageOf(r) });
+      r = await job;
     } catch (e) {
-      if (!signal.aborted) out.send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
+      if (out === null) {
+        if (signal.aborted) return reply.hijack();
+        throw e;
+      }
+      if (!signal.aborted) open().send(new ApiError(500, `generation failed: ${(e as Error).message}`, "server_error").body());
+      return open().done();
     }
-    out.done();
+    const o = open();
+    o.send(chunk("", finishOf(r)));
+    if (isObj(body.stream_options) && body.stream_options.include_usage === true) o.send({ ...base, choices: [], usage: usageOf(r) });
+    o.done();
   });
 
   return app;

@@ -18,7 +18,7 @@
 import { Glm4Error } from "../errors.js";
 import { bytePairMerge } from "./tokenizer/bpe.js";
 import { loadTokenizerData, type TokenizerData, type TokenizerFormat } from "./tokenizer/files.js";
-import { splitGlm4 } from "./tokenizer/split.js";
+import { piecesGlm4, splitGlm4 } from "./tokenizer/split.js";
 
 export { GLM4_PAT_STR, splitGlm4 } from "./tokenizer/split.js";
 export { REQUIRED_SPECIAL_TOKENS, type TokenizerFormat } from "./tokenizer/files.js";
@@ -61,6 +61,7 @@ export class Glm4Tokenizer {
   readonly #specialById = new Map<number, string>();
   readonly #addedById = new Map<number, string>();
   #cache = new Map<string, readonly number[]>();
+  #maxTokenBytes = 0;
 
   private constructor(data: TokenizerData) {
     this.#data = data;
@@ -104,6 +105,49 @@ export class Glm4Tokenizer {
       }
     }
     throw new Glm4Error("ERR_GLM4_BAD_TOKENIZER", `${d.files[0]}: token id ${d.tokenBytes.length - 1} is outside the model's vocabulary of ${rows} rows (${configFile}). ${todo}`);
+  }
+
+  /** Bytes of the longest token (an added token counts as its text's bytes): a text of n bytes has at least n / this many tokens. */
+  get maxTokenBytes(): number {
+    if (this.#maxTokenBytes === 0) {
+      let m = 1;
+      for (const b of this.#data.tokenBytes) if (b !== undefined && b.length > m) m = b.length;
+      for (const t of this.#data.added.values()) m = Math.max(m, Buffer.byteLength(t.content));
+      this.#maxTokenBytes = m;
+    }
+    return this.#maxTokenBytes;
+  }
+
+  /**
+   * encode() for long texts without holding the event loop: the pieces are encoded in slices of about
+   * `sliceMs` milliseconds, each followed by a turn of the event loop (other requests' tokens, timers, I/O).
+   * The ids are exactly encode(text)'s.
+   */
+  async encodeAsync(text: string, sliceMs = 4): Promise<number[]> {
+    if (typeof text !== "string") throw new TypeError(`Glm4Tokenizer.encodeAsync: text must be a string, got ${typeof text}`);
+    const out: number[] = [];
+    let t0 = performance.now();
+    let n = 0;
+    for (const piece of piecesGlm4(text)) {
+      for (const id of this.#encodeCached(piece)) out.push(id);
+      if ((++n & 63) === 0 && performance.now() - t0 > sliceMs) {
+        await new Promise<void>((r) => setImmediate(r));
+        t0 = performance.now();
+      }
+    }
+    return out;
+  }
+
+  #encodeCached(piece: string): readonly number[] {
+    let ids = this.#cache.get(piece);
+    if (ids === undefined) {
+      ids = this.#encodePiece(piece);
+      if (piece.length <= PIECE_CACHE_MAX_CHARS) {
+        if (this.#cache.size >= PIECE_CACHE_LIMIT) this.#cache = new Map();
+        this.#cache.set(piece, ids);
+      }
+    }
+    return ids;
   }
 
   /** Token ids of `text` as plain text (special-looking text is not turned into special tokens). */
