@@ -105,7 +105,7 @@ function expectBad(fn: () => unknown, code: string, ...parts: (string | RegExp)[
 
 describe("normalizeConfig", () => {
   it("normalizes glm-4-9b-chat (original)", () => {
-    expect(normalizeConfig(GLM4_9B_CHAT_ORIGINAL, "config.json")).toEqual(EXPECTED_9B);
+    expect(normalizeConfig(GLM4_9B_CHAT_ORIGINAL, "config.json")).toEqual({ ...EXPECTED_9B, nameOrPath: "THUDM/glm-4-9b-chat" });
   });
 
   it("normalizes glm-4-9b-chat-hf to the same model", () => {
@@ -203,7 +203,7 @@ describe("readConfig", () => {
     const dir = await tempDir();
     await writeFile(path.join(dir, "config.json"), JSON.stringify({ ...GLM4_9B_CHAT_ORIGINAL, eos_token_id: 151329 }));
     await writeFile(path.join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [151329, 151336, 151338] }));
-    expect(await readConfig(dir)).toEqual(EXPECTED_9B);
+    expect(await readConfig(dir)).toEqual({ ...EXPECTED_9B, nameOrPath: "THUDM/glm-4-9b-chat" });
   });
 
   it("reports a missing file, bad JSON and an unsupported config with the file's path", async () => {
