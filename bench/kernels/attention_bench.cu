@@ -268,7 +268,7 @@ attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
   k.mink = v.mink;
   k.pfix = v.pfix;
   k.stages = v.stages;
-  p = attn::plan_attention(1, pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, k);
+  p = attn::plan_attention(pr.T(), pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, k);  // T <= 256: decode
   const int64_t units = static_cast<int64_t>(pr.T()) * pr.Hkv * p.rt;
   p.work = p.splits > 1 ? attn::decode_work_bytes(units, p.splits, pr.D) : 0;
   return p;
@@ -393,14 +393,14 @@ int main(int argc, char** argv) {
   // (GLM4_ATTN_PLAN=old).
   const attn::PlanKnobs dk;
   auto dname = [&](int mink, int pfix, int st) {
-    std::string n = "dec m" + std::to_string(mink) + " p" + std::to_string(pfix) + " s" + std::to_string(st);
+    std::string n = "dec m" + std::to_string(mink) + " p" + std::to_string(pfix) + (st ? " s" + std::to_string(st) : " auto");
     if (mink == dk.mink && pfix == dk.pfix && st == dk.stages) n += " (default)";
-    if (mink == 128 && pfix == 64 && st == 4) n += " (old)";
+    if (mink == 128 && pfix == 64 && st == 4) n += " (old)";  // PlanKnobs::old()
     return n;
   };
   std::vector<Variant> decode_variants;
-  for (const auto& c : std::vector<std::array<int, 3>>{{128, 64, 4}, {128, 64, 3}, {128, 64, 2}, {256, 64, 4}, {256, 64, 3},
-                                                       {256, 64, 2}, {512, 16, 4}, {512, 32, 3}, {64, 128, 2}})
+  for (const auto& c : std::vector<std::array<int, 3>>{{128, 64, 4}, {256, 64, 0}, {128, 64, 2}, {256, 64, 4}, {256, 64, 3},
+                                                       {256, 64, 2}, {512, 16, 4}, {512, 32, 3}, {512, 32, 2}})
     decode_variants.push_back({dname(c[0], c[1], c[2]), attn::Kind::Decode, c[0], c[1], c[2], 4});
   std::vector<Variant> prefill_variants = {
       {"pre1 w4 (old)", attn::Kind::Prefill, 0, 0, 0, 4, 1},

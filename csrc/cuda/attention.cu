@@ -45,8 +45,9 @@ DeviceLimits limits_of(int dev) {
 // misbehaves on some card):
 //   GLM4_ATTN_PLAN=old                 the configuration of the first H200 run (16-row prefill, m128 p64 s4 decode)
 //   GLM4_ATTN_DECODE=mink,pfix,stages  decode split rule (keys a split at least, splits at most) and pipeline depth 2..4
+//                                      (0: 4 for <= 4 units, else 2, the default)
 //   GLM4_ATTN_PREFILL=1,warps          prefill_kernel with 4 or 8 warps
-//   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones)
+//   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones; 8,16,2 is the default)
 // A malformed value is an error (ERR invalid argument) at the first attention, never a silent default.
 struct EnvKnobs {
   attn::PlanKnobs k;
@@ -77,13 +78,13 @@ const EnvKnobs& env_knobs() {
     }
     if (const char* d = std::getenv("GLM4_ATTN_DECODE"); d && *d) {
       const std::vector<int> v = parse_ints(d);
-      if (v.size() == 3 && v[0] >= 1 && v[1] >= 1 && v[1] <= attn::kMaxSplits && v[2] >= 2 && v[2] <= 4) {
+      if (v.size() == 3 && v[0] >= 1 && v[1] >= 1 && v[1] <= attn::kMaxSplits && (v[2] == 0 || (v[2] >= 2 && v[2] <= 4))) {
         r.k.mink = v[0];
         r.k.pfix = v[1];
         r.k.stages = v[2];
       } else {
         r.error = std::string("GLM4_ATTN_DECODE=") + d + ": expected mink,pfix,stages (pfix 1.." +
-                  std::to_string(attn::kMaxSplits) + ", stages 2..4)";
+                  std::to_string(attn::kMaxSplits) + ", stages 2..4 or 0: by the number of units)";
       }
     }
     if (const char* f = std::getenv("GLM4_ATTN_PREFILL"); f && *f) {

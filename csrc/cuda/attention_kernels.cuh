@@ -1022,13 +1022,16 @@ struct Plan {
 // Tunable settings of plan_attention (defaults: the H200 measurements in bench/NOTES.md). The op reads overrides
 // from the environment (csrc/cuda/attention.cu: GLM4_ATTN_PLAN=old restores the configuration of the first H200 run;
 // GLM4_ATTN_DECODE=mink,pfix,stages and GLM4_ATTN_PREFILL=ver,warps,ks,stages set each part).
+// Defaults from run5 (H200, scripts/gpu/attention2.sh; bench/NOTES.md): prefill2 with 8 warps (266 TFLOP/s at T = 32K,
+// 259 on a 2048-token chunk after 30720 keys; 4 warps 234, run 2's kernel 247 with 8 warps, 224 with 4); decode splits
+// of >= 256 keys, <= 64 of them, the pipeline depth by the number of units (plan_attention).
 struct PlanKnobs {
-  int mink = 256, pfix = 64, stages = 3;                // decode split rule and pipeline (0 stages: by shared memory)
-  int pver = 2, warps = 4, pks = 16, pstages = 2;      // prefill kernel
+  int mink = 256, pfix = 64, stages = 0;                // decode split rule and pipeline (0 stages: by units)
+  int pver = 2, warps = 8, pks = 16, pstages = 2;      // prefill kernel
   static PlanKnobs old() {
     PlanKnobs k;
     k.mink = 128;
-    k.stages = 0;
+    k.stages = 4;
     k.pver = 1;
     k.warps = 4;
     return k;
@@ -1056,12 +1059,16 @@ inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_
   }
   p.kind = Kind::Decode;
   p.rt = (per + 15) / 16;
+  const int64_t units = static_cast<int64_t>(T) * Hkv * p.rt;
+  // Pipeline depth (it never changes the arithmetic: the split rule alone does): a few units (B = 1: 2 units x <= 64
+  // splits, about one block an SM) take 4 stages, the most bytes in flight a block; more units take 2 stages, 3
+  // blocks an SM, so that one block's prologue and merge overlap the others' streaming. run5 (H200, m256 p64):
+  // B = 1 32K s4 26.2 us, s3 26.4, s2 28.7; B = 32 8K s2 114 us, s3 130, s4 177; B = 32 32K s2 334, s3 365, s4 528.
   const int stage_bytes = 2 * (kKeyTile * (D + 8) * 2);
-  p.stages = k.stages > 0 ? k.stages : (smem_optin >= 4 * stage_bytes ? 4 : 2);
+  p.stages = k.stages > 0 ? k.stages : (units <= 4 ? 4 : 2);
   if (p.stages * stage_bytes > smem_optin) p.stages = 2;
   p.mink = std::max(kKeyTile, (k.mink + kKeyTile - 1) / kKeyTile * kKeyTile);
   p.pfix = std::max(1, std::min(k.pfix, kMaxSplits));
-  const int64_t units = static_cast<int64_t>(T) * Hkv * p.rt;
   p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.pfix, (max_len + p.mink - 1) / p.mink)));
   p.work = p.splits > 1 ? decode_work_bytes(units, p.splits, D) : 0;
   return p;
