@@ -125,16 +125,18 @@ constexpr int kDepth = 4;  // old plan: tile loads in flight per warp: 79 regist
 constexpr int kRing = 8;
 
 // Which kernel a shape gets (H200, run 4, M = 1 / M = 8 us, ring 8 vs old): qkv 13.0/17.6 vs 12.5/27.9, o 11.8/15.6 vs
-// 11.3/21.4, gate_up 56.3/60.9 vs 66.7/81.8, output 208/210 vs 565/575, down 41.5/48.5 vs 32.5/56.0. Default: the
-// ring kernel, except K > 8192 without SwiGLU (down), where the old kernel is faster at batch 1.
-// GLM4_GEMV_PLAN=old: the DEPTH register-ring kernel and its plans everywhere (run 2/3's configuration, the switch
-// back); GLM4_GEMV_PLAN=ring: the ring kernel everywhere. Read once a process.
-int gemv_plan_env() {  // 0 default, 1 old, 2 ring
+// 11.3/21.4, gate_up 56.3/60.9 vs 66.7/81.8, output 208/210 vs 565/575, down 41.5/48.5 vs 32.5/56.0.
+// Default: the DEPTH register-ring kernel ("old", run 2/3's configuration) everywhere. The ring kernel is faster on
+// gate_up and output but, with the interleaved K slices of 6208dc7, stopped the H200 with an illegal instruction on
+// the GLM-4-9B shapes (final run of 2026-12-03: the synthetic 9B tests, the bench and the harness), so it is opt-in
+// until that is found: GLM4_GEMV_PLAN=ring (ring everywhere), GLM4_GEMV_PLAN=mixed (ring except K > 8192 without
+// SwiGLU), GLM4_GEMV_PLAN=old (the default). Read once a process.
+int gemv_plan_env() {  // 0 mixed, 1 old (default), 2 ring
   static const int v = [] {
     const char* e = std::getenv("GLM4_GEMV_PLAN");
-    if (e == nullptr) return 0;
+    if (e == nullptr) return 1;
     const std::string s(e);
-    return s == "old" ? 1 : s == "ring" ? 2 : 0;
+    return s == "mixed" ? 0 : s == "ring" ? 2 : 1;
   }();
   return v;
 }
