@@ -1,4 +1,6 @@
 /**
+ * (Over 500 lines by design: issue 11 asks for prefill, capture, pick, prefix reuse and the room checks to exist
+ * once, here; the forward pass itself is forward.ts, the cache kv-cache.ts and block-pool.ts.)
  * The engine: the forward pass over sequences held in the slots of one KV cache. A single sequence is a batch of
  * one slot (the model's own engine and each session's have one slot; the server's scheduler has one slot per
  * concurrent request), so prefill, the captured decode step, the pick, prefix reuse and the room checks exist

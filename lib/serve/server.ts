@@ -1,5 +1,7 @@
 /**
  * An OpenAI-compatible HTTP server for one model (fastify).
+ * (Over 500 lines: the routes share one request lifecycle -- auth, limits, queueing, streaming, shutdown drain --
+ * whose pieces read the same per-request state; the scheduler, metrics and chat formatting live apart.)
  *
  *   const app = createServer(model, { apiKey: "sk-local", maxConcurrent: 4 });
  *   await app.listen({ host: "127.0.0.1", port: 8000 });
