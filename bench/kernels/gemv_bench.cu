@@ -179,11 +179,9 @@ struct Variant {
 static int g_sms = 0, g_major = 0, g_smem_optin = 0, g_smem_sm = 0;
 
 static bool plan_variant(const Shape& s, const Kernel* kern, bool swiglu, int force_cl, int force_rt, gemv::Plan* out) {
-  // the most dynamic shared memory this kernel may use: the opt-in limit minus its static shared memory (NF4's table)
-  cudaFuncAttributes fa{};
-  CK(cudaFuncGetAttributes(&fa, reinterpret_cast<const void*>(kern->fn)));
-  const int cap = g_smem_optin - static_cast<int>(fa.sharedSizeBytes);
-  CK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kern->fn), cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
+  // the most dynamic shared memory this kernel may use: the opt-in limit minus its static shared memory (NF4's
+  // table), as the addon asks for it (cuda/util.cuh)
+  const int cap = glm4::cuda::allow_dynamic_smem(reinterpret_cast<const void*>(kern->fn), g_smem_optin);
   auto occ = [&](int threads, int smem) {
     int per = 0;
     CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, reinterpret_cast<const void*>(kern->fn), threads, smem));
