@@ -102,6 +102,13 @@ void Context::dispose() {
   scratch_ = Tensor();
   workspaces_.clear();
   pool_.reset();
+  if (stream_) {
+    try {
+      cudart::stream_sync(device_.index, stream_);
+    } catch (...) {
+    }
+  }
+  if (alloc_) alloc_->trim();  // blocks cached for reuse go back now, not when the last tensor is collected
   if (stream_) cudart::stream_destroy(device_.index, stream_);
   stream_ = nullptr;
   disposed_ = true;

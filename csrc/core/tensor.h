@@ -76,6 +76,8 @@ class Allocator {
   virtual ~Allocator() = default;
   virtual void* alloc_raw(int64_t bytes) = 0;
   virtual void free_raw(void* p, int64_t bytes) = 0;
+  // Gives blocks kept for reuse back to the system (the CUDA allocator caches freed blocks).
+  virtual void trim() {}
 
   int64_t bytes_in_use() const { return in_use_.load(); }
   int64_t peak_bytes() const { return peak_.load(); }
