@@ -53,8 +53,11 @@ export class Glm4Model {
     return this.runtime.info.device;
   }
 
-  /** Device memory this model holds (bytes now and at the peak). */
-  memory(): { inUse: number; peak: number } {
+  /**
+   * Device memory this model holds: bytes in use now and at the peak, and freed GPU blocks its allocator keeps for
+   * reuse (a prefill chunk's scratch; counted as free memory by the devices() listing).
+   */
+  memory(): { inUse: number; peak: number; cached: number } {
     return this.runtime.memory();
   }
 

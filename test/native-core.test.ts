@@ -163,7 +163,7 @@ describe("memory()", () => {
   it("counts the bytes of every allocation, and frees them when the last view is disposed", () => {
     const c = new N.Context("cpu");
     const m0 = c.memory();
-    expect(m0).toEqual({ inUse: 0, peak: 0, allocations: 0 });
+    expect(m0).toEqual({ inUse: 0, peak: 0, allocations: 0, cached: 0 });
     const a = c.empty("f32", [10, 10]);
     let m = c.memory();
     expect(m.inUse).toBe(400);
@@ -192,7 +192,9 @@ describe("memory()", () => {
     expect(c.memory().peak).toBe(0);
     const big = c.empty("f32", [1000]);
     big.dispose();
-    expect(c.memory()).toEqual({ inUse: 0, peak: 4000, allocations: 0 });
+    expect(c.memory()).toEqual({ inUse: 0, peak: 4000, allocations: 0, cached: 0 }); // the CPU caches nothing
+    c.trimCache(); // a no-op on the CPU
+    expect(c.memory().cached).toBe(0);
     c.dispose();
   });
 });

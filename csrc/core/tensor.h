@@ -78,6 +78,8 @@ class Allocator {
   virtual void free_raw(void* p, int64_t bytes) = 0;
   // Gives blocks kept for reuse back to the system (the CUDA allocator caches freed blocks).
   virtual void trim() {}
+  // Bytes of freed blocks kept for reuse (not counted in bytes_in_use).
+  virtual int64_t cached_bytes() { return 0; }
 
   int64_t bytes_in_use() const { return in_use_.load(); }
   int64_t peak_bytes() const { return peak_.load(); }

@@ -180,7 +180,7 @@ class CudaAllocator : public Allocator {
     driver_free(p);
   }
   void trim() override { release_cached(); }
-  int64_t cached_bytes() {
+  int64_t cached_bytes() override {
     std::lock_guard<std::mutex> g(mu_);
     return cached_;
   }

@@ -48,6 +48,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
         InstanceMethod<&ContextWrap::FlushAsync>("flushAsync"),
         InstanceMethod<&ContextWrap::Memory>("memory"),
         InstanceMethod<&ContextWrap::ResetPeak>("resetPeak"),
+        InstanceMethod<&ContextWrap::TrimCache>("trimCache"),
         InstanceMethod<&ContextWrap::BeginCapture>("beginCapture"),
         InstanceMethod<&ContextWrap::EndCapture>("endCapture"),
         InstanceMethod<&ContextWrap::EndCaptureAsync>("endCaptureAsync"),
@@ -136,7 +137,14 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     o.Set("inUse", Napi::Number::New(env, static_cast<double>(c.allocator()->bytes_in_use())));
     o.Set("peak", Napi::Number::New(env, static_cast<double>(c.allocator()->peak_bytes())));
     o.Set("allocations", Napi::Number::New(env, static_cast<double>(c.allocator()->allocations())));
+    o.Set("cached", Napi::Number::New(env, static_cast<double>(c.allocator()->cached_bytes())));
     return o;
+  }
+  // trimCache(): freed blocks the allocator keeps for reuse go back to the driver.
+  Napi::Value TrimCache(const Napi::CallbackInfo& info) {
+    Context& c = ctx(info.Env());
+    guard(info.Env(), [&] { c.allocator()->trim(); });
+    return info.Env().Undefined();
   }
   Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
     ctx(info.Env()).allocator()->reset_peak();

@@ -77,7 +77,7 @@ export interface BenchResult {
   loadSeconds: number;
   prefill: { tokens: number; tokensPerSecond: number; ms: number }[];
   decode: { context: number; tokensPerSecond: number; msPerToken: number; runs: number[]; bytesPerToken: number; floorTokensPerSecond: number | null; shareOfFloor: number | null }[];
-  memory: { weightsBytes: number; kvCacheBytes: number; loadPeakBytes: number; contextPeakBytes: number; processGpuAfterLoadBytes: number | null; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
+  memory: { weightsBytes: number; kvCacheBytes: number; loadPeakBytes: number; contextPeakBytes: number; processGpuAfterLoadBytes: number | null; processGpuAfterPrefillBytes?: number | null; prefillTokensMax?: number; processGpuBytes: number | null; deviceUsedBytes: number | null; maxContext: number };
   decodeStepOps: { op: string; calls: number; ms: number; share: number }[];
   decodeStepMs: number;
   /** Device time of one captured decode step replayed back to back (no host work between tokens). */
@@ -169,6 +169,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
     const processAfterLoad = onGpu ? processGpuMemory() : null;
     log("measuring copy bandwidth ...");
     const bw = onGpu ? await copyBandwidth(model) : null;
+    ctx.trimCache(); // the 2 GiB of copy buffers go back to the driver, not into the process's cached blocks
 
     const prefill: BenchResult["prefill"] = [];
     for (const n of prefills) {
@@ -185,6 +186,8 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       prefill.push({ tokens: n, ms, tokensPerSecond: n / (ms / 1000) });
       log(`prefill ${n}: ${(n / (ms / 1000)).toFixed(0)} tok/s`);
     }
+    // The whole process after the longest prompt (weights, cache, CUDA context, one chunk's scratch kept cached).
+    const processAfterPrefill = onGpu && prefills.length ? processGpuMemory() : null;
 
     const decode: BenchResult["decode"] = [];
     for (const L of contexts) {
@@ -263,6 +266,8 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
         loadPeakBytes: loadPeak,
         contextPeakBytes: mem.peak,
         processGpuAfterLoadBytes: processAfterLoad,
+        processGpuAfterPrefillBytes: processAfterPrefill,
+        prefillTokensMax: prefills.length ? Math.max(...prefills) : 0,
         processGpuBytes: onGpu ? processGpuMemory() : null,
         deviceUsedBytes: dev ? dev.totalMemory - dev.freeMemory : null,
         maxContext,
@@ -332,7 +337,7 @@ export function formatBench(r: BenchResult): string {
     ...r.decode.map((d) => `          ${String(d.context).padStart(7)} ${d.tokensPerSecond.toFixed(1).padStart(6)} ${d.msPerToken.toFixed(2).padStart(8)} ${(d.bytesPerToken / 1e6).toFixed(0).padStart(7)} ${d.floorTokensPerSecond ? d.floorTokensPerSecond.toFixed(0).padStart(12) : "         n/a"} ${d.shareOfFloor ? `${(100 * d.shareOfFloor).toFixed(1)}%`.padStart(15) : "            n/a"}`),
     "",
     `memory: weights ${gib(r.memory.weightsBytes)}, KV cache ${gib(r.memory.kvCacheBytes)} (maxContext ${r.memory.maxContext}), allocator peak during load ${gib(r.memory.loadPeakBytes)}`,
-    `        process GPU total (CUDA context included) after load ${gib(r.memory.processGpuAfterLoadBytes)}, at the end ${gib(r.memory.processGpuBytes)} (the bench's 2 GiB copy buffers and 2048-token prefill scratch included; allocator peak ${gib(r.memory.contextPeakBytes)})`,
+    `        process GPU total (CUDA context included) after load ${gib(r.memory.processGpuAfterLoadBytes)}${r.memory.processGpuAfterPrefillBytes != null ? `, after the ${r.memory.prefillTokensMax}-token prompt ${gib(r.memory.processGpuAfterPrefillBytes)}` : ""}, at the end ${gib(r.memory.processGpuBytes)} (freed blocks kept for reuse included; allocator peak ${gib(r.memory.contextPeakBytes)}, the bench's 2 GiB copy buffers included)`,
     "",
     `one decode step as a graph replayed back to back: ${r.decodeReplayMs?.toFixed(3) ?? "n/a"} ms (device time; wall time per token above minus this is host work)`,
     `one decode step, ops timed one by one (sum ${r.decodeStepMs.toFixed(3)} ms; the graph replay overlaps launch gaps):`,

@@ -37,6 +37,8 @@ export interface MemoryStats {
   inUse: number;
   peak: number;
   allocations: number;
+  /** Bytes of freed GPU blocks the allocator keeps for reuse (not in inUse; 0 on the CPU). */
+  cached: number;
 }
 
 declare const tensorBrand: unique symbol;
@@ -112,6 +114,8 @@ export interface NativeContext {
   flushAsync(): Promise<void>;
   memory(): MemoryStats;
   resetPeak(): void;
+  /** Gives the freed GPU blocks kept for reuse back to the driver (a no-op on the CPU). */
+  trimCache(): void;
   beginCapture(): void;
   endCapture(): NativePlan;
   /**

@@ -75,11 +75,11 @@ export class Runtime {
     return this.queue.run(fn);
   }
 
-  /** Device memory this model holds (bytes now and at the peak). */
-  memory(): { inUse: number; peak: number } {
+  /** Device memory this model holds (bytes now and at the peak) and freed blocks its allocator keeps for reuse. */
+  memory(): { inUse: number; peak: number; cached: number } {
     this.check();
     const m = this.ctx.memory();
-    return { inUse: m.inUse, peak: m.peak };
+    return { inUse: m.inUse, peak: m.peak, cached: m.cached };
   }
 
   needTokenizer(): Glm4Tokenizer {
