@@ -155,6 +155,10 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
     // the CUDA-core kernels that ran before the tensor-core GEMV/GEMMs serve it (the bench's comparison point and a
     // fallback; integer codes only: NF4 needs layout 1).
     if (onGpu && process.env.GLM4_INT4_LAYOUT !== "0") await repackForKernels(ctx, weights);
+    // Load-time transients (BF16 tensors being quantized, repack sources) sized like no later allocation: give the
+    // blocks the allocator kept back to the driver, so that the KV pool and other processes can have them.
+    ctx.flush();
+    ctx.trimCache();
     const settings = pre?.kind === "glm4-int4" ? recordSettings(pre.record) : { groupSize: wopts.groupSize, scheme, outputLayer };
     const info = {
       dir: synthetic ? null : path.resolve(dir!),

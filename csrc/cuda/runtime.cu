@@ -3,7 +3,7 @@
 // driver every query here returns "none" instead of failing.
 #include <cstdlib>
 #include <mutex>
-#include <unordered_map>
+#include <list>
 #include <vector>
 
 #include "common.cuh"
@@ -109,12 +109,17 @@ class CudaAllocator;
 std::mutex g_alloc_mu;                  // guards g_allocators
 std::vector<CudaAllocator*> g_allocators;  // live allocators (cached-byte counts, OOM release)
 
-bool cache_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("GLM4_CUDA_CACHE");
-    return !(e && e[0] == '0');
+// Bytes of freed blocks a context may keep (GLM4_CUDA_CACHE_MB, default 1024; 0 = no cache). Past it the oldest
+// cached blocks go back to the driver: sizes that never recur (a workspace that grew) do not pile up.
+int64_t cache_cap() {
+  static const int64_t cap = [] {
+    const char* e = std::getenv("GLM4_CUDA_CACHE_MB");
+    if (!e || !*e) return int64_t{1024} << 20;
+    char* end = nullptr;
+    const long long mb = std::strtoll(e, &end, 10);
+    return (end && *end == 0 && mb >= 0) ? static_cast<int64_t>(mb) << 20 : int64_t{1024} << 20;
   }();
-  return on;
+  return cap;
 }
 
 class CudaAllocator : public Allocator {
@@ -136,16 +141,16 @@ class CudaAllocator : public Allocator {
   }
   void* alloc_raw(int64_t bytes) override {
     const int64_t size = bytes > 0 ? bytes : 256;
-    if (cache_enabled()) {
+    if (cache_cap() > 0) {
       std::lock_guard<std::mutex> g(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        cached_ -= size;
-        note_alloc(bytes);
-        return p;
-      }
+      for (auto it = free_.rbegin(); it != free_.rend(); ++it)  // the most recently freed block of this size
+        if (it->first == size) {
+          void* p = it->second;
+          free_.erase(std::next(it).base());
+          cached_ -= size;
+          note_alloc(bytes);
+          return p;
+        }
     }
     DeviceGuard g(device_.index);
     void* p = nullptr;
@@ -171,13 +176,21 @@ class CudaAllocator : public Allocator {
   void free_raw(void* p, int64_t bytes) override {
     const int64_t size = bytes > 0 ? bytes : 256;
     note_free(bytes);
-    if (cache_enabled()) {
-      std::lock_guard<std::mutex> g(mu_);
-      free_[size].push_back(p);
-      cached_ += size;
+    if (size > cache_cap()) {
+      driver_free(p);
       return;
     }
-    driver_free(p);
+    std::list<std::pair<int64_t, void*>> evict;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      free_.emplace_back(size, p);
+      cached_ += size;
+      while (cached_ > cache_cap()) {  // the oldest first
+        cached_ -= free_.front().first;
+        evict.splice(evict.end(), free_, free_.begin());
+      }
+    }
+    for (auto& b : evict) driver_free(b.second);
   }
   void trim() override { release_cached(); }
   int64_t cached_bytes() override {
@@ -186,14 +199,13 @@ class CudaAllocator : public Allocator {
   }
   // Every cached block back to the driver (never throws).
   void release_cached() {
-    std::unordered_map<int64_t, std::vector<void*>> bins;
+    std::list<std::pair<int64_t, void*>> blocks;
     {
       std::lock_guard<std::mutex> g(mu_);
-      bins.swap(free_);
+      blocks.swap(free_);
       cached_ = 0;
     }
-    for (auto& kv : bins)
-      for (void* p : kv.second) driver_free(p);
+    for (auto& b : blocks) driver_free(b.second);
   }
   static void release_all_cached(int device) {
     std::lock_guard<std::mutex> g(g_alloc_mu);
@@ -218,7 +230,7 @@ class CudaAllocator : public Allocator {
     if (prev >= 0 && prev != device_.index) (void)cudaSetDevice(prev);
   }
   std::mutex mu_;
-  std::unordered_map<int64_t, std::vector<void*>> free_;  // exact byte size -> free blocks
+  std::list<std::pair<int64_t, void*>> free_;  // (byte size, block), oldest first
   int64_t cached_ = 0;
 };
 }  // namespace
