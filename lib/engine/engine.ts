@@ -34,10 +34,10 @@
 import { Glm4Error, wrapNative } from "../errors.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { DType, NativeContext, NativePlan, NativeTensor } from "./native.js";
-import { Scratch, fusedDecode, recordLayers, recordLinear, recordLogits } from "./forward.js";
+import { Scratch, fusedDecode, layerPath, recordLayers, recordLinear, recordLogits, writeEmbeddings } from "./forward.js";
 import { KvCache, type KvAddress } from "./kv-cache.js";
 export { KV_BLOCK } from "./kv-cache.js";
-import type { ModelWeights } from "./weights.js";
+import { isTiled, type ModelWeights } from "./weights.js";
 
 /**
  * Rows up to which a step runs the GEMVs. Up to 8 rows the CUDA INT4 GEMV (csrc/cuda/int4.cu) and the dense GEMV
@@ -109,7 +109,7 @@ interface StepPlan {
   b: number;
   scratch: Scratch;
   addr: KvAddress;
-  hLast: NativeTensor; // f32 [b, H]
+  hLast: NativeTensor; // f32 | bf16 (the output layer's GEMM input past 8 rows) [b, H]
   logits: NativeTensor; // f32 [b, V]
   plan: NativePlan;
 }
@@ -318,19 +318,23 @@ export class Engine {
           continue;
         }
         const T = chunk.length;
-        const s = new Scratch(ctx, cfg, T);
+        const s = new Scratch(ctx, cfg, T, layerPath(w, T));
         let addr: KvAddress | null = null;
+        const staged: NativeTensor[] = [];
         try {
           addr = this.kv.newAddress(ctx, T, slot);
           this.kv.sync();
-          s.x.write(w.embed.gather(chunk));
+          await writeEmbeddings(ctx, w, s.x, chunk, staged);
           s.pos.write(Int32Array.from(chunk, (_, j) => st.length + j));
           this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
           recordLayers(ctx, cfg, w, s, this.kv, addr);
           if (all) {
             const dst = all.slice0(first, first + T);
-            ctx.rmsnorm(s.h, s.x, w.finalNorm, cfg.rmsEps);
-            recordLinear(ctx, dst, s.h, w.output);
+            // s.h is bf16 on the GEMM path: the output layer reads it as is when it is a layout-1 INT4 too.
+            const hn = s.h.dtype === "f32" || isTiled(w.output) ? s.h : ctx.empty("f32", s.h.shape);
+            if (hn !== s.h) staged.push(hn);
+            ctx.rmsnorm(hn, s.x, w.finalNorm, cfg.rmsEps);
+            recordLinear(ctx, dst, hn, w.output);
             dst.dispose();
           }
           // Logits of the chunk's last token into the slot's row of slotLogits.
@@ -344,6 +348,7 @@ export class Engine {
         } finally {
           s.dispose();
           addr?.dispose();
+          for (const t of staged) t.dispose();
         }
         st.length += T;
         st.ids.push(...chunk);
@@ -361,9 +366,10 @@ export class Engine {
     const have = this.plans.get(b);
     if (have) return have;
     const { ctx, cfg } = this;
-    const scratch = new Scratch(ctx, cfg, b);
+    const scratch = new Scratch(ctx, cfg, b, layerPath(this.w, b));
     const addr = this.kv.newAddress(ctx, b);
-    const hLast = ctx.empty("f32", [b, cfg.hiddenSize]);
+    // Past the GEMV rows, the final norm writes the bf16 the output GEMM reads (layout-1 INT4 output layer).
+    const hLast = ctx.empty(scratch.path.bf16 && isTiled(this.w.output) ? "bf16" : "f32", [b, cfg.hiddenSize]);
     const logits = ctx.empty("f32", [b, cfg.vocabSize]);
     await ctx.flushAsync(); // what was recorded before runs now, not inside the capture
     ctx.beginCapture();
