@@ -111,6 +111,9 @@ interface StepPlan {
   addr: KvAddress;
   hLast: NativeTensor; // f32 | bf16 (the output layer's GEMM input past 8 rows) [b, H]
   logits: NativeTensor; // f32 [b, V]
+  /** b > kGemvRows with a bf16/f16 table: the step's embedding rows in the table's dtype, widened into scratch.x by a
+   * convert recorded before the replay (a memcpy a row instead of a JS loop over b x H values). */
+  xin: NativeTensor | null;
   plan: NativePlan;
 }
 
@@ -392,7 +395,9 @@ export class Engine {
     }
     // On CUDA the step's graph (~360 nodes a token) is recorded and instantiated here, off the JS thread.
     const plan: NativePlan = await ctx.endCaptureAsync();
-    const p: StepPlan = { b, scratch, addr, hLast, logits, plan };
+    const e = this.w.embed;
+    const xin = b > kGemvRows && e.dtype !== "F32" ? ctx.empty(e.dtype === "BF16" ? "bf16" : "f16", [b, cfg.hiddenSize]) : null;
+    const p: StepPlan = { b, scratch, addr, hLast, logits, xin, plan };
     this.plans.set(b, p);
     return p;
   }
@@ -445,7 +450,11 @@ export class Engine {
         }
         // Rows past the group: the dummy sequence (token 0 at position 0 of the pad block).
         const at = [...group.map((e) => ({ slot: e.slot, pos: this.slots[e.slot].length })), ...Array.from({ length: pad }, () => ({ slot: this.kv.padSlot, pos: 0 }))];
-        p.scratch.x.write(this.w.embed.gather([...group.map((e) => e.token), ...new Array<number>(pad).fill(0)]));
+        const ids = [...group.map((e) => e.token), ...new Array<number>(pad).fill(0)];
+        if (p.xin) {
+          p.xin.write(this.w.embed.gatherRaw(ids));
+          this.ctx.convert(p.scratch.x, p.xin); // exact: the same f32 rows as gather()
+        } else p.scratch.x.write(this.w.embed.gather(ids));
         p.scratch.pos.write(Int32Array.from(at, (e) => e.pos));
         this.kv.sync();
         this.kv.writeAddress(p.addr, at);
@@ -564,7 +573,7 @@ export class Engine {
       p.plan.dispose();
       p.scratch.dispose();
       p.addr.dispose();
-      for (const t of [p.hLast, p.logits]) t.dispose();
+      for (const t of [p.hLast, p.logits, p.xin]) t?.dispose();
     }
     this.plans.clear();
     for (const t of [this.slotLogits, this.pickBuf, this.hOne, this.tokArg, this.tokSample, this.params, this.topK]) t?.dispose();
