@@ -13,7 +13,8 @@
 // `int64_t` (an integer), `uint64_t` (a non-negative integer below 2^53). Parameter names are the ones errors and
 // opList() report.
 //
-// Conventions: activations are f32; weights bf16 (or f32, f16 where stated); linear weights are [N, K] and
+// Conventions: activations are f32 (the outputs that only a tensor-core GEMM reads may be bf16 where stated: the
+// normed h, SwiGLU's act, attention's out); weights bf16 (or f32, f16 where stated); linear weights are [N, K] and
 // y = x W^T (+ b) like torch.nn.Linear; token positions come from a device i32 tensor, never from the host,
 // so that a recorded decode step can be replayed (CUDA graph) for any position.
 #pragma once
@@ -23,7 +24,8 @@
   /* out f32[T,H] = table[ids[t]]; table bf16|f32 [V,H]; ids i32[T] (ids outside [0,V) -> row of zeros on CUDA,     \
      error on CPU) */                                                                                               \
   X(embedding, "embedding", (Context& c, const Tensor& out, const Tensor& table, const Tensor& ids))                \
-  /* out f32[T,H] = x / sqrt(mean(x^2) + eps) * w;  x f32[T,H], w bf16|f32[H]; out may alias x */                   \
+  /* out f32|bf16 [T,H] = x / sqrt(mean(x^2) + eps) * w;  x f32[T,H], w bf16|f32[H]; out may alias x (f32 out);    \
+     a bf16 out holds the f32 result rounded to nearest even (what convert gives), for a GEMM that reads bf16 */    \
   X(rmsnorm, "rmsnorm", (Context& c, const Tensor& out, const Tensor& x, const Tensor& weight, float eps))          \
   /* canonical INT4 quantization of w bf16|f16|f32 [N,K] into q (codes, scales, zeros, group; layout 0) by scheme   \
      (core/int4_layout.h): 0 asymmetric min/max, 1 symmetric absmax (zero 8), both codebook 0; 2 NF4 absmax (zero 0, \
@@ -62,7 +64,15 @@
   X(rotary_kv_write, "rotaryKvWrite", (Context& c, const Tensor& q, const Tensor& k, const Tensor& v,               \
                                        const Tensor& kcache, const Tensor& vcache, const Tensor& positions,         \
                                        const Tensor& rows, int64_t rot_dim, float theta))                           \
-  /* Causal GQA attention over a (paged) KV cache: out f32[T,Hq,D] = softmax(q.k * scale) v for q f32[T,Hq,D].   \
+  /* rotary_kv_write reading q, k, v out of one packed QKV row: qkv f32[T,(Hq+2Hkv)*D] (the fused QKV GEMM's     \
+     output: q heads, then k heads, then v heads; left unchanged). q f32[T,Hq,D] (out) = the rotated q heads;        \
+     cache[rows[t]] = rotated k[t], v[t] (Hkv, D from the cache). Bit-identical to rotary_kv_write on the unpacked   \
+     q, k, v on each backend. q must not overlap qkv. */                                                            \
+  X(rotary_kv_write_qkv, "rotaryKvWriteQkv", (Context& c, const Tensor& q, const Tensor& qkv, const Tensor& kcache,  \
+                                              const Tensor& vcache, const Tensor& positions, const Tensor& rows,    \
+                                              int64_t rot_dim, float theta))                                        \
+  /* Causal GQA attention over a (paged) KV cache: out f32|bf16 [T,Hq,D] = softmax(q.k * scale) v for q f32[T,Hq,D] \
+     (a bf16 out: the f32 result rounded to nearest even, bit for bit what convert would give).                     \
      kcache/vcache bf16|f32 [R, Hkv, D]: the rows of every sequence; query head h reads KV group h / (Hq/Hkv).     \
      Query t attends positions 0..positions[t] (inclusive) of its sequence:                                       \
      - table undefined (optional): one contiguous sequence, position p is row p (block_size 0, seq undefined);    \
@@ -75,13 +85,13 @@
   X(attention, "attention", (Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache,                  \
                              const Tensor& vcache, const Tensor& positions, float scale, int64_t block_size,        \
                              const Tensor& table, const Tensor& seq))                                              \
-  /* out f32[M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32[M,2F] (gate first) */                                      \
+  /* out f32|bf16 [M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32[M,2F] (gate first); bf16: the f32 result rounded */  \
   X(swiglu, "swiglu", (Context& c, const Tensor& out, const Tensor& gate_up))                                       \
   /* out = a + b, all f32 same shape (out may alias a or b) */                                                      \
   X(add, "add", (Context& c, const Tensor& out, const Tensor& a, const Tensor& b))                                  \
   /* Fused residual add + rmsnorm: x f32[T,H] += o f32[T,H] (in place, the sum stored first), then                 \
-     out f32[T,H] = rmsnorm(x) * w like rmsnorm(out, x, w, eps): the same results as add(x, x, o) followed by       \
-     rmsnorm(out, x, w, eps), bit for bit on each backend. out may alias x or o. */                                 \
+     out f32|bf16 [T,H] = rmsnorm(x) * w like rmsnorm(out, x, w, eps): the same results as add(x, x, o) followed by  \
+     rmsnorm(out, x, w, eps), bit for bit on each backend. An f32 out may alias x or o; a bf16 out overlaps neither. */ \
   X(add_rmsnorm, "addRmsnorm", (Context& c, const Tensor& out, const Tensor& x, const Tensor& o,                    \
                                 const Tensor& weight, float eps))                                                   \
   /* out i32[M] = index of the first maximum of each row of x f32[M,V] */                                           \

@@ -126,6 +126,20 @@ describe("bad shapes throw synchronously with ERR_GLM4_SHAPE_MISMATCH, naming th
     const k = f32([3, 2, 32]);
     expectError(() => ctx.rotaryKvWrite(q, k, k, kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_INVALID_ARGUMENT", "rotary_kv_write", "distinct");
   });
+  it("rotary_kv_write_qkv: qkv is not [T, (Hq + 2 Hkv) D]; head dims differ; rows of the wrong length", () => {
+    const kc = bf16([16, 2, 32]);
+    const vc = bf16([16, 2, 32]);
+    const q = f32([3, 4, 32]);
+    expectError(() => ctx.rotaryKvWriteQkv(q, f32([3, 255]), kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write_qkv", "qkv must be [3,256]", "[3,255]");
+    expectError(() => ctx.rotaryKvWriteQkv(q, f32([2, 256]), kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write_qkv", "[2,256]");
+    expectError(() => ctx.rotaryKvWriteQkv(f32([3, 4, 16]), f32([3, 128]), kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 8, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write_qkv", "[3,4,16]", "[16,2,32]");
+    expectError(() => ctx.rotaryKvWriteQkv(q, f32([3, 256]), kc, vc, i32([0, 1, 2]), i32([0, 1]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write_qkv", "rows", "[3]");
+    expectError(() => ctx.rotaryKvWriteQkv(q, f32([3, 256]), kc, f32([16, 2, 32]), i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_SHAPE_MISMATCH", "rotary_kv_write_qkv", "vcache");
+    const big = f32([6, 128]);
+    const qkv = big.reshape([3, 256]);
+    const qv = big.slice0(0, 3).reshape([3, 4, 32]);
+    expectError(() => ctx.rotaryKvWriteQkv(qv, qkv, kc, vc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_INVALID_ARGUMENT", "rotary_kv_write_qkv", "overlaps");
+  });
   it("argmax / sample / softmax / convert / copy", () => {
     expectError(() => ctx.argmax(ctx.empty("i32", [2]), f32([3, 10])), "ERR_GLM4_SHAPE_MISMATCH", "argmax", "3 rows");
     expectError(
@@ -172,6 +186,17 @@ describe("bad dtypes throw synchronously with ERR_GLM4_DTYPE_MISMATCH", () => {
   });
   it("copy between dtypes", () => {
     expectError(() => ctx.copy(bf16([4]), f32([4])), "ERR_GLM4_SHAPE_MISMATCH", "copy", "bf16[4]", "f32[4]");
+  });
+  it("an activation output (rmsnorm, add_rmsnorm, swiglu, attention) that is neither f32 nor bf16", () => {
+    const f16 = (shape: number[]) => ctx.empty("f16", shape);
+    expectError(() => ctx.rmsnorm(f16([3, 64]), f32([3, 64]), bf16([64]), 1e-5), "ERR_GLM4_DTYPE_MISMATCH", "rmsnorm", "out must be f32 or bf16", "f16[3,64]");
+    expectError(() => ctx.addRmsnorm(ctx.empty("i32", [3, 64]), f32([3, 64]), f32([3, 64]), bf16([64]), 1e-5), "ERR_GLM4_DTYPE_MISMATCH", "add_rmsnorm", "out must be f32 or bf16", "i32[3,64]");
+    expectError(() => ctx.swiglu(f16([3, 8]), f32([3, 16])), "ERR_GLM4_DTYPE_MISMATCH", "swiglu", "out must be f32 or bf16", "f16[3,8]");
+    const kc = bf16([16, 2, 32]);
+    expectError(() => ctx.attention(f16([1, 4, 32]), f32([1, 4, 32]), kc, kc, i32([0]), 0.1, 0), "ERR_GLM4_DTYPE_MISMATCH", "attention", "out must be f32 or bf16", "f16[1,4,32]");
+    // q and the packed qkv stay f32 (rotary reads and writes them in f32)
+    expectError(() => ctx.rotaryKvWriteQkv(bf16([3, 4, 32]), f32([3, 256]), kc, kc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_DTYPE_MISMATCH", "rotary_kv_write_qkv", "q", "bf16[3,4,32]");
+    expectError(() => ctx.rotaryKvWriteQkv(f32([3, 4, 32]), bf16([3, 256]), kc, kc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_DTYPE_MISMATCH", "rotary_kv_write_qkv", "qkv", "bf16[3,256]");
   });
 });
 

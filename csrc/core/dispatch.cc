@@ -54,6 +54,20 @@ bool overlap(const Tensor& a, const Tensor& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+// An activation output that a tensor-core GEMM may read directly: f32, or bf16 (the f32 result rounded to nearest
+// even, bit for bit what convert gives, so that matmul_int4 needs no conversion pass).
+void check_act_out(const char* op, const Tensor& out) {
+  GLM4_CHECK(out.dtype() == DType::F32 || out.dtype() == DType::BF16, GLM4_E_DTYPE, op, ": out must be f32 or bf16 (bf16: ",
+             "the f32 result rounded, for a GEMM that reads bf16), got ", out.describe());
+}
+
+// A bf16 out never aliases an f32 input in place (the kernels read each input element before writing the same
+// index, which only works when both have the same element size).
+void check_no_overlap_bf16(const char* op, const Tensor& out, const Tensor& in, const char* arg) {
+  GLM4_CHECK(out.dtype() != DType::BF16 || out.numel() == 0 || in.numel() == 0 || !overlap(out, in), GLM4_E_INVALID_ARG, op,
+             ": a bf16 out ", out.describe(), " must not overlap ", arg, " ", in.describe());
+}
+
 void need_rows(const char* op, const char* arg, const Tensor& t, int64_t rows) {
   GLM4_CHECK(t.dim(0) == rows, GLM4_E_SHAPE, op, ": ", arg, " must have ", rows, " rows, got ", t.describe());
 }
@@ -98,12 +112,13 @@ void embedding(Context& c, const Tensor& out, const Tensor& table, const Tensor&
 void rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
   const char* op = "rmsnorm";
   on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x"); on_ctx(op, c, w, "weight");
-  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
+  check_act_out(op, out); check_dtype(op, "x", x, DType::F32);
   check_dtype2(op, "weight", w, DType::BF16, DType::F32);
   check_ndim(op, "x", x, 2); check_ndim(op, "weight", w, 1);
   GLM4_CHECK(out.shape() == x.shape(), GLM4_E_SHAPE, op, ": out ", out.describe(), " must match x ", x.describe());
   check_dim(op, "weight", w, 0, x.dim(1), "hidden size of x");
   GLM4_CHECK(eps > 0.f && std::isfinite(eps), GLM4_E_INVALID_ARG, op, ": eps must be positive and finite, got ", eps);
+  check_no_overlap_bf16(op, out, x, "x");
   GLM4_RECORD(c, rmsnorm, out, x, w, eps);
 }
 
@@ -307,14 +322,38 @@ void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor&
   GLM4_RECORD(c, rotary_kv_write, q, k, v, kc, vc, pos, rows, rot_dim, theta);
 }
 
+void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const Tensor& kc, const Tensor& vc,
+                         const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
+  const char* op = "rotary_kv_write_qkv";
+  check_cache(op, c, kc, vc);
+  on_ctx(op, c, q, "q"); on_ctx(op, c, qkv, "qkv");
+  check_dtype(op, "q", q, DType::F32); check_dtype(op, "qkv", qkv, DType::F32);
+  check_ndim(op, "q", q, 3); check_ndim(op, "qkv", qkv, 2);
+  const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = kc.dim(1);
+  GLM4_CHECK(D == kc.dim(2), GLM4_E_SHAPE, op, ": head dim of q ", q.describe(), " and cache ", kc.describe(), " differ");
+  GLM4_CHECK(qkv.dim(0) == T && qkv.dim(1) == (Hq + 2 * Hkv) * D, GLM4_E_SHAPE, op, ": qkv must be [", T, ",",
+             (Hq + 2 * Hkv) * D, "] (", Hq, " q heads, then ", Hkv, " k and ", Hkv, " v heads of ", D, "), got ",
+             qkv.describe());
+  GLM4_CHECK(q.numel() == 0 || !overlap(q, qkv), GLM4_E_INVALID_ARG, op, ": q ", q.describe(), " overlaps qkv ", qkv.describe());
+  check_pos(op, c, pos, T);
+  on_ctx(op, c, rows, "rows");
+  check_dtype(op, "rows", rows, DType::I32);
+  GLM4_CHECK(rows.ndim() == 1 && rows.dim(0) == T, GLM4_E_SHAPE, op, ": rows must be [", T, "], got ", rows.describe());
+  GLM4_CHECK(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= D, GLM4_E_INVALID_ARG, op, ": rot_dim ", rot_dim,
+             " must be even and at most the head dim ", D);
+  GLM4_CHECK(theta > 1.f && std::isfinite(theta), GLM4_E_INVALID_ARG, op, ": theta must be > 1, got ", theta);
+  GLM4_RECORD(c, rotary_kv_write_qkv, q, qkv, kc, vc, pos, rows, rot_dim, theta);
+}
+
 void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc, const Tensor& vc, const Tensor& pos,
                float scale, int64_t block_size, const Tensor& table, const Tensor& seq) {
   const char* op = "attention";
   check_cache(op, c, kc, vc);
   on_ctx(op, c, out, "out"); on_ctx(op, c, q, "q");
-  check_dtype(op, "out", out, DType::F32); check_dtype(op, "q", q, DType::F32);
+  check_act_out(op, out); check_dtype(op, "q", q, DType::F32);
   check_ndim(op, "q", q, 3);
   GLM4_CHECK(out.shape() == q.shape(), GLM4_E_SHAPE, op, ": out ", out.describe(), " must match q ", q.describe());
+  GLM4_CHECK(out.numel() == 0 || !overlap(out, q), GLM4_E_INVALID_ARG, op, ": out ", out.describe(), " overlaps q ", q.describe());
   GLM4_CHECK(q.dim(2) == kc.dim(2), GLM4_E_SHAPE, op, ": head dim of q ", q.describe(), " and cache ", kc.describe(), " differ");
   GLM4_CHECK(kc.dim(1) > 0 && q.dim(1) % kc.dim(1) == 0, GLM4_E_SHAPE, op, ": ", q.dim(1),
              " query heads are not a multiple of ", kc.dim(1), " KV heads");
@@ -356,10 +395,12 @@ void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc,
 void swiglu(Context& c, const Tensor& out, const Tensor& gu) {
   const char* op = "swiglu";
   on_ctx(op, c, out, "out"); on_ctx(op, c, gu, "gate_up");
-  check_dtype(op, "out", out, DType::F32); check_dtype(op, "gate_up", gu, DType::F32);
+  check_act_out(op, out); check_dtype(op, "gate_up", gu, DType::F32);
   check_ndim(op, "out", out, 2); check_ndim(op, "gate_up", gu, 2);
   GLM4_CHECK(gu.dim(0) == out.dim(0) && gu.dim(1) == 2 * out.dim(1), GLM4_E_SHAPE, op, ": gate_up ", gu.describe(),
              " must be [M, 2F] for out ", out.describe());
+  GLM4_CHECK(out.numel() == 0 || !overlap(out, gu), GLM4_E_INVALID_ARG, op, ": out ", out.describe(), " overlaps gate_up ",
+             gu.describe());
   GLM4_RECORD(c, swiglu, out, gu);
 }
 
@@ -375,9 +416,10 @@ void add(Context& c, const Tensor& out, const Tensor& a, const Tensor& b) {
 void add_rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& o, const Tensor& w, float eps) {
   const char* op = "add_rmsnorm";
   on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x"); on_ctx(op, c, o, "o"); on_ctx(op, c, w, "weight");
-  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32); check_dtype(op, "o", o, DType::F32);
+  check_act_out(op, out); check_dtype(op, "x", x, DType::F32); check_dtype(op, "o", o, DType::F32);
   check_dtype2(op, "weight", w, DType::BF16, DType::F32);
   check_ndim(op, "x", x, 2); check_ndim(op, "weight", w, 1);
+  check_no_overlap_bf16(op, out, x, "x"); check_no_overlap_bf16(op, out, o, "o");
   GLM4_CHECK(o.shape() == x.shape() && out.shape() == x.shape(), GLM4_E_SHAPE, op, ": shapes differ: out ", out.describe(),
              ", x ", x.describe(), ", o ", o.describe());
   check_dim(op, "weight", w, 0, x.dim(1), "hidden size of x");

@@ -98,7 +98,8 @@ void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc,
         const float w = static_cast<float>(sc[j] / sum);
         for (int64_t x = 0; x < d; ++x) acc[x] += w * load(vc, (rows[j] * hkv + g) * d + x);
       }
-      std::copy(acc.begin(), acc.end(), out.data<float>() + (i * hq + h) * d);
+      if (out.dtype() == DType::F32) std::copy(acc.begin(), acc.end(), out.data<float>() + (i * hq + h) * d);
+      else for (int64_t x = 0; x < d; ++x) out.data<uint16_t>()[(i * hq + h) * d + x] = f32_to_bf16(acc[x]);
     }
   });
 }

@@ -13,8 +13,13 @@ void swiglu(Context&, const Tensor& out, const Tensor& gu) {
   for (int64_t i = 0; i < m; ++i) {
     const float* g = gu.data<float>() + i * 2 * f;
     const float* u = g + f;
-    float* o = out.data<float>() + i * f;
-    for (int64_t j = 0; j < f; ++j) o[j] = g[j] / (1.f + std::exp(-g[j])) * u[j];
+    if (out.dtype() == DType::F32) {
+      float* o = out.data<float>() + i * f;
+      for (int64_t j = 0; j < f; ++j) o[j] = g[j] / (1.f + std::exp(-g[j])) * u[j];
+    } else {  // bf16: the same f32 value, rounded to nearest even (what convert gives)
+      uint16_t* o = out.data<uint16_t>() + i * f;
+      for (int64_t j = 0; j < f; ++j) o[j] = f32_to_bf16(g[j] / (1.f + std::exp(-g[j])) * u[j]);
+    }
   }
 }
 

@@ -187,7 +187,8 @@ void attention_run(Context& c, const Tensor& out, const Tensor& q, const Tensor&
   a.pos = pos.data<int32_t>();
   a.table = table.defined() ? table.data<int32_t>() : nullptr;
   a.seq = table.defined() && seq.defined() ? seq.data<int32_t>() : nullptr;
-  a.out = out.data<float>();
+  if (out.dtype() == DType::BF16) a.outb = out.data<__nv_bfloat16>();  // the f32 results rounded (the GEMM's input)
+  else a.out = out.data<float>();
   a.work = p.work > 0 ? work.raw() : nullptr;
   a.work_bytes = p.work > 0 ? static_cast<size_t>(work.nbytes()) : 0;
   a.T = static_cast<int>(T);

@@ -55,6 +55,7 @@ struct Args {
   const int32_t* table = nullptr; // [B, NB] block table, or null (one contiguous sequence, position = row)
   const int32_t* seq = nullptr;   // [T] sequence of each query, or null (all 0)
   float* out = nullptr;           // [T, Hq, D] f32
+  __nv_bfloat16* outb = nullptr;  // [T, Hq, D] bf16, written instead of out when set (the f32 results rounded)
   void* work = nullptr;           // decode split-K workspace (its ticket area zero at rest), or null
   size_t work_bytes = 0;          // its size (where the ticket area ends depends on it)
   int T = 0, Hq = 0, Hkv = 0, D = 0;
@@ -126,6 +127,30 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The output: f32, or bf16 rounded to nearest even exactly like the convert op (util.cuh's f_to_bf16_bits, NaN kept
+// quiet with its sign; repeated here because this header stands alone for the kernel harness). i: element index
+// (out_store2: even, out_store4: a multiple of 4; the op checks 16-byte alignment of the buffer).
+__device__ __forceinline__ uint32_t out_bf16_bits(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return u >> 16;
+}
+__device__ __forceinline__ void out_store1(const Args& a, int64_t i, float x) {
+  if (a.outb) reinterpret_cast<uint16_t*>(a.outb)[i] = static_cast<uint16_t>(out_bf16_bits(x));
+  else a.out[i] = x;
+}
+__device__ __forceinline__ void out_store2(const Args& a, int64_t i, float x, float y) {
+  if (a.outb) *reinterpret_cast<uint32_t*>(a.outb + i) = out_bf16_bits(x) | (out_bf16_bits(y) << 16);
+  else *reinterpret_cast<float2*>(a.out + i) = make_float2(x, y);
+}
+__device__ __forceinline__ void out_store4(const Args& a, int64_t i, float4 v) {
+  if (a.outb)
+    *reinterpret_cast<uint2*>(a.outb + i) =
+        make_uint2(out_bf16_bits(v.x) | (out_bf16_bits(v.y) << 16), out_bf16_bits(v.z) | (out_bf16_bits(v.w) << 16));
+  else *reinterpret_cast<float4*>(a.out + i) = v;
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -309,15 +334,17 @@ __device__ __forceinline__ DecodeWork decode_work(void* base, size_t bytes, int 
 
 static_assert(kMergeFan <= 16 && kMaxSplits / kMergeFan <= 16, "merge_states takes at most 16 states");
 // Merges n partial states (ml[i*16 + r] = (max, sum), po[(i*16 + r)*D + d] = unnormalized output) of 16 rows:
-// into out (rows 0..nrows-1, row stride D, normalized) when out is set, else into one state (ml_dst, po_dst).
+// into the op's output (oa set: rows 0..nrows-1 from element obase, row stride D, normalized), else into one state
+// (ml_dst, po_dst).
 // Block-wide; partials are read through L2 (written by other blocks of this launch). fac: smem [n][16]. n <= kMaxMerge.
 // Every partial a thread needs is loaded before the first is used (a fixed, unrolled bound with predicates): the
 // L2 round trips overlap instead of following one another (a merge is on the critical path of a B = 1 decode step);
 // the sums keep their order (i ascending), so the result is the same bit for bit as one load at a time.
 constexpr int kMaxMerge = 16;  // = max(kMergeFan, kMaxSplits / kMergeFan)
 template <int D>
-__device__ __forceinline__ void merge_states(const float2* ml, const float* po, int n, float* fac, int nrows, float* out,
-                                             float2* ml_dst, float* po_dst) {
+__device__ __forceinline__ void merge_states(const float2* ml, const float* po, int n, float* fac, int nrows, const Args* oa,
+                                             int64_t obase, float2* ml_dst, float* po_dst) {
+  const bool out = oa != nullptr;
   if (threadIdx.x < 16) {
     const int r = threadIdx.x;
     float2 x[kMaxMerge];
@@ -357,7 +384,8 @@ __device__ __forceinline__ void merge_states(const float2* ml, const float* po, 
         const float f = fac[i * 16 + r];
         O.x += x[i].x * f; O.y += x[i].y * f; O.z += x[i].z * f; O.w += x[i].w * f;
       }
-    *reinterpret_cast<float4*>((out ? out : po_dst) + r * D + d) = O;
+    if (out) out_store4(*oa, obase + r * D + d, O);
+    else *reinterpret_cast<float4*>(po_dst + r * D + d) = O;
   }
   __syncthreads();  // fac is reused by the next merge
 }
@@ -400,7 +428,7 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
   if (live == 0) {  // nothing visible: zeros (written once, by split 0)
     if (split == 0)
       for (int i = threadIdx.x; i < nrows * D; i += blockDim.x)
-        a.out[(static_cast<int64_t>(t) * a.Hq + h0 + i / D) * D + i % D] = 0.f;
+        out_store1(a, (static_cast<int64_t>(t) * a.Hq + h0 + i / D) * D + i % D, 0.f);
     return;
   }
   if (split >= live) return;
@@ -494,8 +522,7 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
     if (live == 1) {
       if (r < nrows) {
         const float inv = L > 0.f ? 1.f / L : 0.f;
-        *reinterpret_cast<float4*>(a.out + (static_cast<int64_t>(t) * a.Hq + h0 + r) * D + d) =
-            make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv);
+        out_store4(a, (static_cast<int64_t>(t) * a.Hq + h0 + r) * D + d, make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv));
       }
     } else {
       const size_t slot = (static_cast<size_t>(unit) * P + split) * 16 + r;
@@ -510,7 +537,7 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
   // merges the groups. Each last arrival resets its ticket: the workspace is zeros again after the launch.
   __shared__ int s_last;
   float* fac = wo + Cfg::kWarps * 16 * D;  // merge factors [n][16]
-  float* orow0 = a.out + (static_cast<int64_t>(t) * a.Hq + h0) * D;
+  const int64_t obase0 = (static_cast<int64_t>(t) * a.Hq + h0) * D;
   unsigned* tickets = w.tickets + static_cast<size_t>(unit) * decode_tickets_per_unit(P);
   __threadfence();  // this block's partial state is visible device-wide before its ticket is taken
   __syncthreads();
@@ -521,12 +548,12 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
   __threadfence();
   const size_t g1 = static_cast<size_t>(unit) * P + gi * kMergeFan;  // first partial of the group
   if (ngroups == 1) {
-    merge_states<D>(w.ml1 + g1 * 16, w.po1 + g1 * 16 * D, gsize, fac, nrows, orow0, nullptr, nullptr);
+    merge_states<D>(w.ml1 + g1 * 16, w.po1 + g1 * 16 * D, gsize, fac, nrows, &a, obase0, nullptr, nullptr);
     if (threadIdx.x == 0) tickets[1 + gi] = 0u;
     return;
   }
   const size_t g2 = static_cast<size_t>(unit) * decode_groups(P) + gi;
-  merge_states<D>(w.ml1 + g1 * 16, w.po1 + g1 * 16 * D, gsize, fac, 16, nullptr, w.ml2 + g2 * 16, w.po2 + g2 * 16 * D);
+  merge_states<D>(w.ml1 + g1 * 16, w.po1 + g1 * 16 * D, gsize, fac, 16, nullptr, 0, w.ml2 + g2 * 16, w.po2 + g2 * 16 * D);
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -537,7 +564,7 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
   if (!s_last) return;
   __threadfence();
   const size_t u2 = static_cast<size_t>(unit) * decode_groups(P);
-  merge_states<D>(w.ml2 + u2 * 16, w.po2 + u2 * 16 * D, ngroups, fac, nrows, orow0, nullptr, nullptr);
+  merge_states<D>(w.ml2 + u2 * 16, w.po2 + u2 * 16 * D, ngroups, fac, nrows, &a, obase0, nullptr, nullptr);
   if (threadIdx.x == 0) tickets[0] = 0u;
 }
 
@@ -567,20 +594,20 @@ __global__ void __launch_bounds__(NW * 32, 1) prefill_kernel(Args a) {
   int rloc[2], rseq[2], rpos[2];
   bool pending[2];
   const float* qrow[2];
-  float* orow[2];
+  int64_t orow[2];  // element index of the row's output, -1: no row
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     rloc[i] = warp * 16 + gq + 8 * i;
     const int64_t r = row0 + rloc[i];
     qrow[i] = nullptr;
-    orow[i] = nullptr;
+    orow[i] = -1;
     rseq[i] = -1;
     rpos[i] = -1;
     pending[i] = false;
     if (r < nrows_all) {
       const int tok = static_cast<int>(r / per), h = g * per + static_cast<int>(r % per);
       qrow[i] = a.q + (static_cast<int64_t>(tok) * a.Hq + h) * D;
-      orow[i] = a.out + (static_cast<int64_t>(tok) * a.Hq + h) * D;
+      orow[i] = (static_cast<int64_t>(tok) * a.Hq + h) * D;
       const QueryKeys qk = query_keys(a, tok);
       if (qk.len > 0) {
         rseq[i] = a.seq ? a.seq[tok] : 0;
@@ -673,11 +700,10 @@ __global__ void __launch_bounds__(NW * 32, 1) prefill_kernel(Args a) {
   for (int i = 0; i < 2; ++i) {
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-    if (!orow[i]) continue;
+    if (orow[i] < 0) continue;
     const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n)
-      *reinterpret_cast<float2*>(orow[i] + n * 8 + 2 * tq) = make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    for (int n = 0; n < D / 8; ++n) out_store2(a, orow[i] + n * 8 + 2 * tq, o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
   }
 }
 
@@ -941,11 +967,10 @@ __global__ void __launch_bounds__(NW * 32, NW <= 4 ? 2 : 1) prefill2_kernel(Args
       const int64_t r = row0 + rloc[2 * mt + i];
       if (r >= nrows_all) continue;
       const int tok = static_cast<int>(r / per), h = g * per + static_cast<int>(r % per);
-      float* orow = a.out + (static_cast<int64_t>(tok) * a.Hq + h) * D;
+      const int64_t orow = (static_cast<int64_t>(tok) * a.Hq + h) * D;
       const float inv = li > 0.f ? 1.f / li : 0.f;
 #pragma unroll
-      for (int n = 0; n < D / 8; ++n)
-        *reinterpret_cast<float2*>(orow + n * 8 + 2 * tq) = make_float2(o[mt][n][2 * i] * inv, o[mt][n][2 * i + 1] * inv);
+      for (int n = 0; n < D / 8; ++n) out_store2(a, orow + n * 8 + 2 * tq, o[mt][n][2 * i] * inv, o[mt][n][2 * i + 1] * inv);
     }
 }
 
@@ -998,7 +1023,7 @@ __global__ void __launch_bounds__(128) generic_kernel(Args a) {
 #pragma unroll
   for (int c = 0; c < NCH; ++c) {
     const int d = lane + 32 * c;
-    if (d < D) a.out[th * D + d] = acc[c] * inv;
+    if (d < D) out_store1(a, th * D + d, acc[c] * inv);
   }
 }
 

@@ -1,4 +1,6 @@
-// RMSNorm on CUDA: out f32[T,H] = x / sqrt(mean(x^2) + eps) * w, w bf16 | f32 [H]; out may alias x.
+// RMSNorm on CUDA: out f32|bf16 [T,H] = x / sqrt(mean(x^2) + eps) * w, w bf16 | f32 [H]; an f32 out may alias x.
+// A bf16 out stores the same f32 value rounded to nearest even (store_f: convert's rounding), for the GEMM that
+// reads h in bf16: the values it sees are those of the f32 out + convert, without the extra pass.
 // One block per row. The sum of squares is accumulated in f64 like the CPU reference (cheap: H values a row),
 // and the output uses the CPU's expression (x * inv) * w, so results agree to the last bit in most rows.
 #include "ops.h"
@@ -11,13 +13,13 @@ namespace {
 constexpr int kThreads = 256;
 
 // No __restrict__ on x/out: they may alias (each element is read before the same thread overwrites it).
-template <typename TW>
-__global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* out, const float* x, const TW* __restrict__ w,
+template <typename TW, typename TO>
+__global__ void __launch_bounds__(kThreads) rmsnorm_kernel(TO* out, const float* x, const TW* __restrict__ w,
                                                            int64_t H, float eps) {
   __shared__ double red[32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * H;
-  float* yr = out + row * H;
+  TO* yr = out + row * H;
   double ss = 0.0;
   for (int64_t i = threadIdx.x; i < H; i += kThreads) {
     const double v = xr[i];
@@ -25,21 +27,21 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* out, const flo
   }
   ss = block_reduce(ss, red, SumOp{});
   const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(H) + static_cast<double>(eps)));
-  for (int64_t i = threadIdx.x; i < H; i += kThreads) yr[i] = xr[i] * inv * load_f(w, i);
+  for (int64_t i = threadIdx.x; i < H; i += kThreads) store_f(yr, i, xr[i] * inv * load_f(w, i));
 }
 
 // add(x, x, o) + rmsnorm(out, x, w) in one launch. Each thread forms and stores the sums of exactly the elements
 // it then squares (same i, same order as rmsnorm_kernel's loop), so the f64 sum of squares, its reduction and the
 // output are bit-identical to the two kernels in sequence. Every element of x is written and re-read by the
 // same thread, so out may alias x or o (no __restrict__).
-template <typename TW>
-__global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* out, float* x, const float* o,
+template <typename TW, typename TO>
+__global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(TO* out, float* x, const float* o,
                                                                const TW* __restrict__ w, int64_t H, float eps) {
   __shared__ double red[32];
   const int64_t row = blockIdx.x;
   float* xr = x + row * H;
   const float* orow = o + row * H;
-  float* yr = out + row * H;
+  TO* yr = out + row * H;
   double ss = 0.0;
   for (int64_t i = threadIdx.x; i < H; i += kThreads) {
     const float s = __fadd_rn(xr[i], orow[i]);
@@ -49,7 +51,25 @@ __global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* out, float
   }
   ss = block_reduce(ss, red, SumOp{});
   const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(H) + static_cast<double>(eps)));
-  for (int64_t i = threadIdx.x; i < H; i += kThreads) yr[i] = xr[i] * inv * load_f(w, i);
+  for (int64_t i = threadIdx.x; i < H; i += kThreads) store_f(yr, i, xr[i] * inv * load_f(w, i));
+}
+
+// The instantiated pairs: weight {bf16, f32} x out {f32, bf16}.
+template <typename TO>
+void launch_add_rmsnorm(cudaStream_t st, unsigned blocks, const Tensor& out, const Tensor& x, const Tensor& o,
+                        const Tensor& w, int64_t H, float eps) {
+  if (w.dtype() == DType::BF16)
+    add_rmsnorm_kernel<Bf16, TO><<<blocks, kThreads, 0, st>>>(out.data<TO>(), x.data<float>(), o.data<float>(), w.data<Bf16>(), H, eps);
+  else
+    add_rmsnorm_kernel<float, TO><<<blocks, kThreads, 0, st>>>(out.data<TO>(), x.data<float>(), o.data<float>(), w.data<float>(), H, eps);
+}
+template <typename TO>
+void launch_rmsnorm(cudaStream_t st, unsigned blocks, const Tensor& out, const Tensor& x, const Tensor& w, int64_t H,
+                    float eps) {
+  if (w.dtype() == DType::BF16)
+    rmsnorm_kernel<Bf16, TO><<<blocks, kThreads, 0, st>>>(out.data<TO>(), x.data<float>(), w.data<Bf16>(), H, eps);
+  else
+    rmsnorm_kernel<float, TO><<<blocks, kThreads, 0, st>>>(out.data<TO>(), x.data<float>(), w.data<float>(), H, eps);
 }
 
 }  // namespace
@@ -59,12 +79,8 @@ void add_rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& o
   if (T == 0 || H == 0) return;
   GLM4_CHECK(T < (int64_t{1} << 31), GLM4_E_UNSUPPORTED, "add_rmsnorm: ", T, " rows is too many for one call");
   const unsigned blocks = static_cast<unsigned>(T);
-  if (w.dtype() == DType::BF16)
-    add_rmsnorm_kernel<Bf16><<<blocks, kThreads, 0, stream_of(c)>>>(out.data<float>(), x.data<float>(), o.data<float>(),
-                                                                     w.data<Bf16>(), H, eps);
-  else
-    add_rmsnorm_kernel<float><<<blocks, kThreads, 0, stream_of(c)>>>(out.data<float>(), x.data<float>(), o.data<float>(),
-                                                                      w.data<float>(), H, eps);
+  if (out.dtype() == DType::BF16) launch_add_rmsnorm<Bf16>(stream_of(c), blocks, out, x, o, w, H, eps);
+  else launch_add_rmsnorm<float>(stream_of(c), blocks, out, x, o, w, H, eps);
   CUDA_CHECK_LAUNCH("add_rmsnorm");
 }
 
@@ -73,10 +89,8 @@ void rmsnorm(Context& c, const Tensor& out, const Tensor& x, const Tensor& w, fl
   if (T == 0 || H == 0) return;
   GLM4_CHECK(T < (int64_t{1} << 31), GLM4_E_UNSUPPORTED, "rmsnorm: ", T, " rows is too many for one call");
   const unsigned blocks = static_cast<unsigned>(T);
-  if (w.dtype() == DType::BF16)
-    rmsnorm_kernel<Bf16><<<blocks, kThreads, 0, stream_of(c)>>>(out.data<float>(), x.data<float>(), w.data<Bf16>(), H, eps);
-  else
-    rmsnorm_kernel<float><<<blocks, kThreads, 0, stream_of(c)>>>(out.data<float>(), x.data<float>(), w.data<float>(), H, eps);
+  if (out.dtype() == DType::BF16) launch_rmsnorm<Bf16>(stream_of(c), blocks, out, x, w, H, eps);
+  else launch_rmsnorm<float>(stream_of(c), blocks, out, x, w, H, eps);
   CUDA_CHECK_LAUNCH("rmsnorm");
 }
 

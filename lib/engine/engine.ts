@@ -34,10 +34,10 @@
 import { Glm4Error, wrapNative } from "../errors.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { DType, NativeContext, NativePlan, NativeTensor } from "./native.js";
-import { Scratch, fusedDecode, recordLayers, recordLinear, recordLogits } from "./forward.js";
+import { Scratch, fusedDecode, layerPath, recordLayers, recordLinear, recordLogits, writeEmbeddings } from "./forward.js";
 import { KvCache, type KvAddress } from "./kv-cache.js";
 export { KV_BLOCK } from "./kv-cache.js";
-import type { ModelWeights } from "./weights.js";
+import { isTiled, type ModelWeights } from "./weights.js";
 
 /**
  * Rows up to which a step runs the GEMVs. Up to 8 rows the CUDA INT4 GEMV (csrc/cuda/int4.cu) and the dense GEMV
@@ -109,8 +109,11 @@ interface StepPlan {
   b: number;
   scratch: Scratch;
   addr: KvAddress;
-  hLast: NativeTensor; // f32 [b, H]
+  hLast: NativeTensor; // f32 | bf16 (the output layer's GEMM input past 8 rows) [b, H]
   logits: NativeTensor; // f32 [b, V]
+  /** b > kGemvRows with a bf16/f16 table: the step's embedding rows in the table's dtype, widened into scratch.x by a
+   * convert recorded before the replay (a memcpy a row instead of a JS loop over b x H values). */
+  xin: NativeTensor | null;
   plan: NativePlan;
 }
 
@@ -318,19 +321,23 @@ export class Engine {
           continue;
         }
         const T = chunk.length;
-        const s = new Scratch(ctx, cfg, T);
+        const s = new Scratch(ctx, cfg, T, layerPath(w, T));
         let addr: KvAddress | null = null;
+        const staged: NativeTensor[] = [];
         try {
           addr = this.kv.newAddress(ctx, T, slot);
           this.kv.sync();
-          s.x.write(w.embed.gather(chunk));
+          await writeEmbeddings(ctx, w, s.x, chunk, staged);
           s.pos.write(Int32Array.from(chunk, (_, j) => st.length + j));
           this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
           recordLayers(ctx, cfg, w, s, this.kv, addr);
           if (all) {
             const dst = all.slice0(first, first + T);
-            ctx.rmsnorm(s.h, s.x, w.finalNorm, cfg.rmsEps);
-            recordLinear(ctx, dst, s.h, w.output);
+            // s.h is bf16 on the GEMM path: the output layer reads it as is when it is a layout-1 INT4 too.
+            const hn = s.h.dtype === "f32" || isTiled(w.output) ? s.h : ctx.empty("f32", s.h.shape);
+            if (hn !== s.h) staged.push(hn);
+            ctx.rmsnorm(hn, s.x, w.finalNorm, cfg.rmsEps);
+            recordLinear(ctx, dst, hn, w.output);
             dst.dispose();
           }
           // Logits of the chunk's last token into the slot's row of slotLogits.
@@ -344,6 +351,7 @@ export class Engine {
         } finally {
           s.dispose();
           addr?.dispose();
+          for (const t of staged) t.dispose();
         }
         st.length += T;
         st.ids.push(...chunk);
@@ -361,9 +369,10 @@ export class Engine {
     const have = this.plans.get(b);
     if (have) return have;
     const { ctx, cfg } = this;
-    const scratch = new Scratch(ctx, cfg, b);
+    const scratch = new Scratch(ctx, cfg, b, layerPath(this.w, b));
     const addr = this.kv.newAddress(ctx, b);
-    const hLast = ctx.empty("f32", [b, cfg.hiddenSize]);
+    // Past the GEMV rows, the final norm writes the bf16 the output GEMM reads (layout-1 INT4 output layer).
+    const hLast = ctx.empty(scratch.path.bf16 && isTiled(this.w.output) ? "bf16" : "f32", [b, cfg.hiddenSize]);
     const logits = ctx.empty("f32", [b, cfg.vocabSize]);
     await ctx.flushAsync(); // what was recorded before runs now, not inside the capture
     ctx.beginCapture();
@@ -386,7 +395,9 @@ export class Engine {
     }
     // On CUDA the step's graph (~360 nodes a token) is recorded and instantiated here, off the JS thread.
     const plan: NativePlan = await ctx.endCaptureAsync();
-    const p: StepPlan = { b, scratch, addr, hLast, logits, plan };
+    const e = this.w.embed;
+    const xin = b > kGemvRows && e.dtype !== "F32" ? ctx.empty(e.dtype === "BF16" ? "bf16" : "f16", [b, cfg.hiddenSize]) : null;
+    const p: StepPlan = { b, scratch, addr, hLast, logits, xin, plan };
     this.plans.set(b, p);
     return p;
   }
@@ -439,7 +450,11 @@ export class Engine {
         }
         // Rows past the group: the dummy sequence (token 0 at position 0 of the pad block).
         const at = [...group.map((e) => ({ slot: e.slot, pos: this.slots[e.slot].length })), ...Array.from({ length: pad }, () => ({ slot: this.kv.padSlot, pos: 0 }))];
-        p.scratch.x.write(this.w.embed.gather([...group.map((e) => e.token), ...new Array<number>(pad).fill(0)]));
+        const ids = [...group.map((e) => e.token), ...new Array<number>(pad).fill(0)];
+        if (p.xin) {
+          p.xin.write(this.w.embed.gatherRaw(ids));
+          this.ctx.convert(p.scratch.x, p.xin); // exact: the same f32 rows as gather()
+        } else p.scratch.x.write(this.w.embed.gather(ids));
         p.scratch.pos.write(Int32Array.from(at, (e) => e.pos));
         this.kv.sync();
         this.kv.writeAddress(p.addr, at);
@@ -558,7 +573,7 @@ export class Engine {
       p.plan.dispose();
       p.scratch.dispose();
       p.addr.dispose();
-      for (const t of [p.hLast, p.logits]) t.dispose();
+      for (const t of [p.hLast, p.logits, p.xin]) t?.dispose();
     }
     this.plans.clear();
     for (const t of [this.slotLogits, this.pickBuf, this.hOne, this.tokArg, this.tokSample, this.params, this.topK]) t?.dispose();

@@ -9,24 +9,70 @@ import type { NativeContext, NativeTensor } from "./native.js";
 import { isTiled, type Linear, type ModelWeights } from "./weights.js";
 import type { KvAddress, KvCache } from "./kv-cache.js";
 
+/**
+ * How the unfused layers of T tokens run (recordLayers), from the weights alone:
+ * - bf16: h, act and attn are bf16, the tensor-core GEMM's input, written by rmsnorm / add_rmsnorm, swiglu and
+ *   attention directly (the f32 result rounded, the same values the convert inside matmul_int4 gave: results do
+ *   not change). Where every layer linear is INT4 in the CUDA kernel layout and T > 8 (the GEMM path; T <= 8 takes
+ *   the fused GEMVs). Elsewhere (the CPU backend, layout 0, dense weights) a non-GEMM reader needs f32: they stay f32.
+ * - packedQkv: T > 8: one GEMM of the fused QKV weight into qkv f32 [T, (Hq + 2 Hkv) D], then rotary_kv_write_qkv
+ *   reads q, k, v out of it (one weight pass and one launch instead of three; per-row results equal the three row
+ *   views' on the CPU). Every loader places the fused weight (both namings and GPTQ imports, lib/engine/assembler.ts:
+ *   q, k, v are row views of it); a layer without one keeps the three GEMMs.
+ */
+export interface LayerPath {
+  bf16: boolean;
+  packedQkv: boolean;
+}
+
+/**
+ * The LayerPath of T tokens for these weights. GLM4_LAYER_PATH (a measurement aid, read once) limits it: a comma list
+ * of the parts allowed, "bf16,packed" by default; "" or "none" is the path before (f32 activations, three QKV GEMMs).
+ */
+export function layerPath(w: ModelWeights, T: number): LayerPath {
+  const allow = allowedParts();
+  return {
+    bf16: allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
+    packedQkv: allow.has("packed") && T > kGemvRowsMax && w.layers.every((L) => L.qkv !== undefined),
+  };
+}
+
+let allowed: Set<string> | undefined;
+function allowedParts(): Set<string> {
+  if (!allowed) {
+    const env = process.env.GLM4_LAYER_PATH;
+    allowed = new Set(env === undefined ? ["bf16", "packed"] : env.split(",").map((x) => x.trim()));
+  }
+  return allowed;
+}
+
+/** Rows up to which the INT4 linears run the GEMV (csrc/ops.h kInt4GemvMaxM); past it the tensor-core GEMM. */
+const kGemvRowsMax = 8;
+
 /** Scratch activations for T tokens (a prefill chunk, or the rows of a captured decode step). */
 export class Scratch {
   readonly x: NativeTensor; // f32 [T, H] residual stream
-  readonly h: NativeTensor; // f32 [T, H] normed
+  readonly h: NativeTensor; // f32 | bf16 (path.bf16) [T, H] normed
   readonly q: NativeTensor; // f32 [T, Hq, D]
   readonly k: NativeTensor; // f32 [T, Hkv, D]
   readonly v: NativeTensor; // f32 [T, Hkv, D]
-  readonly attn: NativeTensor; // f32 [T, Hq, D]
+  readonly attn: NativeTensor; // f32 | bf16 (path.bf16) [T, Hq, D]
   readonly o: NativeTensor; // f32 [T, H]
   readonly gu: NativeTensor; // f32 [T, 2F]
-  readonly act: NativeTensor; // f32 [T, F]
+  readonly act: NativeTensor; // f32 | bf16 (path.bf16) [T, F]
   readonly pos: NativeTensor; // i32 [T]
-  /** T = 1 only: f32 [1, (Hq + 2 Hkv) D], the fused QKV output; q, k, v are views of its three segments. */
+  /**
+   * T = 1: f32 [1, (Hq + 2 Hkv) D], the fused QKV output; q, k, v are views of its three segments.
+   * path.packedQkv: f32 [T, (Hq + 2 Hkv) D], the fused QKV GEMM's output (q, k, v separate buffers).
+   */
   readonly qkv: NativeTensor | null;
-  constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number) {
+  readonly path: LayerPath;
+  constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number, path?: Partial<LayerPath>) {
     const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
+    this.path = { bf16: path?.bf16 ?? false, packedQkv: t > 1 && (path?.packedQkv ?? false) };
+    const act = this.path.bf16 ? "bf16" : "f32";
     this.x = ctx.empty("f32", [t, H]);
-    this.h = ctx.empty("f32", [t, H]);
+    this.h = ctx.empty(act, [t, H]);
     if (t === 1) {
       const qkv = ctx.empty("f32", [(Hq + 2 * Hkv) * D]);
       this.q = qkv.slice0(0, Hq * D).reshape([1, Hq, D]);
@@ -35,21 +81,47 @@ export class Scratch {
       this.qkv = qkv.reshape([1, (Hq + 2 * Hkv) * D]);
       qkv.dispose();
     } else {
-      this.qkv = null;
+      this.qkv = this.path.packedQkv ? ctx.empty("f32", [t, (Hq + 2 * Hkv) * D]) : null;
       this.q = ctx.empty("f32", [t, Hq, D]);
       this.k = ctx.empty("f32", [t, Hkv, D]);
       this.v = ctx.empty("f32", [t, Hkv, D]);
     }
-    this.attn = ctx.empty("f32", [t, Hq, D]);
+    this.attn = ctx.empty(act, [t, Hq, D]);
     this.o = ctx.empty("f32", [t, H]);
     this.gu = ctx.empty("f32", [t, 2 * F]);
-    this.act = ctx.empty("f32", [t, F]);
+    this.act = ctx.empty(act, [t, F]);
     this.pos = ctx.empty("i32", [t]);
   }
   dispose(): void {
     for (const t of [this.x, this.h, this.q, this.k, this.v, this.attn, this.o, this.gu, this.act, this.pos]) t.dispose();
     this.qkv?.dispose();
   }
+}
+
+/**
+ * x (f32 [T, H]) = the embedding rows of `ids`. A bf16 or f16 table's rows are copied on the host in their own dtype
+ * (HostEmbedding.gatherRaw: a memcpy a row) into a staging tensor, uploaded straight from that buffer (writeAsync:
+ * no second host copy), and widened on the device by a recorded convert: exact (every bf16 and f16 value is an f32),
+ * so x holds the same bits as HostEmbedding.gather gives. An f32 table's rows are uploaded as they are. Runs what was
+ * recorded before (writeAsync flushes first). `staged` receives the staging tensor: the caller frees it after the
+ * flush that runs the convert.
+ */
+export async function writeEmbeddings(ctx: NativeContext, w: ModelWeights, x: NativeTensor, ids: readonly number[], staged: NativeTensor[]): Promise<void> {
+  const e = w.embed;
+  if (process.env.GLM4_EMBED_GATHER === "js") {
+    // The path before (a measurement aid): rows widened to f32 in a JS loop, written with a host copy.
+    x.write(e.gather(ids));
+    return;
+  }
+  const rows = e.gatherRaw(ids);
+  if (e.dtype === "F32") {
+    await x.writeAsync(rows);
+    return;
+  }
+  const t = ctx.empty(e.dtype === "BF16" ? "bf16" : "f16", [ids.length, e.cols]);
+  staged.push(t);
+  await t.writeAsync(rows);
+  ctx.convert(x, t);
 }
 
 /** out = x W^T (+ bias) for an INT4 or a dense weight. */
@@ -66,7 +138,8 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
  *
  * Each residual add is fused with the RMSNorm that follows it (add_rmsnorm: the FFN norm, the next layer's
  * attention norm) and rotary(q) + rotary(k) + kv_write are one op (rotary_kv_write): 4 launches a layer fewer,
- * with results bit-identical to the unfused sequence. With `final` (out f32 [T, H], the final norm's weight),
+ * with results bit-identical to the unfused sequence. s.path (layerPath) picks bf16 activations for the GEMMs and
+ * the packed QKV GEMM + rotary_kv_write_qkv for T > 8. With `final` (out f32 or bf16 [T, H], the final norm's weight),
  * the last residual add is fused with the final norm too, written to final.out (s.x still ends as the final
  * hidden states).
  */
@@ -89,15 +162,21 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
   else if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
   for (let i = 0; i < cfg.numLayers; i++) {
     const L = w.layers[i];
-    if (s.qkv && L.qkv) {
-      // One token: one launch for the fused QKV weight (per-row arithmetic is the same as the three views').
+    if (s.qkv && L.qkv && s.path.packedQkv) {
+      // T > 8: one GEMM of the fused QKV weight, rotary + KV write reading q, k, v out of its packed rows.
       recordLinear(ctx, s.qkv, s.h, L.qkv, L.qkvBias);
+      ctx.rotaryKvWriteQkv(s.q, s.qkv, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     } else {
-      recordLinear(ctx, q2, s.h, L.q, L.qBias);
-      recordLinear(ctx, k2, s.h, L.k, L.kBias);
-      recordLinear(ctx, v2, s.h, L.v, L.vBias);
+      if (s.qkv && L.qkv && T === 1) {
+        // One token: one launch for the fused QKV weight (per-row arithmetic is the same as the three views').
+        recordLinear(ctx, s.qkv, s.h, L.qkv, L.qkvBias);
+      } else {
+        recordLinear(ctx, q2, s.h, L.q, L.qBias);
+        recordLinear(ctx, k2, s.h, L.k, L.kBias);
+        recordLinear(ctx, v2, s.h, L.v, L.vBias);
+      }
+      ctx.rotaryKvWrite(s.q, s.k, s.v, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     }
-    ctx.rotaryKvWrite(s.q, s.k, s.v, kcache[i], vcache[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     if (addr) ctx.attention(s.attn, s.q, kcache[i], vcache[i], s.pos, scale, kv.blockSize, addr.table, addr.seq);
     else ctx.attention(s.attn, s.q, kcache[i], vcache[i], s.pos, scale, 0);
     recordLinear(ctx, s.o, a2, L.attnOut);
@@ -117,10 +196,12 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
  * linear INT4 in the CUDA kernel layout (repackForKernels at load on CUDA).
  */
 export function fusedDecode(w: ModelWeights, T: number): boolean {
-  return (
-    T <= 8 &&
-    w.layers.every((L) => isTiled(L.q) && isTiled(L.k) && isTiled(L.v) && (!L.qkv || isTiled(L.qkv)) && isTiled(L.attnOut) && isTiled(L.gateUp) && isTiled(L.down))
-  );
+  return T <= kGemvRowsMax && tiledLayers(w);
+}
+
+/** Whether every layer linear is INT4 in the CUDA kernel layout (layout 1: only CUDA contexts repack to it). */
+function tiledLayers(w: ModelWeights): boolean {
+  return w.layers.every((L) => isTiled(L.q) && isTiled(L.k) && isTiled(L.v) && (!L.qkv || isTiled(L.qkv)) && isTiled(L.attnOut) && isTiled(L.gateUp) && isTiled(L.down));
 }
 
 /**

@@ -131,6 +131,7 @@ export interface NativeContext {
   dispose(): void;
 
   embedding(out: NativeTensor, table: NativeTensor, ids: NativeTensor): void;
+  /** out f32 or bf16 (the f32 result rounded to nearest even: the tensor-core GEMM's input without a convert pass). */
   rmsnorm(out: NativeTensor, x: NativeTensor, weight: NativeTensor, eps: number): void;
   /**
    * Canonical INT4 quantization of w [N, K] into q by scheme (csrc/core/int4_layout.h): 0 asymmetric min/max, 1
@@ -157,18 +158,24 @@ export interface NativeContext {
    * the three): q f32[T,Hq,D] and k f32[T,Hkv,D] rotated in place, then cache rows rows[t] = k[t], v[t].
    */
   rotaryKvWrite(q: NativeTensor, k: NativeTensor, v: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
-  /** Query t attends cache rows start[t]..positions[t] (start i32[T], optional: 0). */
+  /**
+   * rotaryKvWrite reading q, k, v out of the packed rows of the fused QKV GEMM: qkv f32[T,(Hq+2Hkv)*D] (q heads, then
+   * k heads, then v heads; left unchanged); q f32[T,Hq,D] receives the rotated q heads, the cache rows rows[t] the
+   * rotated k and v. Bit-identical to rotaryKvWrite on the unpacked q, k, v.
+   */
+  rotaryKvWriteQkv(q: NativeTensor, qkv: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
   /**
    * Causal GQA attention (csrc/op_list.h): query t (q f32[T,Hq,D]) attends positions 0..positions[t] of its
    * sequence. Without a table (blockSize 0) the cache [S,Hkv,D] is one sequence, position p = row p. With a block
    * table i32[B,NB] the caches are a pool of rows and sequence b's position p is row
    * table[b][p / blockSize] * blockSize + p % blockSize (blockSize a power of two in 16..256); query t belongs to
-   * sequence seq[t] (seq i32[T]; null: sequence 0).
+   * sequence seq[t] (seq i32[T]; null: sequence 0). out f32 or bf16 (the f32 result rounded to nearest even).
    */
   attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, blockSize: number, table?: NativeTensor | null, seq?: NativeTensor | null): void;
+  /** out f32 or bf16 (the f32 result rounded) [M, F] = silu(gateUp[:, :F]) * gateUp[:, F:]. */
   swiglu(out: NativeTensor, gateUp: NativeTensor): void;
   add(out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
-  /** x += o in place, then out = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */
+  /** x += o in place, then out (f32 or bf16) = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */
   addRmsnorm(out: NativeTensor, x: NativeTensor, o: NativeTensor, weight: NativeTensor, eps: number): void;
   argmax(out: NativeTensor, x: NativeTensor): void;
   softmax(out: NativeTensor, x: NativeTensor, temperature: number): void;

@@ -142,6 +142,31 @@ export function rotaryTol(pos: number[], d: number, rotDim: number, theta: numbe
 }
 
 /**
+ * A bf16 activation output (rmsnorm, add_rmsnorm, swiglu, attention write bf16 for the tensor-core GEMM) against the
+ * float64 reference: the op's own threshold plus one bf16 rounding of every element. bf16 keeps 8 significant bits,
+ * so round-to-nearest moves a value by at most 2^-8 of itself: at most 2^-16 (1.5e-5) squared, ~2.5e-6 on average.
+ * A wrong element still costs far more (an unwritten one is NaN; a wrong row O(1)).
+ */
+export function bf16OutTol(t: Tol): Tol {
+  return { cpu: t.cpu + 2 ** -16, gpu: t.gpu + 2 ** -16 };
+}
+
+/**
+ * The outputs of an op run into a bf16 out (outB) beside the same op into an f32 out (out32) on the same inputs and
+ * device: vs the float64 reference at bf16OutTol(tol), and bit for bit the f32 result rounded to nearest even (what
+ * convert gives: the promise that a bf16 out changes nothing for the GEMM that reads it).
+ */
+function bf16OutOutputs(outB: NativeTensor, out32: NativeTensor, ref: ArrayLike<number>, tol: Tol): Output[] {
+  const f = readF64(out32);
+  const want = new Uint16Array(f.length);
+  for (let i = 0; i < f.length; ++i) want[i] = f32ToBf16Bits(f[i]);
+  return [
+    { name: "out bf16", mode: "norm", got: readF64(outB), ref, tol: bf16OutTol(tol) },
+    { name: "out bf16 == f32 out rounded (same device)", mode: "exact", got: readBits(outB), ref: want, nanClass: "bf16", cross: "skip" },
+  ];
+}
+
+/**
  * softmax: x / temperature is rounded to float32 (absolute error |x/T| * 2^-24), which scales each probability by
  * exp(that): relative error ~ max|x/T| * 2^-24; plus a few roundings in exp and the division. Threshold: twice the
  * first, squared, + 1e-12 (measured: <= 4e-14). GPU: __expf adds a few ulp and may double the rest: 4x, + 1e-9.
@@ -349,8 +374,8 @@ function embeddingCase(t: number, v: number, h: number, table: "bf16" | "f32"): 
   };
 }
 
-function rmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, opts: { alias?: boolean; tinyRow?: boolean } = {}): OpCase {
-  const extra = (opts.alias ? ",out=x" : "") + (opts.tinyRow ? ",tiny row" : "");
+function rmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, opts: { alias?: boolean; tinyRow?: boolean; outBf16?: boolean } = {}): OpCase {
+  const extra = (opts.alias ? ",out=x" : "") + (opts.tinyRow ? ",tiny row" : "") + (opts.outBf16 ? ",out=bf16" : "");
   return {
     name: `rmsnorm(T=${t},H=${h},w=${w},eps=${eps}${extra})`,
     op: "rmsnorm",
@@ -359,10 +384,14 @@ function rmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, opts:
       if (opts.tinyRow) for (let j = 0; j < h; ++j) xv[(t - 1) * h + j] *= 1e-4; // mean(x^2) ~ 1e-7: eps matters
       const x = env.floats("f32", [t, h], xv);
       const wt = env.randn(w, [h], 0.5, 1);
+      const outB = opts.outBf16 ? env.out("bf16", [t, h]) : null;
+      if (outB) env.ctx.rmsnorm(outB, x.t, wt.t, eps); // before an aliased f32 out overwrites x
       const out = opts.alias ? x.t : env.out("f32", [t, h]);
       env.ctx.rmsnorm(out, x.t, wt.t, eps);
       const ref = R.rmsnormRef(x.v, t, h, wt.v, Math.fround(eps));
-      return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.rmsnorm }];
+      const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.rmsnorm }];
+      if (outB) outs.push(...bf16OutOutputs(outB, out, ref, TOL.rmsnorm));
+      return outs;
     },
   };
 }
@@ -396,6 +425,35 @@ function addRmsnormCase(t: number, h: number, w: "bf16" | "f32", eps: number, al
       if (alias !== "out=x")
         outs.push({ name: "x == add (same device)", mode: "exact", got: readBits(x.t), ref: readBits(x2.t), nanClass: "f32", cross: "skip" });
       return outs;
+    },
+  };
+}
+
+/**
+ * add_rmsnorm into a bf16 out (the engine's h on the GEMM path): x += o as with an f32 out (bit for bit), out the
+ * f32 out's values rounded (both runs on copies of the same inputs, same device).
+ */
+function addRmsnormBf16Case(t: number, h: number, w: "bf16" | "f32", eps: number): OpCase {
+  return {
+    name: `add_rmsnorm(T=${t},H=${h},w=${w},eps=${eps},out=bf16)`,
+    op: "add_rmsnorm",
+    build(env) {
+      const x = env.randn("f32", [t, h], 2);
+      const o = env.randn("f32", [t, h], 1.5);
+      const wt = env.randn(w, [h], 0.5, 1);
+      const x2 = env.floats("f32", [t, h], x.v);
+      const o2 = env.floats("f32", [t, h], o.v);
+      const out32 = env.out("f32", [t, h]);
+      env.ctx.addRmsnorm(out32, x2.t, o2.t, wt.t, eps);
+      const outB = env.out("bf16", [t, h]);
+      env.ctx.addRmsnorm(outB, x.t, o.t, wt.t, eps);
+      const sum = R.addRef(x.v, o.v);
+      const ref = R.rmsnormRef(sum, t, h, wt.v, Math.fround(eps));
+      return [
+        ...bf16OutOutputs(outB, out32, ref, TOL.rmsnorm),
+        { name: "x (sum)", mode: "norm", got: readF64(x.t), ref: sum, tol: TOL.elementwise, cross: "exact" },
+        { name: "x == with an f32 out (same device)", mode: "exact", got: readBits(x.t), ref: readBits(x2.t), nanClass: "f32", cross: "skip" },
+      ];
     },
   };
 }
@@ -844,14 +902,71 @@ function rotaryKvWriteCase(t: number, hq: number, hkv: number, d: number, rotDim
 }
 
 /**
+ * rotary_kv_write_qkv: the packed form, q, k, v read out of one [T, (Hq + 2 Hkv) D] row (the fused QKV GEMM's
+ * output), the rotated q to its own buffer, k and v to cache rows `rows`. Bit for bit against rotary_kv_write on
+ * the unpacked q, k, v (copies of the same values) on the same device: q and both caches; q also against the
+ * float64 rotary; qkv left unchanged; cache rows not written keep their contents.
+ */
+function rotaryKvWriteQkvCase(t: number, hq: number, hkv: number, d: number, rotDim: number, s: number, cache: "bf16" | "f32", theta = 5e6): OpCase {
+  return {
+    name: `rotary_kv_write_qkv(T=${t},Hq=${hq},Hkv=${hkv},D=${d},rot=${rotDim},S=${s},cache=${cache},theta=${theta})`,
+    op: "rotary_kv_write_qkv",
+    build(env) {
+      const p = Array.from({ length: t }, () => env.rng.int(8192));
+      const r = scatteredPositions(env.rng, t, s);
+      const W = (hq + 2 * hkv) * d;
+      const kc = env.randn(cache, [s, hkv, d]);
+      const vc = env.randn(cache, [s, hkv, d]);
+      const qkv = env.randn("f32", [t, W]);
+      const part = (a: number, b: number) => {
+        const v = new Float64Array(t * (b - a));
+        for (let i = 0; i < t; ++i) v.set(qkv.v.subarray(i * W + a, i * W + b), i * (b - a));
+        return v;
+      };
+      const qv = part(0, hq * d), kv = part(hq * d, (hq + hkv) * d), vv = part((hq + hkv) * d, W);
+      // The unpacked op on copies.
+      const kc2 = env.floats(cache, [s, hkv, d], kc.v);
+      const vc2 = env.floats(cache, [s, hkv, d], vc.v);
+      const q2 = env.floats("f32", [t, hq, d], qv);
+      const k2 = env.floats("f32", [t, hkv, d], kv);
+      const v2 = env.floats("f32", [t, hkv, d], vv);
+      const pos = env.ints([t], p);
+      const rows = env.ints([t], r);
+      env.ctx.rotaryKvWrite(q2.t, k2.t, v2.t, kc2.t, vc2.t, pos, rows, rotDim, theta);
+      const q = env.out("f32", [t, hq, d]);
+      env.ctx.rotaryKvWriteQkv(q, qkv.t, kc.t, vc.t, pos, rows, rotDim, theta);
+      const th = Math.fround(theta);
+      const same = (name: string, a: NativeTensor, b: NativeTensor, nc: FloatDType): Output => ({
+        name: `${name} == unpacked rotary_kv_write (same device)`,
+        mode: "exact",
+        got: readBits(a),
+        ref: readBits(b),
+        nanClass: nc,
+        cross: "skip",
+      });
+      const wantV = Float64Array.from(vc.v);
+      for (let i = 0; i < t; ++i) for (let j = 0; j < hkv * d; ++j) wantV[r[i] * hkv * d + j] = vv[i * hkv * d + j];
+      return [
+        { name: "q", mode: "norm", got: readF64(q), ref: R.rotaryRef(qv, t, hq, d, p, rotDim, th), tol: rotaryTol(p, d, rotDim, th) },
+        { name: "vcache", mode: "exact", got: readBits(vc.t), ref: bitsOf(cache, wantV), nanClass: cache },
+        { name: "qkv unchanged", mode: "exact", got: readBits(qkv.t), ref: new Uint32Array(Float32Array.from(qkv.v).buffer), nanClass: "f32" },
+        same("q", q, q2.t, "f32"),
+        same("kcache", kc.t, kc2.t, cache),
+        same("vcache", vc.t, vc2.t, cache),
+      ];
+    },
+  };
+}
+
+/**
  * Decode: one query at position `pos` over a cache whose rows 0..pos hold random values and whose rows beyond pos
  * hold NaN: a kernel that reads (even multiplies by zero) a row past pos fails, as it would on real uninitialized
  * memory. Rows 0 and pos get keys aligned with their group's queries (score ~ +4), so that dropping either of
  * them is a visible error even with the GPU threshold.
  */
-function attentionDecodeCase(hq: number, hkv: number, d: number, pos: number, s: number, cache: "bf16" | "f32"): OpCase {
+function attentionDecodeCase(hq: number, hkv: number, d: number, pos: number, s: number, cache: "bf16" | "f32", outBf16 = false): OpCase {
   return {
-    name: `attention(T=1,Hq=${hq},Hkv=${hkv},D=${d},pos=${pos},S=${s},cache=${cache})`,
+    name: `attention(T=1,Hq=${hq},Hkv=${hkv},D=${d},pos=${pos},S=${s},cache=${cache}${outBf16 ? ",out=bf16" : ""})`,
     op: "attention",
     build(env) {
       const scale = Math.fround(1 / Math.sqrt(d));
@@ -873,7 +988,13 @@ function attentionDecodeCase(hq: number, hkv: number, d: number, pos: number, s:
       const out = env.out("f32", [1, hq, d]);
       env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([1], [pos]), scale, 0);
       const ref = R.attentionRef(q.v, 1, hq, d, kc.v, vc.v, hkv, [pos], scale);
-      return [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+      const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+      if (outBf16) {
+        const outB = env.out("bf16", [1, hq, d]);
+        env.ctx.attention(outB, q.t, kc.t, vc.t, env.ints([1], [pos]), scale, 0);
+        outs.push(...bf16OutOutputs(outB, out, ref, TOL.attention));
+      }
+      return outs;
     },
   };
 }
@@ -883,9 +1004,9 @@ function attentionDecodeCase(hq: number, hkv: number, d: number, pos: number, s:
  * 0..start-1 were written by an earlier kv_write (an earlier prefill). The caches start as NaN everywhere: every
  * row attention reads must have been written.
  */
-function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, start: number, s: number, cache: "bf16" | "f32"): OpCase {
+function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, start: number, s: number, cache: "bf16" | "f32", outBf16 = false): OpCase {
   return {
-    name: `attention(T=${t},Hq=${hq},Hkv=${hkv},D=${d},pos=${start}..${start + t - 1},S=${s},cache=${cache})`,
+    name: `attention(T=${t},Hq=${hq},Hkv=${hkv},D=${d},pos=${start}..${start + t - 1},S=${s},cache=${cache}${outBf16 ? ",out=bf16" : ""})`,
     op: "attention",
     build(env) {
       const scale = Math.fround(1 / Math.sqrt(d));
@@ -911,11 +1032,17 @@ function attentionPrefillCase(t: number, hq: number, hkv: number, d: number, sta
       const out = env.out("f32", [t, hq, d]);
       env.ctx.attention(out, q.t, kc, vc, env.ints([t], pos), scale, 0);
       const ref = R.attentionRef(q.v, t, hq, d, kAll, vAll, hkv, pos, scale);
-      return [
+      const outs: Output[] = [
         { name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention },
         { name: "kcache", mode: "exact", got: readBits(kc), ref: bitsOf(cache, kAll), nanClass: cache },
         { name: "vcache", mode: "exact", got: readBits(vc), ref: bitsOf(cache, vAll), nanClass: cache },
       ];
+      if (outBf16) {
+        const outB = env.out("bf16", [t, hq, d]);
+        env.ctx.attention(outB, q.t, kc, vc, env.ints([t], pos), scale, 0);
+        outs.push(...bf16OutOutputs(outB, out, ref, TOL.attention));
+      }
+      return outs;
     },
   };
 }
@@ -934,6 +1061,8 @@ interface PagedSpec {
   seq: boolean;
   /** Query order with several sequences: sequence by sequence, or round robin (tiles mixing sequences). */
   order?: "grouped" | "interleaved";
+  /** Also into a bf16 out (bf16OutOutputs). */
+  outBf16?: boolean;
 }
 
 /**
@@ -951,7 +1080,7 @@ function attentionPagedCase(sp: PagedSpec): OpCase {
   const order = sp.order ?? "grouped";
   const lensName = lens.length > 6 ? `${lens.slice(0, 6).join(";")};..(${lens.length})` : lens.join(";");
   return {
-    name: `attention(paged: lens=${lensName},T/seq=${t},Hq=${hq},Hkv=${hkv},D=${d},bs=${bs},cache=${cache},${sp.seq ? `seq,${order}` : "one seq"})`,
+    name: `attention(paged: lens=${lensName},T/seq=${t},Hq=${hq},Hkv=${hkv},D=${d},bs=${bs},cache=${cache},${sp.seq ? `seq,${order}` : "one seq"}${sp.outBf16 ? ",out=bf16" : ""})`,
     op: "attention",
     build(env) {
       if (!sp.seq && lens.length !== 1) throw new Error("attentionPagedCase: one sequence without seq ids");
@@ -1016,6 +1145,11 @@ function attentionPagedCase(sp: PagedSpec): OpCase {
       env.ctx.attention(out, q.t, kc.t, vc.t, env.ints([T], pos), scale, bs, tbl, sp.seq ? env.ints([T], seqOf) : null);
       const ref = R.attentionRowsRef(q.v, T, hq, d, kc.v, vc.v, hkv, pos, scale, (i, p) => rowOfSeq(seqOf[i], p));
       const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.attention }];
+      if (sp.outBf16) {
+        const outB = env.out("bf16", [T, hq, d]);
+        env.ctx.attention(outB, q.t, kc.t, vc.t, env.ints([T], pos), scale, bs, tbl, sp.seq ? env.ints([T], seqOf) : null);
+        outs.push(...bf16OutOutputs(outB, out, ref, TOL.attention));
+      }
       // The same queries over contiguous copies of their sequences.
       const contiguous = (b: number, qi: number[]): NativeTensor => {
         const L = lens[b];
@@ -1048,15 +1182,22 @@ function attentionPagedCase(sp: PagedSpec): OpCase {
 
 // ------------------------------------------------------------------ cases: elementwise
 
-function swigluCase(m: number, f: number): OpCase {
+function swigluCase(m: number, f: number, outBf16 = false): OpCase {
   return {
-    name: `swiglu(M=${m},F=${f})`,
+    name: `swiglu(M=${m},F=${f}${outBf16 ? ",out=bf16" : ""})`,
     op: "swiglu",
     build(env) {
       const gu = env.randn("f32", [m, 2 * f], 2);
       const out = env.out("f32", [m, f]);
       env.ctx.swiglu(out, gu.t);
-      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.swigluRef(gu.v, m, f), tol: TOL.elementwise }];
+      const ref = R.swigluRef(gu.v, m, f);
+      const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.elementwise }];
+      if (outBf16) {
+        const outB = env.out("bf16", [m, f]);
+        env.ctx.swiglu(outB, gu.t);
+        outs.push(...bf16OutOutputs(outB, out, ref, TOL.elementwise));
+      }
+      return outs;
     },
   };
 }
@@ -1788,6 +1929,16 @@ function buildTable(): OpCase[] {
     rotaryKvWriteCase(3, 2, 1, 7, 2, 5, "bf16", 1e4),
     rotaryKvWriteCase(7, 6, 3, 16, 16, 13, "bf16", 1e4),
   );
+  // rotary_kv_write_qkv (the packed form after the fused QKV GEMM of a prefill chunk or a batch > 8): GLM-4 dims at
+  // decode and prefill T (130: past one launch's rows of 256-thread blocks), odd D, full rotation, both caches
+  c.push(
+    rotaryKvWriteQkvCase(1, 32, 2, 128, 64, 64, "bf16"),
+    rotaryKvWriteQkvCase(17, 32, 2, 128, 64, 40, "f32"),
+    rotaryKvWriteQkvCase(130, 32, 2, 128, 64, 300, "bf16"),
+    rotaryKvWriteQkvCase(5, 4, 2, 8, 4, 11, "f32", 1e4),
+    rotaryKvWriteQkvCase(3, 2, 1, 7, 2, 5, "bf16", 1e4),
+    rotaryKvWriteQkvCase(7, 6, 3, 16, 16, 13, "bf16", 1e4),
+  );
   // kv_write: odd T, scattered positions incl. 0 and S-1, both cache dtypes, the very last row
   c.push(kvWriteCase(3, 2, 64, 40, "bf16"), kvWriteCase(17, 4, 32, 64, "f32"), kvWriteCase(1, 2, 128, 2048, "bf16", [2047]), kvWriteCase(5, 1, 128, 9, "f32"));
   // attention decode: GQA 1, 4, 16; D 32, 64, 128; deep positions; both caches; the first token
@@ -1834,6 +1985,23 @@ function buildTable(): OpCase[] {
     attentionPagedCase({ lens: [200, 90], t: 45, hq: 4, hkv: 4, d: 128, bs: 64, cache: "bf16", seq: true, order: "interleaved" }),
   );
   for (const m of M_ALL) c.push(swigluCase(m, [96, 97, 64, 50][M_ALL.indexOf(m)]));
+  // bf16 outs (the engine's act, h and attn on the GEMM path): the vectorized (F % 4 == 0) and scalar swiglu, rmsnorm
+  // and add_rmsnorm at GLM-4's hidden size and odd ones, attention through each CUDA kernel: decode with one and two
+  // merge levels, batched decode, prefill (one and several sequences), and the plain fallback (f32 cache, D = 80)
+  c.push(swigluCase(17, 96, true), swigluCase(3, 97, true), swigluCase(118, 50, true));
+  c.push(rmsnormCase(17, 4096, "bf16", 1.5625e-7, { outBf16: true }), rmsnormCase(3, 100, "f32", 1e-5, { outBf16: true, alias: true }));
+  c.push(addRmsnormBf16Case(17, 4096, "bf16", 1.5625e-7), addRmsnormBf16Case(5, 97, "f32", 1e-5));
+  c.push(
+    attentionDecodeCase(8, 2, 128, 4095, 4096, "bf16", true),
+    attentionDecodeCase(8, 2, 64, 700, 800, "f32", true),
+    attentionPrefillCase(17, 8, 2, 64, 0, 32, "bf16", true),
+    attentionPrefillCase(7, 8, 2, 64, 5, 16, "bf16", true),
+    attentionPagedCase({ lens: [8192], t: 1, hq: 32, hkv: 2, d: 128, bs: 64, cache: "bf16", seq: false, outBf16: true }),
+    attentionPagedCase({ lens: [1, 64, 1000], t: 1, hq: 32, hkv: 2, d: 128, bs: 16, cache: "bf16", seq: true, outBf16: true }),
+    attentionPagedCase({ lens: [1118], t: 118, hq: 8, hkv: 2, d: 64, bs: 64, cache: "bf16", seq: false, outBf16: true }),
+    attentionPagedCase({ lens: [150, 400, 130], t: 100, hq: 4, hkv: 2, d: 64, bs: 32, cache: "bf16", seq: true, order: "interleaved", outBf16: true }),
+    attentionPagedCase({ lens: [500, 77], t: 1, hq: 6, hkv: 2, d: 80, bs: 16, cache: "bf16", seq: true, outBf16: true }),
+  );
   c.push(addCase([17, 96], "none"), addCase([3, 5, 7], "none"), addCase([118, 33], "out=a"), addCase([1, 64], "out=b"), addCase([5, 5], "out=a=b"));
   c.push(argmaxCase(1, 151552), argmaxCase(3, 1000), argmaxCase(118, 37), argmaxCase(5, 300, true), argmaxCase(17, 64));
   c.push(argmaxCase(5, 151552, true), argmaxCase(64, 32000));
