@@ -1809,6 +1809,7 @@ function buildTable(): OpCase[] {
     rmsnormCase(17, 96, "bf16", 1.5625e-7, { tinyRow: true }),
     rmsnormCase(118, 64, "f32", 1.5625e-7),
     rmsnormCase(17, 33, "bf16", 1e-6, { alias: true }),
+    rmsnormCase(3, 4096, "f32", 1.5625e-7, { alias: true }), // CUDA's register form (H = 1024 V), out aliasing x
   );
   // add_rmsnorm: GLM-4's H and eps at decode and odd T, tiny and odd H, both weight dtypes, aliasing
   c.push(
@@ -1818,6 +1819,7 @@ function buildTable(): OpCase[] {
     addRmsnormCase(118, 64, "f32", 1e-6),
     addRmsnormCase(5, 7, "bf16", 1.5625e-7, "out=x"),
     addRmsnormCase(3, 300, "f32", 1.5625e-7, "out=o"),
+    addRmsnormCase(4, 2048, "bf16", 1e-6, "out=o"), // CUDA's register form with V = 2, out aliasing o
   );
   // quantize / dequantize: every group size, every input dtype
   c.push(
