@@ -191,14 +191,19 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   const uint8_t* cbase = p.codes + static_cast<int64_t>(kc0 + kw0) * 512 + lane * 16;
   const int ktw = kc0 + kw0;  // the warp's first k tile (global)
   TileRegs<SZ> ring[NS][T];
+  // G = 128 and the warp's first tile even: tiles (2i, 2i + 1) of its range are one group, corrected once (d summed
+  // over both, then s (d - (128 + z)(sum x~ of both tiles))); a last odd tile alone. A function of K only.
+  const bool pairable = G == 128 && (ktw & 1) == 0;
   const uint16_t* szlane = (t < 2 ? p.scales : p.zeros) + g + (t & 1) * 8;
   // the loads of tile slot i (= u * KWM + j) of step st into ring slot b
   auto load_tile = [&](TileRegs<SZ>& r, int nt, int j) {
     if (nt >= 0 && j < KW) {
       r.q = ld_stream16(cbase + static_cast<int64_t>(nt) * KT * 512 + j * 512, pol);
       const int64_t srow = static_cast<int64_t>(nt) * KG * 16;
+      const bool first_of_pair = pairable && (j & 1) == 0 && j + 1 < KW;  // its group's values come with tile j + 1
 #pragma unroll
       for (int h = 0; h < SZ; ++h) {
+        if (first_of_pair) break;
         const int gi = G == 32 ? 2 * (ktw + j) + h : (G == 64 ? ktw + j : (ktw + j) >> 1);
         r.s[h] = ld_u16_stream(szlane + srow + static_cast<int64_t>(gi) * 16, pol);
       }
@@ -222,49 +227,74 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   const bool norm = p.norm_f32 != nullptr || p.norm_bf16 != nullptr;
   {
     uint4* xfw = reinterpret_cast<uint4*>(smem + sm.xf);
-    for (int m = 0; m < M; ++m) {
-      const float* xr = p.x + static_cast<int64_t>(m) * K;
-      float ss = 0.f;
-      // item i = (ktl * 2 + h) * 4 + tt: 8 bf16 of a half tile for lane tt of a quad; whole warps iterate
-      for (int base = warp * 32; base < KC * 8; base += kThreads) {
-        const int i = base + lane;
-        const bool ok = i < KC * 8;
-        const int ktl = i >> 3, h = (i >> 2) & 1, tt = i & 3;
-        const int k = (kc0 + ktl) * 64 + 32 * h + 2 * tt;
-        float2 v[4];
+    float ssm[8];  // this lane's sum of x^2 per token
 #pragma unroll
-        for (int e = 0; e < 4; ++e) v[e] = ok ? __ldg(reinterpret_cast<const float2*>(xr + k + 8 * e)) : make_float2(0.f, 0.f);
+    for (int m = 0; m < 8; ++m) ssm[m] = 0.f;
+    // item i = (ktl * 2 + h) * 4 + tt: 8 bf16 of a half tile for lane tt of a quad; whole warps iterate (the shuffles
+    // need all 32 lanes; a quad's 8 lanes of a tile are inside or outside the range together). x of 4 tokens is
+    // loaded before any is used: ceil(M / 4) L2 round trips, not M.
+    for (int base = warp * 32; base < KC * 8; base += kThreads) {
+      const int i = base + lane;
+      const bool ok = i < KC * 8;
+      const int ktl = i >> 3, h = (i >> 2) & 1, tt = i & 3;
+      const int k = (kc0 + ktl) * 64 + 32 * h + 2 * tt;
+      float2 nw[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) ss = fmaf(v[e].y, v[e].y, fmaf(v[e].x, v[e].x, ss));
-        if (norm && ok) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int kk = k + 8 * e;
-            const float w0 = p.norm_f32 ? p.norm_f32[kk] : bf16_bits_to_f(p.norm_bf16[kk]);
-            const float w1 = p.norm_f32 ? p.norm_f32[kk + 1] : bf16_bits_to_f(p.norm_bf16[kk + 1]);
-            v[e].x *= w0;
-            v[e].y *= w1;
-          }
-        }
-        uint4 f;
-        f.x = pack_bf16x2(v[0].x, v[0].y);
-        f.y = pack_bf16x2(v[1].x, v[1].y);
-        f.z = pack_bf16x2(v[2].x, v[2].y);
-        f.w = pack_bf16x2(v[3].x, v[3].y);
-        if (ok) xfw[((ktl * 2 + h) * M + m) * 4 + tt] = f;
-        float hs = (bf16lo(f.x) + bf16hi(f.x)) + (bf16lo(f.y) + bf16hi(f.y)) + ((bf16lo(f.z) + bf16hi(f.z)) + (bf16lo(f.w) + bf16hi(f.w)));
-        hs += __shfl_xor_sync(0xffffffffu, hs, 1);
-        hs += __shfl_xor_sync(0xffffffffu, hs, 2);
-        const float other = __shfl_xor_sync(0xffffffffu, hs, 4);
-        if (ok && tt == 0) {
-          xh[(ktl * 2 + h) * 8 + m] = hs;
-          if (h == 0) xt[ktl * 8 + m] = hs + other;
+      for (int e = 0; e < 4; ++e) {
+        const int kk = k + 8 * e;
+        nw[e] = make_float2(1.f, 1.f);
+        if (ok && p.norm_f32) nw[e] = __ldg(reinterpret_cast<const float2*>(p.norm_f32 + kk));
+        if (ok && p.norm_bf16) {
+          const uint32_t wv = __ldg(reinterpret_cast<const unsigned int*>(p.norm_bf16 + kk));
+          nw[e] = make_float2(bf16lo(wv), bf16hi(wv));
         }
       }
-      ss = warp_sum(ss);
+#pragma unroll
+      for (int m0 = 0; m0 < 8; m0 += 2) {
+        if (m0 >= M) break;  // warp-uniform
+        float2 v[2][4];
+#pragma unroll
+        for (int mm = 0; mm < 2; ++mm)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            v[mm][e] = ok && m0 + mm < M ? __ldg(reinterpret_cast<const float2*>(p.x + static_cast<int64_t>(m0 + mm) * K + k + 8 * e))
+                                         : make_float2(0.f, 0.f);
+#pragma unroll
+        for (int mm = 0; mm < 2; ++mm) {
+          const int m = m0 + mm;
+          if (m >= M) break;  // warp-uniform
+#pragma unroll
+          for (int e = 0; e < 4; ++e) ssm[m] = fmaf(v[mm][e].y, v[mm][e].y, fmaf(v[mm][e].x, v[mm][e].x, ssm[m]));
+          if (norm) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              v[mm][e].x *= nw[e].x;
+              v[mm][e].y *= nw[e].y;
+            }
+          }
+          uint4 f;
+          f.x = pack_bf16x2(v[mm][0].x, v[mm][0].y);  // j = 2h:   k0 + 2t, 2t+1
+          f.y = pack_bf16x2(v[mm][1].x, v[mm][1].y);  //           k0 + 2t+8, 2t+9
+          f.z = pack_bf16x2(v[mm][2].x, v[mm][2].y);  // j = 2h+1
+          f.w = pack_bf16x2(v[mm][3].x, v[mm][3].y);
+          if (ok) xfw[((ktl * 2 + h) * M + m) * 4 + tt] = f;
+          // sum of the bf16 values (what the tensor cores multiply), fixed order
+          float hs = (bf16lo(f.x) + bf16hi(f.x)) + (bf16lo(f.y) + bf16hi(f.y)) + ((bf16lo(f.z) + bf16hi(f.z)) + (bf16lo(f.w) + bf16hi(f.w)));
+          hs += __shfl_xor_sync(0xffffffffu, hs, 1);
+          hs += __shfl_xor_sync(0xffffffffu, hs, 2);
+          const float other = __shfl_xor_sync(0xffffffffu, hs, 4);  // the tile's other half
+          if (ok && tt == 0) {
+            xh[(ktl * 2 + h) * 8 + m] = hs;
+            if (h == 0) xt[ktl * 8 + m] = hs + other;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      const float ss = warp_sum(ssm[m]);  // zero for tokens past M
       if (lane == 0) ssq[warp * 8 + m] = ss;
     }
-    if (lane >= M && lane < 8) ssq[warp * 8 + lane] = 0.f;
     for (int i = tid; i < KC * 8; i += kThreads) {  // tokens M..7: zero sums
       const int ktl = i >> 3, m = i & 7;
       if (m >= M) {
@@ -289,14 +319,15 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   // ---- main loop
   const bool has_tok = g < M;
   const uint4* xfg = xf + (g < M ? g : 0) * 4 + t;  // token g's fragments: [ktl][h][M][4] + (ktl * 2 + h) * M * 4
-  auto tile_compute = [&](const TileRegs<SZ>& r, int ktl, float (&acc)[4]) {
+  // tile_compute(r, ktl, d, acc, mode): the tile's 4 mma into d; mode 0: correct with the tile's sums and clear d;
+  // 1: leave d for the pair's second tile; 2: the pair's second tile, correct with both tiles' sums and clear d.
+  auto tile_compute = [&](const TileRegs<SZ>& r, int ktl, float (&d)[4], float (&acc)[4], int mode) {
     if constexpr (PROBE) {
       acc[0] += __uint_as_float((r.q.x ^ r.q.y ^ r.q.z ^ r.q.w) & 0x007fffffu) + __uint_as_float(r.s[0] & 0x7fffu);
       return;
     } else {
       uint4 b01 = xfg[(ktl * 2) * M * 4], b23 = xfg[(ktl * 2 + 1) * M * 4];
       if (!has_tok) b01 = b23 = make_uint4(0u, 0u, 0u, 0u);
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
       auto word = [&](uint32_t w, uint32_t b0, uint32_t b1) {
         const uint32_t a0 = (w & 0x000F000Fu) | 0x43004300u;
         const uint32_t a1 = ((w >> 4) & 0x000F000Fu) | 0x43004300u;
@@ -313,19 +344,24 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
         acc[1] = fmaf(s0, fmaf(-c0, xs.y, d[1]), acc[1]);
         acc[2] = fmaf(s1, fmaf(-c1, xs.x, d[2]), acc[2]);
         acc[3] = fmaf(s1, fmaf(-c1, xs.y, d[3]), acc[3]);
+        d[0] = d[1] = d[2] = d[3] = 0.f;
       };
       word(r.q.x, b01.x, b01.y);
       word(r.q.y, b01.z, b01.w);
-      if constexpr (G == 32) {
-        correct(0, *reinterpret_cast<const float2*>(&xh[(ktl * 2) * 8 + 2 * t]));
-        d[0] = d[1] = d[2] = d[3] = 0.f;
-      }
+      if constexpr (G == 32) correct(0, *reinterpret_cast<const float2*>(&xh[(ktl * 2) * 8 + 2 * t]));
       word(r.q.z, b23.x, b23.y);
       word(r.q.w, b23.z, b23.w);
-      if constexpr (G == 32)
+      if constexpr (G == 32) {
         correct(SZ - 1, *reinterpret_cast<const float2*>(&xh[(ktl * 2 + 1) * 8 + 2 * t]));
-      else
-        correct(0, *reinterpret_cast<const float2*>(&xt[ktl * 8 + 2 * t]));
+      } else {
+        if (mode == 1) return;
+        float2 xs = *reinterpret_cast<const float2*>(&xt[ktl * 8 + 2 * t]);
+        if (mode == 2) {
+          const float2 x0 = *reinterpret_cast<const float2*>(&xt[(ktl - 1) * 8 + 2 * t]);
+          xs = make_float2(x0.x + xs.x, x0.y + xs.y);
+        }
+        correct(0, xs);
+      }
     }
   };
 
@@ -375,9 +411,12 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
     for (int b = 0; b < NS; ++b) {
       const int st = st0 + b;
       if (st >= nsteps) break;  // block-uniform
-      float acc[U][4];
+      float acc[U][4], d[U][4];
 #pragma unroll
-      for (int u = 0; u < U; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+      for (int u = 0; u < U; ++u) {
+        acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+        d[u][0] = d[u][1] = d[u][2] = d[u][3] = 0.f;
+      }
       const bool live = tile_of(st, 0) >= 0;  // warp-uniform
       int ntn[U];  // row tiles of step st + NS (refills)
 #pragma unroll
@@ -389,7 +428,10 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
           // consume the slot, refill it with step st + NS at once (T * NS tiles stay in flight), then compute
           const TileRegs<SZ> cur = ring[b][u * KWM + j];
           load_tile(ring[b][u * KWM + j], ntn[u], j);
-          if (live && j < KW) tile_compute(cur, kw0 + j, acc[u]);
+          if (live && j < KW) {
+            const int mode = !pairable ? 0 : (j & 1) ? 2 : (j + 1 < KW ? 1 : 0);
+            tile_compute(cur, kw0 + j, d[u], acc[u], mode);
+          }
         }
       // partials of this step: slot [st & 1][warp][u][128]
       float* sl = slot + ((st & 1) * kWarps + warp) * U * 128;
