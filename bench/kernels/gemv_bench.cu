@@ -51,24 +51,27 @@ static const Kernel kKernels[] = {
 // v3 (gemv_v3.cuh): the kernel is picked from the plan (G, KWM, U, NS); these entries carry cb / g for the reference.
 static const Kernel kV3Kernels[] = {
     {"v3", nullptr, 0, 0, 128, 0}, {"v3g64", nullptr, 0, 0, 64, 0}, {"v3g32", nullptr, 0, 0, 32, 0}, {"v3probe", nullptr, 0, 0, 128, 0, true},
+    {"v3plain", nullptr, 0, 0, 128, 1}, {"v3probeplain", nullptr, 0, 0, 128, 1, true},  // ring = 1 here: plain loads
 };
 using KFn3 = void (*)(const gemv3::Params);
-template <int G, bool PR>
+template <int G, bool PR, bool PL = false>
 static KFn3 v3_fn_g(int kwm, int U, int ns) {
   if (U == 2) {
-    if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 2, 1, PR>;
-    if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 2, 2, PR>;
-    if (kwm == 1 && ns == 4) return &gemv3::gemv_v3_kernel<G, 1, 2, 4, PR>;
+    if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 2, 1, PR, PL>;
+    if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 2, 2, PR, PL>;
+    if (kwm == 1 && ns == 4) return &gemv3::gemv_v3_kernel<G, 1, 2, 4, PR, PL>;
     return nullptr;
   }
-  if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 1, 2, PR>;
-  if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 1, 1, PR>;
-  if (kwm == 2 && ns == 4) return &gemv3::gemv_v3_kernel<G, 2, 1, 4, PR>;
-  if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 1, 2, PR>;
-  if (kwm == 1 && ns == 8) return &gemv3::gemv_v3_kernel<G, 1, 1, 8, PR>;
+  if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 1, 2, PR, PL>;
+  if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 1, 1, PR, PL>;
+  if (kwm == 2 && ns == 4) return &gemv3::gemv_v3_kernel<G, 2, 1, 4, PR, PL>;
+  if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 1, 2, PR, PL>;
+  if (kwm == 1 && ns == 8) return &gemv3::gemv_v3_kernel<G, 1, 1, 8, PR, PL>;
   return nullptr;
 }
-static KFn3 v3_fn(int g, bool probe, int kwm, int U, int ns) {
+// plain: the weight loads without the L1::no_allocate / L2 evict_first hints (a diagnostic, G = 128 only)
+static KFn3 v3_fn(int g, bool probe, int kwm, int U, int ns, bool plain = false) {
+  if (plain) return g == 128 ? (probe ? v3_fn_g<128, true, true>(kwm, U, ns) : v3_fn_g<128, false, true>(kwm, U, ns)) : nullptr;
   if (probe) return g == 128 ? v3_fn_g<128, true>(kwm, U, ns) : nullptr;
   return g == 128 ? v3_fn_g<128, false>(kwm, U, ns) : g == 64 ? v3_fn_g<64, false>(kwm, U, ns) : v3_fn_g<32, false>(kwm, U, ns);
 }
@@ -218,7 +221,7 @@ static bool plan_v3_variant(const Shape& s, Variant* v) {
   v->p3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms, v->force_c);
   if (!v->p3.valid) return false;
   v->p3.ns = std::max(1, v->p3.ns / v->ns_div);
-  v->fn3 = v3_fn(v->kern->g, v->kern->probe, v->p3.kwm, swiglu ? 2 : 1, v->p3.ns);
+  v->fn3 = v3_fn(v->kern->g, v->kern->probe, v->p3.kwm, swiglu ? 2 : 1, v->p3.ns, v->kern->ring == 1);
   if (!v->fn3) return false;
   const int64_t nu = swiglu ? s.n / 32 : s.n / 16;
   if (gemv3::ws_floats(nu, swiglu ? 2 : 1, v->p3.C) > kWsFloats || nu > kTickets) return false;
@@ -564,7 +567,8 @@ int main(int argc, char** argv) {
     // as deep, the bandwidth probe (v3's loads, no arithmetic), C pinned to the neighbour, group sizes 64 / 32.
     std::vector<Spec> specs = {{"v3", "v3", 0, 0, true, false}, {"v3-nopdl", "v3", 0, 0, false, false},
                                {"v3-plain", "v3", 0, 0, true, true}, {"v3-half", "v3", 0, 0, true, false, 0, 2},
-                               {"v3probe", "v3probe", 0, 0, true, false}};
+                               {"v3probe", "v3probe", 0, 0, true, false}, {"v3-nohint", "v3plain", 0, 0, true, false},
+                               {"v3probe-nohint", "v3probeplain", 0, 0, true, false}};
     {
       const gemv3::Plan b3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms);
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C * 2), "v3", 0, 0, true, false, b3.C * 2});

@@ -152,7 +152,8 @@ struct TileRegs {
 
 // KWM: most tiles a warp owns in a row tile; U: row tiles a unit (2: SwiGLU gate + up); NS: ring depth in steps.
 // PROBE: the same loads, no arithmetic (the harness's bandwidth probe; not a GEMV, never validated).
-template <int G, int KWM, int U, int NS, bool PROBE = false>
+// PLAIN_LD (harness diagnostics): the weight loads as plain ld.global.nc, without L1::no_allocate and the L2 hint.
+template <int G, int KWM, int U, int NS, bool PROBE = false, bool PLAIN_LD = false>
 __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   static_assert(G == 32 || G == 64 || G == 128, "group size");
   constexpr int SZ = G == 32 ? 2 : 1;
@@ -198,14 +199,18 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   // the loads of tile slot i (= u * KWM + j) of step st into ring slot b
   auto load_tile = [&](TileRegs<SZ>& r, int nt, int j) {
     if (nt >= 0 && j < KW) {
-      r.q = ld_stream16(cbase + static_cast<int64_t>(nt) * KT * 512 + j * 512, pol);
+      const uint8_t* cp = cbase + static_cast<int64_t>(nt) * KT * 512 + j * 512;
+      if constexpr (PLAIN_LD) r.q = __ldg(reinterpret_cast<const uint4*>(cp));
+      else r.q = ld_stream16(cp, pol);
       const int64_t srow = static_cast<int64_t>(nt) * KG * 16;
       const bool first_of_pair = pairable && (j & 1) == 0 && j + 1 < KW;  // its group's values come with tile j + 1
 #pragma unroll
       for (int h = 0; h < SZ; ++h) {
         if (first_of_pair) break;
         const int gi = G == 32 ? 2 * (ktw + j) + h : (G == 64 ? ktw + j : (ktw + j) >> 1);
-        r.s[h] = ld_u16_stream(szlane + srow + static_cast<int64_t>(gi) * 16, pol);
+        const uint16_t* sp = szlane + srow + static_cast<int64_t>(gi) * 16;
+        if constexpr (PLAIN_LD) r.s[h] = __ldg(sp);
+        else r.s[h] = ld_u16_stream(sp, pol);
       }
     }
   };

@@ -61,8 +61,17 @@ for s in shapes:
         v3 = get("v3")
         if not v3 and m in (2, 4):
             continue
-        cand = [r for r in res if r["M"] == m and r["variant"] not in ("v3-plain", "v3probe")]
+        cand = [r for r in res if r["M"] == m and r["variant"] not in ("v3-plain", "v3probe", "v3probe-nohint")]
         b = min(cand, key=lambda r: r["us"]) if cand else None
         print(f"{s:8s} {m:2d} | {f(v3)} | {f(get('old'))} | {f(get('ring'))} | {(b['variant'] if b else '-'):>12s} {f(b)} | {f(get('v3probe'))}")
+print("every valid variant, us at M = 1 / M = 8:")
+for s in shapes:
+    res = [r for r in ks[s].get("results", []) if r.get("valid") and "us" in r]
+    names = []
+    for r in res:
+        if r["variant"] not in names:
+            names.append(r["variant"])
+    cell = lambda v, m: next((f"{r['us']:.1f}" for r in res if r["variant"] == v and r["M"] == m), "-")
+    print(f"  {s:8s} " + ", ".join(f"{v} {cell(v, 1)}/{cell(v, 8)}" for v in names))
 PY
 rm -rf "$tmp"
