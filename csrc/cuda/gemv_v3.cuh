@@ -468,39 +468,46 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
           rinv_of(ri, false);
           if constexpr (!PROBE) epilogue(un, v, ri);
           else if (v[0].x == 1.2345f) p.out[0] = v[0].y;  // keep the probe's loads alive
-        } else {
+        } else {  // the block's partial to the workspace (fire and forget: the tickets come after the loop)
           float* wsu = p.ws + static_cast<int64_t>(un) * C * U * 128;
 #pragma unroll
           for (int u = 0; u < U; ++u) *reinterpret_cast<float4*>(wsu + (c * U + u) * 128 + lane * 4) = v[u];
-          __threadfence();
-          __syncwarp();
-          unsigned old = 0;
-          if (lane == 0) old = atomicAdd(p.tickets + un, 1u);
-          old = __shfl_sync(0xffffffffu, old, 0);
-          if (old == static_cast<unsigned>(C - 1)) {  // the last of the C chunks: sum them in fixed order
-            __threadfence();
-            float4 sum[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-              float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-              for (int cc = 0; cc < C; ++cc) {
-                const float4 w = ld_cg4(wsu + (cc * U + u) * 128 + lane * 4);
-                a.x += w.x;
-                a.y += w.y;
-                a.z += w.z;
-                a.w += w.w;
-              }
-              sum[u] = a;
-            }
-            float ri[2];
-            rinv_of(ri, true);
-            if constexpr (!PROBE) epilogue(un, sum, ri);
-            else if (sum[0].x == 1.2345f) p.out[0] = sum[0].y;
-            if (lane == 0) p.tickets[un] = 0u;  // at rest for the next launch
-          }
         }
       }
     }
+  }
+  if (C == 1) return;
+  // ---- split K: once a block, after its whole stream (the fences and tickets cost L2 round trips; per step they
+  // would hold every warp at the next barrier). Unit i of the block by warp i % 16; the last of the C chunks sums
+  // them in fixed order and runs the epilogue, then leaves the ticket at rest.
+  __threadfence();
+  __syncthreads();
+  for (int rr = warp; rr < nu; rr += kWarps) {
+    const int un = u0 + rr;
+    const float* wsu = p.ws + static_cast<int64_t>(un) * C * U * 128;
+    unsigned old = 0;
+    if (lane == 0) old = atomicAdd(p.tickets + un, 1u);
+    old = __shfl_sync(0xffffffffu, old, 0);
+    if (old != static_cast<unsigned>(C - 1)) continue;
+    __threadfence();
+    float4 sum[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int cc = 0; cc < C; ++cc) {
+        const float4 w = ld_cg4(wsu + (cc * U + u) * 128 + lane * 4);
+        a.x += w.x;
+        a.y += w.y;
+        a.z += w.z;
+        a.w += w.w;
+      }
+      sum[u] = a;
+    }
+    float ri[2];
+    rinv_of(ri, true);
+    if constexpr (!PROBE) epilogue(un, sum, ri);
+    else if (sum[0].x == 1.2345f) p.out[0] = sum[0].y;
+    if (lane == 0) p.tickets[un] = 0u;  // at rest for the next launch
   }
 }
 
