@@ -14,9 +14,10 @@
 //     in flight a thread, 64 KB an SM), refilled as it is consumed; the first NS steps are issued before
 //     griddepcontrol.wait (weights do not depend on the previous kernel);
 //   - per step, every warp puts its 16 x 8 partial into shared memory, one barrier, and a reducer warp (rotating)
-//     sums the S slots in fixed order; C == 1: epilogue; C > 1: the partial goes to a global workspace
-//     [unit][C][U][128] and the last of the C blocks (an integer ticket a unit) sums the C partials in fixed order
-//     and runs the epilogue (no float atomics), then resets the ticket.
+//     sums the S slots in fixed order; C == 1: epilogue; C > 1: the block's partial goes to a global workspace
+//     [unit][C][U][128] (a plain store), and once the block's stream is done, one fence, an integer ticket a unit,
+//     and the last of the C blocks sums the C partials in fixed order and runs the epilogue (no float atomics),
+//     then resets the ticket.
 // Determinism: C, S and each warp's tile range depend on K (and on `tall`, see plan_v3) only, never on M, N or the
 // row range, so row m of an M = 8 launch equals an M = 1 launch bit for bit and row views equal the whole weight.
 // The RMSNorm sum of squares of chunk c is written to the workspace by the blocks of chunk c (identical values) and
