@@ -207,7 +207,7 @@ struct Variant {
   bool v3 = false;  // gemv_v3.cuh: p3 and fn3 instead of plan
   gemv3::Plan p3{};
   KFn3 fn3 = nullptr;
-  int force_c = 0, ns_div = 1;  // v3 variants: pinned C, ring depth divided (a shallower ring)
+  int force_c = 0, ns_div = 1, force_s = 0;  // v3 variants: pinned C, ring depth divided (a shallower ring), pinned S
 };
 
 static int g_sms = 0, g_major = 0, g_smem_optin = 0, g_smem_sm = 0;
@@ -218,7 +218,7 @@ constexpr int64_t kWsFloats = int64_t(4) << 20, kTickets = 1 << 16;
 // The v3 plan and kernel of a shape (and of a row view: same force_c / ns_div).
 static bool plan_v3_variant(const Shape& s, Variant* v) {
   const bool swiglu = !v->plain && s.mode == gemv::kSwiGlu;
-  v->p3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms, v->force_c);
+  v->p3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms, v->force_c, v->force_s);
   if (!v->p3.valid) return false;
   v->p3.ns = std::max(1, v->p3.ns / v->ns_div);
   v->fn3 = v3_fn(v->kern->g, v->kern->probe, v->p3.kwm, swiglu ? 2 : 1, v->p3.ns, v->kern->ring == 1);
@@ -559,7 +559,7 @@ int main(int argc, char** argv) {
       const char* kern;
       int cl, rt;
       bool pdl, plain;
-      int force_c = 0, ns_div = 1;  // v3 only
+      int force_c = 0, ns_div = 1, force_s = 0;  // v3 only
     };
     // v3 first (a sticky CUDA error of a later variant cannot lose them), then the old kernel (the library default,
     // GLM4_GEMV_PLAN=old) and the ring kernel ("ring" = GLM4_GEMV_PLAN=ring, which stopped the H200 with an illegal
@@ -573,6 +573,8 @@ int main(int argc, char** argv) {
       const gemv3::Plan b3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms);
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C * 2), "v3", 0, 0, true, false, b3.C * 2});
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C / 2), "v3", 0, 0, true, false, b3.C / 2});
+      // every warp on one row at a time (R = 1): finer row balance, one tile a warp a row tile on qkv / o
+      if (b3.valid && b3.S < 16) specs.push_back({"v3-s16", "v3", 0, 0, true, false, 0, 1, 16});
     }
     if (!std::strcmp(s.name, "qkv") || !std::strcmp(s.name, "gate_up")) {
       specs.push_back({"v3g64", "v3g64", 0, 0, true, false});
@@ -590,6 +592,7 @@ int main(int argc, char** argv) {
       v.v3 = kern->fn == nullptr;
       v.force_c = sp.force_c;
       v.ns_div = sp.ns_div;
+      v.force_s = sp.force_s;
       if (v.v3 ? !plan_v3_variant(s, &v) : !plan_variant(s, kern, swiglu, sp.cl, sp.rt, &v.plan)) {
         std::printf("%-8s %-22s no plan\n", s.name, sp.name.c_str());
         continue;
@@ -623,7 +626,7 @@ int main(int argc, char** argv) {
           break;
         }
       }
-      if (ok && (sp.name == "v3" || sp.name == "v3-plain" || sp.name.rfind("v3-c", 0) == 0 || sp.name == "v3g32" ||
+      if (ok && (sp.name == "v3" || sp.name == "v3-plain" || sp.name.rfind("v3-c", 0) == 0 || sp.name == "v3-s16" || sp.name == "v3g32" ||
                  sp.name == "v3g64" || sp.name == "ring")) {
         Check c = batch_equals_solo(s, w, v, d_x, d_out, d_out1, st);
         if (c.ok && !std::strcmp(s.name, "qkv")) c = views_equal_whole(s, w, v, d_x, d_out, d_out1, st);

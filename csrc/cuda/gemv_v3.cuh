@@ -88,8 +88,8 @@ struct Smem {
 // The plan of a shape: `tall` (SwiGLU or N >= 32768 rows: enough row units to balance without splitting K) takes
 // C = 1; otherwise C from K alone (K = 4096: 4, 13696: 8). S warps along K: the largest power of two <= 16 with at
 // least 2 tiles a warp. Valid when every warp owns at least one tile of every row tile and at most 4.
-// force_c > 0 pins C (the kernel harness's variants; a view must then be planned with the same force_c).
-inline Plan plan_v3(int64_t n, int64_t k, bool swiglu, int sms, int force_c = 0) {
+// force_c / force_s > 0 pin C / S (the kernel harness's variants; a view must then be planned with the same pins).
+inline Plan plan_v3(int64_t n, int64_t k, bool swiglu, int sms, int force_c = 0, int force_s = 0) {
   Plan p;
   if (n % 16 || k % 64 || (swiglu && (n / 2) % 16)) return p;
   const int kt = static_cast<int>(k / 64);
@@ -99,6 +99,7 @@ inline Plan plan_v3(int64_t n, int64_t k, bool swiglu, int sms, int force_c = 0)
   p.kc_max = (kt + p.C - 1) / p.C;
   p.S = 16;
   while (p.S > 1 && p.kc_max < 2 * p.S) p.S /= 2;
+  if (force_s > 0) p.S = force_s;
   if (kc_min < p.S) return p;
   p.kwm = (p.kc_max + p.S - 1) / p.S;
   if (p.kwm > 4) return p;
