@@ -54,23 +54,27 @@ static const Kernel kV3Kernels[] = {
     {"v3plain", nullptr, 0, 0, 128, 1}, {"v3probeplain", nullptr, 0, 0, 128, 1, true},  // ring = 1 here: plain loads
 };
 using KFn3 = void (*)(const gemv3::Params);
-template <int G, bool PR, bool PL = false>
+template <int G, bool PR, bool PL = false, bool SMR = true>
 static KFn3 v3_fn_g(int kwm, int U, int ns) {
   if (U == 2) {
-    if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 2, 1, PR, PL>;
-    if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 2, 2, PR, PL>;
-    if (kwm == 1 && ns == 4) return &gemv3::gemv_v3_kernel<G, 1, 2, 4, PR, PL>;
+    if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 2, 1, PR, PL, SMR>;
+    if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 2, 2, PR, PL, SMR>;
+    if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 2, 2, PR, PL, SMR>;
+    if (kwm == 1 && ns == 4) return &gemv3::gemv_v3_kernel<G, 1, 2, 4, PR, PL, SMR>;
     return nullptr;
   }
-  if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 1, 2, PR, PL>;
-  if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 1, 1, PR, PL>;
-  if (kwm == 2 && ns == 4) return &gemv3::gemv_v3_kernel<G, 2, 1, 4, PR, PL>;
-  if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 1, 2, PR, PL>;
-  if (kwm == 1 && ns == 8) return &gemv3::gemv_v3_kernel<G, 1, 1, 8, PR, PL>;
+  if (kwm == 4 && ns == 4) return &gemv3::gemv_v3_kernel<G, 4, 1, 4, PR, PL, SMR>;
+  if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 1, 2, PR, PL, SMR>;
+  if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 1, 1, PR, PL, SMR>;
+  if (kwm == 2 && ns == 8) return &gemv3::gemv_v3_kernel<G, 2, 1, 8, PR, PL, SMR>;
+  if (kwm == 2 && ns == 4) return &gemv3::gemv_v3_kernel<G, 2, 1, 4, PR, PL, SMR>;
+  if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 1, 2, PR, PL, SMR>;
+  if (kwm == 1 && ns == 8) return &gemv3::gemv_v3_kernel<G, 1, 1, 8, PR, PL, SMR>;
   return nullptr;
 }
 // plain: the weight loads without the L1::no_allocate / L2 evict_first hints (a diagnostic, G = 128 only)
-static KFn3 v3_fn(int g, bool probe, int kwm, int U, int ns, bool plain = false) {
+static KFn3 v3_fn(int g, bool probe, int kwm, int U, int ns, bool plain = false, bool reg = false) {
+  if (reg) return g == 128 && !probe && !plain ? v3_fn_g<128, false, false, false>(kwm, U, ns) : nullptr;
   if (plain) return g == 128 ? (probe ? v3_fn_g<128, true, true>(kwm, U, ns) : v3_fn_g<128, false, true>(kwm, U, ns)) : nullptr;
   if (probe) return g == 128 ? v3_fn_g<128, true>(kwm, U, ns) : nullptr;
   return g == 128 ? v3_fn_g<128, false>(kwm, U, ns) : g == 64 ? v3_fn_g<64, false>(kwm, U, ns) : v3_fn_g<32, false>(kwm, U, ns);
@@ -208,6 +212,8 @@ struct Variant {
   gemv3::Plan p3{};
   KFn3 fn3 = nullptr;
   int force_c = 0, ns_div = 1, force_s = 0;  // v3 variants: pinned C, ring depth divided (a shallower ring), pinned S
+  int ns_mul = 1;       // v3 variants: ring depth multiplied (a deeper ring)
+  bool v3reg = false;   // v3 variants: the register ring (SMRING false)
 };
 
 static int g_sms = 0, g_major = 0, g_smem_optin = 0, g_smem_sm = 0;
@@ -220,12 +226,12 @@ static bool plan_v3_variant(const Shape& s, Variant* v) {
   const bool swiglu = !v->plain && s.mode == gemv::kSwiGlu;
   v->p3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms, v->force_c, v->force_s);
   if (!v->p3.valid) return false;
-  v->p3.ns = std::max(1, v->p3.ns / v->ns_div);
-  v->fn3 = v3_fn(v->kern->g, v->kern->probe, v->p3.kwm, swiglu ? 2 : 1, v->p3.ns, v->kern->ring == 1);
+  v->p3.ns = std::max(1, v->p3.ns / v->ns_div) * v->ns_mul;
+  v->fn3 = v3_fn(v->kern->g, v->kern->probe, v->p3.kwm, swiglu ? 2 : 1, v->p3.ns, v->kern->ring == 1, v->v3reg);
   if (!v->fn3) return false;
   const int64_t nu = swiglu ? s.n / 32 : s.n / 16;
   if (gemv3::ws_floats(nu, swiglu ? 2 : 1, v->p3.C) > kWsFloats || nu > kTickets) return false;
-  const int smem = gemv3::Smem::of(8, v->p3.kc_max, swiglu ? 2 : 1).total;
+  const int smem = gemv3::smem_bytes(v->p3, 8, swiglu ? 2 : 1, !v->v3reg);
   if (smem > g_smem_optin) return false;
   CK(cudaFuncSetAttribute(reinterpret_cast<const void*>(v->fn3), cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   return true;
@@ -286,7 +292,7 @@ static void launch(const Variant& v, const gemv::Params& p, cudaStream_t st) {
     cudaLaunchConfig_t lc = {};
     lc.gridDim = dim3(v.p3.blocks, 1, 1);
     lc.blockDim = dim3(gemv3::kThreads, 1, 1);
-    lc.dynamicSmemBytes = gemv3::Smem::of(p.M, v.p3.kc_max, p.mode == gemv::kSwiGlu ? 2 : 1).total;
+    lc.dynamicSmemBytes = gemv3::smem_bytes(v.p3, p.M, p.mode == gemv::kSwiGlu ? 2 : 1, !v.v3reg);
     lc.stream = st;
     cudaLaunchAttribute at[1];
     int na = 0;
@@ -560,6 +566,8 @@ int main(int argc, char** argv) {
       int cl, rt;
       bool pdl, plain;
       int force_c = 0, ns_div = 1, force_s = 0;  // v3 only
+      int ns_mul = 1;
+      bool reg = false;
     };
     // v3 first (a sticky CUDA error of a later variant cannot lose them), then the old kernel (the library default,
     // GLM4_GEMV_PLAN=old) and the ring kernel ("ring" = GLM4_GEMV_PLAN=ring, which stopped the H200 with an illegal
@@ -568,7 +576,10 @@ int main(int argc, char** argv) {
     std::vector<Spec> specs = {{"v3", "v3", 0, 0, true, false}, {"v3-nopdl", "v3", 0, 0, false, false},
                                {"v3-plain", "v3", 0, 0, true, true}, {"v3-half", "v3", 0, 0, true, false, 0, 2},
                                {"v3probe", "v3probe", 0, 0, true, false}, {"v3-nohint", "v3plain", 0, 0, true, false},
-                               {"v3probe-nohint", "v3probeplain", 0, 0, true, false}};
+                               {"v3probe-nohint", "v3probeplain", 0, 0, true, false},
+                               {"v3-deep", "v3", 0, 0, true, false, 0, 1, 0, 2},          // ring twice as deep
+                               {"v3-reg", "v3", 0, 0, true, false, 0, 1, 0, 1, true},     // run 1's register ring
+                               {"v3-reg-half", "v3", 0, 0, true, false, 0, 2, 0, 1, true}};
     {
       const gemv3::Plan b3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms);
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C * 2), "v3", 0, 0, true, false, b3.C * 2});
@@ -593,6 +604,8 @@ int main(int argc, char** argv) {
       v.force_c = sp.force_c;
       v.ns_div = sp.ns_div;
       v.force_s = sp.force_s;
+      v.ns_mul = sp.ns_mul;
+      v.v3reg = sp.reg;
       if (v.v3 ? !plan_v3_variant(s, &v) : !plan_variant(s, kern, swiglu, sp.cl, sp.rt, &v.plan)) {
         std::printf("%-8s %-22s no plan\n", s.name, sp.name.c_str());
         continue;

@@ -284,7 +284,7 @@ V3Plan v3_plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu) {
   if (v.p.valid) v.fn = v3_kernel(group, v.p.kwm, u, v.p.ns);
   if (v.fn && v.p.C > 1 && nu > kV3Tickets) v.fn = nullptr;
   if (v.fn) {
-    v.smem8 = gemv3::Smem::of(8, v.p.kc_max, u).total;
+    v.smem8 = gemv3::smem_bytes(v.p, 8, u);
     const int cap = allow_dynamic_smem(reinterpret_cast<const void*>(v.fn), d.smem_optin);
     if (v.smem8 > cap) v.fn = nullptr;
   }
@@ -340,7 +340,7 @@ void run_linear(Context& c, const Tensor& out, const Tensor& x, const QWeight& w
         cudaLaunchConfig_t lc = {};
         lc.gridDim = dim3(static_cast<unsigned>(v.p.blocks), 1, 1);
         lc.blockDim = dim3(gemv3::kThreads, 1, 1);
-        lc.dynamicSmemBytes = static_cast<size_t>(gemv3::Smem::of(p.M, v.p.kc_max, swiglu ? 2 : 1).total);
+        lc.dynamicSmemBytes = static_cast<size_t>(gemv3::smem_bytes(v.p, p.M, swiglu ? 2 : 1));
         lc.stream = st;
         cudaLaunchAttribute at[1];
         int na = 0;

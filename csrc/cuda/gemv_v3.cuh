@@ -70,8 +70,9 @@ __host__ __device__ inline int64_t ws_floats(int64_t nu, int u, int c) { return 
 // Shared memory of a block for M tokens and kc_max tiles: x~ fragments, tile sums (and half-tile sums), the slots of
 // the per-step partials (2 buffers x 16 warps x U x 128 f32), sums of squares.
 struct Smem {
-  int xf, xt, xh, slot, ssq, total;
-  __host__ __device__ static Smem of(int M, int kc, int U) {
+  int xf, xt, xh, slot, ssq, ring, total;
+  // ring_tiles: tiles a warp in the shared-memory ring (0: register ring)
+  __host__ __device__ static Smem of(int M, int kc, int U, int ring_tiles = 0) {
     Smem s;
     int o = 0;
     auto take = [&](int b) { const int at = o; o += (b + 15) & ~15; return at; };
@@ -80,6 +81,7 @@ struct Smem {
     s.xh = take(kc * 2 * 8 * 4);
     s.slot = take(2 * kWarps * U * 512);
     s.ssq = take((kWarps + 1) * 8 * 4);
+    s.ring = take(kWarps * ring_tiles * 512);
     s.total = o;
     return s;
   }
@@ -115,6 +117,11 @@ inline Plan plan_v3(int64_t n, int64_t k, bool swiglu, int sms, int force_c = 0,
   return p;
 }
 
+// Shared memory of a launch of plan p for M tokens (U = 2 for SwiGLU), with the shared-memory ring or without.
+inline int smem_bytes(const Plan& p, int M, int U, bool smring = true) {
+  return Smem::of(M, p.kc_max, U, smring ? p.ns * p.kwm * U : 0).total;
+}
+
 __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                          uint32_t b1) {
   asm volatile(
@@ -143,6 +150,20 @@ __device__ __forceinline__ void griddep_launch() {
   asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif
 }
+__device__ __forceinline__ void cp_async16_pol(void* dst, const void* src, uint64_t pol) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
+               "l"(src), "l"(pol)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))), "l"(src)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ float4 ld_cg4(const float* p) { return __ldcg(reinterpret_cast<const float4*>(p)); }
 
 // One tile's loads: 16 code bytes a lane, and the scale/zero of rows g and g + 8 (SZ groups: 2 for G = 32).
@@ -154,8 +175,11 @@ struct TileRegs {
 
 // KWM: most tiles a warp owns in a row tile; U: row tiles a unit (2: SwiGLU gate + up); NS: ring depth in steps.
 // PROBE: the same loads, no arithmetic (the harness's bandwidth probe; not a GEMV, never validated).
-// PLAIN_LD (harness diagnostics): the weight loads as plain ld.global.nc, without L1::no_allocate and the L2 hint.
-template <int G, int KWM, int U, int NS, bool PROBE = false, bool PLAIN_LD = false>
+// PLAIN_LD (harness diagnostics): the weight loads without the L2 evict_first hint (and without L1::no_allocate).
+// SMRING: the codes go through a per-warp ring in shared memory by cp.async (16 B a lane a tile; each lane reads
+// back only its own 16 bytes, so its own wait_group suffices); false: a register ring (the first H200 run: at 8
+// tiles a warp it spills, and the spill stores wait for the loads in flight).
+template <int G, int KWM, int U, int NS, bool PROBE = false, bool PLAIN_LD = false, bool SMRING = true>
 __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   static_assert(G == 32 || G == 64 || G == 128, "group size");
   constexpr int SZ = G == 32 ? 2 : 1;
@@ -174,7 +198,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   const int s_w = warp % S, r_w = warp / S;
   const int kw0 = lo_of(KC, S, s_w), KW = lo_of(KC, S, s_w + 1) - kw0;  // the warp's tiles, chunk-local
   const int nsteps = (nu + R - 1) / R;
-  const Smem sm = Smem::of(M, KCmax, U);
+  constexpr int D = NS * T;  // ring tiles a warp
+  const Smem sm = Smem::of(M, KCmax, U, SMRING ? D : 0);
   const uint4* xf = reinterpret_cast<const uint4*>(smem + sm.xf);
   float* xt = reinterpret_cast<float*>(smem + sm.xt);
   float* xh = reinterpret_cast<float*>(smem + sm.xh);
@@ -199,11 +224,19 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   const bool pairable = G == 128 && (ktw & 1) == 0;
   const uint16_t* szlane = (t < 2 ? p.scales : p.zeros) + g + (t & 1) * 8;
   // the loads of tile slot i (= u * KWM + j) of step st into ring slot b
-  auto load_tile = [&](TileRegs<SZ>& r, int nt, int j) {
+  unsigned char* ringw = smem + sm.ring + (warp * D) * 512 + lane * 16;  // this lane's 16 bytes of slot 0
+  // slot (b, i) of the ring: b * T + i
+  auto load_tile = [&](TileRegs<SZ>& r, int nt, int j, int sl) {
     if (nt >= 0 && j < KW) {
       const uint8_t* cp = cbase + static_cast<int64_t>(nt) * KT * 512 + j * 512;
-      if constexpr (PLAIN_LD) r.q = __ldg(reinterpret_cast<const uint4*>(cp));
-      else r.q = ld_stream16(cp, pol);
+      if constexpr (SMRING) {
+        if constexpr (PLAIN_LD) cp_async16(ringw + sl * 512, cp);
+        else cp_async16_pol(ringw + sl * 512, cp, pol);
+      } else if constexpr (PLAIN_LD) {
+        r.q = __ldg(reinterpret_cast<const uint4*>(cp));
+      } else {
+        r.q = ld_stream16(cp, pol);
+      }
       const int64_t srow = static_cast<int64_t>(nt) * KG * 16;
       const bool first_of_pair = pairable && (j & 1) == 0 && j + 1 < KW;  // its group's values come with tile j + 1
 #pragma unroll
@@ -215,13 +248,14 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
         else r.s[h] = ld_u16_stream(sp, pol);
       }
     }
+    if constexpr (SMRING) cp_async_commit();  // one group a slot refill, empty or not: wait_group counts stay fixed
   };
   auto load_step = [&](int b, int st) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int nt = tile_of(st, u);
 #pragma unroll
-      for (int j = 0; j < KWM; ++j) load_tile(ring[b][u * KWM + j], nt, j);
+      for (int j = 0; j < KWM; ++j) load_tile(ring[b][u * KWM + j], nt, j, b * T + u * KWM + j);
     }
   };
 #pragma unroll
@@ -396,6 +430,20 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
       }
     }
   };
+  // The epilogue of one value: row `row` of unit un, token m (a[0]: the gate / the tile, a[1]: up).
+  auto epilogue1 = [&](int un, int row, int m, const float (&a)[U], float ri) {
+    const int n0 = un * 16 + row;
+    auto bias_at = [&](int n) { return p.bias_f32 ? p.bias_f32[n] : (p.bias_bf16 ? bf16_bits_to_f(p.bias_bf16[n]) : 0.f); };
+    const float y0 = a[0] * ri + bias_at(n0);
+    float* o = p.out + static_cast<int64_t>(m) * Nout + n0;
+    if constexpr (U == 2) {
+      const float y1 = a[U - 1] * ri + bias_at(n0 + p.N / 2);
+      *o = y0 / (1.f + expf(-y0)) * y1;
+    } else {
+      if (p.mode == kAccumulate) *o = *o + y0;
+      else *o = y0;
+    }
+  };
   auto rinv_of = [&](float (&ri)[2], bool from_ws) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
@@ -433,8 +481,12 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
 #pragma unroll
         for (int j = 0; j < KWM; ++j) {
           // consume the slot, refill it with step st + NS at once (T * NS tiles stay in flight), then compute
-          const TileRegs<SZ> cur = ring[b][u * KWM + j];
-          load_tile(ring[b][u * KWM + j], ntn[u], j);
+          TileRegs<SZ> cur = ring[b][u * KWM + j];
+          if constexpr (SMRING) {
+            cp_async_wait<D - 1>();  // this slot's group (the oldest of the D pending) has landed
+            cur.q = *reinterpret_cast<const uint4*>(ringw + (b * T + u * KWM + j) * 512);
+          }
+          load_tile(ring[b][u * KWM + j], ntn[u], j, b * T + u * KWM + j);
           if (live && j < KW) {
             const int mode = !pairable ? 0 : (j & 1) ? 2 : (j + 1 < KW ? 1 : 0);
             tile_compute(cur, kw0 + j, d[u], acc[u], mode);
@@ -446,34 +498,30 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
       for (int u = 0; u < U; ++u)
         *reinterpret_cast<float4*>(sl + u * 128 + lane * 4) = make_float4(acc[u][0], acc[u][1], acc[u][2], acc[u][3]);
       __syncthreads();
-      // reducers: row stream r of this step is summed by warp (st * R + r) % 16
-      for (int r = 0; r < R; ++r) {
-        if (warp != (st * R + r) % kWarps) continue;
-        const int rr = st * R + r;
-        if (rr >= nu) continue;
+      // the block's sums of this step, spread over all 512 threads (one fragment value each, few registers: the
+      // ring stays in registers across this): value f of row stream r, the S slots summed in fixed order; C == 1:
+      // the epilogue of that value; C > 1: a plain store of the block's partial to the workspace
+      for (int idx = tid; idx < R * 128; idx += kThreads) {
+        const int r = idx >> 7, f = idx & 127, rr = st * R + r;
+        const int fl = f >> 2, e = f & 3, m = 2 * (fl & 3) + (e & 1);
+        if (rr >= nu || m >= M) continue;
         const int un = u0 + rr;
-        float4 v[U];
+        float a[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-          for (int s = 0; s < S; ++s) {  // fixed order over the K slices of the block
-            const float4 w = *reinterpret_cast<const float4*>(slot + ((st & 1) * kWarps + r * S + s) * U * 128 + u * 128 + lane * 4);
-            a.x += w.x;
-            a.y += w.y;
-            a.z += w.z;
-            a.w += w.w;
-          }
-          v[u] = a;
+          const float* sp = slot + ((st & 1) * kWarps + r * S) * U * 128 + u * 128 + f;
+          float v = 0.f;
+          for (int s2 = 0; s2 < S; ++s2) v += sp[s2 * U * 128];  // fixed order over the K slices of the block
+          a[u] = v;
         }
         if (C == 1) {
-          float ri[2];
-          rinv_of(ri, false);
-          if constexpr (!PROBE) epilogue(un, v, ri);
-          else if (v[0].x == 1.2345f) p.out[0] = v[0].y;  // keep the probe's loads alive
-        } else {  // the block's partial to the workspace (fire and forget: the tickets come after the loop)
-          float* wsu = p.ws + static_cast<int64_t>(un) * C * U * 128;
+          const float ri = norm ? 1.f / sqrtf(ssq[kWarps * 8 + m] / static_cast<float>(K) + p.eps) : 1.f;
+          if constexpr (!PROBE) epilogue1(un, (fl >> 2) + ((e & 2) ? 8 : 0), m, a, ri);
+          else if (a[0] == 1.2345f) p.out[0] = a[U - 1];  // keep the probe's loads alive
+        } else {
+          float* wsu = p.ws + (static_cast<int64_t>(un) * C + c) * U * 128 + f;
 #pragma unroll
-          for (int u = 0; u < U; ++u) *reinterpret_cast<float4*>(wsu + (c * U + u) * 128 + lane * 4) = v[u];
+          for (int u = 0; u < U; ++u) wsu[u * 128] = a[u];
         }
       }
     }
