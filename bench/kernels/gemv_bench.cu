@@ -52,6 +52,7 @@ static const Kernel kKernels[] = {
 static const Kernel kV3Kernels[] = {
     {"v3", nullptr, 0, 0, 128, 0}, {"v3g64", nullptr, 0, 0, 64, 0}, {"v3g32", nullptr, 0, 0, 32, 0}, {"v3probe", nullptr, 0, 0, 128, 0, true},
     {"v3plain", nullptr, 0, 0, 128, 1}, {"v3probeplain", nullptr, 0, 0, 128, 1, true},  // ring = 1 here: plain loads
+    {"read", nullptr, 0, 0, 128, 2, true},  // ring = 2 here: read_kernel over the codes
 };
 using KFn3 = void (*)(const gemv3::Params);
 template <int G, bool PR, bool PL = false, bool SMR = true>
@@ -213,6 +214,7 @@ struct Variant {
   KFn3 fn3 = nullptr;
   int force_c = 0, ns_div = 1, force_s = 0;  // v3 variants: pinned C, ring depth divided (a shallower ring), pinned S
   int ns_mul = 1;       // v3 variants: ring depth multiplied (a deeper ring)
+  bool readfloor = false;  // not a GEMV: read_kernel over the same codes (this size's streaming floor here)
   bool v3reg = false;   // v3 variants: the register ring (SMRING false)
 };
 
@@ -268,7 +270,14 @@ static gemv::Params params_for(const Shape& s, const Weights& w, const Variant& 
   return p;
 }
 
+__global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* sink);
+static uint32_t* g_sink = nullptr;
 static void launch(const Variant& v, const gemv::Params& p, cudaStream_t st) {
+  if (v.readfloor) {
+    read_kernel<<<g_sms * 4, 512, 0, st>>>(reinterpret_cast<const uint4*>(p.codes), int64_t(p.N) * p.K / 32, g_sink);
+    CK(cudaGetLastError());
+    return;
+  }
   if (v.v3) {
     gemv3::Params q{};
     q.x = p.x;
@@ -541,6 +550,7 @@ int main(int argc, char** argv) {
   CK(cudaFree(dst));
 
   CK(cudaMalloc(&g_ws, size_t(kWsFloats) * 4));
+  CK(cudaMalloc(&g_sink, 4));
   CK(cudaMalloc(&g_tickets, size_t(kTickets) * 4));
   CK(cudaMemset(g_tickets, 0, size_t(kTickets) * 4));
   float *d_x, *d_out, *d_out1;
@@ -579,7 +589,8 @@ int main(int argc, char** argv) {
                                {"v3probe-nohint", "v3probeplain", 0, 0, true, false},
                                {"v3-deep", "v3", 0, 0, true, false, 0, 1, 0, 2},          // ring twice as deep
                                {"v3-reg", "v3", 0, 0, true, false, 0, 1, 0, 1, true},     // run 1's register ring
-                               {"v3-reg-half", "v3", 0, 0, true, false, 0, 2, 0, 1, true}};
+                               {"v3-reg-half", "v3", 0, 0, true, false, 0, 2, 0, 1, true},
+                               {"readfloor", "read", 0, 0, false, false}};
     {
       const gemv3::Plan b3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms);
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C * 2), "v3", 0, 0, true, false, b3.C * 2});
@@ -600,13 +611,14 @@ int main(int argc, char** argv) {
     for (const Spec& sp : specs) {
       const Kernel* kern = kernel_named(sp.kern);
       Variant v{sp.name, kern, {}, sp.pdl, sp.plain};
-      v.v3 = kern->fn == nullptr;
+      v.v3 = kern->fn == nullptr && kern->ring != 2;
+      v.readfloor = kern->ring == 2;
       v.force_c = sp.force_c;
       v.ns_div = sp.ns_div;
       v.force_s = sp.force_s;
       v.ns_mul = sp.ns_mul;
       v.v3reg = sp.reg;
-      if (v.v3 ? !plan_v3_variant(s, &v) : !plan_variant(s, kern, swiglu, sp.cl, sp.rt, &v.plan)) {
+      if (!v.readfloor && (v.v3 ? !plan_v3_variant(s, &v) : !plan_variant(s, kern, swiglu, sp.cl, sp.rt, &v.plan))) {
         std::printf("%-8s %-22s no plan\n", s.name, sp.name.c_str());
         continue;
       }
@@ -616,7 +628,9 @@ int main(int argc, char** argv) {
       const Weights& w = wcache[wkey];
       const int nout = (!v.plain && swiglu) ? s.n / 2 : s.n;
       char plan[160];
-      if (v.v3)
+      if (v.readfloor)
+        std::snprintf(plan, sizeof plan, "read_kernel over the same codes, %d blocks x 512 (not a GEMV)", g_sms * 4);
+      else if (v.v3)
         std::snprintf(plan, sizeof plan, "v3 G%d C %d S %d R %d kwm %d ns %d, %d blocks x %d warps", kern->g, v.p3.C, v.p3.S,
                       gemv3::kWarps / v.p3.S, v.p3.kwm, v.p3.ns, v.p3.blocks, gemv3::kWarps);
       else

@@ -61,7 +61,7 @@ for s in shapes:
         v3 = get("v3")
         if not v3 and m in (2, 4):
             continue
-        cand = [r for r in res if r["M"] == m and r["variant"] not in ("v3-plain", "v3probe", "v3probe-nohint")]
+        cand = [r for r in res if r["M"] == m and r["variant"] not in ("v3-plain", "v3probe", "v3probe-nohint", "readfloor")]
         b = min(cand, key=lambda r: r["us"]) if cand else None
         print(f"{s:8s} {m:2d} | {f(v3)} | {f(get('old'))} | {f(get('ring'))} | {(b['variant'] if b else '-'):>12s} {f(b)} | {f(get('v3probe'))}")
 print("every valid variant, us at M = 1 / M = 8:")
