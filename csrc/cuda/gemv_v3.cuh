@@ -151,9 +151,11 @@ __device__ __forceinline__ void griddep_launch() {
   asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif
 }
-__device__ __forceinline__ void cp_async16_pol(void* dst, const void* src, uint64_t pol) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
-               "l"(src), "l"(pol)
+// The weight stream's cp.async. Its .L2::cache_hint form (an evict_first createpolicy operand) trapped with
+// "illegal instruction" on the H200 (compute-sanitizer, 2026-12-03 run 4: here and in gemv2's ring kernel), so the
+// copy goes without the hint; `pol` is kept for the call sites.
+__device__ __forceinline__ void cp_async16_pol(void* dst, const void* src, uint64_t /*pol*/) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))), "l"(src)
                : "memory");
 }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
