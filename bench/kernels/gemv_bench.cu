@@ -595,6 +595,8 @@ int main(int argc, char** argv) {
       const gemv3::Plan b3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms);
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C * 2), "v3", 0, 0, true, false, b3.C * 2});
       if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C / 2), "v3", 0, 0, true, false, b3.C / 2});
+      // no split K at all (no tickets; rows alone balance the SMs, 2-3 row tiles a block on qkv / o)
+      if (b3.valid && b3.C > 2) specs.push_back({"v3-c1", "v3", 0, 0, true, false, 1});
       // every warp on one row at a time (R = 1): finer row balance, one tile a warp a row tile on qkv / o
       if (b3.valid && b3.S < 16) specs.push_back({"v3-s16", "v3", 0, 0, true, false, 0, 1, 16});
     }

@@ -76,7 +76,8 @@ struct Smem {
     Smem s;
     int o = 0;
     auto take = [&](int b) { const int at = o; o += (b + 15) & ~15; return at; };
-    s.xf = take(kc * M * 128);
+    s.xf = take(kc * 8 * 128);  // 8 token slots whatever M: tokens past M are zero fragments (no per-tile test)
+    (void)M;
     s.xt = take(kc * 8 * 4);
     s.xh = take(kc * 2 * 8 * 4);
     s.slot = take(2 * kWarps * U * 512);
@@ -293,8 +294,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
         }
       }
 #pragma unroll
-      for (int m0 = 0; m0 < 8; m0 += 2) {
-        if (m0 >= M) break;  // warp-uniform
+      for (int m0 = 0; m0 < 8; m0 += 2) {  // all 8 slots: tokens past M are written as zeros (no loads)
         float2 v[2][4];
 #pragma unroll
         for (int mm = 0; mm < 2; ++mm)
@@ -305,7 +305,6 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
 #pragma unroll
         for (int mm = 0; mm < 2; ++mm) {
           const int m = m0 + mm;
-          if (m >= M) break;  // warp-uniform
 #pragma unroll
           for (int e = 0; e < 4; ++e) ssm[m] = fmaf(v[mm][e].y, v[mm][e].y, fmaf(v[mm][e].x, v[mm][e].x, ssm[m]));
           if (norm) {
@@ -320,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
           f.y = pack_bf16x2(v[mm][1].x, v[mm][1].y);  //           k0 + 2t+8, 2t+9
           f.z = pack_bf16x2(v[mm][2].x, v[mm][2].y);  // j = 2h+1
           f.w = pack_bf16x2(v[mm][3].x, v[mm][3].y);
-          if (ok) xfw[((ktl * 2 + h) * M + m) * 4 + tt] = f;
+          if (ok) xfw[((ktl * 2 + h) * 8 + m) * 4 + tt] = f;
           // sum of the bf16 values (what the tensor cores multiply), fixed order
           float hs = (bf16lo(f.x) + bf16hi(f.x)) + (bf16lo(f.y) + bf16hi(f.y)) + ((bf16lo(f.z) + bf16hi(f.z)) + (bf16lo(f.w) + bf16hi(f.w)));
           hs += __shfl_xor_sync(0xffffffffu, hs, 1);
@@ -338,14 +337,6 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
       const float ss = warp_sum(ssm[m]);  // zero for tokens past M
       if (lane == 0) ssq[warp * 8 + m] = ss;
     }
-    for (int i = tid; i < KC * 8; i += kThreads) {  // tokens M..7: zero sums
-      const int ktl = i >> 3, m = i & 7;
-      if (m >= M) {
-        xt[ktl * 8 + m] = 0.f;
-        xh[(ktl * 2) * 8 + m] = 0.f;
-        xh[(ktl * 2 + 1) * 8 + m] = 0.f;
-      }
-    }
   }
   __syncthreads();
   if (tid < 8) {  // the chunk's sum of x^2 per token, fixed order over warps
@@ -360,8 +351,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
   __syncthreads();
 
   // ---- main loop
-  const bool has_tok = g < M;
-  const uint4* xfg = xf + (g < M ? g : 0) * 4 + t;  // token g's fragments: [ktl][h][M][4] + (ktl * 2 + h) * M * 4
+  const uint4* xfg = xf + g * 4 + t;  // token g's fragments: [ktl][h][8][4] + (ktl * 2 + h) * 32 (zeros past M)
   // tile_compute(r, ktl, d, acc, mode): the tile's 4 mma into d; mode 0: correct with the tile's sums and clear d;
   // 1: leave d for the pair's second tile; 2: the pair's second tile, correct with both tiles' sums and clear d.
   auto tile_compute = [&](const TileRegs<SZ>& r, int ktl, float (&d)[4], float (&acc)[4], int mode) {
@@ -369,8 +359,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_v3_kernel(const Params p) {
       acc[0] += __uint_as_float((r.q.x ^ r.q.y ^ r.q.z ^ r.q.w) & 0x007fffffu) + __uint_as_float(r.s[0] & 0x7fffu);
       return;
     } else {
-      uint4 b01 = xfg[(ktl * 2) * M * 4], b23 = xfg[(ktl * 2 + 1) * M * 4];
-      if (!has_tok) b01 = b23 = make_uint4(0u, 0u, 0u, 0u);
+      const uint4 b01 = xfg[(ktl * 2) * 32], b23 = xfg[(ktl * 2 + 1) * 32];
       auto word = [&](uint32_t w, uint32_t b0, uint32_t b1) {
         const uint32_t a0 = (w & 0x000F000Fu) | 0x43004300u;
         const uint32_t a1 = ((w >> 4) & 0x000F000Fu) | 0x43004300u;
