@@ -125,17 +125,15 @@ constexpr int kDepth = 4;  // old plan: tile loads in flight per warp: 79 regist
 // has the prediction; gemv_bench.cu measures ring 4/8/16 and the old kernel side by side.
 constexpr int kRing = 8;
 
-// Which kernel a shape gets (H200, run 4, M = 1 / M = 8 us, ring 8 vs old): qkv 13.0/17.6 vs 12.5/27.9, o 11.8/15.6 vs
-// 11.3/21.4, gate_up 56.3/60.9 vs 66.7/81.8, output 208/210 vs 565/575, down 41.5/48.5 vs 32.5/56.0.
-// Default: the DEPTH register-ring kernel ("old", run 2/3's configuration) everywhere. The ring kernel is faster on
-// gate_up and output but, with the interleaved K slices of 6208dc7, stopped the H200 with an illegal instruction on
-// the GLM-4-9B shapes (final run of 2026-12-03: the synthetic 9B tests, the bench and the harness), so it is opt-in
-// until that is found: GLM4_GEMV_PLAN=ring (ring everywhere), GLM4_GEMV_PLAN=mixed (ring except K > 8192 without
-// SwiGLU), GLM4_GEMV_PLAN=old (the default). Read once a process.
-// GLM4_GEMV_PLAN=v3: the persistent GEMV of gemv_v3.cuh wherever it has a plan (codebook 0, layout-1 shapes whose
-// K chunk gives every warp 1..4 tiles; NF4 and the rest keep the old kernel). kDefaultPlan is the plan without the
-// variable (1 = old until the H200 figures of scripts/gpu/gemv3.sh; 3 makes v3 the default where it is valid).
-constexpr int kDefaultPlan = 1;
+// Which kernel a shape gets. Default (kDefaultPlan = 3): the persistent GEMV of gemv_v3.cuh wherever it has a plan
+// (codebook 0, layout-1 shapes whose K chunk gives every warp 1..4 tiles); NF4 and the rest keep the DEPTH
+// register-ring kernel ("old"). Measured on the H200 (2026-12-03, scripts/gpu/gemv3.sh, M = 1 / M = 8, us, v3 vs
+// old): qkv 12.5/13.7 vs 12.4/27.6, o 11.6/12.7 vs 11.3/21.3, gate_up 29.3/30.7 vs 66.6/81.6, down 20.3/22.0 vs
+// 32.2/55.7, output 135/137 vs 566/573; the bench's decode at batch 1 225.6 tok/s vs 158.4, batch 8 1,450 vs 761.
+// GLM4_GEMV_PLAN=old (the old kernel everywhere), =ring (gemv2's cp.async ring everywhere), =mixed (ring except
+// K > 8192 without SwiGLU), =v3 (the default). Read once a process. Both rings copy without the L2 cache hint: the
+// hinted cp.async trapped with "illegal instruction" on the H200 (compute-sanitizer, run 4 of 2026-12-03).
+constexpr int kDefaultPlan = 3;
 int gemv_plan_env() {  // 0 mixed, 1 old, 2 ring, 3 v3
   static const int v = [] {
     const char* e = std::getenv("GLM4_GEMV_PLAN");
