@@ -68,6 +68,12 @@ Tensor attention_workspace(Context& c, const Tensor& q, const Tensor& kcache, co
 void attention_run(Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache, const Tensor& vcache,
                    const Tensor& positions, float scale, int64_t block_size, const Tensor& table, const Tensor& seq,
                    const Tensor& work);
+// linear_int4's scratch for the v3 GEMV's split-K partials and tickets (gemv_v3.cuh), from the context's "gemv3"
+// workspace, zero-filled when new; undefined when the kernel chosen does not split K. Taken when the op is recorded
+// (as attention's); linear_int4_run launches with it (without one, a kernel that needs it is not chosen).
+Tensor linear_int4_workspace(Context& c, const Tensor& x, const QWeight& w, int64_t mode);
+void linear_int4_run(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps, int64_t mode,
+                     const Tensor& bias, const Tensor& norm_weight, const Tensor& work);
 }  // namespace cuda
 
 }  // namespace glm4

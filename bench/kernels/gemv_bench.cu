@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cuda/gemv_int4.cuh"
+#include "cuda/gemv_v3.cuh"
 
 using namespace glm4;
 using namespace glm4::cuda;
@@ -47,7 +48,41 @@ static const Kernel kKernels[] = {
     {"r8nf4", &gemv::gemv_int4_kernel<4, 1, 128, 8>, 4, 1, 128, 8},
     {"r8probe", &gemv::gemv_int4_kernel<4, 0, 128, 8, true>, 4, 0, 128, 8, true},
 };
+// v3 (gemv_v3.cuh): the kernel is picked from the plan (G, KWM, U, NS); these entries carry cb / g for the reference.
+static const Kernel kV3Kernels[] = {
+    {"v3", nullptr, 0, 0, 128, 0}, {"v3g64", nullptr, 0, 0, 64, 0}, {"v3g32", nullptr, 0, 0, 32, 0}, {"v3probe", nullptr, 0, 0, 128, 0, true},
+    {"v3plain", nullptr, 0, 0, 128, 1}, {"v3probeplain", nullptr, 0, 0, 128, 1, true},  // ring = 1 here: plain loads
+    {"read", nullptr, 0, 0, 128, 2, true},  // ring = 2 here: read_kernel over the codes
+};
+using KFn3 = void (*)(const gemv3::Params);
+template <int G, bool PR, bool PL = false, bool SMR = true>
+static KFn3 v3_fn_g(int kwm, int U, int ns) {
+  if (U == 2) {
+    if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 2, 1, PR, PL, SMR>;
+    if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 2, 2, PR, PL, SMR>;
+    if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 2, 2, PR, PL, SMR>;
+    if (kwm == 1 && ns == 4) return &gemv3::gemv_v3_kernel<G, 1, 2, 4, PR, PL, SMR>;
+    return nullptr;
+  }
+  if (kwm == 4 && ns == 4) return &gemv3::gemv_v3_kernel<G, 4, 1, 4, PR, PL, SMR>;
+  if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 1, 2, PR, PL, SMR>;
+  if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 1, 1, PR, PL, SMR>;
+  if (kwm == 2 && ns == 8) return &gemv3::gemv_v3_kernel<G, 2, 1, 8, PR, PL, SMR>;
+  if (kwm == 2 && ns == 4) return &gemv3::gemv_v3_kernel<G, 2, 1, 4, PR, PL, SMR>;
+  if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 1, 2, PR, PL, SMR>;
+  if (kwm == 1 && ns == 8) return &gemv3::gemv_v3_kernel<G, 1, 1, 8, PR, PL, SMR>;
+  return nullptr;
+}
+// plain: the weight loads without the L1::no_allocate / L2 evict_first hints (a diagnostic, G = 128 only)
+static KFn3 v3_fn(int g, bool probe, int kwm, int U, int ns, bool plain = false, bool reg = false) {
+  if (reg) return g == 128 && !probe && !plain ? v3_fn_g<128, false, false, false>(kwm, U, ns) : nullptr;
+  if (plain) return g == 128 ? (probe ? v3_fn_g<128, true, true>(kwm, U, ns) : v3_fn_g<128, false, true>(kwm, U, ns)) : nullptr;
+  if (probe) return g == 128 ? v3_fn_g<128, true>(kwm, U, ns) : nullptr;
+  return g == 128 ? v3_fn_g<128, false>(kwm, U, ns) : g == 64 ? v3_fn_g<64, false>(kwm, U, ns) : v3_fn_g<32, false>(kwm, U, ns);
+}
 static const Kernel* kernel_named(const char* n) {
+  for (const Kernel& k : kV3Kernels)
+    if (!std::strcmp(k.name, n)) return &k;
   for (const Kernel& k : kKernels)
     if (!std::strcmp(k.name, n)) return &k;
   std::fprintf(stderr, "no kernel %s\n", n);
@@ -174,9 +209,35 @@ struct Variant {
   gemv::Plan plan;
   bool pdl;
   bool plain;  // store, no norm, no bias (the bare GEMV, comparable with tinygemm)
+  bool v3 = false;  // gemv_v3.cuh: p3 and fn3 instead of plan
+  gemv3::Plan p3{};
+  KFn3 fn3 = nullptr;
+  int force_c = 0, ns_div = 1, force_s = 0;  // v3 variants: pinned C, ring depth divided (a shallower ring), pinned S
+  int ns_mul = 1;       // v3 variants: ring depth multiplied (a deeper ring)
+  bool readfloor = false;  // not a GEMV: read_kernel over the same codes (this size's streaming floor here)
+  bool v3reg = false;   // v3 variants: the register ring (SMRING false)
 };
 
 static int g_sms = 0, g_major = 0, g_smem_optin = 0, g_smem_sm = 0;
+static float* g_ws = nullptr;         // v3 split-K workspace (4M floats) and tickets (zero at rest)
+static unsigned* g_tickets = nullptr;
+constexpr int64_t kWsFloats = int64_t(4) << 20, kTickets = 1 << 16;
+
+// The v3 plan and kernel of a shape (and of a row view: same force_c / ns_div).
+static bool plan_v3_variant(const Shape& s, Variant* v) {
+  const bool swiglu = !v->plain && s.mode == gemv::kSwiGlu;
+  v->p3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms, v->force_c, v->force_s);
+  if (!v->p3.valid) return false;
+  v->p3.ns = std::max(1, v->p3.ns / v->ns_div) * v->ns_mul;
+  v->fn3 = v3_fn(v->kern->g, v->kern->probe, v->p3.kwm, swiglu ? 2 : 1, v->p3.ns, v->kern->ring == 1, v->v3reg);
+  if (!v->fn3) return false;
+  const int64_t nu = swiglu ? s.n / 32 : s.n / 16;
+  if (gemv3::ws_floats(nu, swiglu ? 2 : 1, v->p3.C) > kWsFloats || nu > kTickets) return false;
+  const int smem = gemv3::smem_bytes(v->p3, 8, swiglu ? 2 : 1, !v->v3reg);
+  if (smem > g_smem_optin) return false;
+  CK(cudaFuncSetAttribute(reinterpret_cast<const void*>(v->fn3), cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  return true;
+}
 
 static bool plan_variant(const Shape& s, const Kernel* kern, bool swiglu, int force_cl, int force_rt, gemv::Plan* out) {
   // the most dynamic shared memory this kernel may use: the opt-in limit minus its static shared memory (NF4's
@@ -209,7 +270,51 @@ static gemv::Params params_for(const Shape& s, const Weights& w, const Variant& 
   return p;
 }
 
+__global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* sink);
+static uint32_t* g_sink = nullptr;
 static void launch(const Variant& v, const gemv::Params& p, cudaStream_t st) {
+  if (v.readfloor) {
+    read_kernel<<<g_sms * 4, 512, 0, st>>>(reinterpret_cast<const uint4*>(p.codes), int64_t(p.N) * p.K / 32, g_sink);
+    CK(cudaGetLastError());
+    return;
+  }
+  if (v.v3) {
+    gemv3::Params q{};
+    q.x = p.x;
+    q.codes = p.codes;
+    q.scales = p.scales;
+    q.zeros = p.zeros;
+    q.bias_f32 = p.bias_f32;
+    q.bias_bf16 = p.bias_bf16;
+    q.norm_f32 = p.norm_f32;
+    q.norm_bf16 = p.norm_bf16;
+    q.out = p.out;
+    q.ws = g_ws;
+    q.tickets = g_tickets;
+    q.eps = p.eps;
+    q.M = p.M;
+    q.N = p.N;
+    q.K = p.K;
+    q.mode = p.mode;
+    q.C = v.p3.C;
+    q.S = v.p3.S;
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = dim3(v.p3.blocks, 1, 1);
+    lc.blockDim = dim3(gemv3::kThreads, 1, 1);
+    lc.dynamicSmemBytes = gemv3::smem_bytes(v.p3, p.M, p.mode == gemv::kSwiGlu ? 2 : 1, !v.v3reg);
+    lc.stream = st;
+    cudaLaunchAttribute at[1];
+    int na = 0;
+    if (v.pdl) {
+      at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      at[na].val.programmaticStreamSerializationAllowed = 1;
+      ++na;
+    }
+    lc.attrs = at;
+    lc.numAttrs = na;
+    CK(cudaLaunchKernelEx(&lc, v.fn3, q));
+    return;
+  }
   const int kt = p.K / 64;
   const int smem = gemv::Smem::of(p.M, (kt + v.plan.cfg.cl - 1) / v.plan.cfg.cl, v.plan.cfg).total;
   cudaLaunchConfig_t lc = {};
@@ -342,7 +447,7 @@ static Check views_equal_whole(const Shape& s, const Weights& w, const Variant& 
     Shape sv = s;
     sv.n = nv;
     Variant vv = whole;
-    if (!plan_variant(sv, v.kern, false, 0, 0, &vv.plan)) return {false, 0, "no plan for the view"};
+    if (v.v3 ? !plan_v3_variant(sv, &vv) : !plan_variant(sv, v.kern, false, 0, 0, &vv.plan)) return {false, 0, "no plan for the view"};
     gemv::Params p = params_for(sv, w, vv, 0, d_x, d_out1, 3);
     p.codes += int64_t(r0) * s.k / 2;
     p.scales += int64_t(r0) * kg;
@@ -444,6 +549,10 @@ int main(int argc, char** argv) {
   CK(cudaFree(src));
   CK(cudaFree(dst));
 
+  CK(cudaMalloc(&g_ws, size_t(kWsFloats) * 4));
+  CK(cudaMalloc(&g_sink, 4));
+  CK(cudaMalloc(&g_tickets, size_t(kTickets) * 4));
+  CK(cudaMemset(g_tickets, 0, size_t(kTickets) * 4));
   float *d_x, *d_out, *d_out1;
   CK(cudaMalloc(&d_x, size_t(8) * 13696 * 4));
   CK(cudaMalloc(&d_out, size_t(8) * 151552 * 4));
@@ -466,33 +575,37 @@ int main(int argc, char** argv) {
       const char* kern;
       int cl, rt;
       bool pdl, plain;
+      int force_c = 0, ns_div = 1, force_s = 0;  // v3 only
+      int ns_mul = 1;
+      bool reg = false;
     };
-    // auto = the library's default (ring 8 and its rule); old = run 2's auto (GLM4_GEMV_PLAN=old)
-    // (ring 16 was dropped: "illegal instruction" in run 4 on gate_up, down and output, which ended those processes)
-    std::vector<Spec> specs = {{"auto", "r8", 0, 0, true, false},       {"auto-contig", "r8", 0, 0, true, false},
-                               {"old", "d4", 0, 0, true, false},        {"ring4", "r4", 0, 0, true, false},
-                               {"auto-nopdl", "r8", 0, 0, false, false}, {"auto-plain", "r8", 0, 0, true, true}};
-    gemv::Plan base;
-    if (!plan_variant(s, kernel_named("r8"), swiglu, 0, 0, &base)) {
-      std::printf("%s: no plan\n", s.name);
-      ++failures;
-      continue;
+    // v3 first (a sticky CUDA error of a later variant cannot lose them), then the old kernel (the library default,
+    // GLM4_GEMV_PLAN=old) and the ring kernel ("ring" = GLM4_GEMV_PLAN=ring, which stopped the H200 with an illegal
+    // instruction in the final run of 2026-12-03: last). v3: the plan's rule, without PDL, the bare GEMV, a ring half
+    // as deep, the bandwidth probe (v3's loads, no arithmetic), C pinned to the neighbour, group sizes 64 / 32.
+    std::vector<Spec> specs = {{"v3", "v3", 0, 0, true, false}, {"v3-nopdl", "v3", 0, 0, false, false},
+                               {"v3-plain", "v3", 0, 0, true, true}, {"v3-half", "v3", 0, 0, true, false, 0, 2},
+                               {"v3probe", "v3probe", 0, 0, true, false}, {"v3-nohint", "v3plain", 0, 0, true, false},
+                               {"v3probe-nohint", "v3probeplain", 0, 0, true, false},
+                               {"v3-deep", "v3", 0, 0, true, false, 0, 1, 0, 2},          // ring twice as deep
+                               {"v3-reg", "v3", 0, 0, true, false, 0, 1, 0, 1, true},     // run 1's register ring
+                               {"v3-reg-half", "v3", 0, 0, true, false, 0, 2, 0, 1, true},
+                               {"readfloor", "read", 0, 0, false, false}};
+    {
+      const gemv3::Plan b3 = gemv3::plan_v3(s.n, s.k, swiglu, g_sms);
+      if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C * 2), "v3", 0, 0, true, false, b3.C * 2});
+      if (b3.valid && b3.C > 1) specs.push_back({"v3-c" + std::to_string(b3.C / 2), "v3", 0, 0, true, false, b3.C / 2});
+      // no split K at all (no tickets; rows alone balance the SMs, 2-3 row tiles a block on qkv / o)
+      if (b3.valid && b3.C > 2) specs.push_back({"v3-c1", "v3", 0, 0, true, false, 1});
+      // every warp on one row at a time (R = 1): finer row balance, one tile a warp a row tile on qkv / o
+      if (b3.valid && b3.S < 16) specs.push_back({"v3-s16", "v3", 0, 0, true, false, 0, 1, 16});
     }
-    const int cls[] = {1, 2, 4, 8};
-    for (int c : cls)
-      if (c != base.cfg.cl && (c == base.cfg.cl * 2 || c * 2 == base.cfg.cl)) specs.push_back({"cl" + std::to_string(c), "r8", c, 0, true, false});
-    if (base.cfg.rt * 2 <= 64) specs.push_back({"rt" + std::to_string(base.cfg.rt * 2), "r8", base.cfg.cl, base.cfg.rt * 2, true, false});
-    if (base.cfg.rt / 2 >= (swiglu ? 2 : 1)) specs.push_back({"rt" + std::to_string(base.cfg.rt / 2), "r8", base.cfg.cl, base.cfg.rt / 2, true, false});
-    if (!std::strcmp(s.name, "output")) {  // one block an SM (9472 / 72 = 132 blocks), whole rows
-      specs.push_back({"rt72", "r8", 1, 72, true, false});
-    }
-    specs.push_back({"probe", "r8probe", 0, 0, true, false});  // auto's plan and stream, no arithmetic
     if (!std::strcmp(s.name, "qkv") || !std::strcmp(s.name, "gate_up")) {
-      specs.push_back({"nf4", "r8nf4", 0, 0, true, false});
-      specs.push_back({"g64", "r8g64", 0, 0, true, false});
-      specs.push_back({"g32", "r8g32", 0, 0, true, false});
+      specs.push_back({"v3g64", "v3g64", 0, 0, true, false});
+      specs.push_back({"v3g32", "v3g32", 0, 0, true, false});
     }
-
+    specs.push_back({"old", "d4", 0, 0, true, false});
+    specs.push_back({"ring", "r8", 0, 0, true, false});
     // weights per group size / codebook (the harness's random data; copies so that the rotation misses L2)
     int64_t bytes128 = int64_t(s.n) * s.k / 2 + int64_t(s.n) * (s.k / 128) * 4;
     const int copies = int(std::max<int64_t>(2, std::min<int64_t>(32, (int64_t(400) << 20) / bytes128 + 1)));
@@ -500,7 +613,14 @@ int main(int argc, char** argv) {
     for (const Spec& sp : specs) {
       const Kernel* kern = kernel_named(sp.kern);
       Variant v{sp.name, kern, {}, sp.pdl, sp.plain};
-      if (!plan_variant(s, kern, swiglu, sp.cl, sp.rt, &v.plan)) {
+      v.v3 = kern->fn == nullptr && kern->ring != 2;
+      v.readfloor = kern->ring == 2;
+      v.force_c = sp.force_c;
+      v.ns_div = sp.ns_div;
+      v.force_s = sp.force_s;
+      v.ns_mul = sp.ns_mul;
+      v.v3reg = sp.reg;
+      if (!v.readfloor && (v.v3 ? !plan_v3_variant(s, &v) : !plan_variant(s, kern, swiglu, sp.cl, sp.rt, &v.plan))) {
         std::printf("%-8s %-22s no plan\n", s.name, sp.name.c_str());
         continue;
       }
@@ -510,10 +630,16 @@ int main(int argc, char** argv) {
       const Weights& w = wcache[wkey];
       const int nout = (!v.plain && swiglu) ? s.n / 2 : s.n;
       char plan[160];
-      std::snprintf(plan, sizeof plan, "%s%s rt %d ks %d cl %d upw %d, %d blocks x %d warps%s", kern->name,
-                    kern->ring && !v.plan.cfg.order ? " contiguous" : "", v.plan.cfg.rt,
-                    v.plan.cfg.ks, v.plan.cfg.cl, v.plan.cfg.upw, v.plan.rowgroups * v.plan.cfg.cl, v.plan.cfg.warps(),
-                    v.plan.one_wave ? "" : " (more than one wave)");
+      if (v.readfloor)
+        std::snprintf(plan, sizeof plan, "read_kernel over the same codes, %d blocks x 512 (not a GEMV)", g_sms * 4);
+      else if (v.v3)
+        std::snprintf(plan, sizeof plan, "v3 G%d C %d S %d R %d kwm %d ns %d, %d blocks x %d warps", kern->g, v.p3.C, v.p3.S,
+                      gemv3::kWarps / v.p3.S, v.p3.kwm, v.p3.ns, v.p3.blocks, gemv3::kWarps);
+      else
+        std::snprintf(plan, sizeof plan, "%s%s rt %d ks %d cl %d upw %d, %d blocks x %d warps%s", kern->name,
+                      kern->ring && !v.plan.cfg.order ? " contiguous" : "", v.plan.cfg.rt,
+                      v.plan.cfg.ks, v.plan.cfg.cl, v.plan.cfg.upw, v.plan.rowgroups * v.plan.cfg.cl, v.plan.cfg.warps(),
+                      v.plan.one_wave ? "" : " (more than one wave)");
       // validate first: M = 1, 3, 8 (and batched == solo for the rule's plan)
       bool ok = true;
       std::string why;
@@ -529,7 +655,8 @@ int main(int argc, char** argv) {
           break;
         }
       }
-      if (ok && (sp.name == "auto" || sp.name == "auto-plain")) {
+      if (ok && (sp.name == "v3" || sp.name == "v3-plain" || sp.name.rfind("v3-c", 0) == 0 || sp.name == "v3-s16" || sp.name == "v3g32" ||
+                 sp.name == "v3g64" || sp.name == "ring")) {
         Check c = batch_equals_solo(s, w, v, d_x, d_out, d_out1, st);
         if (c.ok && !std::strcmp(s.name, "qkv")) c = views_equal_whole(s, w, v, d_x, d_out, d_out1, st);
         if (!c.ok) {
@@ -546,7 +673,7 @@ int main(int argc, char** argv) {
         continue;
       }
       for (int M : {1, 2, 4, 8}) {
-        if (sp.name != "auto" && sp.name != "auto-plain" && M != 1 && M != 8) continue;  // variants: M = 1 and 8
+        if (sp.name != "v3" && M != 1 && M != 8) continue;  // variants: M = 1 and 8
         const double us = time_calls(s, w, v, M, d_x, d_out, st);
         const double bytes = double(w.bytes()) + double(M) * s.k * 4 + double(M) * nout * 4 * ((!v.plain && s.mode == gemv::kAccumulate) ? 2 : 1);
         const double gbs = bytes / (us * 1e-6) / 1e9;

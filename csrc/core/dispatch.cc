@@ -230,6 +230,14 @@ void linear_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
                "], got ", norm_weight.describe());
     GLM4_CHECK(eps > 0.f && std::isfinite(eps), GLM4_E_INVALID_ARG, op, ": eps must be positive and finite, got ", eps);
   }
+#if defined(GLM4_WITH_CUDA)
+  if (is_cuda(c)) {
+    // the v3 GEMV's split-K scratch is taken now and held by the recorded op (as attention's)
+    const Tensor work = cuda::linear_int4_workspace(c, x, w, mode);
+    c.enqueue([=](Context& cx) { cuda::linear_int4_run(cx, out, x, w, eps, mode, bias, norm_weight, work); }, "linear_int4");
+    return;
+  }
+#endif
   GLM4_RECORD(c, linear_int4, out, x, w, eps, mode, bias, norm_weight);
 }
 

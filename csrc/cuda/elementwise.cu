@@ -3,6 +3,7 @@
 // otherwise contract into an FMA, so results match csrc/cpu/elementwise.cc up to the device libm (expf, logf,
 // cosf) in the last ulp.
 #include <algorithm>
+#include <type_traits>
 
 #include "core/random.h"
 #include "ops.h"
@@ -33,12 +34,18 @@ __global__ void __launch_bounds__(256) swiglu_kernel(TO* __restrict__ out, const
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     if constexpr (VEC == 4) {
-      const float4 a = *reinterpret_cast<const float4*>(g + 4 * i);
-      const float4 b = *reinterpret_cast<const float4*>(u + 4 * i);
-      store_f(o, 4 * i, silu_mul(a.x, b.x));
-      store_f(o, 4 * i + 1, silu_mul(a.y, b.y));
-      store_f(o, 4 * i + 2, silu_mul(a.z, b.z));
-      store_f(o, 4 * i + 3, silu_mul(a.w, b.w));
+      // 16-byte loads, and one 16-byte (f32) or 8-byte (bf16) store a thread: four scalar stores at a 16-byte
+      // stride held swiglu to ~2.1 TB/s on the H200 (157 us for 2048 x 13696).
+      const float4 a = __ldcs(reinterpret_cast<const float4*>(g + 4 * i));  // read once: streaming
+      const float4 b = __ldcs(reinterpret_cast<const float4*>(u + 4 * i));
+      const float4 r = make_float4(silu_mul(a.x, b.x), silu_mul(a.y, b.y), silu_mul(a.z, b.z), silu_mul(a.w, b.w));
+      if constexpr (std::is_same_v<TO, float>) {
+        *reinterpret_cast<float4*>(o + 4 * i) = r;
+      } else {
+        const uint32_t lo = static_cast<uint32_t>(f_to_bf16_bits(r.x)) | (static_cast<uint32_t>(f_to_bf16_bits(r.y)) << 16);
+        const uint32_t hi = static_cast<uint32_t>(f_to_bf16_bits(r.z)) | (static_cast<uint32_t>(f_to_bf16_bits(r.w)) << 16);
+        *reinterpret_cast<uint2*>(o + 4 * i) = make_uint2(lo, hi);
+      }
     } else {
       store_f(o, i, silu_mul(g[i], u[i]));
     }

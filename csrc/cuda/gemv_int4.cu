@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "gemv_int4.cuh"
+#include "gemv_v3.cuh"
 #include "ops.h"
 
 namespace glm4 {
@@ -124,24 +125,27 @@ constexpr int kDepth = 4;  // old plan: tile loads in flight per warp: 79 regist
 // has the prediction; gemv_bench.cu measures ring 4/8/16 and the old kernel side by side.
 constexpr int kRing = 8;
 
-// Which kernel a shape gets (H200, run 4, M = 1 / M = 8 us, ring 8 vs old): qkv 13.0/17.6 vs 12.5/27.9, o 11.8/15.6 vs
-// 11.3/21.4, gate_up 56.3/60.9 vs 66.7/81.8, output 208/210 vs 565/575, down 41.5/48.5 vs 32.5/56.0.
-// Default: the DEPTH register-ring kernel ("old", run 2/3's configuration) everywhere. The ring kernel is faster on
-// gate_up and output but, with the interleaved K slices of 6208dc7, stopped the H200 with an illegal instruction on
-// the GLM-4-9B shapes (final run of 2026-12-03: the synthetic 9B tests, the bench and the harness), so it is opt-in
-// until that is found: GLM4_GEMV_PLAN=ring (ring everywhere), GLM4_GEMV_PLAN=mixed (ring except K > 8192 without
-// SwiGLU), GLM4_GEMV_PLAN=old (the default). Read once a process.
-int gemv_plan_env() {  // 0 mixed, 1 old (default), 2 ring
+// Which kernel a shape gets. Default (kDefaultPlan = 3): the persistent GEMV of gemv_v3.cuh wherever it has a plan
+// (codebook 0, layout-1 shapes whose K chunk gives every warp 1..4 tiles); NF4 and the rest keep the DEPTH
+// register-ring kernel ("old"). Measured on the H200 (2026-12-03, scripts/gpu/gemv3.sh, M = 1 / M = 8, us, v3 vs
+// old): qkv 12.5/13.7 vs 12.4/27.6, o 11.6/12.7 vs 11.3/21.3, gate_up 29.3/30.7 vs 66.6/81.6, down 20.3/22.0 vs
+// 32.2/55.7, output 135/137 vs 566/573; the bench's decode at batch 1 225.6 tok/s vs 158.4, batch 8 1,450 vs 761.
+// GLM4_GEMV_PLAN=old (the old kernel everywhere), =ring (gemv2's cp.async ring everywhere), =mixed (ring except
+// K > 8192 without SwiGLU), =v3 (the default). Read once a process. Both rings copy without the L2 cache hint: the
+// hinted cp.async trapped with "illegal instruction" on the H200 (compute-sanitizer, run 4 of 2026-12-03).
+constexpr int kDefaultPlan = 3;
+int gemv_plan_env() {  // 0 mixed, 1 old, 2 ring, 3 v3
   static const int v = [] {
     const char* e = std::getenv("GLM4_GEMV_PLAN");
-    if (e == nullptr) return 1;
+    if (e == nullptr) return kDefaultPlan;
     const std::string s(e);
-    return s == "mixed" ? 0 : s == "ring" ? 2 : 1;
+    return s == "mixed" ? 0 : s == "ring" ? 2 : s == "v3" ? 3 : s == "old" ? 1 : kDefaultPlan;
   }();
   return v;
 }
 bool use_ring(int64_t k, bool swiglu) {
   const int e = gemv_plan_env();
+  if (e == 3) return false;
   if (e != 0) return e == 2;
   return swiglu || k <= 8192;
 }
@@ -232,8 +236,65 @@ void launch_gemv(cudaStream_t st, const gemv::Params& p, const Plan& pl, int sme
   CUDA_CHECK_LAUNCH("linear_int4 (gemv)");
 }
 
+// ---------------------------------------------------------------- v3 (gemv_v3.cuh)
+// The workspace "gemv3": tickets first (a fixed region, so that every shape finds them at rest), then the partials.
+constexpr int64_t kV3Tickets = 1 << 16;  // row units of the tallest split-K weight
+
+using V3Fn = void (*)(const gemv3::Params);
+template <int G>
+V3Fn v3_kernel_g(int kwm, int u, int ns) {
+  if (u == 2) {
+    if (kwm == 4 && ns == 1) return &gemv3::gemv_v3_kernel<G, 4, 2, 1>;
+    if (kwm == 2 && ns == 2) return &gemv3::gemv_v3_kernel<G, 2, 2, 2>;
+    if (kwm == 1 && ns == 4) return &gemv3::gemv_v3_kernel<G, 1, 2, 4>;
+    return nullptr;
+  }
+  if (kwm == 4 && ns == 2) return &gemv3::gemv_v3_kernel<G, 4, 1, 2>;
+  if (kwm == 2 && ns == 4) return &gemv3::gemv_v3_kernel<G, 2, 1, 4>;
+  if (kwm == 1 && ns == 8) return &gemv3::gemv_v3_kernel<G, 1, 1, 8>;
+  return nullptr;
+}
+V3Fn v3_kernel(int group, int kwm, int u, int ns) {
+  return group == 32 ? v3_kernel_g<32>(kwm, u, ns) : group == 64 ? v3_kernel_g<64>(kwm, u, ns) : v3_kernel_g<128>(kwm, u, ns);
+}
+struct V3Plan {
+  gemv3::Plan p;
+  V3Fn fn = nullptr;
+  int smem8 = 0;  // shared memory at 8 tokens
+  bool pdl = false;
+  int64_t ws_bytes = 0;  // workspace: tickets + partials (0: C == 1)
+};
+// v3's plan of a weight (p.valid false: the old kernel), cached per device and shape.
+V3Plan v3_plan_for(int64_t n, int64_t k, int group, int codebook, bool swiglu) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, int64_t, int64_t, int, int, bool>, V3Plan> cache;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  const auto key = std::make_tuple(dev, n, k, group, codebook, swiglu);
+  std::lock_guard<std::mutex> lk(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  V3Plan v;
+  const DevLimits d = dev_limits();
+  if (codebook == kInt4CodebookInt) v.p = gemv3::plan_v3(n, k, swiglu, d.sms);
+  const int u = swiglu ? 2 : 1;
+  const int64_t nu = swiglu ? n / 32 : n / 16;
+  if (v.p.valid) v.fn = v3_kernel(group, v.p.kwm, u, v.p.ns);
+  if (v.fn && v.p.C > 1 && nu > kV3Tickets) v.fn = nullptr;
+  if (v.fn) {
+    v.smem8 = gemv3::smem_bytes(v.p, 8, u);
+    const int cap = allow_dynamic_smem(reinterpret_cast<const void*>(v.fn), d.smem_optin);
+    if (v.smem8 > cap) v.fn = nullptr;
+  }
+  if (!v.fn) v.p.valid = false;
+  v.pdl = d.major >= 9;
+  v.ws_bytes = v.p.valid && v.p.C > 1 ? kV3Tickets * 4 + gemv3::ws_floats(nu, u, v.p.C) * 4 : 0;
+  cache.emplace(key, v);
+  return v;
+}
+
 void run_linear(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias, const Tensor& norm_w,
-                float eps, LinearMode mode) {
+                float eps, LinearMode mode, const Tensor& work = Tensor()) {
   const int64_t m = x.dim(0);
   if (m == 0 || w.n == 0) return;
   GLM4_CHECK(w.n < (int64_t{1} << 31) && w.k < (int64_t{1} << 31), GLM4_E_UNSUPPORTED, "linear_int4: [", w.n, ",", w.k,
@@ -243,6 +304,57 @@ void run_linear(Context& c, const Tensor& out, const Tensor& x, const QWeight& w
   const bool swiglu = mode == LinearMode::SwiGlu;
   GLM4_CHECK(!swiglu || (w.n / 2) % 16 == 0, GLM4_E_SHAPE, "linear_int4: swiglu on CUDA needs N/2 a multiple of 16, got N=",
              w.n);
+  if (gemv_plan_env() == 3) {
+    const V3Plan v = v3_plan_for(w.n, w.k, w.group, w.codebook, swiglu);
+    if (v.p.valid && (v.ws_bytes == 0 || (work.defined() && work.nbytes() >= v.ws_bytes))) {
+      gemv3::Params p{};
+      p.codes = w.codes.data<uint8_t>();
+      p.scales = w.scales.data<uint16_t>();
+      p.zeros = w.zeros.data<uint16_t>();
+      if (bias.defined()) {
+        if (bias.dtype() == DType::F32) p.bias_f32 = bias.data<float>();
+        else p.bias_bf16 = bias.data<uint16_t>();
+      }
+      if (norm_w.defined()) {
+        if (norm_w.dtype() == DType::F32) p.norm_f32 = norm_w.data<float>();
+        else p.norm_bf16 = norm_w.data<uint16_t>();
+      }
+      if (v.ws_bytes > 0) {
+        p.tickets = reinterpret_cast<unsigned*>(work.raw());
+        p.ws = reinterpret_cast<float*>(static_cast<uint8_t*>(work.raw()) + kV3Tickets * 4);
+      }
+      p.eps = eps;
+      p.N = static_cast<int>(w.n);
+      p.K = static_cast<int>(w.k);
+      p.mode = static_cast<int>(mode);
+      p.C = v.p.C;
+      p.S = v.p.S;
+      const int64_t nout = swiglu ? w.n / 2 : w.n;
+      cudaStream_t st = stream_of(c);
+      for (int64_t m0 = 0; m0 < m; m0 += 8) {  // tokens in launches of 8: each token's arithmetic is the same
+        p.M = static_cast<int>(std::min<int64_t>(8, m - m0));
+        p.x = x.data<float>() + m0 * w.k;
+        p.out = out.data<float>() + m0 * nout;
+        cudaLaunchConfig_t lc = {};
+        lc.gridDim = dim3(static_cast<unsigned>(v.p.blocks), 1, 1);
+        lc.blockDim = dim3(gemv3::kThreads, 1, 1);
+        lc.dynamicSmemBytes = static_cast<size_t>(gemv3::smem_bytes(v.p, p.M, swiglu ? 2 : 1));
+        lc.stream = st;
+        cudaLaunchAttribute at[1];
+        int na = 0;
+        if (v.pdl) {  // the weight loads may start while the previous kernel finishes (gemv_v3.cuh)
+          at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+          at[na].val.programmaticStreamSerializationAllowed = 1;
+          ++na;
+        }
+        lc.attrs = at;
+        lc.numAttrs = static_cast<unsigned>(na);
+        CUDA_CHECK(cudaLaunchKernelEx(&lc, v.fn, p));
+        CUDA_CHECK_LAUNCH("linear_int4 (gemv v3)");
+      }
+      return;
+    }
+  }
   // the ring kernel copies scales and zeros by 16-byte chunks: it needs them 16-byte aligned (whole tensors and the
   // row views of 16-row multiples are)
   const bool ring = use_ring(w.k, swiglu) && aligned16(w.scales.raw()) && aligned16(w.zeros.raw());
@@ -334,6 +446,32 @@ void matmul_int4_tiled(Context& c, const Tensor& out, const Tensor& x, const QWe
 void linear_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps, int64_t mode,
                  const Tensor& bias, const Tensor& norm_weight) {
   run_linear(c, out, x, w, bias, norm_weight, eps, static_cast<LinearMode>(mode));
+}
+
+Tensor linear_int4_workspace(Context& c, const Tensor& x, const QWeight& w, int64_t mode) {
+  if (gemv_plan_env() != 3 || x.dim(0) == 0 || w.n == 0 || w.layout != kInt4LayoutTiled) return Tensor();
+  const int dev = c.device().index;
+  int prev = -1;
+  CUDA_CHECK(cudaGetDevice(&prev));
+  if (prev != dev) CUDA_CHECK(cudaSetDevice(dev));
+  const V3Plan v = v3_plan_for(w.n, w.k, w.group, w.codebook, mode == static_cast<int64_t>(LinearMode::SwiGlu));
+  Tensor ws;
+  if (v.ws_bytes > 0) {
+    bool fresh = false;
+    ws = c.workspace("gemv3", v.ws_bytes, &fresh);
+    // the tickets must be zero at rest (each launch leaves them so): zero a new buffer once, synchronously
+    if (fresh) {
+      CUDA_CHECK(cudaMemsetAsync(ws.raw(), 0, static_cast<size_t>(ws.nbytes()), 0));
+      CUDA_CHECK(cudaStreamSynchronize(0));
+    }
+  }
+  if (prev != dev) CUDA_CHECK(cudaSetDevice(prev));
+  return ws;
+}
+
+void linear_int4_run(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps, int64_t mode,
+                     const Tensor& bias, const Tensor& norm_weight, const Tensor& work) {
+  run_linear(c, out, x, w, bias, norm_weight, eps, static_cast<LinearMode>(mode), work);
 }
 
 }  // namespace cuda

@@ -240,11 +240,12 @@ __device__ __forceinline__ uint16_t ld_stream_u16(const uint16_t* p, uint64_t po
   asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(r) : "l"(p), "l"(pol));
   return r;
 }
-// 16 bytes global -> shared without L1, L2 evict-first (the ring kernel's weight stream)
-__device__ __forceinline__ void cp_async16_hint(void* smem_dst, const void* src, uint64_t pol) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, 16, %2;\n" ::"r"(
-                   static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst))),
-               "l"(src), "l"(pol)
+// 16 bytes global -> shared without L1 (the ring kernel's weight stream). Without the L2 evict_first hint: the
+// .L2::cache_hint form of cp.async trapped with "illegal instruction" on the H200 (compute-sanitizer on gemv_v3, run 4
+// of 2026-12-03; the same form is what stopped this ring kernel in the runs of 2026-12-03).
+__device__ __forceinline__ void cp_async16_hint(void* smem_dst, const void* src, uint64_t /*pol*/) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst))),
+               "l"(src)
                : "memory");
 }
 __device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }

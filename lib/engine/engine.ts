@@ -396,7 +396,7 @@ export class Engine {
     // On CUDA the step's graph (~360 nodes a token) is recorded and instantiated here, off the JS thread.
     const plan: NativePlan = await ctx.endCaptureAsync();
     const e = this.w.embed;
-    const xin = b > kGemvRows && e.dtype !== "F32" ? ctx.empty(e.dtype === "BF16" ? "bf16" : "f16", [b, cfg.hiddenSize]) : null;
+    const xin = b > kGemvRows && e.dtype !== "F32" && process.env.GLM4_EMBED_GATHER !== "js" ? ctx.empty(e.dtype === "BF16" ? "bf16" : "f16", [b, cfg.hiddenSize]) : null;
     const p: StepPlan = { b, scratch, addr, hLast, logits, xin, plan };
     this.plans.set(b, p);
     return p;

@@ -26,8 +26,9 @@ export interface LayerPath {
 }
 
 /**
- * The LayerPath of T tokens for these weights. GLM4_LAYER_PATH (a measurement aid, read once) limits it: a comma list
- * of the parts allowed, "bf16,packed" by default; "" or "none" is the path before (f32 activations, three QKV GEMMs).
+ * The LayerPath of T tokens for these weights. GLM4_LAYER_PATH (a measurement and test aid, read at each call: a
+ * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed" by default; ""
+ * or "none" is the path before (f32 activations, three QKV GEMMs).
  */
 export function layerPath(w: ModelWeights, T: number): LayerPath {
   const allow = allowedParts();
@@ -37,13 +38,9 @@ export function layerPath(w: ModelWeights, T: number): LayerPath {
   };
 }
 
-let allowed: Set<string> | undefined;
 function allowedParts(): Set<string> {
-  if (!allowed) {
-    const env = process.env.GLM4_LAYER_PATH;
-    allowed = new Set(env === undefined ? ["bf16", "packed"] : env.split(",").map((x) => x.trim()));
-  }
-  return allowed;
+  const env = process.env.GLM4_LAYER_PATH;
+  return new Set(env === undefined ? ["bf16", "packed"] : env.split(",").map((x) => x.trim()));
 }
 
 /** Rows up to which the INT4 linears run the GEMV (csrc/ops.h kInt4GemvMaxM); past it the tensor-core GEMM. */

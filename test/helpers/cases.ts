@@ -1899,6 +1899,11 @@ function buildTable(): OpCase[] {
     linearInt4Case(17, 64, 192, 64, { mode: 1, norm: "bf16", bias: "bf16" }),
     linearInt4Case(3, 80, 256, 128, { mode: 0, norm: "bf16", nf4: true }),
     linearInt4Case(8, 96, 128, 32, { mode: 2, nf4: true }),
+    // K long enough that the v3 GEMV (GLM4_GEMV_PLAN=v3, csrc/cuda/gemv_v3.cuh) splits K across blocks (C = 2, 4, 8
+    // chunks: the workspace, the tickets and the chunk sums of x^2 of the norm)
+    linearInt4Case(8, 48, 1024, 64, { mode: 1, bias: "f32" }),
+    linearInt4Case(3, 64, 2048, 128, { mode: 0, norm: "bf16", bias: "bf16" }),
+    linearInt4Case(1, 32, 8192, 32, { mode: 0, norm: "f32" }),
   );
   // matmul with bf16 / f32 weights, K and N tails, biases
   c.push(
