@@ -28,6 +28,10 @@ std::vector<DeviceInfo> devices();     // empty where there is no GPU or no driv
 std::string architectures();           // e.g. "80;86;89;90a"
 
 std::shared_ptr<Allocator> make_allocator(int device);
+// A tensor in page-locked host memory mapped into the device's address space (cudaHostAlloc, mapped): kernels read
+// it over the bus. `src` (bytes) is copied in. For the embedding table: a step gathers its rows on the device from
+// token ids the previous step's pick left there, so steps can be queued back to back (Engine.run).
+Tensor host_mapped(int device, DType dtype, const std::vector<int64_t>& shape, const void* src, int64_t bytes);
 void* stream_create(int device);
 void stream_destroy(int device, void* stream);
 void stream_sync(int device, void* stream);

@@ -12,6 +12,7 @@ std::vector<DeviceInfo> devices() { return {}; }
 std::string architectures() { return ""; }
 [[noreturn]] static void none() { GLM4_FAIL(GLM4_E_NO_CUDA, "this build of the addon has no CUDA backend"); }
 std::shared_ptr<Allocator> make_allocator(int) { none(); }
+Tensor host_mapped(int, DType, const std::vector<int64_t>&, const void*, int64_t) { none(); }
 void* stream_create(int) { none(); }
 void stream_destroy(int, void*) {}
 void stream_sync(int, void*) { none(); }

@@ -89,7 +89,7 @@ struct Smem {
 };
 
 // The plan of a shape: `tall` (SwiGLU or N >= 32768 rows: enough row units to balance without splitting K) takes
-// C = 1; otherwise C from K alone (K = 4096: 4, 13696: 8). S warps along K: the largest power of two <= 16 with at
+// C = 1; otherwise C from K alone (K <= 4096: 1, 13696: 8). S warps along K: the largest power of two <= 16 with at
 // least 2 tiles a warp. Valid when every warp owns at least one tile of every row tile and at most 4.
 // force_c / force_s > 0 pin C / S (the kernel harness's variants; a view must then be planned with the same pins).
 inline Plan plan_v3(int64_t n, int64_t k, bool swiglu, int sms, int force_c = 0, int force_s = 0) {
@@ -97,7 +97,10 @@ inline Plan plan_v3(int64_t n, int64_t k, bool swiglu, int sms, int force_c = 0,
   if (n % 16 || k % 64 || (swiglu && (n / 2) % 16)) return p;
   const int kt = static_cast<int>(k / 64);
   const bool tall = swiglu || n >= 32768;
-  p.C = force_c > 0 ? force_c : tall ? 1 : kt >= 128 ? 8 : kt >= 32 ? 4 : kt >= 16 ? 2 : 1;
+  // K = 4096 (kt = 64: qkv, o) takes C = 1: the H200 harness (gemv3_final.log) ran it at 11.2 / 9.2 us against
+  // 12.5 / 11.6 us for C = 4 (M = 1; M = 8: 12.7 / 11.0 against 13.7 / 12.7): the split's workspace pass costs
+  // more than the 2.2 row units a block it saves. Longer K (down, 13696) keeps C = 8 (C = 4 and 16 were no faster).
+  p.C = force_c > 0 ? force_c : tall ? 1 : kt >= 128 ? 8 : kt > 64 ? 4 : 1;
   const int kc_min = kt / p.C;
   p.kc_max = (kt + p.C - 1) / p.C;
   p.S = 16;

@@ -1,7 +1,9 @@
 // The CUDA runtime surface of csrc/core/backend_cuda.h: device discovery, per-context allocator and stream,
 // copies and graphs. The runtime is linked statically, so the addon needs only the driver; where there is no
 // driver every query here returns "none" instead of failing.
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <list>
 #include <vector>
@@ -238,6 +240,52 @@ class CudaAllocator : public Allocator {
 int64_t cached_bytes(int device) { return CudaAllocator::all_cached(device); }
 
 std::shared_ptr<Allocator> make_allocator(int device) { return std::make_shared<CudaAllocator>(device); }
+
+namespace {
+// Page-locked mapped host memory (host_mapped): device pointer in Storage::data, the host pointer kept to free it.
+// Its bytes are not device memory: they count in neither the context's allocator nor devices().
+class MappedHostAllocator : public Allocator {
+ public:
+  MappedHostAllocator(int dev, void* host) : Allocator(Device{DeviceType::CUDA, dev}), host_(host) {}
+  void* alloc_raw(int64_t) override { throw Error(GLM4_E_INVALID_ARG, "mapped host memory: no further allocations"); }
+  void free_raw(void*, int64_t) override {
+    if (host_) (void)cudaFreeHost(host_);
+    host_ = nullptr;
+  }
+
+ private:
+  void* host_;
+};
+}  // namespace
+
+Tensor host_mapped(int device, DType dtype, const std::vector<int64_t>& shape, const void* src, int64_t bytes) {
+  DeviceGuard g(device);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  GLM4_CHECK(dtype_bytes(dtype, n) == bytes, GLM4_E_SHAPE, "hostMapped: ", bytes, " bytes given for ", n, " elements of ",
+             dtype_name(dtype));
+  void* h = nullptr;
+  const cudaError_t e = cudaHostAlloc(&h, static_cast<size_t>(std::max<int64_t>(bytes, 1)), cudaHostAllocMapped | cudaHostAllocPortable);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error(GLM4_E_OOM, str("hostMapped: cannot page-lock ", bytes, " bytes of host memory (", cudaGetErrorString(e),
+                                "); free host memory or run without the device-fed decode (GLM4_DEVICE_FED=0)"));
+  }
+  std::memcpy(h, src, static_cast<size_t>(bytes));
+  void* d = nullptr;
+  const cudaError_t e2 = cudaHostGetDevicePointer(&d, h, 0);
+  if (e2 != cudaSuccess) {
+    (void)cudaGetLastError();
+    (void)cudaFreeHost(h);
+    throw Error(GLM4_E_UNSUPPORTED, str("hostMapped: no device address for mapped host memory (", cudaGetErrorString(e2), ")"));
+  }
+  auto st = std::make_shared<Storage>();
+  st->bytes = bytes;
+  st->device = Device{DeviceType::CUDA, device};
+  st->data = d;
+  st->allocator = std::make_shared<MappedHostAllocator>(device, h);
+  return Tensor(dtype, shape, st, 0);
+}
 
 void* stream_create(int device) {
   DeviceGuard g(device);

@@ -44,6 +44,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
         InstanceMethod<&ContextWrap::Empty>("empty"),
         InstanceMethod<&ContextWrap::FromBuffer>("fromBuffer"),
         InstanceMethod<&ContextWrap::FromBufferAsync>("fromBufferAsync"),
+        InstanceMethod<&ContextWrap::HostMapped>("hostMapped"),
         InstanceMethod<&ContextWrap::Flush>("flush"),
         InstanceMethod<&ContextWrap::FlushAsync>("flushAsync"),
         InstanceMethod<&ContextWrap::Memory>("memory"),
@@ -115,6 +116,21 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
       return run_async<Tensor>(
           info.Env(), [cx, t, b] { cx->exclusive([&] { cx->upload(t, b.p, b.len); }); return t; },
           [cx](Napi::Env e, Tensor& r) -> Napi::Value { return wrap_tensor(e, r, cx); }, {info[2]});
+    });
+  }
+
+  // hostMapped(dtype, shape, data): on CUDA a tensor in page-locked host memory mapped for the device (data copied
+  // in; kernels read it over the bus: the embedding table of a device-fed step); on the CPU a plain tensor.
+  Napi::Value HostMapped(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Context& c = ctx(env);
+    if (c.device().type != DeviceType::CUDA) return FromBuffer(info);
+    const DType dt = parse_dtype(env, info[0]);
+    const auto shape = parse_shape(env, info[1]);
+    const HostBytes b = host_bytes(info[2], "hostMapped");
+    return guard(env, [&] {
+      Tensor t = cudart::host_mapped(c.device().index, dt, shape, b.p, b.len);
+      return wrap_tensor(env, t, ctx_);
     });
   }
 

@@ -27,6 +27,7 @@ import type { Glm4Config } from "../checkpoint/config.js";
 import { modelTensors } from "../checkpoint/tensors.js";
 import type { NativeTensor } from "../engine/native.js";
 import { deviceBytes, weightOf, type Linear, type ModelWeights } from "../engine/weights.js";
+import { runRounds } from "../engine/generation.js";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -82,6 +83,8 @@ export interface BenchResult {
   decodeStepMs: number;
   /** Device time of one captured decode step replayed back to back (no host work between tokens). */
   decodeReplayMs: number;
+  /** Rounds of (pick, step) a decode run queues at once (Engine.run; 1: a pick and a step a token). */
+  decodeRounds: number;
   /** `--batch`: aggregate decode tok/s of B sequences stepped together (one Engine of B slots), each at `context`. */
   batched?: { batch: number; context: number; tokensPerSecond: number; msPerStep: number; runs: number[] }[];
   /** Which kernel each INT4 linear ran for each row count (tokens) measured: native linearPath() (CUDA only). */
@@ -190,19 +193,18 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
     const processAfterPrefill = onGpu && prefills.length ? processGpuMemory() : null;
 
     const decode: BenchResult["decode"] = [];
+    const rounds = runRounds(ctx.device);
+    const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
     for (const L of contexts) {
       const ids = randomIds(L, cfg.vocabSize, 1000 + L);
       const rates: number[] = [];
       for (let r = 0; r < runs + 1; r++) {
         seq.reset();
         await seq.prefill(ids);
-        let next = await seq.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
         const steps = r === 0 ? 16 : newTokens; // warm-up run: short
         const t = performance.now();
-        for (let i = 0; i < steps; i++) {
-          await seq.step(next);
-          next = await seq.pick({ temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
-        }
+        // As a Generation decodes (Engine.run): rounds of (pick, step) queued back to back, `rounds` at a time
+        for (let i = 0; i < steps; i += rounds) await seq.run(greedy, [], Math.min(rounds, steps - i));
         const s = (performance.now() - t) / 1000;
         if (r > 0) rates.push(steps / s);
       }
@@ -239,7 +241,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
 
     const batched = o.batches?.length ? await batchedDecode(model, o.batches, newTokens, runs, log) : undefined;
 
-    const paths = linearPaths(weights, model.device, [1, ...(o.batches ?? []), ...prefills]);
+    const paths = linearPaths(weights, model.device, [...new Set([1, ...(o.batches ?? []), ...prefills])]);
     for (const m of [...new Set(paths.map((p) => p.m))])
       log(`INT4 linears at M=${m}: ${paths.filter((p) => p.m === m).map((p) => `${p.linear} ${p.path}`).join(", ")}`);
 
@@ -275,6 +277,7 @@ export async function runBench(o: { model?: string; device?: string; quantizatio
       decodeStepOps,
       decodeStepMs: stepMs,
       decodeReplayMs: replayMs,
+      decodeRounds: rounds,
       batched,
     };
     return result;
@@ -293,6 +296,7 @@ async function batchedDecode(model: Glm4Model, batches: number[], newTokens: num
   for (const b of batches) if (!Number.isInteger(b) || b < 1 || b > 128) throw new RangeError(`--batch: ${b} is not an integer in [1, 128]`);
   const be = model.runtime.newEngine({ maxBatch: Math.max(...batches), maxContext: context + newTokens + 16 });
   const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
+  const rounds = runRounds(model.runtime.ctx.device);
   const out: NonNullable<BenchResult["batched"]> = [];
   try {
     for (const B of batches) {
@@ -303,13 +307,10 @@ async function batchedDecode(model: Glm4Model, batches: number[], newTokens: num
           be.reset(s);
           await be.prefill(s, randomIds(context, model.config.vocabSize, 5000 + 17 * i));
         }
-        let next = await be.pick(slots.map((slot) => ({ slot, params: greedy })));
         const steps = r === 0 ? 16 : newTokens;
         const t = performance.now();
-        for (let i = 0; i < steps; i++) {
-          await be.step(slots.map((slot, j) => ({ slot, token: next[j] })));
-          next = await be.pick(slots.map((slot) => ({ slot, params: greedy })));
-        }
+        // As the server's scheduler decodes when every slot is decoding (Engine.run, `rounds` at a time)
+        for (let i = 0; i < steps; i += rounds) await be.run(slots.map((slot) => ({ slot, params: greedy })), Math.min(rounds, steps - i));
         const sec = (performance.now() - t) / 1000;
         if (r > 0) rates.push((B * steps) / sec);
         for (const s of slots) be.release(s);
@@ -333,7 +334,7 @@ export function formatBench(r: BenchResult): string {
     "prefill   tokens   tok/s      ms",
     ...r.prefill.map((p) => `          ${String(p.tokens).padStart(6)} ${p.tokensPerSecond.toFixed(0).padStart(7)} ${p.ms.toFixed(1).padStart(7)}`),
     "",
-    "decode    context  tok/s   ms/tok  MB/tok  floor tok/s  share of floor",
+    `decode    context  tok/s   ms/tok  MB/tok  floor tok/s  share of floor   (${(r.decodeRounds ?? 1) > 1 ? `Engine.run: ${r.decodeRounds} rounds of pick + step queued at once` : "a pick and a step a token"})`,
     ...r.decode.map((d) => `          ${String(d.context).padStart(7)} ${d.tokensPerSecond.toFixed(1).padStart(6)} ${d.msPerToken.toFixed(2).padStart(8)} ${(d.bytesPerToken / 1e6).toFixed(0).padStart(7)} ${d.floorTokensPerSecond ? d.floorTokensPerSecond.toFixed(0).padStart(12) : "         n/a"} ${d.shareOfFloor ? `${(100 * d.shareOfFloor).toFixed(1)}%`.padStart(15) : "            n/a"}`),
     "",
     `memory: weights ${gib(r.memory.weightsBytes)}, KV cache ${gib(r.memory.kvCacheBytes)} (maxContext ${r.memory.maxContext}), allocator peak during load ${gib(r.memory.loadPeakBytes)}`,

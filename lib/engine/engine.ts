@@ -547,6 +547,140 @@ export class Engine {
     }
   }
 
+  /**
+   * k rounds of (pick, step) for every row, as one flush: round j picks each row's token from its slot's current
+   * logits (params as pick's; a sampled row's uniform for round j is us[j], params.u when us is absent and k = 1)
+   * and steps it into the slot's next position, so the cache grows by k and the logits of the last step are current
+   * afterwards, exactly as k calls of pick() then step() in a loop. Returns tokens[row][round].
+   *
+   * On CUDA (a bf16 or f32 embedding table, no repetition penalty in any row, GLM4_DEVICE_FED not "0") the rounds
+   * are queued back to back with no host round trip between them: the pick leaves its ids on the device, the next
+   * step's embedding op gathers their rows from the table mapped from host memory (HostEmbedding.onDevice), the
+   * positions and cache rows of all k rounds are uploaded once; the host reads the k x rows tokens at the end. The
+   * device is never idle between steps (run7, H200: the host work between a pick and the next step was 0.5 / 0.6 /
+   * 1.1 ms of a 4.5 / 5.4 / 6.6 ms step at B = 1 / 32 / 64). Elsewhere: the loop of pick() and step().
+   * A row that would pass maxContext throws before anything runs; a full pool throws ERR_GLM4_KV_CACHE_FULL with
+   * nothing changed. A caller that stops a row early (a stop token in round j < k - 1) truncates it afterwards.
+   */
+  async run(rows: readonly { slot: number; params: PickParams; us?: readonly number[] }[], k: number): Promise<number[][]> {
+    this.live();
+    if (!Number.isInteger(k) || k < 1) throw new RangeError(`run: rounds must be a positive integer, got ${String(k)}`);
+    const n = rows.length;
+    if (n === 0) return [];
+    const slots = rows.map((r) => (this.slot(r.slot), r.slot));
+    if (n > 1 && new Set(slots).size !== n) throw new RangeError("run: a slot appears twice");
+    const sampled = rows.map((r) => r.params.temperature > 0);
+    rows.forEach((r, i) => {
+      if (sampled[i] && (r.us ? r.us.length < k : k > 1)) throw new RangeError(`run: row ${i} samples (temperature ${r.params.temperature}) and needs ${k} uniforms in us, got ${r.us?.length ?? 0}`);
+    });
+    for (const s of slots) {
+      this.logitsAt(s);
+      this.checkRoom(s, k);
+    }
+    const uOf = (i: number, j: number) => rows[i].us?.[j] ?? rows[i].params.u;
+    const penalized = rows.some((r) => (r.params.repetitionPenalty ?? 1) !== 1 && (r.params.penaltyIds?.length ?? 0) > 0);
+    const most = STEP_BUCKETS[STEP_BUCKETS.length - 1];
+    const table = !penalized && n <= most && process.env.GLM4_DEVICE_FED !== "0" && this.ctx.device.startsWith("cuda") ? this.w.embed.onDevice(this.ctx) : null;
+    if (!table) {
+      // The loop: the same rounds through pick() and step().
+      const out: number[][] = rows.map(() => []);
+      for (let j = 0; j < k; j++) {
+        const t = await this.pick(rows.map((r, i) => ({ slot: r.slot, params: { ...r.params, u: uOf(i, j) } })));
+        t.forEach((x, i) => out[i].push(x));
+        await this.step(rows.map((r, i) => ({ slot: r.slot, token: t[i] })));
+      }
+      return out;
+    }
+    const { ctx } = this;
+    const lens = slots.map((s) => this.slots[s].length);
+    this.kv.reserve(slots.map((slot, i) => ({ slot, len: lens[i], to: lens[i] + k })));
+    const views: NativeTensor[] = [];
+    const owned: NativeTensor[] = [];
+    try {
+      const p = await this.ensurePlan(stepBucket(n));
+      const b = p.b;
+      // Slots whose logits still sit in this plan's buffer and are not in this run: move them out first.
+      if (this.slots.length > 1) {
+        const mine = new Set(slots);
+        this.where.forEach((w, s) => {
+          if (w && w.t === p.logits && !mine.has(s)) {
+            this.copyRow(this.slotLogits, s, w);
+            this.where[s] = { t: this.slotLogits, row: s };
+          }
+        });
+      }
+      // Positions and cache rows of every round (the pad rows: position 0 of the pad block), the slots once.
+      const pos = new Int32Array(k * b), crow = new Int32Array(k * b);
+      const padRow = this.kv.row(this.kv.padSlot, 0);
+      for (let j = 0; j < k; j++) {
+        for (let i = 0; i < b; i++) {
+          pos[j * b + i] = i < n ? lens[i] + j : 0;
+          crow[j * b + i] = i < n ? this.kv.row(slots[i], lens[i] + j) : padRow;
+        }
+      }
+      const posAll = ctx.fromBuffer("i32", [k, b], pos);
+      owned.push(posAll);
+      const rowAll = ctx.fromBuffer("i32", [k, b], crow);
+      owned.push(rowAll);
+      p.addr.seq?.write(Int32Array.from({ length: b }, (_, i) => (i < n ? slots[i] : this.kv.padSlot)));
+      // Round j's ids: row j of outTok, whose pad columns [n, b) stay 0 (the pad rows' token): the pick writes its
+      // first n entries, the step's embedding op reads all b (no copy between them).
+      const outTok = ctx.fromBuffer("i32", [k, b], new Int32Array(k * b));
+      owned.push(outTok);
+      const anySampled = sampled.some(Boolean);
+      let prAll: NativeTensor | null = null, tk: NativeTensor | null = null;
+      if (anySampled) {
+        // One sample op for every row: a greedy row goes through it at temperature 0 (its argmax).
+        const pv = new Float32Array(k * n * 5);
+        for (let j = 0; j < k; j++) {
+          rows.forEach((r, i) => {
+            const q = r.params;
+            pv.set(sampled[i] ? [q.temperature, q.topP, q.minP, uOf(i, j), 1] : [0, 1, 0, 0, 1], (j * n + i) * 5);
+          });
+        }
+        prAll = ctx.fromBuffer("f32", [k, n, 5], pv);
+        owned.push(prAll);
+        tk = ctx.fromBuffer("i32", [n], Int32Array.from(rows, (r, i) => (sampled[i] ? r.params.topK : 0)));
+        owned.push(tk);
+      }
+      this.kv.sync();
+      const at = (t: NativeTensor, j: number, shape: number[]) => {
+        const v = t.slice0(j, j + 1);
+        views.push(v);
+        const r = v.reshape(shape);
+        views.push(r);
+        return r;
+      };
+      for (let j = 0; j < k; j++) {
+        const L = j === 0 ? this.logitsOf(slots, views) : prefix(p.logits, n, views);
+        const ids = at(outTok, j, [b]);
+        const idsN = prefix(ids, n, views);
+        if (prAll) ctx.sample(idsN, L, at(prAll, j, [n, 5]), tk!, null, null);
+        else ctx.argmax(idsN, L);
+        ctx.copy(p.scratch.pos, at(posAll, j, [b]));
+        ctx.copy(p.addr.rows, at(rowAll, j, [b]));
+        ctx.embedding(p.scratch.x, table, ids);
+        ctx.replay(p.plan);
+      }
+      await ctx.flushAsync();
+      const got = outTok.read() as Int32Array;
+      const out = rows.map((_, i) => Array.from({ length: k }, (_, j) => got[j * b + i]));
+      slots.forEach((s, i) => {
+        const st = this.slots[s];
+        st.length += k;
+        st.ids.push(...out[i]);
+        this.kv.filled(s, st.ids, st.length);
+        this.where[s] = { t: p.logits, row: i };
+      });
+      return out;
+    } catch (e) {
+      throw wrapNative(e);
+    } finally {
+      for (const v of views) v.dispose();
+      for (const t of owned) t.dispose();
+    }
+  }
+
   /** A slot's current logits copied to the host (runs pending work). */
   readLogits(slot: number): Float32Array {
     this.slot(slot);

@@ -15,7 +15,8 @@ import type { KvAddress, KvCache } from "./kv-cache.js";
  *   attention directly (the f32 result rounded, the same values the convert inside matmul_int4 gave: results do
  *   not change). Where every layer linear is INT4 in the CUDA kernel layout and T > 8 (the GEMM path; T <= 8 takes
  *   the fused GEMVs). Elsewhere (the CPU backend, layout 0, dense weights) a non-GEMM reader needs f32: they stay f32.
- * - packedQkv: T > 8: one GEMM of the fused QKV weight into qkv f32 [T, (Hq + 2 Hkv) D], then rotary_kv_write_qkv
+ * - packedQkv: T > 8 (and 2..8 rows on the fused GEMVs): one GEMM (GEMV) of the fused QKV weight into qkv f32
+ *   [T, (Hq + 2 Hkv) D], then rotary_kv_write_qkv
  *   reads q, k, v out of it (one weight pass and one launch instead of three; per-row results equal the three row
  *   views' on the CPU). Every loader places the fused weight (both namings and GPTQ imports, lib/engine/assembler.ts:
  *   q, k, v are row views of it); a layer without one keeps the three GEMMs.
@@ -34,7 +35,9 @@ export function layerPath(w: ModelWeights, T: number): LayerPath {
   const allow = allowedParts();
   return {
     bf16: allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
-    packedQkv: allow.has("packed") && T > kGemvRowsMax && w.layers.every((L) => L.qkv !== undefined),
+    // 2..8 rows on the fused GEMVs take the packed QKV too: the k and v row views were two more launches of 256
+    // rows each (10.7 us apiece at 8 rows on the H200, 0.86 ms of a 4.86 ms B = 8 step; run7's ncu).
+    packedQkv: allow.has("packed") && (T > kGemvRowsMax || (T > 1 && tiledLayers(w))) && w.layers.every((L) => L.qkv !== undefined),
   };
 }
 
@@ -206,8 +209,9 @@ function tiledLayers(w: ModelWeights): boolean {
  * prologue and the bias] [rotary + KV write] [attention] [O GEMV adding into the residual stream] [gate|up GEMV
  * with the FFN RMSNorm prologue and SwiGLU epilogue] [down GEMV adding into the residual stream]: 6 launches a layer
  * (the unfused path: 9). s.x holds the residual stream throughout and the final hidden states at the end.
- * Rows stay independent of the batch: linear_int4's per-row arithmetic depends on the weight's K only, so q, k, v
- * computed through the row views (T > 1) equal the fused QKV launch (T = 1) bit for bit.
+ * Rows stay independent of the batch: linear_int4's per-row arithmetic depends on the weight's K only, so the packed
+ * QKV rows of T = 2..8 (or q, k, v through the row views, GLM4_LAYER_PATH without "packed") equal the fused QKV
+ * launch of T = 1 bit for bit, and rotary_kv_write_qkv equals rotary_kv_write bit for bit (op cases).
  */
 function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null): void {
   const T = s.t, eps = cfg.rmsEps;
@@ -220,14 +224,20 @@ function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights,
   const q = (l: Linear) => (l as Extract<Linear, { kind: "int4" }>).q;
   for (let i = 0; i < cfg.numLayers; i++) {
     const L = w.layers[i];
-    if (s.qkv && L.qkv) {
+    if (s.qkv && L.qkv && T > 1 && s.path.packedQkv) {
+      // 2..8 rows: one launch into the packed [T, (Hq + 2 Hkv) D] rows, rotary + KV write reading q, k, v out of them
       ctx.linearInt4(s.qkv, s.x, q(L.qkv), eps, 0, L.qkvBias ?? null, L.attnNorm);
+      ctx.rotaryKvWriteQkv(s.q, s.qkv, kv.k[i], kv.v[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     } else {
-      ctx.linearInt4(q2, s.x, q(L.q), eps, 0, L.qBias ?? null, L.attnNorm);
-      ctx.linearInt4(k2, s.x, q(L.k), eps, 0, L.kBias ?? null, L.attnNorm);
-      ctx.linearInt4(v2, s.x, q(L.v), eps, 0, L.vBias ?? null, L.attnNorm);
+      if (s.qkv && L.qkv) {
+        ctx.linearInt4(s.qkv, s.x, q(L.qkv), eps, 0, L.qkvBias ?? null, L.attnNorm);
+      } else {
+        ctx.linearInt4(q2, s.x, q(L.q), eps, 0, L.qBias ?? null, L.attnNorm);
+        ctx.linearInt4(k2, s.x, q(L.k), eps, 0, L.kBias ?? null, L.attnNorm);
+        ctx.linearInt4(v2, s.x, q(L.v), eps, 0, L.vBias ?? null, L.attnNorm);
+      }
+      ctx.rotaryKvWrite(s.q, s.k, s.v, kv.k[i], kv.v[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     }
-    ctx.rotaryKvWrite(s.q, s.k, s.v, kv.k[i], kv.v[i], s.pos, rows, cfg.rotaryDim, cfg.ropeTheta);
     if (addr) ctx.attention(s.attn, s.q, kv.k[i], kv.v[i], s.pos, scale, kv.blockSize, addr.table, addr.seq);
     else ctx.attention(s.attn, s.q, kv.k[i], kv.v[i], s.pos, scale, 0);
     ctx.linearInt4(s.x, a2, q(L.attnOut), eps, 1); // x += attn Wo^T

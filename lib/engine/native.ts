@@ -108,6 +108,9 @@ export interface NativeContext {
   readonly device: string;
   empty(dtype: DType, shape: number[]): NativeTensor;
   fromBuffer(dtype: DType, shape: number[], data: ArrayBufferView): NativeTensor;
+  /** CUDA: a tensor in page-locked host memory mapped for the device (data copied in; kernels read it over the bus);
+   * CPU: the same as fromBuffer. */
+  hostMapped(dtype: DType, shape: number[], data: ArrayBufferView): NativeTensor;
   /** fromBuffer with the copy on a worker thread (for weights); leave data unchanged until the promise settles. */
   fromBufferAsync(dtype: DType, shape: number[], data: ArrayBufferView): Promise<NativeTensor>;
   flush(): void;

@@ -1,6 +1,7 @@
 /** One slot of an Engine seen as a single sequence. */
 import type { NativeTensor } from "./native.js";
 import type { Engine, PickParams } from "./engine.js";
+import { runRounds } from "./generation.js";
 
 /**
  * One slot of an Engine seen as a single sequence (the surface a Generation drives): `step` and `pick` run a batch
@@ -50,5 +51,13 @@ export class Sequence {
   }
   readLogits(): Float32Array {
     return this.engine.readLogits(this.slot);
+  }
+  /** Rounds a Generation runs at once through run() (runRounds: 8 on CUDA, 1 on the CPU, GLM4_RUN_ROUNDS). */
+  get rounds(): number {
+    return runRounds(this.engine.ctx.device);
+  }
+  /** k rounds of (pick, step) at once (Engine.run); us[j] is round j's uniform. The k tokens. */
+  async run(p: PickParams, us: readonly number[], k: number): Promise<number[]> {
+    return (await this.engine.run([{ slot: this.slot, params: p, us }], k))[0];
   }
 }

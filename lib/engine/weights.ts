@@ -59,6 +59,24 @@ export class HostEmbedding {
   get nbytes(): number {
     return this.data.byteLength;
   }
+
+  private mapped: NativeTensor | null = null;
+  /**
+   * The table as a tensor the device's embedding op reads (made on first use, kept until disposeDevice): on CUDA in
+   * page-locked host memory mapped for the device, read over the bus a row a token (8 KB for GLM-4), so no device
+   * memory goes to it; null for an f16 table (the embedding op reads bf16 and f32). The steps of Engine.run gather
+   * their rows with it from token ids the previous pick left on the device.
+   */
+  onDevice(ctx: NativeContext): NativeTensor | null {
+    if (this.dtype === "F16") return null;
+    this.mapped ??= ctx.hostMapped(this.dtype === "BF16" ? "bf16" : "f32", [this.rows, this.cols], this.data);
+    return this.mapped;
+  }
+  /** Frees what onDevice made (the host copy stays). */
+  disposeDevice(): void {
+    this.mapped?.dispose();
+    this.mapped = null;
+  }
   /**
    * Rows `ids` in the table's own dtype, one after another: one Buffer copy (memcpy) a row, no per-element work. A
    * prefill chunk widens them to f32 on the device (forward.ts recordEmbeddings): 2048 rows of 4096 bf16 are 16 MB
@@ -143,6 +161,7 @@ export function deviceBytes(v: Linear | NativeTensor): number {
 
 /** Frees every device tensor of `w`, views included; also the partial weights of a load that failed half-way. */
 export function disposeWeights(w: Partial<ModelWeights>): void {
+  w.embed?.disposeDevice();
   w.finalNorm?.dispose();
   if (w.output) disposeLinear(w.output);
   for (const L of (w.layers ?? []) as Partial<LayerWeights>[]) {

@@ -16,6 +16,9 @@
  *      prompt is spread over several ticks and never stalls the sequences that are streaming;
  *   4. decode: ONE batched decode step for every sequence that goes on (the weights are read once for all of them;
  *      the engine replays the captured step of the smallest bucket of 1..128 rows that holds them).
+ *   When every running sequence is decoding and no request waits, 2-4 become one Engine.run of up to `rounds`
+ *   (GLM4_RUN_ROUNDS, 8 on CUDA) rounds of pick + step queued back to back on the device, the tokens checked round
+ *   by round afterwards exactly as tick by tick (stops, limits): no host round trip between the steps.
  *
  * When the pool runs out (a decode step or a prefill chunk needs blocks that are not free), the most recently
  * admitted sequence is preempted: its blocks go back to the pool (full prompt blocks stay cached), and it waits at
@@ -27,7 +30,7 @@
  * says where that holds bit for bit).
  */
 import { Glm4Error } from "../errors.js";
-import { checkGenerateOptions, type Generation } from "../engine/generation.js";
+import { checkGenerateOptions, runRounds, type Generation } from "../engine/generation.js";
 import type { Engine, PickParams } from "../engine/engine.js";
 import { Sequence } from "../engine/sequence.js";
 import { KV_BLOCK, checkMaxContext, type KvPoolOptions } from "../engine/kv-cache.js";
@@ -122,6 +125,8 @@ export class Scheduler {
   private readonly maxQueue: number;
   private readonly maxContext: number;
   private readonly stepTokens: number;
+  /** Rounds of (pick, step) a tick may run at once (Engine.run) when every sequence is decoding and none waits. */
+  private readonly rounds: number;
   private loop: Promise<void> | null = null;
   private closed = false;
   private released = false;
@@ -149,6 +154,7 @@ export class Scheduler {
     // The pool is claimed now (sized from free memory when asked), so that /health shows it and a load that
     // leaves no room fails at start, not at the first request.
     this.engine = this.rt.newEngine({ maxBatch: maxConcurrent, maxContext: this.maxContext, kvBlocks: opts.kvBlocks, kvCacheBytes: opts.kvCacheBytes, gpuMemoryUtilization: opts.gpuMemoryUtilization });
+    this.rounds = runRounds(this.rt.info.device);
   }
 
   /** The longest prompt plus reply a request can have. */
@@ -338,6 +344,9 @@ export class Scheduler {
         this.fail(seq, err);
       }
     }
+    // 2b. all decoding, nobody waiting: up to `rounds` rounds of (pick, step) in one device-fed run (no host round
+    //     trip between the steps); the rounds of each sequence are checked as the token-by-token ticks would
+    if (device.length && (await this.runRounds(device))) return progressed;
     if (device.length) {
       let toks: number[] = [];
       try {
@@ -392,6 +401,38 @@ export class Scheduler {
       }
     }
     return progressed;
+  }
+
+  /**
+   * Runs k >= 2 rounds for the rows of `device` when every running sequence is among them (none prefilling), no
+   * request waits, no row has a repetition penalty, and the pool has the blocks of all k rounds; false (nothing
+   * done) otherwise. A sequence that stops in round j < k ends there (its slot and the rounds past j are freed).
+   */
+  private async runRounds(device: { seq: Seq; params: PickParams }[]): Promise<boolean> {
+    const e = this.engine;
+    if (this.rounds < 2 || this.waiting.length || device.length !== this.running.length) return false;
+    if (device.some((d) => d.params.repetitionPenalty !== undefined)) return false;
+    const k = Math.min(this.rounds, ...device.map((d) => e.maxContext - e.length(d.seq.slot)));
+    if (k < 2) return false;
+    if (device.reduce((a, d) => a + e.blocksFor(d.seq.slot, k), 0) > e.kvStats().available) return false;
+    const us = device.map((d) => [d.params.u, ...d.seq.gen.drawUniforms(k - 1)]);
+    const len0 = device.map((d) => e.length(d.seq.slot));
+    let toks: number[][];
+    try {
+      toks = await e.run(device.map((d, i) => ({ slot: d.seq.slot, params: d.params, us: us[i] })), k);
+    } catch (err) {
+      for (const d of device) this.fail(d.seq, err);
+      return true;
+    }
+    device.forEach((d, i) => {
+      if (!this.running.includes(d.seq)) return;
+      try {
+        if (!d.seq.gen.acceptRun(toks[i], us[i], len0[i]).goesOn) this.end(d.seq);
+      } catch (err) {
+        this.fail(d.seq, err);
+      }
+    });
+    return true;
   }
 
   /** Preempts the latest admitted sequences until `need` blocks are free; false when `seq` itself had to go. */

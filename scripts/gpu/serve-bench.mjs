@@ -7,12 +7,14 @@
 // Every figure is also checked for sanity (finite logits rows, distinct sequences) before it is printed.
 import { execFileSync } from "node:child_process";
 import { loadGlm4 } from "../../dist/index.js";
+import { runRounds } from "../../dist/engine/generation.js";
 
 const [mode, arg1, arg2] = process.argv.slice(2);
 // SERVE_DRY=1: the same code on the tiny checkpoint on the CPU (a check of the script where there is no GPU).
 const DRY = process.env.SERVE_DRY === "1";
 const load = () => (DRY ? loadGlm4(new URL("../../fixtures/tiny-glm4/original", import.meta.url).pathname, { device: "cpu", maxContext: 256, prefillChunk: 2048 }) : loadGlm4(null, { synthetic: "glm-4-9b", device: "cuda", maxContext: 256, prefillChunk: 2048 }));
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 };
+const ROUNDS = runRounds(DRY ? "cpu" : "cuda:0");
 const log = (s) => process.stderr.write(s + "\n");
 
 function randomIds(n, seed) {
@@ -57,17 +59,13 @@ async function decode(batches) {
         const tp = performance.now();
         for (const [i, s] of slots.entries()) await e.prefill(s, randomIds(ctxLen, 5000 + 17 * i));
         const prefillS = (performance.now() - tp) / 1000;
-        let next = await e.pick(slots.map((slot) => ({ slot, params: GREEDY })));
-        for (let i = 0; i < warm; i++) {
-          await e.step(slots.map((slot, j) => ({ slot, token: next[j] })));
-          next = await e.pick(slots.map((slot) => ({ slot, params: GREEDY })));
-        }
+        // As the scheduler decodes when every slot is decoding: Engine.run, ROUNDS (GLM4_RUN_ROUNDS, 8 on CUDA)
+        // rounds of pick + step queued at once
+        const rows = slots.map((slot) => ({ slot, params: GREEDY }));
+        for (let i = 0; i < warm; i += ROUNDS) await e.run(rows, Math.min(ROUNDS, warm - i));
         checkRows(e, slots);
         const t = performance.now();
-        for (let i = 0; i < steps; i++) {
-          await e.step(slots.map((slot, j) => ({ slot, token: next[j] })));
-          next = await e.pick(slots.map((slot) => ({ slot, params: GREEDY })));
-        }
+        for (let i = 0; i < steps; i += ROUNDS) await e.run(rows, Math.min(ROUNDS, steps - i));
         const sec = (performance.now() - t) / 1000;
         checkRows(e, slots);
         // the captured step alone, replayed back to back (its inputs still hold the last step's rows)
