@@ -103,3 +103,42 @@ describe("decoding in rounds (cpu)", () => {
     }
   });
 });
+
+describe("Engine.run's device-fed rounds on the CPU backend (GLM4_DEVICE_FED=1)", () => {
+  afterEach(() => {
+    delete process.env.GLM4_DEVICE_FED;
+  });
+  it("equal the pick/step loop bit for bit: greedy, sampled and mixed rows, 1..5 rows, runs of 1, 3 and 4 rounds on the same buckets, a row count that shrinks", async () => {
+    const V = model.config.vocabSize;
+    const prompts = makePrompts(5, V, [6, 3, 9, 1, 4], 21);
+    const sampledRow = (i: number, mode: number) => mode === 1 || (mode === 2 && i % 2 === 0);
+    const params = (i: number, mode: number) => (sampledRow(i, mode) ? { temperature: 0.8, topK: 30, topP: 0.9, minP: 0.02, u: 0 } : { temperature: 0, topK: 0, topP: 1, minP: 0, u: 0 });
+    const drive = async (fed: "0" | "1") => {
+      process.env.GLM4_DEVICE_FED = fed;
+      const be = model.runtime.newEngine({ maxBatch: 5, maxContext: 48 });
+      const slots = prompts.map(() => be.admit());
+      for (const [i, s] of slots.entries()) await be.prefill(s, prompts[i]); // (a 1-token prompt goes in by step())
+      const step = vi.spyOn(Engine.prototype, "step");
+      try {
+        const tokens: number[][] = [];
+        let u = 0;
+        // (rows, rounds, mode): 5 rows greedy, 4 rows sampled (bucket 4), 3 rows mixed (bucket 4, fewer rows), 1 row
+        for (const [nr, k, mode] of [[5, 3, 0], [4, 4, 1], [3, 3, 2], [1, 1, 0], [5, 4, 2]] as const) {
+          const rows = slots.slice(0, nr).map((slot, i) => ({ slot, params: params(i, mode), us: Array.from({ length: k }, () => ((u += 0.377) % 1)) }));
+          tokens.push(...(await be.run(rows, k)));
+        }
+        return { tokens, logits: slots.map((s) => be.readLogits(s)), lengths: slots.map((s) => be.length(s)), steps: step.mock.calls.length };
+      } finally {
+        step.mockRestore();
+        await model.runtime.releaseEngine(be);
+      }
+    };
+    const fedOut = await drive("1");
+    const loop = await drive("0");
+    expect(fedOut.steps, "the fed rounds never call step()").toBe(0);
+    expect(loop.steps).toBeGreaterThan(0);
+    expect(fedOut.tokens).toEqual(loop.tokens);
+    expect(fedOut.lengths).toEqual(loop.lengths);
+    for (let i = 0; i < 5; i++) expect(new Uint32Array(fedOut.logits[i].buffer), `slot ${i} logits (f32 bits)`).toEqual(new Uint32Array(loop.logits[i].buffer));
+  });
+});

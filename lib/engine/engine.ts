@@ -115,6 +115,71 @@ interface StepPlan {
    * convert recorded before the replay (a memcpy a row instead of a JS loop over b x H values). */
   xin: NativeTensor | null;
   plan: NativePlan;
+  /** run()'s buffers for this bucket (made on first use). */
+  rounds?: RoundBufs;
+}
+
+/** Most rounds one run() takes (GLM4_RUN_ROUNDS is at most this). */
+export const kRoundsMax = 64;
+
+/**
+ * A step plan's buffers for run(): ids, positions and cache rows of up to kRoundsMax rounds ([kRoundsMax, b], i32;
+ * ids start at 0), sampling parameters ([kRoundsMax, b, 5] f32) and top-k ([b]), with their row views made once;
+ * prefix views (the first n rows) kept by name and n.
+ */
+interface RoundBufs {
+  ids: NativeTensor;
+  pos: NativeTensor;
+  rows: NativeTensor;
+  params: NativeTensor;
+  topK: NativeTensor;
+  idsRow: NativeTensor[];
+  posRow: NativeTensor[];
+  rowsRow: NativeTensor[];
+  paramsRow: NativeTensor[];
+  prefixes: Map<string, NativeTensor>;
+  all: NativeTensor[];
+}
+
+function roundBufs(ctx: NativeContext, p: StepPlan): RoundBufs {
+  if (p.rounds) return p.rounds;
+  const b = p.b;
+  const all: NativeTensor[] = [];
+  const keep = (t: NativeTensor) => (all.push(t), t);
+  const rowsOf = (t: NativeTensor, shape: number[]) =>
+    Array.from({ length: kRoundsMax }, (_, j) => {
+      const v = t.slice0(j, j + 1);
+      try {
+        return keep(v.reshape(shape));
+      } finally {
+        v.dispose();
+      }
+    });
+  try {
+    const ids = keep(ctx.fromBuffer("i32", [kRoundsMax, b], new Int32Array(kRoundsMax * b)));
+    const pos = keep(ctx.empty("i32", [kRoundsMax, b]));
+    const rows = keep(ctx.empty("i32", [kRoundsMax, b]));
+    const params = keep(ctx.empty("f32", [kRoundsMax, b, 5]));
+    const topK = keep(ctx.empty("i32", [b]));
+    p.rounds = { ids, pos, rows, params, topK, idsRow: rowsOf(ids, [b]), posRow: rowsOf(pos, [b]), rowsRow: rowsOf(rows, [b]), paramsRow: rowsOf(params, [b, 5]), prefixes: new Map(), all };
+    return p.rounds;
+  } catch (e) {
+    for (const t of all) t.dispose();
+    throw e;
+  }
+}
+
+/** Rows [0, n) of t (t itself when that is all of it), made once per (name, n) and kept with the round buffers. */
+function cachedPrefix(R: RoundBufs, name: string, t: NativeTensor, n: number): NativeTensor {
+  if (t.shape[0] === n) return t;
+  const key = `${name}:${n}`;
+  let v = R.prefixes.get(key);
+  if (!v) {
+    v = t.slice0(0, n);
+    R.prefixes.set(key, v);
+    R.all.push(v);
+  }
+  return v;
 }
 
 /** Where a slot's current logits are: a row of some [*, V] tensor. */
@@ -564,7 +629,7 @@ export class Engine {
    */
   async run(rows: readonly { slot: number; params: PickParams; us?: readonly number[] }[], k: number): Promise<number[][]> {
     this.live();
-    if (!Number.isInteger(k) || k < 1) throw new RangeError(`run: rounds must be a positive integer, got ${String(k)}`);
+    if (!Number.isInteger(k) || k < 1 || k > kRoundsMax) throw new RangeError(`run: rounds must be an integer in 1..${kRoundsMax}, got ${String(k)}`);
     const n = rows.length;
     if (n === 0) return [];
     const slots = rows.map((r) => (this.slot(r.slot), r.slot));
@@ -580,7 +645,10 @@ export class Engine {
     const uOf = (i: number, j: number) => rows[i].us?.[j] ?? rows[i].params.u;
     const penalized = rows.some((r) => (r.params.repetitionPenalty ?? 1) !== 1 && (r.params.penaltyIds?.length ?? 0) > 0);
     const most = STEP_BUCKETS[STEP_BUCKETS.length - 1];
-    const table = !penalized && n <= most && process.env.GLM4_DEVICE_FED !== "0" && this.ctx.device.startsWith("cuda") ? this.w.embed.onDevice(this.ctx) : null;
+    // GLM4_DEVICE_FED: "0" always the loop; "1" the device-fed rounds on the CPU backend too (tests: the same ops
+    // on the reference backend); unset: on CUDA.
+    const fed = process.env.GLM4_DEVICE_FED === "1" || (process.env.GLM4_DEVICE_FED !== "0" && this.ctx.device.startsWith("cuda"));
+    const table = !penalized && n <= most && fed ? this.w.embed.onDevice(this.ctx) : null;
     if (!table) {
       // The loop: the same rounds through pick() and step().
       const out: number[][] = rows.map(() => []);
@@ -595,7 +663,6 @@ export class Engine {
     const lens = slots.map((s) => this.slots[s].length);
     this.kv.reserve(slots.map((slot, i) => ({ slot, len: lens[i], to: lens[i] + k })));
     const views: NativeTensor[] = [];
-    const owned: NativeTensor[] = [];
     try {
       const p = await this.ensurePlan(stepBucket(n));
       const b = p.b;
@@ -609,8 +676,10 @@ export class Engine {
           }
         });
       }
-      // Positions and cache rows of every round (the pad rows: position 0 of the pad block), the slots once.
-      const pos = new Int32Array(k * b), crow = new Int32Array(k * b);
+      // Positions and cache rows of every round (the pad rows: position 0 of the pad block), the slots once, into
+      // the plan's round buffers (whole-buffer writes: no views to make a run).
+      const R = roundBufs(ctx, p);
+      const pos = new Int32Array(kRoundsMax * b), crow = new Int32Array(kRoundsMax * b);
       const padRow = this.kv.row(this.kv.padSlot, 0);
       for (let j = 0; j < k; j++) {
         for (let i = 0; i < b; i++) {
@@ -618,52 +687,41 @@ export class Engine {
           crow[j * b + i] = i < n ? this.kv.row(slots[i], lens[i] + j) : padRow;
         }
       }
-      const posAll = ctx.fromBuffer("i32", [k, b], pos);
-      owned.push(posAll);
-      const rowAll = ctx.fromBuffer("i32", [k, b], crow);
-      owned.push(rowAll);
+      R.pos.write(pos);
+      R.rows.write(crow);
       p.addr.seq?.write(Int32Array.from({ length: b }, (_, i) => (i < n ? slots[i] : this.kv.padSlot)));
-      // Round j's ids: row j of outTok, whose pad columns [n, b) stay 0 (the pad rows' token): the pick writes its
-      // first n entries, the step's embedding op reads all b (no copy between them).
-      const outTok = ctx.fromBuffer("i32", [k, b], new Int32Array(k * b));
-      owned.push(outTok);
       const anySampled = sampled.some(Boolean);
-      let prAll: NativeTensor | null = null, tk: NativeTensor | null = null;
       if (anySampled) {
         // One sample op for every row: a greedy row goes through it at temperature 0 (its argmax).
-        const pv = new Float32Array(k * n * 5);
-        for (let j = 0; j < k; j++) {
-          rows.forEach((r, i) => {
-            const q = r.params;
-            pv.set(sampled[i] ? [q.temperature, q.topP, q.minP, uOf(i, j), 1] : [0, 1, 0, 0, 1], (j * n + i) * 5);
-          });
+        const pv = new Float32Array(kRoundsMax * b * 5);
+        for (let j = 0; j < kRoundsMax; j++) {
+          for (let i = 0; i < b; i++) {
+            const q = rows[i]?.params;
+            pv.set(j < k && i < n && sampled[i] ? [q!.temperature, q!.topP, q!.minP, uOf(i, j), 1] : [0, 1, 0, 0, 1], (j * b + i) * 5);
+          }
         }
-        prAll = ctx.fromBuffer("f32", [k, n, 5], pv);
-        owned.push(prAll);
-        tk = ctx.fromBuffer("i32", [n], Int32Array.from(rows, (r, i) => (sampled[i] ? r.params.topK : 0)));
-        owned.push(tk);
+        R.params.write(pv);
+        R.topK.write(Int32Array.from({ length: b }, (_, i) => (i < n && sampled[i] ? rows[i].params.topK : 0)));
       }
       this.kv.sync();
-      const at = (t: NativeTensor, j: number, shape: number[]) => {
-        const v = t.slice0(j, j + 1);
-        views.push(v);
-        const r = v.reshape(shape);
-        views.push(r);
-        return r;
-      };
+      // Round j: its ids are row j of R.ids (the pick writes the first n, the step's embedding op reads all b; the pad
+      // columns hold 0 or an earlier run's ids: valid tokens for the pad rows, whose outputs nobody reads).
+      const Ln = cachedPrefix(R, "logits", p.logits, n);
+      let first: Promise<void> | null = null;
       for (let j = 0; j < k; j++) {
-        const L = j === 0 ? this.logitsOf(slots, views) : prefix(p.logits, n, views);
-        const ids = at(outTok, j, [b]);
-        const idsN = prefix(ids, n, views);
-        if (prAll) ctx.sample(idsN, L, at(prAll, j, [n, 5]), tk!, null, null);
+        const L = j === 0 ? this.logitsOf(slots, views) : Ln;
+        const idsN = cachedPrefix(R, `ids${j}`, R.idsRow[j], n);
+        if (anySampled) ctx.sample(idsN, L, cachedPrefix(R, `par${j}`, R.paramsRow[j], n), cachedPrefix(R, "topK", R.topK, n), null, null);
         else ctx.argmax(idsN, L);
-        ctx.copy(p.scratch.pos, at(posAll, j, [b]));
-        ctx.copy(p.addr.rows, at(rowAll, j, [b]));
-        ctx.embedding(p.scratch.x, table, ids);
+        ctx.copy(p.scratch.pos, R.posRow[j]);
+        ctx.copy(p.addr.rows, R.rowsRow[j]);
+        ctx.embedding(p.scratch.x, table, R.idsRow[j]);
         ctx.replay(p.plan);
+        // The device starts on round 0 while the rest is recorded.
+        if (j === 0 && k > 1) first = ctx.flushAsync();
       }
-      await ctx.flushAsync();
-      const got = outTok.read() as Int32Array;
+      await Promise.all([first, ctx.flushAsync()]);
+      const got = R.ids.read() as Int32Array;
       const out = rows.map((_, i) => Array.from({ length: k }, (_, j) => got[j * b + i]));
       slots.forEach((s, i) => {
         const st = this.slots[s];
@@ -677,7 +735,6 @@ export class Engine {
       throw wrapNative(e);
     } finally {
       for (const v of views) v.dispose();
-      for (const t of owned) t.dispose();
     }
   }
 
@@ -707,7 +764,7 @@ export class Engine {
       p.plan.dispose();
       p.scratch.dispose();
       p.addr.dispose();
-      for (const t of [p.hLast, p.logits, p.xin]) t?.dispose();
+      for (const t of [p.hLast, p.logits, p.xin, ...(p.rounds?.all ?? [])]) t?.dispose();
     }
     this.plans.clear();
     for (const t of [this.slotLogits, this.pickBuf, this.hOne, this.tokArg, this.tokSample, this.params, this.topK]) t?.dispose();
