@@ -159,6 +159,9 @@ export async function loadGlm4(dir: string | null, options: LoadOptions = {}): P
     // blocks the allocator kept back to the driver, so that the KV pool and other processes can have them.
     ctx.flush();
     ctx.trimCache();
+    // The embedding table's copy in page-locked host memory that the device gathers rows from (prompts, decode
+    // rounds), made here so the first request does not pay for it (GLM4_EMBED_GATHER=host: never made).
+    if (onGpu && process.env.GLM4_EMBED_GATHER !== "host") weights.embed.onDevice(ctx);
     const settings = pre?.kind === "glm4-int4" ? recordSettings(pre.record) : { groupSize: wopts.groupSize, scheme, outputLayer };
     const info = {
       dir: synthetic ? null : path.resolve(dir!),

@@ -395,7 +395,14 @@ export class Engine {
           await writeEmbeddings(ctx, w, s.x, chunk, staged);
           s.pos.write(Int32Array.from(chunk, (_, j) => st.length + j));
           this.kv.writeAddress(addr, chunk.map((_, j) => ({ slot, pos: st.length + j })));
-          recordLayers(ctx, cfg, w, s, this.kv, addr);
+          // The device starts on layer 0 while the other layers are recorded (~10 us of host time an op).
+          let early: Promise<void> | null = null;
+          recordLayers(ctx, cfg, w, s, this.kv, addr, undefined, (i) => {
+            if (i === 0 && cfg.numLayers > 1) {
+              early = ctx.flushAsync();
+              early.catch(() => undefined); // awaited below; this only keeps an early failure from counting as unhandled
+            }
+          });
           if (all) {
             const dst = all.slice0(first, first + T);
             // s.h is bf16 on the GEMM path: the output layer reads it as is when it is a layout-1 INT4 too.
@@ -412,7 +419,7 @@ export class Engine {
           recordLinear(ctx, dst, this.hOne, w.output);
           last.dispose();
           dst.dispose();
-          await ctx.flushAsync();
+          await Promise.all([early, ctx.flushAsync()]);
         } finally {
           s.dispose();
           addr?.dispose();
@@ -648,7 +655,7 @@ export class Engine {
     // GLM4_DEVICE_FED: "0" always the loop; "1" the device-fed rounds on the CPU backend too (tests: the same ops
     // on the reference backend); unset: on CUDA.
     const fed = process.env.GLM4_DEVICE_FED === "1" || (process.env.GLM4_DEVICE_FED !== "0" && this.ctx.device.startsWith("cuda"));
-    const table = !penalized && n <= most && fed ? this.w.embed.onDevice(this.ctx) : null;
+    const table = !penalized && n <= most && fed && process.env.GLM4_EMBED_GATHER !== "host" ? this.w.embed.onDevice(this.ctx) : null;
     if (!table) {
       // The loop: the same rounds through pick() and step().
       const out: number[][] = rows.map(() => []);
@@ -718,7 +725,10 @@ export class Engine {
         ctx.embedding(p.scratch.x, table, R.idsRow[j]);
         ctx.replay(p.plan);
         // The device starts on round 0 while the rest is recorded.
-        if (j === 0 && k > 1) first = ctx.flushAsync();
+        if (j === 0 && k > 1) {
+          first = ctx.flushAsync();
+          first.catch(() => undefined); // awaited below; this only keeps an early failure from counting as unhandled
+        }
       }
       await Promise.all([first, ctx.flushAsync()]);
       const got = R.ids.read() as Int32Array;

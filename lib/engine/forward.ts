@@ -99,7 +99,9 @@ export class Scratch {
 }
 
 /**
- * x (f32 [T, H]) = the embedding rows of `ids`. A bf16 or f16 table's rows are copied on the host in their own dtype
+ * x (f32 [T, H]) = the embedding rows of `ids`. On CUDA (a bf16 or f32 table) the device gathers them itself from
+ * the table's copy in mapped page-locked host memory (HostEmbedding.onDevice; the embedding op, exact). Elsewhere,
+ * or with GLM4_EMBED_GATHER=host (a measurement aid; "js": the older JS loop), a bf16 or f16 table's rows are copied on the host in their own dtype
  * (HostEmbedding.gatherRaw: a memcpy a row) into a staging tensor, uploaded straight from that buffer (writeAsync:
  * no second host copy), and widened on the device by a recorded convert: exact (every bf16 and f16 value is an f32),
  * so x holds the same bits as HostEmbedding.gather gives. An f32 table's rows are uploaded as they are. Runs what was
@@ -111,6 +113,16 @@ export async function writeEmbeddings(ctx: NativeContext, w: ModelWeights, x: Na
   if (process.env.GLM4_EMBED_GATHER === "js") {
     // The path before (a measurement aid): rows widened to f32 in a JS loop, written with a host copy.
     x.write(e.gather(ids));
+    return;
+  }
+  const table = process.env.GLM4_EMBED_GATHER !== "host" && ctx.device.startsWith("cuda") ? e.onDevice(ctx) : null;
+  if (table) {
+    // The device gathers the rows from the table in mapped host memory (HostEmbedding.onDevice): 8 KB of ids go up
+    // instead of 16 MB of rows a 2048-token chunk gathered in JS and copied from pageable memory (~8 ms of host time
+    // while the device idled, run7). Exact: bf16 -> f32 as the convert below.
+    const t = ctx.fromBuffer("i32", [ids.length], Int32Array.from(ids));
+    staged.push(t);
+    ctx.embedding(x, table, t);
     return;
   }
   const rows = e.gatherRaw(ids);
@@ -143,9 +155,9 @@ export function recordLinear(ctx: NativeContext, out: NativeTensor, x: NativeTen
  * the last residual add is fused with the final norm too, written to final.out (s.x still ends as the final
  * hidden states).
  */
-export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null, final?: { out: NativeTensor; norm: NativeTensor }): void {
+export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null, final?: { out: NativeTensor; norm: NativeTensor }, afterLayer?: (i: number) => void): void {
   if (fusedDecode(w, s.t)) {
-    recordLayersFused(ctx, cfg, w, s, kv, addr);
+    recordLayersFused(ctx, cfg, w, s, kv, addr, afterLayer);
     if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
     return;
   }
@@ -187,6 +199,7 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
     if (i + 1 < cfg.numLayers) ctx.addRmsnorm(s.h, s.x, s.o, w.layers[i + 1].attnNorm, cfg.rmsEps);
     else if (final) ctx.addRmsnorm(final.out, s.x, s.o, final.norm, cfg.rmsEps);
     else ctx.add(s.x, s.x, s.o);
+    afterLayer?.(i);
   }
   for (const t of [q2, k2, v2, a2]) t.dispose();
 }
@@ -213,7 +226,7 @@ function tiledLayers(w: ModelWeights): boolean {
  * QKV rows of T = 2..8 (or q, k, v through the row views, GLM4_LAYER_PATH without "packed") equal the fused QKV
  * launch of T = 1 bit for bit, and rotary_kv_write_qkv equals rotary_kv_write bit for bit (op cases).
  */
-function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null): void {
+function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights, s: Scratch, kv: KvCache, addr: KvAddress | null, afterLayer?: (i: number) => void): void {
   const T = s.t, eps = cfg.rmsEps;
   const rows = addr?.rows ?? s.pos;
   const scale = 1 / Math.sqrt(cfg.headDim);
@@ -243,6 +256,7 @@ function recordLayersFused(ctx: NativeContext, cfg: Glm4Config, w: ModelWeights,
     ctx.linearInt4(s.x, a2, q(L.attnOut), eps, 1); // x += attn Wo^T
     ctx.linearInt4(s.act, s.x, q(L.gateUp), eps, 2, null, L.ffnNorm); // act = silu(gate) * up of rmsnorm(x)
     ctx.linearInt4(s.x, s.act, q(L.down), eps, 1); // x += act Wd^T
+    afterLayer?.(i);
   }
   for (const t of [q2, k2, v2, a2]) t.dispose();
 }

@@ -68,10 +68,19 @@ export class HostEmbedding {
    * their rows with it from token ids the previous pick left on the device.
    */
   onDevice(ctx: NativeContext): NativeTensor | null {
-    if (this.dtype === "F16") return null;
-    this.mapped ??= ctx.hostMapped(this.dtype === "BF16" ? "bf16" : "f32", [this.rows, this.cols], this.data);
+    if (this.dtype === "F16" || this.mappedFailed) return null;
+    try {
+      this.mapped ??= ctx.hostMapped(this.dtype === "BF16" ? "bf16" : "f32", [this.rows, this.cols], this.data);
+    } catch (e) {
+      // No page-locked memory to be had (a host short of RAM, a locked-memory limit): the host gathers the rows as
+      // before (slower, same results); said once.
+      this.mappedFailed = true;
+      process.emitWarning(`the embedding table could not be placed in page-locked host memory (${(e as Error).message}); prompts and decode steps gather its rows on the host instead`, { code: "GLM4_EMBED_HOST_GATHER" });
+      return null;
+    }
     return this.mapped;
   }
+  private mappedFailed = false;
   /** Frees what onDevice made (the host copy stays). */
   disposeDevice(): void {
     this.mapped?.dispose();
