@@ -62,6 +62,24 @@ __device__ __forceinline__ uint64_t fa3_desc(uint32_t addr, uint32_t lbo, uint32
          (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | (uint64_t{1} << 62);
 }
 __device__ __forceinline__ void fa3_fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// mbarrier wait that traps after ~2 s (4e9 cycles) instead of hanging: a schedule bug becomes a launch error that
+// the caller sees (the harness then reruns without the variant) rather than a hung process.
+__device__ __forceinline__ void fa3_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  long long t0 = 0;
+  for (int it = 0;; ++it) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (it == 0) t0 = clock64();
+    else if ((it & 1023) == 0 && clock64() - t0 > 4000000000LL) __trap();
+  }
+}
 #endif
 
 // grid.x = ceil(T * per / 128) * Hkv (heaviest row tile first, the KV groups interleaved), block 384 threads.
@@ -162,7 +180,7 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
       const int32_t* tb = a.table ? a.table + static_cast<int64_t>(sq) * a.NB : nullptr;
       const int nt = (kend + KN - 1) / KN;
       for (int j = 0; j < nt; ++j) {
-        gemmk::mbar_wait(empty_bar(stage), phase ^ 1);
+        fa3_wait(empty_bar(stage), phase ^ 1);
         const uint32_t ks = sbase + stage * Cfg::kStage, vs = ks + Cfg::kTile;
 #pragma unroll 4
         for (int k = pt >> 4; k < KN; k += 8) {
@@ -326,7 +344,7 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
     float corr[2];
 
     // tile 0: S, softmax, P
-    gemmk::mbar_wait(full_bar(stage), phase);
+    fa3_wait(full_bar(stage), phase);
     issue_s(stage);
     gemmk::wgmma_commit();
     gemmk::wgmma_wait<0>();
@@ -338,7 +356,7 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
     int cur = stage;
     next_stage();
     for (int j = 1; j < nt; ++j) {
-      gemmk::mbar_wait(full_bar(stage), phase);
+      fa3_wait(full_bar(stage), phase);
       issue_s(stage);          // S of tile j (the fence in issue_s also orders the O / P writes above)
       gemmk::wgmma_commit();
       issue_pv(cur);           // O += P V of tile j - 1
