@@ -10,7 +10,7 @@
 // Prefill is timed before decode (the figure issue 13 waits for). Before each variant runs, a line "@variant I NAME" is
 // printed and flushed: if a kernel faults (the process dies),
 // scripts/gpu/attention2.sh reruns with that variant skipped. Variant indices: decode 0..8, prefill 9..13, prefill3
-// (wgmma, "fa3") 14..17, generic 18.
+// (wgmma, "fa3") 14..19 (18, 19: ping-pong), generic 20.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
 // step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
@@ -435,6 +435,9 @@ int main(int argc, char** argv) {
       {"fa3 n64 s4 pv64", attn::Kind::Prefill, 0, 0, 0, 0, 3, 64, 4, attn::launch_prefill3_d<64, 4, 64>, 64},
       {"fa3 n128 s3 pv128", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 128>, 128},
       {"fa3 n128 s3 pv64", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 64>, 64},
+      // ping-pong: the two consumer warpgroups take turns issuing their products (harness only for now)
+      {"fa3 n64 s4 pv64 pp", attn::Kind::Prefill, 0, 0, 0, 0, 3, 64, 4, attn::launch_prefill3_d<64, 4, 64, true>, 64},
+      {"fa3 n128 s3 pv64 pp", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 64, true>, 64},
   };
   for (auto& v : prefill_variants) {
     const bool w = v.pver == 3 || v.warps == dk.warps;

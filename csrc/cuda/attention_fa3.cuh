@@ -6,7 +6,7 @@
 //
 // Block: 128 rows (token, query head) of one KV group (row r of the group = token r / per, head g * per + r % per:
 // for GLM-4 8 tokens x the group's 16 heads, so every K/V tile in shared memory serves all 16 heads), 3 warpgroups:
-//  - warpgroup 2 = producer (setmaxnreg 40: the consumers get 232 registers): streams the K and V tiles of the causal key range (KN keys a tile) through a STAGES-deep ring
+//  - warpgroup 2 = producer (setmaxnreg 56 or 40: the consumers get 224 or 232 registers): streams the K and V tiles of the causal key range (KN keys a tile) through a STAGES-deep ring
 //    with cp.async (16 bytes a copy; rows past the visible range or outside the pool are zero-filled, so no garbage
 //    from a half-written page can reach the PV product as 0 * NaN), through the block table at any block size. It
 //    keeps two tiles in flight: after issuing tile n it waits for tile n-1's copies, makes them visible to the async
@@ -39,10 +39,15 @@ namespace glm4 {
 namespace cuda {
 namespace attn {
 
-template <int KN_, int STAGES_, int PVN_>
+template <int KN_, int STAGES_, int PVN_, bool PP_ = false>
 struct Fa3Cfg {
   static constexpr int D = 128;
   static constexpr int KN = KN_, STAGES = STAGES_, PVN = PVN_;
+  static constexpr bool PP = PP_;  // ping-pong: the two warpgroups take turns issuing their products
+  // setmaxnreg split of the 384 x 168 registers the block starts with (128 p + 256 c <= 64512): KN = 64 fits the
+  // consumers in 224 and leaves the producer 56 (ptxas: no spills); KN = 128's consumers need 232 (S and P double).
+  static constexpr int kProdRegs = KN == 64 ? 56 : 40, kConsRegs = KN == 64 ? 224 : 232;
+  static_assert(128 * kProdRegs + 256 * kConsRegs <= 384 * 168, "register split");
   static constexpr int kRows = 128;                  // 2 consumer warpgroups x 64
   static constexpr int kThreads = 384;               // + one producer warpgroup
   static constexpr int kHalf = KN * 128;             // bytes of one 64-dim half of a K or V tile
@@ -83,10 +88,10 @@ __device__ __forceinline__ void fa3_wait(uint32_t bar, uint32_t parity) {
 #endif
 
 // grid.x = ceil(T * per / 128) * Hkv (heaviest row tile first, the KV groups interleaved), block 384 threads.
-template <int KN, int STAGES, int PVN>
+template <int KN, int STAGES, int PVN, bool PP = false>
 __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = Fa3Cfg<KN, STAGES, PVN>;
+  using Cfg = Fa3Cfg<KN, STAGES, PVN, PP>;
   constexpr int D = 128;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t s_bar[2 * STAGES];  // full[s], then empty[s]
@@ -165,7 +170,7 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
 
   if (warp >= 8) {
     // ------------------------------------------------ producer warpgroup
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(Cfg::kProdRegs));
     const int pt = tid - 256;  // 0..127
     const __nv_bfloat16* kp = static_cast<const __nv_bfloat16*>(a.kc);
     const __nv_bfloat16* vp = static_cast<const __nv_bfloat16*>(a.vc);
@@ -214,7 +219,7 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
   }
 
   // ------------------------------------------------ consumers: warpgroup cw, rows cw * 64 + 16 w + gq + 8 h
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(Cfg::kConsRegs));
   using MS = gemmk::Wgmma<KN>;
   constexpr int NS = KN / 2;   // S accumulators a thread: s[4 i + 2 h + e] = S[row gq + 8h][key 8i + 2t + e]
   const int cw = warp >> 2, w = warp & 3, gq = lane >> 2, tq = lane & 3;
@@ -332,6 +337,19 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
       phase ^= 1;
     }
   };
+  // Ping-pong (PP): warpgroup cw issues its products only on its turn (named barrier 1 + cw, 256 threads: its own
+  // 128 waiting + the other's 128 arriving) and hands the turn over right after, so that one warpgroup's softmax
+  // runs while the other's products occupy the tensor cores. Both warpgroups have the same number of issue points
+  // (same passes, same tiles); warpgroup 1 gives the first turn, warpgroup 0 takes the last hand-over at the end.
+  auto turn_wait = [&]() {
+    if constexpr (PP) asm volatile("bar.sync %0, 256;" ::"r"(1 + cw) : "memory");
+  };
+  auto turn_pass = [&]() {
+    if constexpr (PP) asm volatile("bar.arrive %0, 256;" ::"r"(2 - cw) : "memory");
+  };
+  if (cw == 1) {
+    if constexpr (PP) asm volatile("bar.arrive 1, 256;" ::: "memory");
+  }
 
   for (int p = 0; p < npass; ++p) {
     const int sq = s_pseq[p], kend = s_pend[p];
@@ -345,8 +363,10 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
 
     // tile 0: S, softmax, P
     fa3_wait(full_bar(stage), phase);
+    turn_wait();
     issue_s(stage);
     gemmk::wgmma_commit();
+    turn_pass();
     gemmk::wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < NS; ++i) gemmk::keep(s[i]);
@@ -357,10 +377,12 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
     next_stage();
     for (int j = 1; j < nt; ++j) {
       fa3_wait(full_bar(stage), phase);
+      turn_wait();
       issue_s(stage);          // S of tile j (the fence in issue_s also orders the O / P writes above)
       gemmk::wgmma_commit();
       issue_pv(cur);           // O += P V of tile j - 1
       gemmk::wgmma_commit();
+      turn_pass();
       gemmk::wgmma_wait<1>();  // S of tile j is complete
 #pragma unroll
       for (int i = 0; i < NS; ++i) gemmk::keep(s[i]);
@@ -378,15 +400,20 @@ __global__ void __launch_bounds__(384, 1) prefill3_kernel(Args a) {
       cur = stage;
       next_stage();
     }
+    turn_wait();
     gemmk::wgmma_fence();
     issue_pv(cur);
     gemmk::wgmma_commit();
+    turn_pass();
     gemmk::wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < 64; ++i) gemmk::keep(o[i]);
     if (lane == 0) gemmk::mbar_arrive(empty_bar(cur));
   }
 
+  if (cw == 0) {
+    if constexpr (PP) asm volatile("bar.sync 1, 256;" ::: "memory");  // warpgroup 1's last hand-over
+  }
   // Epilogue: the quad's partial row sums, O / l (rows with nothing visible: zeros).
 #pragma unroll
   for (int h = 0; h < 2; ++h) {

@@ -1162,14 +1162,14 @@ inline cudaError_t launch_prefill2_d(const Args& a, cudaStream_t st) {
   return cudaGetLastError();
 }
 
-template <int KN, int STAGES, int PVN>
+template <int KN, int STAGES, int PVN, bool PP = false>
 inline cudaError_t launch_prefill3_d(const Args& a, cudaStream_t st) {
-  using Cfg = Fa3Cfg<KN, STAGES, PVN>;
+  using Cfg = Fa3Cfg<KN, STAGES, PVN, PP>;
   static std::atomic<uint64_t> done{0};
-  cudaError_t e = allow_smem(done, prefill3_kernel<KN, STAGES, PVN>, Cfg::kSmem);
+  cudaError_t e = allow_smem(done, prefill3_kernel<KN, STAGES, PVN, PP>, Cfg::kSmem);
   if (e != cudaSuccess) return e;
   const int64_t tiles = (static_cast<int64_t>(a.T) * (a.Hq / a.Hkv) + Cfg::kRows - 1) / Cfg::kRows;
-  prefill3_kernel<KN, STAGES, PVN><<<static_cast<unsigned>(tiles * a.Hkv), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  prefill3_kernel<KN, STAGES, PVN, PP><<<static_cast<unsigned>(tiles * a.Hkv), Cfg::kThreads, Cfg::kSmem, st>>>(a);
   return cudaGetLastError();
 }
 
