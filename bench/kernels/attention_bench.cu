@@ -267,7 +267,11 @@ attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
     p.warps = v.warps;
     p.pks = v.pks;
     p.pstages = v.pstages;
-    p.ppv = v.ppv;
+    if (v.pver == 3) {
+      p.fkn = v.pks;
+      p.fst = v.pstages;
+      p.fpv = v.ppv;
+    }
     return p;
   }
   // Decode with this variant's split rule, whatever T (plan_attention would send long single-sequence T to prefill).
@@ -440,8 +444,9 @@ int main(int argc, char** argv) {
       {"fa3 n128 s3 pv64 pp", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 64, true>, 64},
   };
   for (auto& v : prefill_variants) {
-    const bool w = v.pver == 3 || v.warps == dk.warps;
-    if (v.pver == dk.pver && w && v.pks == dk.pks && v.pstages == dk.pstages && (v.pver != 3 || v.ppv == dk.ppv)) v.name += " (default)";
+    const bool same = v.pver == 3 ? v.pks == dk.fkn && v.pstages == dk.fst && v.ppv == dk.fpv && v.name.find(" pp") == std::string::npos
+                                  : v.warps == dk.warps && v.pks == dk.pks && v.pstages == dk.pstages;
+    if (v.pver == dk.pver && same) v.name += " (default)";
   }
   auto timed = [&](const Variant& v) {
     if (time_only.empty()) return true;
