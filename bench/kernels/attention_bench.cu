@@ -4,16 +4,21 @@
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icsrc bench/kernels/attention_bench.cu \
 //        -o bench/kernels/bin/attention_bench
-//   bench/kernels/bin/attention_bench [--quick] [--json FILE] [--skip I,J,...]
+//   bench/kernels/bin/attention_bench [--quick] [--prefill-only] [--time VARIANT,...] [--json FILE] [--skip I,J,...]
+// --prefill-only: prefill validation cases and prefill timing alone (scripts/gpu/fa3.sh); --time: time only the prefill
+// variants whose name starts with one of these prefixes (every variant is still validated).
 // Prefill is timed before decode (the figure issue 13 waits for). Before each variant runs, a line "@variant I NAME" is
 // printed and flushed: if a kernel faults (the process dies),
-// scripts/gpu/attention2.sh reruns with that variant skipped. Variant indices: decode 0..8, prefill 9..13, generic 14.
+// scripts/gpu/attention2.sh reruns with that variant skipped. Variant indices: decode 0..8, prefill 9..13, prefill3
+// (wgmma, "fa3") 14..19 (18, 19: ping-pong), generic 20.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
 // step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
 // back-to-back launches (the engine's replay). GB/s counts the K and V bytes the queries see; the copy bandwidth
-// (cudaMemcpy device to device, read + write) is measured in the same run. Prefill: causal FLOP = 2 * 2 * T^2/2 *
-// Hq * D over the time.
+// (cudaMemcpy device to device, read + write) is measured in the same run. Prefill: the causal FLOP, counted exactly:
+// each query sees pos + 1 keys, and each (query head, key) pair costs 2 D for S = q.k and 2 D for o += p v, so
+// FLOP = 4 * Hq * D * sum over queries of (pos + 1) (= 2 * Hq * D * T (T + 1) for one sequence from position 0; the
+// masked half of the diagonal tiles is not counted).
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -241,8 +246,9 @@ struct Variant {
   std::string name;
   attn::Kind kind;
   int mink, pfix, stages, warps;     // decode split rule and stages; prefill warps
-  int pver = 1, pks = 16, pstages = 2;  // prefill kernel version, keys a step, stages
+  int pver = 1, pks = 16, pstages = 2;  // prefill kernel version, keys a step (prefill3: keys a tile), stages
   cudaError_t (*launch)(const attn::Args&, cudaStream_t) = nullptr;  // a configuration the op does not instantiate
+  int ppv = 128;                        // prefill3: PV width
 };
 cudaError_t launch_variant(const Variant& v, const attn::Args& a, const attn::Plan& p, cudaStream_t st) {
   return v.launch ? v.launch(a, st) : attn::launch(a, p, st);
@@ -261,6 +267,11 @@ attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
     p.warps = v.warps;
     p.pks = v.pks;
     p.pstages = v.pstages;
+    if (v.pver == 3) {
+      p.fkn = v.pks;
+      p.fst = v.pstages;
+      p.fpv = v.ppv;
+    }
     return p;
   }
   // Decode with this variant's split rule, whatever T (plan_attention would send long single-sequence T to prefill).
@@ -363,11 +374,25 @@ double time_graph(std::vector<Problem>& prs, const Variant& v, const attn::Plan&
 }
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, prefill_only = false;
   const char* json_path = nullptr;
   std::vector<int> skip;
+  std::vector<std::string> time_only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--prefill-only")) prefill_only = true;
+    else if (!std::strcmp(argv[i], "--time") && i + 1 < argc) {
+      std::string cur;
+      for (const char* p = argv[++i];; ++p) {
+        if (*p == ',' || !*p) {
+          if (!cur.empty()) time_only.push_back(cur);
+          cur.clear();
+          if (!*p) break;
+        } else {
+          cur += *p;
+        }
+      }
+    }
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--skip") && i + 1 < argc)
       for (const char* p = argv[++i]; *p;) {
@@ -408,9 +433,27 @@ int main(int argc, char** argv) {
       {"pre2 w4 k16 s2", attn::Kind::Prefill, 0, 0, 0, 4, 2, 16, 2},
       {"pre2 w8 k16 s2", attn::Kind::Prefill, 0, 0, 0, 8, 2, 16, 2},
       {"pre2 w4 k16 s3", attn::Kind::Prefill, 0, 0, 0, 4, 2, 16, 3, attn::launch_prefill2_d<kD, 4, 16, 3>},
+      // prefill3 (wgmma): keys a tile, stages, PV width; the first through the op's plan and launcher (GLM4_ATTN_PREFILL
+      // = 3,64,4,128), the others launched directly.
+      {"fa3 n64 s4 pv128", attn::Kind::Prefill, 0, 0, 0, 0, 3, 64, 4, nullptr, 128},
+      {"fa3 n64 s4 pv64", attn::Kind::Prefill, 0, 0, 0, 0, 3, 64, 4, attn::launch_prefill3_d<64, 4, 64>, 64},
+      {"fa3 n128 s3 pv128", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 128>, 128},
+      {"fa3 n128 s3 pv64", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 64>, 64},
+      // ping-pong: the two consumer warpgroups take turns issuing their products (harness only for now)
+      {"fa3 n64 s4 pv64 pp", attn::Kind::Prefill, 0, 0, 0, 0, 3, 64, 4, attn::launch_prefill3_d<64, 4, 64, true>, 64},
+      {"fa3 n128 s3 pv64 pp", attn::Kind::Prefill, 0, 0, 0, 0, 3, 128, 3, attn::launch_prefill3_d<128, 3, 64, true>, 64},
   };
-  for (auto& v : prefill_variants)
-    if (v.pver == dk.pver && v.warps == dk.warps && v.pks == dk.pks && v.pstages == dk.pstages) v.name += " (default)";
+  for (auto& v : prefill_variants) {
+    const bool same = v.pver == 3 ? v.pks == dk.fkn && v.pstages == dk.fst && v.ppv == dk.fpv && v.name.find(" pp") == std::string::npos
+                                  : v.warps == dk.warps && v.pks == dk.pks && v.pstages == dk.pstages;
+    if (v.pver == dk.pver && same) v.name += " (default)";
+  }
+  auto timed = [&](const Variant& v) {
+    if (time_only.empty()) return true;
+    for (const auto& t : time_only)
+      if (v.name.compare(0, t.size(), t) == 0) return true;
+    return false;
+  };
   const Variant generic{"generic", attn::Kind::Generic, 0, 0, 0, 0};
   Work work;
   int failures = 0;
@@ -448,8 +491,12 @@ int main(int argc, char** argv) {
         {"prefill T=2049", {2049}, 2049, false, true},
         {"prefill chunk T=118 over 1000", {1118}, 118, false, true},
         {"prefill 3 seqs x 100 (mixed tiles)", {150, 400, 130}, 100, true, true},
+        {"prefill T=17", {17}, 17, false, true},
+        {"prefill chunk T=777 over 3000", {3777}, 777, false, true},
+        {"prefill 2 seqs x 333 (passes)", {333, 1000}, 333, true, true},
     };
     for (const auto& vc : vcases) {
+      if (prefill_only && !vc.prefill) continue;
       Problem pr;
       pr.lens = vc.lens;
       pr.t = vc.t;
@@ -496,7 +543,7 @@ int main(int argc, char** argv) {
     for (int p : pr.pos) keys += p + 1.0;
     const double flop = 4.0 * keys * kHq * kD;
     for (const auto& v : prefill_variants) {
-      if (!announce(v)) continue;
+      if (!timed(v) || !announce(v)) continue;
       const attn::Plan p = plan_of(pr, v, smem_optin);
       double err = 0;
       const bool ok = run_checked(pr, v, smem_optin, work, {0, T / 2, T - 1}, &err);
@@ -519,6 +566,7 @@ int main(int argc, char** argv) {
   std::printf("\n== decode (Hq 32, Hkv 2, D 128, bf16, block 64): us per launch in a graph, GB/s on the cache, share of copy\n");
   const std::vector<int> ctxs = quick ? std::vector<int>{2048, 8192} : std::vector<int>{128, 2048, 8192, 32768};
   for (int B : {1, 32}) {
+    if (prefill_only) break;
     for (int ctx : ctxs) {
       Problem one;
       one.lens.assign(B, ctx);

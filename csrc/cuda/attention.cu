@@ -47,7 +47,11 @@ DeviceLimits limits_of(int dev) {
 //   GLM4_ATTN_DECODE=mink,pfix,stages  decode split rule (keys a split at least, splits at most) and pipeline depth 2..4
 //                                      (0: 4 for <= 4 units, else 2, the default)
 //   GLM4_ATTN_PREFILL=1,warps          prefill_kernel with 4 or 8 warps
-//   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones; 8,16,2 is the default)
+//   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones; 8,16,2 the default
+//                                      until run9, and still where prefill3 has no code)
+//   GLM4_ATTN_PREFILL=3,kn,st,pv       prefill3_kernel (wgmma, sm_90a, D 128; prefill2 8,16,2 elsewhere): keys a tile,
+//                                      stages, PV width in (64,4,64) (64,4,128) (128,3,128) (128,3,64); 64,4,128 is the
+//                                      default
 // A malformed value is an error (ERR invalid argument) at the first attention, never a silent default.
 struct EnvKnobs {
   attn::PlanKnobs k;
@@ -97,8 +101,16 @@ const EnvKnobs& env_knobs() {
         r.k.warps = v[1];
         r.k.pks = v[2];
         r.k.pstages = v[3];
+      } else if (v.size() == 4 && v[0] == 3 &&
+                 ((v[1] == 64 && v[2] == 4 && (v[3] == 64 || v[3] == 128)) ||
+                  (v[1] == 128 && v[2] == 3 && (v[3] == 64 || v[3] == 128)))) {
+        r.k.pver = 3;
+        r.k.fkn = v[1];
+        r.k.fst = v[2];
+        r.k.fpv = v[3];
       } else {
-        r.error = std::string("GLM4_ATTN_PREFILL=") + f + ": expected 1,4 | 1,8 | 2,4,16,2 | 2,8,16,2";
+        r.error = std::string("GLM4_ATTN_PREFILL=") + f +
+                  ": expected 1,4 | 1,8 | 2,4,16,2 | 2,8,16,2 | 3,64,4,64 | 3,64,4,128 | 3,128,3,128 | 3,128,3,64";
       }
     }
     return r;

@@ -19,7 +19,8 @@
 //    resets its ticket to 0, so the ticket area is all zeros again after every launch (no memset node, one
 //    kernel). The ticket area is the buffer's first N/64 bytes whatever the launch's shapes (decode_work).
 //  - prefill (bf16 cache, D 32/64/128, many queries): flash attention on the tensor cores. A block takes 16*NW
-//    (prefill_kernel) or 32*NW (prefill2_kernel, the default: two m16 row tiles a warp share each K/V fragment)
+//    (prefill_kernel) or 32*NW (prefill2_kernel: two m16 row tiles a warp share each K/V fragment; the default where
+//    prefill3_kernel has no code: attention_fa3.cuh's wgmma kernel is the default on sm_90 for D 128)
 //    rows of (token, query head) pairs of one KV group (the heads of a token are adjacent rows, so each K/V tile
 //    in shared memory serves every head of the group), streams the causal key range in 64-key tiles
 //    (cp.async pipeline), S = Q K^T and O += P V with mma.sync m16n8k16 (bf16 in, f32 accumulate; P is
@@ -974,6 +975,17 @@ __global__ void __launch_bounds__(NW * 32, NW <= 4 ? 2 : 1) prefill2_kernel(Args
     }
 }
 
+}  // namespace attn
+}  // namespace cuda
+}  // namespace glm4
+
+// ----------------------------------------------------------------------------------------------- prefill on wgmma
+#include "attention_fa3.cuh"  // prefill3_kernel (sm_90a; D 128)
+
+namespace glm4 {
+namespace cuda {
+namespace attn {
+
 // ----------------------------------------------------------------------------------------------- generic
 __device__ __forceinline__ float load_kv(const void* p, int64_t i, bool bf16) {
   return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
@@ -1037,22 +1049,29 @@ struct Plan {
   int mink = 128;      // decode: fewest keys per split
   int pfix = 64;       // decode: most splits per unit
   int stages = 2;      // decode: pipeline depth
-  int pver = 2;        // prefill: 1 = prefill_kernel (16 rows a warp), 2 = prefill2_kernel (32 rows a warp)
-  int warps = 4;       // prefill: warps per block
+  int pver = 2;        // prefill: 1 = prefill_kernel (16 rows a warp), 2 = prefill2_kernel (32 rows a warp),
+                       // 3 = prefill3_kernel (wgmma, sm_90a, D 128; elsewhere prefill2 with 8 warps runs instead)
+  int warps = 4;       // prefill 1, 2: warps per block
   int pks = 16;        // prefill2: keys per softmax step
   int pstages = 2;     // prefill2: pipeline depth
+  int fkn = 64;        // prefill3: keys per tile (64 | 128)
+  int fst = 4;         // prefill3: pipeline depth (stages of K + V tiles)
+  int fpv = 128;       // prefill3: width of the PV wgmma (128: one n128 product; 64: two n64 halves)
   size_t work = 0;     // decode: workspace bytes (0 when it does not split)
 };
 
 // Tunable settings of plan_attention (defaults: the H200 measurements in bench/NOTES.md). The op reads overrides
 // from the environment (csrc/cuda/attention.cu: GLM4_ATTN_PLAN=old restores the configuration of the first H200 run;
-// GLM4_ATTN_DECODE=mink,pfix,stages and GLM4_ATTN_PREFILL=ver,warps,ks,stages set each part).
-// Defaults from run5 (H200, scripts/gpu/attention2.sh; bench/NOTES.md): prefill2 with 8 warps (266 TFLOP/s at T = 32K,
-// 259 on a 2048-token chunk after 30720 keys; 4 warps 234, run 2's kernel 247 with 8 warps, 224 with 4); decode splits
+// GLM4_ATTN_DECODE=mink,pfix,stages and GLM4_ATTN_PREFILL=ver,... set each part).
+// Prefill default from run9 (H200, scripts/gpu/fa3.sh; bench/NOTES.md): prefill3 (wgmma) with 64-key tiles, 4 stages,
+// one n128 PV product: 303 TFLOP/s at T = 8K, 323 at 32K, 315 on a 2048-token chunk after 30720 keys, 246 at 2K
+// (prefill2 w8: 252 / 266 / 260 / 212; 128-key tiles 256-274, ping-pong no gain); where prefill3 has no code (not an
+// sm_90 device, D != 128) prefill2 with 8 warps runs, run5's default (266 TFLOP/s at 32K). Decode from run5: splits
 // of >= 256 keys, <= 64 of them, the pipeline depth by the number of units (plan_attention).
 struct PlanKnobs {
   int mink = 256, pfix = 64, stages = 0;                // decode split rule and pipeline (0 stages: by units)
-  int pver = 2, warps = 8, pks = 16, pstages = 2;      // prefill kernel
+  int pver = 3, warps = 8, pks = 16, pstages = 2;      // prefill kernel; warps, pks, pstages: prefill / prefill2
+  int fkn = 64, fst = 4, fpv = 128;                    // prefill3
   static PlanKnobs old() {
     PlanKnobs k;
     k.mink = 128;
@@ -1080,6 +1099,9 @@ inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_
     p.warps = k.warps;
     p.pks = k.pks;
     p.pstages = k.pstages;
+    p.fkn = k.fkn;
+    p.fst = k.fst;
+    p.fpv = k.fpv;
     return p;
   }
   p.kind = Kind::Decode;
@@ -1147,8 +1169,37 @@ inline cudaError_t launch_prefill2_d(const Args& a, cudaStream_t st) {
   return cudaGetLastError();
 }
 
+template <int KN, int STAGES, int PVN, bool PP = false>
+inline cudaError_t launch_prefill3_d(const Args& a, cudaStream_t st) {
+  using Cfg = Fa3Cfg<KN, STAGES, PVN, PP>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, prefill3_kernel<KN, STAGES, PVN, PP>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const int64_t tiles = (static_cast<int64_t>(a.T) * (a.Hq / a.Hkv) + Cfg::kRows - 1) / Cfg::kRows;
+  prefill3_kernel<KN, STAGES, PVN, PP><<<static_cast<unsigned>(tiles * a.Hkv), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  return cudaGetLastError();
+}
+
+// prefill3 where it has code (sm_90 device, D 128, bf16 cache: plan_attention sends nothing else to prefill); the
+// configurations instantiated: (keys a tile, stages, PV width) in {(64, 4, 64), (64, 4, 128), (128, 3, 128),
+// (128, 3, 64)}. Returns false when it does not take the launch (the caller runs prefill2).
+inline bool launch_prefill3_any(const Args& a, const Plan& p, cudaStream_t st, cudaError_t* err) {
+  if (a.D != 128 || !a.bf16 || !fa3_device_ok()) return false;
+  if (p.fkn == 64 && p.fst == 4 && p.fpv == 64) *err = launch_prefill3_d<64, 4, 64>(a, st);
+  else if (p.fkn == 64 && p.fst == 4 && p.fpv == 128) *err = launch_prefill3_d<64, 4, 128>(a, st);
+  else if (p.fkn == 128 && p.fst == 3 && p.fpv == 128) *err = launch_prefill3_d<128, 3, 128>(a, st);
+  else if (p.fkn == 128 && p.fst == 3 && p.fpv == 64) *err = launch_prefill3_d<128, 3, 64>(a, st);
+  else *err = cudaErrorInvalidValue;
+  return true;
+}
+
 template <int D>
 inline cudaError_t launch_prefill_any(const Args& a, const Plan& p, cudaStream_t st) {
+  if (p.pver == 3) {
+    cudaError_t e = cudaSuccess;
+    if (D == 128 && launch_prefill3_any(a, p, st, &e)) return e;
+    return launch_prefill2_d<D, 8, 16, 2>(a, st);  // prefill3 has no code here (not sm_90, or D != 128)
+  }
   if (p.pver == 2) {
     if (p.warps == 4 && p.pks == 16 && p.pstages == 2) return launch_prefill2_d<D, 4, 16, 2>(a, st);
     if (p.warps == 8 && p.pks == 16 && p.pstages == 2) return launch_prefill2_d<D, 8, 16, 2>(a, st);
@@ -1157,7 +1208,8 @@ inline cudaError_t launch_prefill_any(const Args& a, const Plan& p, cudaStream_t
   return p.warps >= 8 ? launch_prefill_d<D, 8>(a, st) : launch_prefill_d<D, 4>(a, st);
 }
 
-// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 3, 4}; prefill D {32, 64, 128}
+// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 3, 4}; prefill3 (D 128, sm_90a)
+// (keys a tile, stages, PV width) {(64, 4, 64), (64, 4, 128), (128, 3, 128), (128, 3, 64)}; prefill D {32, 64, 128}
 // x (prefill_kernel warps {4, 8}, prefill2_kernel (warps, keys a step, stages) {(4, 16, 2), (8, 16, 2)}); generic
 // NCH {1, 2, 4, 8, 16} (D <= 512).
 inline cudaError_t launch(const Args& a, const Plan& p, cudaStream_t st) {
