@@ -3,7 +3,7 @@
  * embedding rows gathered on the device from the table mapped from host memory) give bit for bit the tokens and the
  * final logits of the same k rounds through pick() and step() (GLM4_DEVICE_FED=0: the loop), for greedy, sampled and
  * mixed rows, on the tiny checkpoint (bf16 and INT4 weights) and the synthetic GLM-4-9B INT4 at B = 1, 3 (the GEMVs)
- * and 12 (the GEMM path of a 16-row bucket with padded rows: tokens equal, logits within 1e-5, see runVsLoop). Runs only where the addon has CUDA and a GPU is visible.
+ * and 12 (the GEMM path of a 16-row bucket with padded rows: tokens equal, logits within 3e-4, see runVsLoop). Runs only where the addon has CUDA and a GPU is visible.
  */
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -29,8 +29,9 @@ function nse(a: Float32Array, b: Float32Array): number {
 /**
  * bits: final logits equal bit for bit. Not where the step's bucket runs the INT4 GEMM with K split across tiles
  * (the synthetic 9B past 8 rows): its partial sums meet in arrival order (red.global.add), so two runs of the same
- * step differ by f32 rounding; there the logits must agree within 1e-5 (normalized squared error; serve.test.ts's
- * 1e-3 bounds GEMM against GEMV, whose roundings differ far more) and the greedy tokens exactly.
+ * step differ by f32 rounding; there the greedy tokens must be equal and the logits within 3e-4 (normalized squared
+ * error). Measured: 3.4e-5 for two runs of 5 rounds at B = 12 (H200, run10, bench/results/gpu-tests_H200_
+ * 2026-12-03T09-48_run10.log); serve.test.ts's 1e-3 bounds GEMM against GEMV, and a wrong row lands above 1e-2.
  */
 async function runVsLoop(model: Glm4Model, B: number, k: number, mode: Mode, bits = true) {
   const V = model.config.vocabSize;
@@ -70,7 +71,7 @@ async function runVsLoop(model: Glm4Model, B: number, k: number, mode: Mode, bit
     expect(dev.tokens[i], `row ${i} tokens`).toEqual(loop.tokens[i]);
     expect(dev.tokens[i].every((t) => Number.isInteger(t) && t >= 0 && t < V)).toBe(true);
     if (bits) expect(new Uint32Array(dev.logits[i].buffer), `row ${i} final logits (f32 bits)`).toEqual(new Uint32Array(loop.logits[i].buffer));
-    else expect(nse(dev.logits[i], loop.logits[i]), `row ${i} final logits`).toBeLessThan(1e-5);
+    else expect(nse(dev.logits[i], loop.logits[i]), `row ${i} final logits`).toBeLessThan(3e-4);
   }
 }
 
