@@ -47,9 +47,9 @@ start=$SECONDS
   done
   echo "== 2. op tests on cuda (decode version 2 = the default)"
   left=$((108 - (SECONDS - start)))
-  timeout $(( left < 60 ? left : 60 )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "attention" --reporter=verbose 2>&1 \
+  timeout $(( left < 60 ? left : 60 )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "attention|rotary" --reporter=verbose 2>&1 \
     | grep -vE "^\s*$|↓|skipped" | tail -45
-  echo "op tests (attention) exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+  echo "op tests (attention, rotary) exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
   for envv in "GLM4_ATTN_DECODE=128,64,0,2,1" "GLM4_ATTN_PLAN=v1"; do
     left=$((116 - (SECONDS - start)))
     (( left < 6 )) && { echo "no time left for the bit-identity tests with $envv"; continue; }
