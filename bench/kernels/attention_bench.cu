@@ -8,8 +8,8 @@
 //        [--ctx 128,2048,8192,32768]
 // Prefill is timed before decode (the figure issue 13 waits for). Before each variant runs, a line "@variant I NAME" is
 // printed and flushed: if a kernel faults (the process dies),
-// scripts/gpu/dattn.sh reruns with that variant skipped. Variant indices: decode 0..14 (11..14 timing probes, never
-// validated), prefill 15..19, generic 20.
+// scripts/gpu/dattn.sh reruns with that variant skipped. Variant indices: decode 0..16 (13..16 timing probes, never
+// validated), prefill 17..21, generic 22.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
 // step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
@@ -455,6 +455,8 @@ int main(int argc, char** argv) {
   decode_variants.push_back(dec(2, 128, 64, 4, 0, 1));   // 8
   decode_variants.push_back(dec(2, 128, 64, 0, 0, 0));   // 9: no PDL
   decode_variants.push_back(dec(1, 128, 64, 0, 0, 1));   // 10: old kernel, new rule
+  decode_variants.push_back(dec(2, 128, 64, 3, 1, 1));   // 11
+  decode_variants.push_back(dec(2, 256, 64, 3, 0, 1));   // 12
   {
     Variant e = dec(2, 128, 64, 0, 0, 1, " empty"), e1 = dec(2, 128, 64, 0, 0, 1, " empty1"), ld = dec(2, 128, 64, 0, 0, 1, " loads"),
             nm = dec(2, 128, 64, 0, 0, 1, " nomerge");
@@ -462,7 +464,7 @@ int main(int argc, char** argv) {
     e1.probe = probe_decode2<1, false>;
     ld.probe = probe_decode2<2, false>;
     nm.probe = probe_decode2<0, false>;
-    for (const Variant& v : {e, e1, ld, nm}) decode_variants.push_back(v);  // 11..14
+    for (const Variant& v : {e, e1, ld, nm}) decode_variants.push_back(v);  // 13..16
   }
   std::vector<Variant> prefill_variants = {
       {"pre1 w4 (old)", attn::Kind::Prefill, 0, 0, 0, 4, 1},
