@@ -8,8 +8,8 @@
 //        [--ctx 128,2048,8192,32768]
 // Prefill is timed before decode (the figure issue 13 waits for). Before each variant runs, a line "@variant I NAME" is
 // printed and flushed: if a kernel faults (the process dies),
-// scripts/gpu/dattn.sh reruns with that variant skipped. Variant indices: decode 0..16 (13..16 timing probes, never
-// validated), prefill 17..21, generic 22.
+// scripts/gpu/dattn.sh reruns with that variant skipped. Variant indices: decode 0..20 (17..20 timing probes, never
+// validated), prefill 21..25, generic 26.
 //
 // Decode is timed over enough copies of the cache ("layers") that they do not fit in L2 (as in a real decode
 // step, where 40 layers' weights pass through L2 between two reads of a layer's cache), as a CUDA graph of
@@ -263,6 +263,7 @@ cudaError_t probe_decode2(const attn::Args& a, const attn::Plan& p, cudaStream_t
 }
 
 int g_major = 9;  // compute capability of the device (PDL on sm_90 only)
+int g_sms = 132;  // its SM count (decode2m's splits a block)
 attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
   const int64_t max_len = static_cast<int64_t>(pr.NB) * pr.bs;
   attn::Plan p;
@@ -286,7 +287,7 @@ attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
   k.dver = v.dver;
   k.pbf16 = v.pbf16;
   k.pdl = v.pdl;
-  p = attn::plan_attention(pr.T(), pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, k, g_major);  // T <= 256: decode
+  p = attn::plan_attention(pr.T(), pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, k, g_major, g_sms);  // T <= 256: decode
   const int64_t units = static_cast<int64_t>(pr.T()) * pr.Hkv * p.rt;
   p.work = p.splits > 1 ? attn::decode_work_bytes(units, p.splits, pr.D) : 0;
   return p;
@@ -419,6 +420,7 @@ int main(int argc, char** argv) {
   CK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   CK(cudaDeviceGetAttribute(&g_major, cudaDevAttrComputeCapabilityMajor, dev));
+  g_sms = sms;
   CK(cudaStreamCreateWithFlags(&g_vst, cudaStreamNonBlocking));
   const double copy_gbs = copy_bandwidth();
   std::printf("device %s, %d SMs, smem opt-in %d B, L2 %d MB; copy bandwidth (read+write) %.0f GB/s\n", prop.name, sms,
@@ -427,13 +429,14 @@ int main(int argc, char** argv) {
 
   // "(default)" marks plan_attention's defaults (PlanKnobs: decode2), "(old)" run5's defaults (GLM4_ATTN_PLAN=v1:
   // decode_kernel with its ticket tree, m256 p64, stages by units). v2 = decode2_kernel + decode_merge_kernel; "bf16" =
-  // bf16 partial states; "nopdl" = both kernels launched without PDL. Probes (timed, never validated): "empty" = the
+  // bf16 partial states; "nopdl" = both kernels launched without PDL; v2m = decode2m_kernel (several splits a block,
+  // streamed as one run; splits a block by the grid) + the merge. Probes (timed, never validated): "empty" = the
   // default's grid doing nothing (the launch floor of two PDL-chained kernels is "empty" + the merge; "empty1" = the
   // split grid alone), "loads" = the split kernel's tile loads alone, "nomerge" = the split kernel without the merge.
   const attn::PlanKnobs dk;
   std::vector<Variant> decode_variants;
   auto dec = [&](int ver, int mink, int pfix, int st, int pb, int pdl, const char* extra = "") {
-    std::string n = std::string(ver == 1 ? "v1" : "v2") + " m" + std::to_string(mink) + " p" + std::to_string(pfix) +
+    std::string n = std::string(ver == 1 ? "v1" : ver == 2 ? "v2" : "v2m") + " m" + std::to_string(mink) + " p" + std::to_string(pfix) +
                     (st ? " s" + std::to_string(st) : "") + (pb ? " bf16" : "") + (pdl ? "" : " nopdl") + extra;
     if (ver == dk.dver && mink == dk.mink && pfix == dk.pfix && st == dk.stages && pb == dk.pbf16 && pdl == dk.pdl && !*extra)
       n += " (default)";
@@ -457,6 +460,10 @@ int main(int argc, char** argv) {
   decode_variants.push_back(dec(1, 128, 64, 0, 0, 1));   // 10: old kernel, new rule
   decode_variants.push_back(dec(2, 128, 64, 3, 1, 1));   // 11
   decode_variants.push_back(dec(2, 256, 64, 3, 0, 1));   // 12
+  decode_variants.push_back(dec(3, 128, 64, 0, 0, 1));   // 13: several splits a block (by the grid)
+  decode_variants.push_back(dec(3, 128, 64, 0, 1, 1));   // 14
+  decode_variants.push_back(dec(3, 64, 128, 0, 0, 1));   // 15
+  decode_variants.push_back(dec(3, 128, 64, 3, 0, 1));   // 16
   {
     Variant e = dec(2, 128, 64, 0, 0, 1, " empty"), e1 = dec(2, 128, 64, 0, 0, 1, " empty1"), ld = dec(2, 128, 64, 0, 0, 1, " loads"),
             nm = dec(2, 128, 64, 0, 0, 1, " nomerge");
@@ -464,7 +471,7 @@ int main(int argc, char** argv) {
     e1.probe = probe_decode2<1, false>;
     ld.probe = probe_decode2<2, false>;
     nm.probe = probe_decode2<0, false>;
-    for (const Variant& v : {e, e1, ld, nm}) decode_variants.push_back(v);  // 13..16
+    for (const Variant& v : {e, e1, ld, nm}) decode_variants.push_back(v);  // 17..20
   }
   std::vector<Variant> prefill_variants = {
       {"pre1 w4 (old)", attn::Kind::Prefill, 0, 0, 0, 4, 1},

@@ -35,11 +35,13 @@ __global__ void __launch_bounds__(256) kv_write_kernel(KV* __restrict__ kc, KV* 
 struct DeviceLimits {
   int smem_optin = 0;
   int major = 0;
+  int sms = 0;
 };
 DeviceLimits limits_of(int dev) {
   DeviceLimits d;
   CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
   return d;
 }
 
@@ -50,7 +52,8 @@ DeviceLimits limits_of(int dev) {
 //   GLM4_ATTN_DECODE=mink,pfix,stages  decode split rule (keys a split at least, splits at most) and pipeline depth 2..4
 //                                      (0: 4 for <= 4 units, else 2, the default)
 //   GLM4_ATTN_DECODE=mink,pfix,stages,ver[,pbf16[,pdl]]  also the decode kernel: ver 1 = decode_kernel (tickets),
-//                                      2 = decode2_kernel + merge kernel (default), pbf16 1 = bf16 partial states,
+//                                      2 = decode2_kernel + merge kernel (default), 3 = decode2m_kernel (several splits
+//                                      a block, by the grid) + merge kernel, pbf16 1 = bf16 partial states,
 //                                      pdl 0 = no programmatic dependent launch
 //   GLM4_ATTN_PREFILL=1,warps          prefill_kernel with 4 or 8 warps
 //   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones; 8,16,2 is the default)
@@ -86,7 +89,7 @@ const EnvKnobs& env_knobs() {
     if (const char* d = std::getenv("GLM4_ATTN_DECODE"); d && *d) {
       const std::vector<int> v = parse_ints(d);
       if (v.size() >= 3 && v.size() <= 6 && v[0] >= 1 && v[1] >= 1 && v[1] <= attn::kMaxSplits &&
-          (v[2] == 0 || (v[2] >= 2 && v[2] <= 4)) && (v.size() < 4 || v[3] == 1 || v[3] == 2) &&
+          (v[2] == 0 || (v[2] >= 2 && v[2] <= 4)) && (v.size() < 4 || (v[3] >= 1 && v[3] <= 3)) &&
           (v.size() < 5 || v[4] <= 1) && (v.size() < 6 || v[5] <= 1)) {
         r.k.mink = v[0];
         r.k.pfix = v[1];
@@ -96,7 +99,7 @@ const EnvKnobs& env_knobs() {
         if (v.size() >= 6) r.k.pdl = v[5];
       } else {
         r.error = std::string("GLM4_ATTN_DECODE=") + d + ": expected mink,pfix,stages[,ver[,pbf16[,pdl]]] (pfix 1.." +
-                  std::to_string(attn::kMaxSplits) + ", stages 2..4 or 0: by the number of units, ver 1 or 2, pbf16 and pdl 0 or 1)";
+                  std::to_string(attn::kMaxSplits) + ", stages 2..4 or 0: by the number of units, ver 1..3, pbf16 and pdl 0 or 1)";
       }
     }
     if (const char* f = std::getenv("GLM4_ATTN_PREFILL"); f && *f) {
@@ -126,7 +129,7 @@ attn::Plan plan_for(int dev, const Tensor& q, const Tensor& kc, const Tensor& ta
   const int64_t max_len = table.defined() ? table.dim(1) * block_size : kc.dim(0);
   return attn::plan_attention(static_cast<int>(q.dim(0)), static_cast<int>(q.dim(1)), static_cast<int>(kc.dim(1)),
                               static_cast<int>(q.dim(2)), kc.dtype() == DType::BF16, seq.defined(), max_len,
-                              lim.smem_optin, env.k, lim.major);
+                              lim.smem_optin, env.k, lim.major, lim.sms);
 }
 
 void check_limits(const Tensor& q, const Tensor& kc) {

@@ -752,6 +752,149 @@ __global__ void __launch_bounds__(128) decode2_kernel(Args a, int RT, int mink, 
   }
 }
 
+// decode2m_kernel: decode2_kernel with several consecutive splits of a unit in one block (spb of them; grid.y =
+// ceil(P / spb)), streamed as one run of tiles: the cp.async pipeline runs on across split boundaries, and at each
+// boundary the split's state is combined over the warps in a shared-memory area of its own (the pipeline buffers
+// keep the next tiles in flight) and written as decode2_kernel writes it. Each split's tiles, warp assignment, masking
+// and combine are decode2_kernel's, so its partial (or output) is the same bit for bit whatever spb: spb may follow
+// the batch (few long-streaming blocks at large B, one split a block at B = 1) without changing any result.
+template <int D, int STAGES>
+struct Decode2mCfg {
+  static constexpr int kStageBytes = 2 * Tile<D>::kBytes;
+  static constexpr int kPipe = STAGES * kStageBytes;
+  static constexpr int kComb = 4 * 16 * (D + 2) * 4;  // wm, wl [4][16], wo [4][16][D] f32
+  static constexpr int kSmem = kPipe + kComb;
+};
+template <int D, int STAGES, bool PB>
+__global__ void __launch_bounds__(128) decode2m_kernel(Args a, int RT, int mink, int pfix, int P, int spb) {
+  using Cfg = Decode2mCfg<D, STAGES>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  attn_pdl_wait();
+  attn_pdl_trigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int unit = blockIdx.x;
+  const int rt = unit % RT, g = (unit / RT) % a.Hkv, t = unit / RT / a.Hkv;
+  const int per = a.Hq / a.Hkv;
+  const QueryKeys qk = query_keys(a, t);
+  const SplitRule sr = decode_live(qk.len, mink, pfix);
+  const int live = sr.live, chunk = sr.chunk;
+  const int h0 = g * per + rt * 16;
+  const int nrows = min(16, per - rt * 16);
+  if (live == 0) {
+    if (blockIdx.y == 0)
+      for (int i = threadIdx.x; i < nrows * D; i += blockDim.x)
+        out_store1(a, (static_cast<int64_t>(t) * a.Hq + h0 + i / D) * D + i % D, 0.f);
+    return;
+  }
+  const int s0 = blockIdx.y * spb;
+  if (s0 >= live) return;
+  const int s1 = min(live, s0 + spb);
+  const int kb = s0 * chunk, ke = min(qk.len, s1 * chunk);
+  const int ntiles = (ke - kb + kKeyTile - 1) / kKeyTile;
+  const int tps = chunk / kKeyTile;  // tiles a split (the last split of the unit may have fewer)
+  const uint32_t sbase = smem_addr(smem);
+  auto ks_of = [&](int st) { return sbase + st * Cfg::kStageBytes; };
+  auto vs_of = [&](int st) { return sbase + st * Cfg::kStageBytes + Tile<D>::kBytes; };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles) load_kv_tile<D, 128>(a, qk.tb, g, kb + st * kKeyTile, ke, ks_of(st), vs_of(st));
+    cp_async_commit();
+  }
+  uint32_t qa[D / 16][4];
+  {
+    const float* qb = a.q + (static_cast<int64_t>(t) * a.Hq + h0) * D;
+    load_q_frags<D>(qa, gq < nrows ? qb + gq * D : nullptr, gq + 8 < nrows ? qb + (gq + 8) * D : nullptr, a.qscale);
+  }
+  float* wm = reinterpret_cast<float*>(smem + Cfg::kPipe);
+  float* wl = wm + 4 * 16;
+  float* wo = wl + 4 * 16;
+  float2* mlw = decode2_ml(a.work, a.work_bytes);
+  void* pow_ = decode2_po(a.work, a.work_bytes, gridDim.x, P);
+  float o[D / 8][4];
+  float m[2], l[2];
+  auto reset = [&]() {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.f;
+  };
+  reset();
+  for (int j = 0; j < ntiles; ++j) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      const int nj = j + STAGES - 1;
+      if (nj < ntiles) load_kv_tile<D, 128>(a, qk.tb, g, kb + nj * kKeyTile, ke, ks_of(nj % STAGES), vs_of(nj % STAGES));
+      cp_async_commit();
+    }
+    const int split = s0 + j / tps;
+    const int send = min(qk.len, (split + 1) * chunk);  // the split's end: its masking is decode2_kernel's
+    const int key0 = kb + j * kKeyTile + warp * 16;
+    if (key0 < send) {
+      float s[2][4];
+      qk_tile<D, 2>(s, qa, ks_of(j % STAGES), warp * 16);
+      if (key0 + 16 > send) {
+#pragma unroll
+        for (int n = 0; n < 2; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (key0 + n * 8 + 2 * tq + (e & 1) >= send) s[n][e] = -INFINITY;
+      }
+      softmax_update<D, 2>(s, m, l, o);
+      pv_tile<D, 2>(o, s, vs_of(j % STAGES), warp * 16);
+    }
+    if ((j + 1) % tps != 0 && j + 1 < ntiles) continue;
+    // ---- the end of split `split`: combine the warps (decode2_kernel's expressions) and write its state
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+      const int r = gq + 8 * i;
+      if (tq == 0) {
+        wm[warp * 16 + r] = m[i];
+        wl[warp * 16 + r] = l[i];
+      }
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(wo + (warp * 16 + r) * D + n * 8 + 2 * tq) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 16 * D / 4; i += blockDim.x) {
+      const int r = i / (D / 4), d = (i % (D / 4)) * 4;
+      if (r >= nrows) continue;
+      float M = -INFINITY;
+#pragma unroll
+      for (int w8 = 0; w8 < 4; ++w8) M = fmaxf(M, wm[w8 * 16 + r]);
+      float L = 0.f;
+      float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int w8 = 0; w8 < 4; ++w8) {
+        const float f = merge_scale(wm[w8 * 16 + r], M);
+        const float4 x = *reinterpret_cast<const float4*>(wo + (w8 * 16 + r) * D + d);
+        L += wl[w8 * 16 + r] * f;
+        O.x += x.x * f; O.y += x.y * f; O.z += x.z * f; O.w += x.w * f;
+      }
+      if (live == 1) {
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        out_store4(a, (static_cast<int64_t>(t) * a.Hq + h0 + r) * D + d, make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv));
+      } else {
+        const size_t slot = (static_cast<size_t>(unit) * P + split) * 16 + r;
+        if (PB) {
+          const float sc = L > 0.f ? 1.f / L : 0.f;
+          *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(pow_) + slot * D + d) =
+              make_uint2(pack_bf16(O.x * sc, O.y * sc), pack_bf16(O.z * sc, O.w * sc));
+        } else {
+          *reinterpret_cast<float4*>(static_cast<float*>(pow_) + slot * D + d) = O;
+        }
+        if (d == 0) mlw[slot] = make_float2(M, L);
+      }
+    }
+    reset();
+    // The combine area is rewritten at the next boundary only after the next tile's __syncthreads (>= 1 tile later).
+  }
+  cp_async_wait<0>();
+}
+
 // Merge of decode2's partials: grid (units, 16 rows), 256 threads = S slices of D/4 threads (4 dims a thread);
 // slice s adds splits s, s + S, ... (every load of a slice issued before the first use, 8 at a time), the slices
 // are added in order through shared memory. Units that did not split (live <= 1) were finished by decode2_kernel.
@@ -1319,7 +1462,9 @@ struct Plan {
   int mink = 128;      // decode: fewest keys per split
   int pfix = 64;       // decode: most splits per unit
   int stages = 2;      // decode: pipeline depth
-  int dver = 2;        // decode: 1 = decode_kernel (ticket-tree merge), 2 = decode2_kernel + decode_merge_kernel
+  int dver = 2;        // decode: 1 = decode_kernel (ticket-tree merge), 2 = decode2_kernel + decode_merge_kernel,
+                       //   3 = decode2m_kernel (spb splits a block, streamed as one run) + decode_merge_kernel
+  int spb = 1;         // decode2m: splits a block (grid.y = ceil(splits / spb))
   bool pbf16 = false;  // decode2: bf16 partial states (else f32)
   bool pdl = false;    // decode2: programmatic dependent launch of both kernels (sm_90)
   int pver = 2;        // prefill: 1 = prefill_kernel (16 rows a warp), 2 = prefill2_kernel (32 rows a warp)
@@ -1340,6 +1485,7 @@ struct Plan {
 struct PlanKnobs {
   int mink = 128, pfix = 64, stages = 0;                // decode split rule and pipeline (0 stages: by units)
   int dver = 2, pbf16 = 0, pdl = 1;                     // decode kernel version, bf16 partials, PDL where sm_90
+  int spb = 0;                                          // decode2m: splits a block (0: by the grid, see plan_attention)
   int pver = 2, warps = 8, pks = 16, pstages = 2;      // prefill kernel
   static PlanKnobs old() {
     PlanKnobs k;
@@ -1364,7 +1510,7 @@ struct PlanKnobs {
 // prefill kernel. Decode splits: up to pfix splits of at least mink keys per (token, group), a rule on the length
 // alone (a sequence decoded in a batch gets the same splits as alone: bit for bit the same output).
 inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_seq, int64_t max_len, int smem_optin,
-                           const PlanKnobs& k = PlanKnobs(), int cc_major = 0) {
+                           const PlanKnobs& k = PlanKnobs(), int cc_major = 0, int sms = 132) {
   Plan p;
   if (!bf16 || (D != 32 && D != 64 && D != 128)) return p;
   const int per = Hq / Hkv;
@@ -1391,9 +1537,18 @@ inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_
   p.pfix = std::max(1, std::min(k.pfix, kMaxSplits));
   p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.pfix, (max_len + p.mink - 1) / p.mink)));
   p.work = p.splits > 1 ? decode_work_bytes(units, p.splits, D) : 0;
-  p.dver = k.dver == 1 ? 1 : 2;
-  p.pbf16 = p.dver == 2 && k.pbf16 != 0;
-  p.pdl = p.dver == 2 && k.pdl != 0 && cc_major >= 9;
+  p.dver = k.dver == 1 ? 1 : k.dver == 3 ? 3 : 2;
+  p.pbf16 = p.dver >= 2 && k.pbf16 != 0;
+  p.pdl = p.dver >= 2 && k.pdl != 0 && cc_major >= 9;
+  if (p.dver == 3) {
+    // Its own combine area beside the pipeline: fall back to fewer stages where the opt-in cannot hold both.
+    const int comb = 4 * 16 * (D + 2) * 4;
+    while (p.stages > 2 && p.stages * stage_bytes + comb > smem_optin) --p.stages;
+    // Splits a block: about two blocks an SM over the whole grid (the arithmetic does not depend on it).
+    const int64_t blocks = units * p.splits, target = 2 * static_cast<int64_t>(std::max(sms, 1));
+    p.spb = k.spb > 0 ? k.spb : static_cast<int>(std::max<int64_t>(1, (blocks + target - 1) / target));
+    p.spb = std::max(1, std::min(p.spb, p.splits));
+  }
   return p;
 }
 
@@ -1451,13 +1606,28 @@ inline cudaError_t launch_decode2_d(const Args& a, const Plan& p, cudaStream_t s
   return launch_ex(decode_merge_kernel<D, PB>, dim3(units, 16u), kMergeThreads, 0, p.pdl, st, a, p.rt, p.mink, p.pfix,
                    p.splits);
 }
+template <int D, int STAGES, bool PB>
+inline cudaError_t launch_decode2m_d(const Args& a, const Plan& p, cudaStream_t st) {
+  using Cfg = Decode2mCfg<D, STAGES>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, decode2m_kernel<D, STAGES, PB>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const unsigned units = static_cast<unsigned>(static_cast<int64_t>(a.T) * a.Hkv * p.rt);
+  const int spb = std::max(1, p.spb);
+  e = launch_ex(decode2m_kernel<D, STAGES, PB>, dim3(units, static_cast<unsigned>((p.splits + spb - 1) / spb)), 128,
+                Cfg::kSmem, p.pdl, st, a, p.rt, p.mink, p.pfix, p.splits, spb);
+  if (e != cudaSuccess || p.splits <= 1) return e;
+  return launch_ex(decode_merge_kernel<D, PB>, dim3(units, 16u), kMergeThreads, 0, p.pdl, st, a, p.rt, p.mink, p.pfix,
+                   p.splits);
+}
 template <int D, int STAGES>
 inline cudaError_t launch_decode2_any(const Args& a, const Plan& p, cudaStream_t st) {
+  if (p.dver == 3) return p.pbf16 ? launch_decode2m_d<D, STAGES, true>(a, p, st) : launch_decode2m_d<D, STAGES, false>(a, p, st);
   return p.pbf16 ? launch_decode2_d<D, STAGES, true>(a, p, st) : launch_decode2_d<D, STAGES, false>(a, p, st);
 }
 template <int D>
 inline cudaError_t launch_decode_any(const Args& a, const Plan& p, cudaStream_t st) {
-  if (p.dver == 2)
+  if (p.dver >= 2)
     return p.stages >= 4 ? launch_decode2_any<D, 4>(a, p, st) : p.stages == 3 ? launch_decode2_any<D, 3>(a, p, st) : launch_decode2_any<D, 2>(a, p, st);
   return p.stages >= 4 ? launch_decode_d<D, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<D, 3>(a, p, st) : launch_decode_d<D, 2>(a, p, st);
 }
@@ -1496,7 +1666,7 @@ inline cudaError_t launch_prefill_any(const Args& a, const Plan& p, cudaStream_t
 }
 
 // The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 3, 4} x (decode_kernel,
-// decode2_kernel with f32 or bf16 partials); prefill D {32, 64, 128}
+// decode2_kernel, decode2m_kernel, each with f32 or bf16 partials); prefill D {32, 64, 128}
 // x (prefill_kernel warps {4, 8}, prefill2_kernel (warps, keys a step, stages) {(4, 16, 2), (8, 16, 2)}); generic
 // NCH {1, 2, 4, 8, 16} (D <= 512).
 inline cudaError_t launch(const Args& a, const Plan& p, cudaStream_t st) {
