@@ -287,6 +287,7 @@ attn::Plan plan_of(const Problem& pr, const Variant& v, int smem_optin) {
   k.dver = v.dver;
   k.pbf16 = v.pbf16;
   k.pdl = v.pdl;
+  k.big_t = 1 << 30;  // the variant's kernel and rule at every B
   p = attn::plan_attention(pr.T(), pr.Hq, pr.Hkv, pr.D, true, true, max_len, smem_optin, k, g_major, g_sms);  // T <= 256: decode
   const int64_t units = static_cast<int64_t>(pr.T()) * pr.Hkv * p.rt;
   p.work = p.splits > 1 ? attn::decode_work_bytes(units, p.splits, pr.D) : 0;
@@ -427,8 +428,9 @@ int main(int argc, char** argv) {
               smem_optin, prop.l2CacheSize >> 20, copy_gbs);
   if (js) std::fprintf(js, "{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f}\n", prop.name, sms, copy_gbs);
 
-  // "(default)" marks plan_attention's defaults (PlanKnobs: decode2), "(old)" run5's defaults (GLM4_ATTN_PLAN=v1:
-  // decode_kernel with its ticket tree, m256 p64, stages by units). v2 = decode2_kernel + decode_merge_kernel; "bf16" =
+  // "(default)" marks plan_attention's default up to 8 query rows (PlanKnobs: decode2 m128 p64), "(old)" run5's
+  // defaults (GLM4_ATTN_PLAN=v1: decode_kernel with its ticket tree, m256 p64, stages by units), which is also the
+  // default above 8 rows since run9. Every variant here runs its kernel and rule at every B. v2 = decode2_kernel + decode_merge_kernel; "bf16" =
   // bf16 partial states; "nopdl" = both kernels launched without PDL; v2m = decode2m_kernel (several splits a block,
   // streamed as one run; splits a block by the grid) + the merge. Probes (timed, never validated): "empty" = the
   // default's grid doing nothing (the launch floor of two PDL-chained kernels is "empty" + the merge; "empty1" = the

@@ -49,6 +49,7 @@ DeviceLimits limits_of(int dev) {
 // misbehaves on some card):
 //   GLM4_ATTN_PLAN=old                 the configuration of the first H200 run (16-row prefill, m128 p64 s4 decode)
 //   GLM4_ATTN_PLAN=v1                  run5's defaults (decode_kernel with its ticket-tree merge, m256 p64)
+//   (default: decode version 2 with m128 p64 up to 8 query rows, run5's kernel with m256 p64 above: PlanKnobs)
 //   GLM4_ATTN_DECODE=mink,pfix,stages  decode split rule (keys a split at least, splits at most) and pipeline depth 2..4
 //                                      (0: 4 for <= 4 units, else 2, the default)
 //   GLM4_ATTN_DECODE=mink,pfix,stages,ver[,pbf16[,pdl]]  also the decode kernel: ver 1 = decode_kernel (tickets),
@@ -94,6 +95,7 @@ const EnvKnobs& env_knobs() {
         r.k.mink = v[0];
         r.k.pfix = v[1];
         r.k.stages = v[2];
+        r.k.big_t = 1 << 30;  // one rule and kernel for every T
         if (v.size() >= 4) r.k.dver = v[3];
         if (v.size() >= 5) r.k.pbf16 = v[4];
         if (v.size() >= 6) r.k.pdl = v[5];

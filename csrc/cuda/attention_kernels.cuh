@@ -18,6 +18,9 @@
 //    states to a workspace and the last split to arrive (an atomic ticket per (token, group)) merges them and
 //    resets its ticket to 0, so the ticket area is all zeros again after every launch (no memset node, one
 //    kernel). The ticket area is the buffer's first N/64 bytes whatever the launch's shapes (decode_work).
+//  - decode version 2 (decode2_kernel + decode_merge_kernel, the default up to 8 query rows; see "decode, version 2"
+//    below and PlanKnobs): the same streaming, no tickets: each split writes its partial state and a second kernel,
+//    chained by PDL, merges them with the splits spread over a block's threads.
 //  - prefill (bf16 cache, D 32/64/128, many queries): flash attention on the tensor cores. A block takes 16*NW
 //    (prefill_kernel) or 32*NW (prefill2_kernel, the default: two m16 row tiles a warp share each K/V fragment)
 //    rows of (token, query head) pairs of one KV group (the heads of a token are adjacent rows, so each K/V tile
@@ -1480,18 +1483,29 @@ struct Plan {
 // Defaults from run5 (H200, scripts/gpu/attention2.sh; bench/NOTES.md): prefill2 with 8 warps (266 TFLOP/s at T = 32K,
 // 259 on a 2048-token chunk after 30720 keys; 4 warps 234, run 2's kernel 247 with 8 warps, 224 with 4); decode splits
 // of >= 256 keys, <= 64 of them, the pipeline depth by the number of units (plan_attention).
-// Decode version 2 (dattn, issue 12): splits of >= 128 keys, <= 64 of them (B = 1 at 8K: 128 blocks, about one an SM),
-// merged by a second kernel (PDL on sm_90); GLM4_ATTN_PLAN=v1 restores the ticket-tree kernel with run5's rule.
+// Decode (dattn, issue 12; H200 run9, scripts/gpu/dattn.sh, bench/NOTES.md "dattn"): up to big_t query rows (the
+// rows whose logits the engine keeps equal to their solo decode bit for bit: its GEMV path takes 1..8 rows, wider
+// steps go through the tensor-core GEMMs, which do not) take decode version 2, splits of >= 128 keys, <= 64 of them,
+// merged by a second kernel (B = 1: 6.8 / 10.3 / 11.9 / 21.0 us at ctx 128 / 2K / 8K / 32K, run5's kernel 7.2 / 14.6
+// / 19.1 / 26.3; B = 8: 6.9 / 17.0 / 41.2 / 91.9 vs 7.3 / 17.5 / 43.7 / 99.9). Wider steps keep run5's ticket-tree
+// kernel with splits of >= 256 keys (B = 32: 8.7 / 40.4 / 114 / 334 us vs version 2's 7.9 / 50.3 / 135 / 328; B = 64:
+// 10.0 / 62 / 207 / 655 vs 9.0 / 91 / 262 / 646: the merge grid, a separate phase after the splits, costs 15-45 us
+// there). So the split rule is a function of the sequence's length alone for every T <= big_t (a row of a 1..8-row
+// step equals its solo decode), and of the length and the step's width above. GLM4_ATTN_PLAN=v1 restores run5's
+// kernel and rule for every T, GLM4_ATTN_DECODE sets one rule and kernel for every T.
 struct PlanKnobs {
   int mink = 128, pfix = 64, stages = 0;                // decode split rule and pipeline (0 stages: by units)
   int dver = 2, pbf16 = 0, pdl = 1;                     // decode kernel version, bf16 partials, PDL where sm_90
   int spb = 0;                                          // decode2m: splits a block (0: by the grid, see plan_attention)
+  int big_t = 8;                                        // above this many query rows: the settings below
+  int big_dver = 1, big_mink = 256, big_pfix = 64;      //   (run5's kernel and rule)
   int pver = 2, warps = 8, pks = 16, pstages = 2;      // prefill kernel
   static PlanKnobs old() {
     PlanKnobs k;
     k.mink = 128;
     k.stages = 4;
     k.dver = 1;
+    k.big_t = 1 << 30;
     k.pver = 1;
     k.warps = 4;
     return k;
@@ -1500,6 +1514,7 @@ struct PlanKnobs {
     PlanKnobs k;
     k.mink = 256;
     k.dver = 1;
+    k.big_t = 1 << 30;
     return k;
   }
 };
@@ -1533,11 +1548,13 @@ inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_
   const int stage_bytes = 2 * (kKeyTile * (D + 8) * 2);
   p.stages = k.stages > 0 ? k.stages : (units <= 4 ? 4 : 2);
   if (p.stages * stage_bytes > smem_optin) p.stages = 2;
-  p.mink = std::max(kKeyTile, (k.mink + kKeyTile - 1) / kKeyTile * kKeyTile);
-  p.pfix = std::max(1, std::min(k.pfix, kMaxSplits));
+  const bool big = T > k.big_t;
+  p.mink = std::max(kKeyTile, ((big ? k.big_mink : k.mink) + kKeyTile - 1) / kKeyTile * kKeyTile);
+  p.pfix = std::max(1, std::min(big ? k.big_pfix : k.pfix, kMaxSplits));
   p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.pfix, (max_len + p.mink - 1) / p.mink)));
   p.work = p.splits > 1 ? decode_work_bytes(units, p.splits, D) : 0;
-  p.dver = k.dver == 1 ? 1 : k.dver == 3 ? 3 : 2;
+  const int dver = big ? k.big_dver : k.dver;
+  p.dver = dver == 1 ? 1 : dver == 3 ? 3 : 2;
   p.pbf16 = p.dver >= 2 && k.pbf16 != 0;
   p.pdl = p.dver >= 2 && k.pdl != 0 && cc_major >= 9;
   if (p.dver == 3) {
