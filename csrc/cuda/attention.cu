@@ -34,18 +34,28 @@ __global__ void __launch_bounds__(256) kv_write_kernel(KV* __restrict__ kc, KV* 
 
 struct DeviceLimits {
   int smem_optin = 0;
+  int major = 0;
+  int sms = 0;
 };
 DeviceLimits limits_of(int dev) {
   DeviceLimits d;
   CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
   return d;
 }
 
 // Plan settings from the environment, read once a process (a way back without a rebuild if a kernel or a default
 // misbehaves on some card):
 //   GLM4_ATTN_PLAN=old                 the configuration of the first H200 run (16-row prefill, m128 p64 s4 decode)
+//   GLM4_ATTN_PLAN=v1                  run5's defaults (decode_kernel with its ticket-tree merge, m256 p64)
+//   (default: decode version 2 with m128 p64 up to 8 query rows, run5's kernel with m256 p64 above: PlanKnobs)
 //   GLM4_ATTN_DECODE=mink,pfix,stages  decode split rule (keys a split at least, splits at most) and pipeline depth 2..4
 //                                      (0: 4 for <= 4 units, else 2, the default)
+//   GLM4_ATTN_DECODE=mink,pfix,stages,ver[,pbf16[,pdl]]  also the decode kernel: ver 1 = decode_kernel (tickets),
+//                                      2 = decode2_kernel + merge kernel (default), 3 = decode2m_kernel (several splits
+//                                      a block, by the grid) + merge kernel, pbf16 1 = bf16 partial states,
+//                                      pdl 0 = no programmatic dependent launch
 //   GLM4_ATTN_PREFILL=1,warps          prefill_kernel with 4 or 8 warps
 //   GLM4_ATTN_PREFILL=2,warps,ks,st    prefill2_kernel: (4,16,2) or (8,16,2) (the instantiated ones; 8,16,2 the default
 //                                      until run9, and still where prefill3 has no code)
@@ -78,17 +88,24 @@ const EnvKnobs& env_knobs() {
     const char* plan = std::getenv("GLM4_ATTN_PLAN");
     if (plan && *plan) {
       if (std::string(plan) == "old") r.k = attn::PlanKnobs::old();
-      else if (std::string(plan) != "default") r.error = std::string("GLM4_ATTN_PLAN=") + plan + ": expected old or default";
+      else if (std::string(plan) == "v1") r.k = attn::PlanKnobs::v1();
+      else if (std::string(plan) != "default") r.error = std::string("GLM4_ATTN_PLAN=") + plan + ": expected old, v1 or default";
     }
     if (const char* d = std::getenv("GLM4_ATTN_DECODE"); d && *d) {
       const std::vector<int> v = parse_ints(d);
-      if (v.size() == 3 && v[0] >= 1 && v[1] >= 1 && v[1] <= attn::kMaxSplits && (v[2] == 0 || (v[2] >= 2 && v[2] <= 4))) {
+      if (v.size() >= 3 && v.size() <= 6 && v[0] >= 1 && v[1] >= 1 && v[1] <= attn::kMaxSplits &&
+          (v[2] == 0 || (v[2] >= 2 && v[2] <= 4)) && (v.size() < 4 || (v[3] >= 1 && v[3] <= 3)) &&
+          (v.size() < 5 || v[4] <= 1) && (v.size() < 6 || v[5] <= 1)) {
         r.k.mink = v[0];
         r.k.pfix = v[1];
         r.k.stages = v[2];
+        r.k.big_t = 1 << 30;  // one rule and kernel for every T
+        if (v.size() >= 4) r.k.dver = v[3];
+        if (v.size() >= 5) r.k.pbf16 = v[4];
+        if (v.size() >= 6) r.k.pdl = v[5];
       } else {
-        r.error = std::string("GLM4_ATTN_DECODE=") + d + ": expected mink,pfix,stages (pfix 1.." +
-                  std::to_string(attn::kMaxSplits) + ", stages 2..4 or 0: by the number of units)";
+        r.error = std::string("GLM4_ATTN_DECODE=") + d + ": expected mink,pfix,stages[,ver[,pbf16[,pdl]]] (pfix 1.." +
+                  std::to_string(attn::kMaxSplits) + ", stages 2..4 or 0: by the number of units, ver 1..3, pbf16 and pdl 0 or 1)";
       }
     }
     if (const char* f = std::getenv("GLM4_ATTN_PREFILL"); f && *f) {
@@ -126,7 +143,7 @@ attn::Plan plan_for(int dev, const Tensor& q, const Tensor& kc, const Tensor& ta
   const int64_t max_len = table.defined() ? table.dim(1) * block_size : kc.dim(0);
   return attn::plan_attention(static_cast<int>(q.dim(0)), static_cast<int>(q.dim(1)), static_cast<int>(kc.dim(1)),
                               static_cast<int>(q.dim(2)), kc.dtype() == DType::BF16, seq.defined(), max_len,
-                              lim.smem_optin, env.k);
+                              lim.smem_optin, env.k, lim.major, lim.sms);
 }
 
 void check_limits(const Tensor& q, const Tensor& kc) {

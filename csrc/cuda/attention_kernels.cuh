@@ -18,6 +18,9 @@
 //    states to a workspace and the last split to arrive (an atomic ticket per (token, group)) merges them and
 //    resets its ticket to 0, so the ticket area is all zeros again after every launch (no memset node, one
 //    kernel). The ticket area is the buffer's first N/64 bytes whatever the launch's shapes (decode_work).
+//  - decode version 2 (decode2_kernel + decode_merge_kernel, the default up to 8 query rows; see "decode, version 2"
+//    below and PlanKnobs): the same streaming, no tickets: each split writes its partial state and a second kernel,
+//    chained by PDL, merges them with the splits spread over a block's threads.
 //  - prefill (bf16 cache, D 32/64/128, many queries): flash attention on the tensor cores. A block takes 16*NW
 //    (prefill_kernel) or 32*NW (prefill2_kernel: two m16 row tiles a warp share each K/V fragment; the default where
 //    prefill3_kernel has no code: attention_fa3.cuh's wgmma kernel is the default on sm_90 for D 128)
@@ -569,6 +572,431 @@ __global__ void __launch_bounds__(128) decode_kernel(Args a, int RT, int mink, i
   if (threadIdx.x == 0) tickets[0] = 0u;
 }
 
+// ----------------------------------------------------------------------------------------------- decode, version 2
+// decode2_kernel + decode_merge_kernel (issue 12): the same streaming of a split's K/V tiles as decode_kernel, but
+// no ticket tree: every split of a unit that splits writes its partial state (max, sum, unnormalized output) and a
+// second kernel, chained by programmatic dependent launch (PDL, sm_90), merges them with one block per (unit, row)
+// and the splits spread over the block's threads (run5 on the H200: B = 1 at 8K spent most of its 18.9 us in the
+// last-arriving block merging up to 8 partials of 16 x 128 f32 per level, serially, two levels).
+//   - split rule: the same function of the length alone (decode_live), so batch == solo bit for bit; splits as short
+//     as 64 keys so that B = 1 covers the SMs;
+//   - partials f32 (PB = false) or bf16 (PB = true: half the merge traffic, which at B = 32 and 128-key splits is
+//     ~25 % of the cache bytes in f32), same layout as decode_kernel's level-1 states (after the ticket area, which
+//     this version never touches: a harness or an op may switch between versions on one workspace);
+//   - the merge sums the splits in a fixed order (slice s of the block takes splits s, s + S, ...; the slices are
+//     added in order s = 0..S-1), so the result depends on the length alone.
+// Both kernels start with griddepcontrol.wait (a no-op without PDL) before any load or store of shared data, and
+// trigger their dependents right after it: the merge blocks (and after the merge the next kernel, e.g. the o GEMV
+// whose weight loads precede its own wait) are resident while the splits stream.
+__device__ __forceinline__ void attn_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void attn_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// Splits of a unit of length len (> 0): chunk keys each (a multiple of the tile), `live` of them. Length alone.
+struct SplitRule {
+  int live, chunk;
+};
+__host__ __device__ __forceinline__ SplitRule decode_live(int len, int mink, int pfix) {
+  SplitRule r{0, 0};
+  if (len <= 0) return r;
+  const int want = min(pfix, (len + mink - 1) / mink);
+  r.chunk = ((len + want - 1) / want + kKeyTile - 1) / kKeyTile * kKeyTile;
+  r.live = (len + r.chunk - 1) / r.chunk;
+  return r;
+}
+
+// Partial states of decode2 in the workspace: ml [units][P][16] float2, then po [units][P][16][D] (f32, or bf16
+// when PB), both after the ticket area (decode_work_bytes(units, P, D) is enough for either).
+__device__ __forceinline__ float2* decode2_ml(void* base, size_t bytes) {
+  return reinterpret_cast<float2*>(static_cast<unsigned char*>(base) + decode_ticket_cap(bytes));
+}
+__device__ __forceinline__ void* decode2_po(void* base, size_t bytes, int units, int P) {
+  return decode2_ml(base, bytes) + static_cast<size_t>(units) * P * 16;
+}
+
+// MODE: 0 = the kernel, 1 = probe "no work": same grid, shared memory and PDL, returns after the trigger (the launch
+// floor of this grid), 2 = probe "loads only": streams the tiles, no arithmetic, no output (harness only).
+template <int D, int STAGES, bool PB, int MODE = 0>
+__global__ void __launch_bounds__(128) decode2_kernel(Args a, int RT, int mink, int pfix) {
+  using Cfg = DecodeCfg<D, STAGES>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  attn_pdl_wait();
+  attn_pdl_trigger();
+  if (MODE == 1) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int unit = blockIdx.x, split = blockIdx.y, P = gridDim.y;
+  const int rt = unit % RT, g = (unit / RT) % a.Hkv, t = unit / RT / a.Hkv;
+  const int per = a.Hq / a.Hkv;
+  const QueryKeys qk = query_keys(a, t);
+  const SplitRule sr = decode_live(qk.len, mink, pfix);
+  const int live = sr.live, chunk = sr.chunk;
+  const int h0 = g * per + rt * 16;
+  const int nrows = min(16, per - rt * 16);
+  if (live == 0) {
+    if (split == 0 && MODE == 0)
+      for (int i = threadIdx.x; i < nrows * D; i += blockDim.x)
+        out_store1(a, (static_cast<int64_t>(t) * a.Hq + h0 + i / D) * D + i % D, 0.f);
+    return;
+  }
+  if (split >= live) return;
+  const int kb = split * chunk, ke = min(qk.len, kb + chunk);
+  const int ntiles = (ke - kb + kKeyTile - 1) / kKeyTile;
+  const uint32_t sbase = smem_addr(smem);
+  auto ks_of = [&](int st) { return sbase + st * Cfg::kStageBytes; };
+  auto vs_of = [&](int st) { return sbase + st * Cfg::kStageBytes + Tile<D>::kBytes; };
+  // The first tiles' loads go out before the Q fragments are built (Q is 16 rows of f32 from L2: its latency
+  // overlaps the K/V round trip instead of preceding it).
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles) load_kv_tile<D, Cfg::kThreads>(a, qk.tb, g, kb + st * kKeyTile, ke, ks_of(st), vs_of(st));
+    cp_async_commit();
+  }
+  if (MODE == 2) {
+    for (int j = 0; j < ntiles; ++j) {
+      cp_async_wait<STAGES - 2>();
+      __syncthreads();
+      const int nj = j + STAGES - 1;
+      if (nj < ntiles) load_kv_tile<D, Cfg::kThreads>(a, qk.tb, g, kb + nj * kKeyTile, ke, ks_of(nj % STAGES), vs_of(nj % STAGES));
+      cp_async_commit();
+    }
+    cp_async_wait<0>();
+    return;
+  }
+  uint32_t qa[D / 16][4];
+  {
+    const float* qb = a.q + (static_cast<int64_t>(t) * a.Hq + h0) * D;
+    load_q_frags<D>(qa, gq < nrows ? qb + gq * D : nullptr, gq + 8 < nrows ? qb + (gq + 8) * D : nullptr, a.qscale);
+  }
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int j = 0; j < ntiles; ++j) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      const int nj = j + STAGES - 1;
+      if (nj < ntiles) load_kv_tile<D, Cfg::kThreads>(a, qk.tb, g, kb + nj * kKeyTile, ke, ks_of(nj % STAGES), vs_of(nj % STAGES));
+      cp_async_commit();
+    }
+    const int key0 = kb + j * kKeyTile + warp * 16;
+    if (key0 < ke) {
+      float s[2][4];
+      qk_tile<D, 2>(s, qa, ks_of(j % STAGES), warp * 16);
+      if (key0 + 16 > ke) {
+#pragma unroll
+        for (int n = 0; n < 2; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (key0 + n * 8 + 2 * tq + (e & 1) >= ke) s[n][e] = -INFINITY;
+      }
+      softmax_update<D, 2>(s, m, l, o);
+      pv_tile<D, 2>(o, s, vs_of(j % STAGES), warp * 16);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  float* wm = reinterpret_cast<float*>(smem);
+  float* wl = wm + Cfg::kWarps * 16;
+  float* wo = wl + Cfg::kWarps * 16;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    const int r = gq + 8 * i;
+    if (tq == 0) {
+      wm[warp * 16 + r] = m[i];
+      wl[warp * 16 + r] = l[i];
+    }
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<float2*>(wo + (warp * 16 + r) * D + n * 8 + 2 * tq) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+  }
+  __syncthreads();
+  const int units = gridDim.x;
+  float2* mlw = decode2_ml(a.work, a.work_bytes);
+  void* pow_ = decode2_po(a.work, a.work_bytes, units, P);
+  for (int i = threadIdx.x; i < 16 * D / 4; i += blockDim.x) {
+    const int r = i / (D / 4), d = (i % (D / 4)) * 4;
+    if (r >= nrows) continue;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w8 = 0; w8 < Cfg::kWarps; ++w8) M = fmaxf(M, wm[w8 * 16 + r]);
+    float L = 0.f;
+    float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w8 = 0; w8 < Cfg::kWarps; ++w8) {
+      const float f = merge_scale(wm[w8 * 16 + r], M);
+      const float4 x = *reinterpret_cast<const float4*>(wo + (w8 * 16 + r) * D + d);
+      L += wl[w8 * 16 + r] * f;
+      O.x += x.x * f; O.y += x.y * f; O.z += x.z * f; O.w += x.w * f;
+    }
+    if (live == 1) {
+      const float inv = L > 0.f ? 1.f / L : 0.f;
+      out_store4(a, (static_cast<int64_t>(t) * a.Hq + h0 + r) * D + d, make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv));
+    } else {
+      const size_t slot = (static_cast<size_t>(unit) * P + split) * 16 + r;
+      if (PB) {
+        const float sc = L > 0.f ? 1.f / L : 0.f;  // bf16 partials hold O / L (bounded by max |v|), ml holds (M, L)
+        *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(pow_) + slot * D + d) =
+            make_uint2(pack_bf16(O.x * sc, O.y * sc), pack_bf16(O.z * sc, O.w * sc));
+      } else {
+        *reinterpret_cast<float4*>(static_cast<float*>(pow_) + slot * D + d) = O;
+      }
+      if (d == 0) mlw[slot] = make_float2(M, L);
+    }
+  }
+}
+
+// decode2m_kernel: decode2_kernel with several consecutive splits of a unit in one block (spb of them; grid.y =
+// ceil(P / spb)), streamed as one run of tiles: the cp.async pipeline runs on across split boundaries, and at each
+// boundary the split's state is combined over the warps in a shared-memory area of its own (the pipeline buffers
+// keep the next tiles in flight) and written as decode2_kernel writes it. Each split's tiles, warp assignment, masking
+// and combine are decode2_kernel's, so its partial (or output) is the same bit for bit whatever spb: spb may follow
+// the batch (few long-streaming blocks at large B, one split a block at B = 1) without changing any result.
+template <int D, int STAGES>
+struct Decode2mCfg {
+  static constexpr int kStageBytes = 2 * Tile<D>::kBytes;
+  static constexpr int kPipe = STAGES * kStageBytes;
+  static constexpr int kComb = 4 * 16 * (D + 2) * 4;  // wm, wl [4][16], wo [4][16][D] f32
+  static constexpr int kSmem = kPipe + kComb;
+};
+template <int D, int STAGES, bool PB>
+__global__ void __launch_bounds__(128) decode2m_kernel(Args a, int RT, int mink, int pfix, int P, int spb) {
+  using Cfg = Decode2mCfg<D, STAGES>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  attn_pdl_wait();
+  attn_pdl_trigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int unit = blockIdx.x;
+  const int rt = unit % RT, g = (unit / RT) % a.Hkv, t = unit / RT / a.Hkv;
+  const int per = a.Hq / a.Hkv;
+  const QueryKeys qk = query_keys(a, t);
+  const SplitRule sr = decode_live(qk.len, mink, pfix);
+  const int live = sr.live, chunk = sr.chunk;
+  const int h0 = g * per + rt * 16;
+  const int nrows = min(16, per - rt * 16);
+  if (live == 0) {
+    if (blockIdx.y == 0)
+      for (int i = threadIdx.x; i < nrows * D; i += blockDim.x)
+        out_store1(a, (static_cast<int64_t>(t) * a.Hq + h0 + i / D) * D + i % D, 0.f);
+    return;
+  }
+  const int s0 = blockIdx.y * spb;
+  if (s0 >= live) return;
+  const int s1 = min(live, s0 + spb);
+  const int kb = s0 * chunk, ke = min(qk.len, s1 * chunk);
+  const int ntiles = (ke - kb + kKeyTile - 1) / kKeyTile;
+  const int tps = chunk / kKeyTile;  // tiles a split (the last split of the unit may have fewer)
+  const uint32_t sbase = smem_addr(smem);
+  auto ks_of = [&](int st) { return sbase + st * Cfg::kStageBytes; };
+  auto vs_of = [&](int st) { return sbase + st * Cfg::kStageBytes + Tile<D>::kBytes; };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles) load_kv_tile<D, 128>(a, qk.tb, g, kb + st * kKeyTile, ke, ks_of(st), vs_of(st));
+    cp_async_commit();
+  }
+  uint32_t qa[D / 16][4];
+  {
+    const float* qb = a.q + (static_cast<int64_t>(t) * a.Hq + h0) * D;
+    load_q_frags<D>(qa, gq < nrows ? qb + gq * D : nullptr, gq + 8 < nrows ? qb + (gq + 8) * D : nullptr, a.qscale);
+  }
+  float* wm = reinterpret_cast<float*>(smem + Cfg::kPipe);
+  float* wl = wm + 4 * 16;
+  float* wo = wl + 4 * 16;
+  float2* mlw = decode2_ml(a.work, a.work_bytes);
+  void* pow_ = decode2_po(a.work, a.work_bytes, gridDim.x, P);
+  float o[D / 8][4];
+  float m[2], l[2];
+  auto reset = [&]() {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.f;
+  };
+  reset();
+  for (int j = 0; j < ntiles; ++j) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      const int nj = j + STAGES - 1;
+      if (nj < ntiles) load_kv_tile<D, 128>(a, qk.tb, g, kb + nj * kKeyTile, ke, ks_of(nj % STAGES), vs_of(nj % STAGES));
+      cp_async_commit();
+    }
+    const int split = s0 + j / tps;
+    const int send = min(qk.len, (split + 1) * chunk);  // the split's end: its masking is decode2_kernel's
+    const int key0 = kb + j * kKeyTile + warp * 16;
+    if (key0 < send) {
+      float s[2][4];
+      qk_tile<D, 2>(s, qa, ks_of(j % STAGES), warp * 16);
+      if (key0 + 16 > send) {
+#pragma unroll
+        for (int n = 0; n < 2; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (key0 + n * 8 + 2 * tq + (e & 1) >= send) s[n][e] = -INFINITY;
+      }
+      softmax_update<D, 2>(s, m, l, o);
+      pv_tile<D, 2>(o, s, vs_of(j % STAGES), warp * 16);
+    }
+    if ((j + 1) % tps != 0 && j + 1 < ntiles) continue;
+    // ---- the end of split `split`: combine the warps (decode2_kernel's expressions) and write its state
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+      l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+      const int r = gq + 8 * i;
+      if (tq == 0) {
+        wm[warp * 16 + r] = m[i];
+        wl[warp * 16 + r] = l[i];
+      }
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(wo + (warp * 16 + r) * D + n * 8 + 2 * tq) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 16 * D / 4; i += blockDim.x) {
+      const int r = i / (D / 4), d = (i % (D / 4)) * 4;
+      if (r >= nrows) continue;
+      float M = -INFINITY;
+#pragma unroll
+      for (int w8 = 0; w8 < 4; ++w8) M = fmaxf(M, wm[w8 * 16 + r]);
+      float L = 0.f;
+      float4 O = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int w8 = 0; w8 < 4; ++w8) {
+        const float f = merge_scale(wm[w8 * 16 + r], M);
+        const float4 x = *reinterpret_cast<const float4*>(wo + (w8 * 16 + r) * D + d);
+        L += wl[w8 * 16 + r] * f;
+        O.x += x.x * f; O.y += x.y * f; O.z += x.z * f; O.w += x.w * f;
+      }
+      if (live == 1) {
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        out_store4(a, (static_cast<int64_t>(t) * a.Hq + h0 + r) * D + d, make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv));
+      } else {
+        const size_t slot = (static_cast<size_t>(unit) * P + split) * 16 + r;
+        if (PB) {
+          const float sc = L > 0.f ? 1.f / L : 0.f;
+          *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(pow_) + slot * D + d) =
+              make_uint2(pack_bf16(O.x * sc, O.y * sc), pack_bf16(O.z * sc, O.w * sc));
+        } else {
+          *reinterpret_cast<float4*>(static_cast<float*>(pow_) + slot * D + d) = O;
+        }
+        if (d == 0) mlw[slot] = make_float2(M, L);
+      }
+    }
+    reset();
+    // The combine area is rewritten at the next boundary only after the next tile's __syncthreads (>= 1 tile later).
+  }
+  cp_async_wait<0>();
+}
+
+// Merge of decode2's partials: grid (units, 16 rows), 256 threads = S slices of D/4 threads (4 dims a thread);
+// slice s adds splits s, s + S, ... (every load of a slice issued before the first use, 8 at a time), the slices
+// are added in order through shared memory. Units that did not split (live <= 1) were finished by decode2_kernel.
+constexpr int kMergeThreads = 256;
+template <int D, bool PB>
+__global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(Args a, int RT, int mink, int pfix, int P) {
+  constexpr int NL = D / 4, S = kMergeThreads / NL;
+  __shared__ float s_ml[2];
+  __shared__ __align__(16) float4 s_red[S][NL];
+  attn_pdl_wait();
+  attn_pdl_trigger();
+  const int unit = blockIdx.x, r = blockIdx.y;
+  const int rt = unit % RT, g = (unit / RT) % a.Hkv, t = unit / RT / a.Hkv;
+  const int per = a.Hq / a.Hkv;
+  const int nrows = min(16, per - rt * 16);
+  if (r >= nrows) return;
+  const QueryKeys qk = query_keys(a, t);
+  const int live = decode_live(qk.len, mink, pfix).live;
+  if (live <= 1) return;
+  const int units = gridDim.x;
+  const float2* ml = decode2_ml(a.work, a.work_bytes) + static_cast<size_t>(unit) * P * 16 + r;  // split i: ml[i * 16]
+  const size_t pbase = (static_cast<size_t>(unit) * P * 16 + r) * D;                             // split i: + i * 16 * D
+  const int s = threadIdx.x / NL, ln = threadIdx.x % NL;
+  // Warp 0: the row's max and sum over every split (lane-strided, then a fixed shuffle tree).
+  if (threadIdx.x < 32) {
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < live; i += 32) mx = fmaxf(mx, __ldcg(&ml[i * 16]).x);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float L = 0.f;
+    for (int i = threadIdx.x; i < live; i += 32) {
+      const float2 x = __ldcg(&ml[i * 16]);
+      L += x.y * merge_scale(x.x, mx);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (threadIdx.x == 0) {
+      s_ml[0] = mx;
+      s_ml[1] = L > 0.f ? 1.f / L : 0.f;
+    }
+  }
+  // The first kU partials of this thread's slice are loaded before the max is known (they do not depend on it), so
+  // the max's L2 round trip and theirs overlap; later ones (live > S * kU) follow kU at a time.
+  constexpr int kU = 8;
+  const float* pof = static_cast<const float*>(decode2_po(a.work, a.work_bytes, units, P));
+  const __nv_bfloat16* pob = static_cast<const __nv_bfloat16*>(decode2_po(a.work, a.work_bytes, units, P));
+  float4 x[kU];
+  float2 mi[kU];
+  auto load = [&](int i0) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int i = i0 + u * S;
+      if (i < live) {
+        mi[u] = __ldcg(&ml[i * 16]);
+        const size_t e = pbase + static_cast<size_t>(i) * 16 * D + ln * 4;
+        if (PB) {
+          const uint2 b = __ldcg(reinterpret_cast<const uint2*>(pob + e));
+          x[u] = make_float4(__uint_as_float(b.x << 16), __uint_as_float(b.x & 0xffff0000u), __uint_as_float(b.y << 16),
+                             __uint_as_float(b.y & 0xffff0000u));
+        } else {
+          x[u] = __ldcg(reinterpret_cast<const float4*>(pof + e));
+        }
+      }
+    }
+  };
+  load(s);
+  __syncthreads();  // s_ml written
+  const float M = s_ml[0];
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int i0 = s;;) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int i = i0 + u * S;
+      if (i < live) {
+        // f32 partials are unnormalized (weight exp2(m - M)); bf16 ones hold O / l (weight l exp2(m - M)).
+        const float f = PB ? mi[u].y * merge_scale(mi[u].x, M) : merge_scale(mi[u].x, M);
+        acc.x += x[u].x * f; acc.y += x[u].y * f; acc.z += x[u].z * f; acc.w += x[u].w * f;
+      }
+    }
+    i0 += S * kU;
+    if (i0 >= live) break;
+    load(i0);
+  }
+  s_red[s][ln] = acc;
+  __syncthreads();
+  if (s == 0) {
+    float4 O = s_red[0][ln];
+#pragma unroll
+    for (int k = 1; k < S; ++k) {
+      const float4 y = s_red[k][ln];
+      O.x += y.x; O.y += y.y; O.z += y.z; O.w += y.w;
+    }
+    const float inv = s_ml[1];
+    out_store4(a, (static_cast<int64_t>(t) * a.Hq + g * per + rt * 16 + r) * D + ln * 4,
+               make_float4(O.x * inv, O.y * inv, O.z * inv, O.w * inv));
+  }
+}
+
 // ----------------------------------------------------------------------------------------------- prefill
 template <int D, int NW>
 struct PrefillCfg {
@@ -1049,6 +1477,11 @@ struct Plan {
   int mink = 128;      // decode: fewest keys per split
   int pfix = 64;       // decode: most splits per unit
   int stages = 2;      // decode: pipeline depth
+  int dver = 2;        // decode: 1 = decode_kernel (ticket-tree merge), 2 = decode2_kernel + decode_merge_kernel,
+                       //   3 = decode2m_kernel (spb splits a block, streamed as one run) + decode_merge_kernel
+  int spb = 1;         // decode2m: splits a block (grid.y = ceil(splits / spb))
+  bool pbf16 = false;  // decode2: bf16 partial states (else f32)
+  bool pdl = false;    // decode2: programmatic dependent launch of both kernels (sm_90)
   int pver = 2;        // prefill: 1 = prefill_kernel (16 rows a warp), 2 = prefill2_kernel (32 rows a warp),
                        // 3 = prefill3_kernel (wgmma, sm_90a, D 128; elsewhere prefill2 with 8 warps runs instead)
   int warps = 4;       // prefill 1, 2: warps per block
@@ -1068,16 +1501,39 @@ struct Plan {
 // (prefill2 w8: 252 / 266 / 260 / 212; 128-key tiles 256-274, ping-pong no gain); where prefill3 has no code (not an
 // sm_90 device, D != 128) prefill2 with 8 warps runs, run5's default (266 TFLOP/s at 32K). Decode from run5: splits
 // of >= 256 keys, <= 64 of them, the pipeline depth by the number of units (plan_attention).
+// Decode (dattn, issue 12; H200 run9, scripts/gpu/dattn.sh, bench/NOTES.md "dattn"): up to big_t query rows (the
+// rows whose logits the engine keeps equal to their solo decode bit for bit: its GEMV path takes 1..8 rows, wider
+// steps go through the tensor-core GEMMs, which do not) take decode version 2, splits of >= 128 keys, <= 64 of them,
+// merged by a second kernel (B = 1: 6.8 / 10.3 / 11.9 / 21.0 us at ctx 128 / 2K / 8K / 32K, run5's kernel 7.2 / 14.6
+// / 19.1 / 26.3; B = 8: 6.9 / 17.0 / 41.2 / 91.9 vs 7.3 / 17.5 / 43.7 / 99.9). Wider steps keep run5's ticket-tree
+// kernel with splits of >= 256 keys (B = 32: 8.7 / 40.4 / 114 / 334 us vs version 2's 7.9 / 50.3 / 135 / 328; B = 64:
+// 10.0 / 62 / 207 / 655 vs 9.0 / 91 / 262 / 646: the merge grid, a separate phase after the splits, costs 15-45 us
+// there). So the split rule is a function of the sequence's length alone for every T <= big_t (a row of a 1..8-row
+// step equals its solo decode), and of the length and the step's width above. GLM4_ATTN_PLAN=v1 restores run5's
+// kernel and rule for every T, GLM4_ATTN_DECODE sets one rule and kernel for every T.
 struct PlanKnobs {
-  int mink = 256, pfix = 64, stages = 0;                // decode split rule and pipeline (0 stages: by units)
+  int mink = 128, pfix = 64, stages = 0;                // decode split rule and pipeline (0 stages: by units)
+  int dver = 2, pbf16 = 0, pdl = 1;                     // decode kernel version, bf16 partials, PDL where sm_90
+  int spb = 0;                                          // decode2m: splits a block (0: by the grid, see plan_attention)
+  int big_t = 8;                                        // above this many query rows: the settings below
+  int big_dver = 1, big_mink = 256, big_pfix = 64;      //   (run5's kernel and rule)
   int pver = 3, warps = 8, pks = 16, pstages = 2;      // prefill kernel; warps, pks, pstages: prefill / prefill2
   int fkn = 64, fst = 4, fpv = 128;                    // prefill3
   static PlanKnobs old() {
     PlanKnobs k;
     k.mink = 128;
     k.stages = 4;
+    k.dver = 1;
+    k.big_t = 1 << 30;
     k.pver = 1;
     k.warps = 4;
+    return k;
+  }
+  static PlanKnobs v1() {  // the defaults before decode version 2 (run5)
+    PlanKnobs k;
+    k.mink = 256;
+    k.dver = 1;
+    k.big_t = 1 << 30;
     return k;
   }
 };
@@ -1088,7 +1544,7 @@ struct PlanKnobs {
 // prefill kernel. Decode splits: up to pfix splits of at least mink keys per (token, group), a rule on the length
 // alone (a sequence decoded in a batch gets the same splits as alone: bit for bit the same output).
 inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_seq, int64_t max_len, int smem_optin,
-                           const PlanKnobs& k = PlanKnobs()) {
+                           const PlanKnobs& k = PlanKnobs(), int cc_major = 0, int sms = 132) {
   Plan p;
   if (!bf16 || (D != 32 && D != 64 && D != 128)) return p;
   const int per = Hq / Hkv;
@@ -1114,10 +1570,24 @@ inline Plan plan_attention(int T, int Hq, int Hkv, int D, bool bf16, bool multi_
   const int stage_bytes = 2 * (kKeyTile * (D + 8) * 2);
   p.stages = k.stages > 0 ? k.stages : (units <= 4 ? 4 : 2);
   if (p.stages * stage_bytes > smem_optin) p.stages = 2;
-  p.mink = std::max(kKeyTile, (k.mink + kKeyTile - 1) / kKeyTile * kKeyTile);
-  p.pfix = std::max(1, std::min(k.pfix, kMaxSplits));
+  const bool big = T > k.big_t;
+  p.mink = std::max(kKeyTile, ((big ? k.big_mink : k.mink) + kKeyTile - 1) / kKeyTile * kKeyTile);
+  p.pfix = std::max(1, std::min(big ? k.big_pfix : k.pfix, kMaxSplits));
   p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(p.pfix, (max_len + p.mink - 1) / p.mink)));
   p.work = p.splits > 1 ? decode_work_bytes(units, p.splits, D) : 0;
+  const int dver = big ? k.big_dver : k.dver;
+  p.dver = dver == 1 ? 1 : dver == 3 ? 3 : 2;
+  p.pbf16 = p.dver >= 2 && k.pbf16 != 0;
+  p.pdl = p.dver >= 2 && k.pdl != 0 && cc_major >= 9;
+  if (p.dver == 3) {
+    // Its own combine area beside the pipeline: fall back to fewer stages where the opt-in cannot hold both.
+    const int comb = 4 * 16 * (D + 2) * 4;
+    while (p.stages > 2 && p.stages * stage_bytes + comb > smem_optin) --p.stages;
+    // Splits a block: about two blocks an SM over the whole grid (the arithmetic does not depend on it).
+    const int64_t blocks = units * p.splits, target = 2 * static_cast<int64_t>(std::max(sms, 1));
+    p.spb = k.spb > 0 ? k.spb : static_cast<int>(std::max<int64_t>(1, (blocks + target - 1) / target));
+    p.spb = std::max(1, std::min(p.spb, p.splits));
+  }
   return p;
 }
 
@@ -1144,6 +1614,61 @@ inline cudaError_t launch_decode_d(const Args& a, const Plan& p, cudaStream_t st
   const dim3 grid(static_cast<unsigned>(static_cast<int64_t>(a.T) * a.Hkv * p.rt), static_cast<unsigned>(p.splits));
   decode_kernel<D, STAGES><<<grid, Cfg::kThreads, Cfg::kSmem, st>>>(a, p.rt, p.mink, p.pfix);
   return cudaGetLastError();
+}
+
+// decode2: the split kernel, then (when some unit may split) the merge kernel; both with the PDL attribute when
+// p.pdl (each waits for its predecessor with griddepcontrol.wait before touching shared data).
+template <typename K, typename... A>
+inline cudaError_t launch_ex(K kernel, dim3 grid, int threads, int smem, bool pdl, cudaStream_t st, A... args) {
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = grid;
+  lc.blockDim = dim3(static_cast<unsigned>(threads), 1, 1);
+  lc.dynamicSmemBytes = static_cast<size_t>(smem);
+  lc.stream = st;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = at;
+  lc.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&lc, kernel, args...);
+}
+template <int D, int STAGES, bool PB, int MODE = 0>
+inline cudaError_t launch_decode2_d(const Args& a, const Plan& p, cudaStream_t st, bool merge = true) {
+  using Cfg = DecodeCfg<D, STAGES>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, decode2_kernel<D, STAGES, PB, MODE>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const unsigned units = static_cast<unsigned>(static_cast<int64_t>(a.T) * a.Hkv * p.rt);
+  e = launch_ex(decode2_kernel<D, STAGES, PB, MODE>, dim3(units, static_cast<unsigned>(p.splits)), Cfg::kThreads, Cfg::kSmem,
+                p.pdl, st, a, p.rt, p.mink, p.pfix);
+  if (e != cudaSuccess || p.splits <= 1 || !merge) return e;
+  return launch_ex(decode_merge_kernel<D, PB>, dim3(units, 16u), kMergeThreads, 0, p.pdl, st, a, p.rt, p.mink, p.pfix,
+                   p.splits);
+}
+template <int D, int STAGES, bool PB>
+inline cudaError_t launch_decode2m_d(const Args& a, const Plan& p, cudaStream_t st) {
+  using Cfg = Decode2mCfg<D, STAGES>;
+  static std::atomic<uint64_t> done{0};
+  cudaError_t e = allow_smem(done, decode2m_kernel<D, STAGES, PB>, Cfg::kSmem);
+  if (e != cudaSuccess) return e;
+  const unsigned units = static_cast<unsigned>(static_cast<int64_t>(a.T) * a.Hkv * p.rt);
+  const int spb = std::max(1, p.spb);
+  e = launch_ex(decode2m_kernel<D, STAGES, PB>, dim3(units, static_cast<unsigned>((p.splits + spb - 1) / spb)), 128,
+                Cfg::kSmem, p.pdl, st, a, p.rt, p.mink, p.pfix, p.splits, spb);
+  if (e != cudaSuccess || p.splits <= 1) return e;
+  return launch_ex(decode_merge_kernel<D, PB>, dim3(units, 16u), kMergeThreads, 0, p.pdl, st, a, p.rt, p.mink, p.pfix,
+                   p.splits);
+}
+template <int D, int STAGES>
+inline cudaError_t launch_decode2_any(const Args& a, const Plan& p, cudaStream_t st) {
+  if (p.dver == 3) return p.pbf16 ? launch_decode2m_d<D, STAGES, true>(a, p, st) : launch_decode2m_d<D, STAGES, false>(a, p, st);
+  return p.pbf16 ? launch_decode2_d<D, STAGES, true>(a, p, st) : launch_decode2_d<D, STAGES, false>(a, p, st);
+}
+template <int D>
+inline cudaError_t launch_decode_any(const Args& a, const Plan& p, cudaStream_t st) {
+  if (p.dver >= 2)
+    return p.stages >= 4 ? launch_decode2_any<D, 4>(a, p, st) : p.stages == 3 ? launch_decode2_any<D, 3>(a, p, st) : launch_decode2_any<D, 2>(a, p, st);
+  return p.stages >= 4 ? launch_decode_d<D, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<D, 3>(a, p, st) : launch_decode_d<D, 2>(a, p, st);
 }
 
 template <int D, int NW>
@@ -1208,17 +1733,18 @@ inline cudaError_t launch_prefill_any(const Args& a, const Plan& p, cudaStream_t
   return p.warps >= 8 ? launch_prefill_d<D, 8>(a, st) : launch_prefill_d<D, 4>(a, st);
 }
 
-// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 3, 4}; prefill3 (D 128, sm_90a)
-// (keys a tile, stages, PV width) {(64, 4, 64), (64, 4, 128), (128, 3, 128), (128, 3, 64)}; prefill D {32, 64, 128}
+// The instantiated configurations, listed here: decode D {32, 64, 128} x stages {2, 3, 4} x (decode_kernel,
+// decode2_kernel, decode2m_kernel, each with f32 or bf16 partials); prefill3 (D 128, sm_90a) (keys a tile, stages,
+// PV width) {(64, 4, 64), (64, 4, 128), (128, 3, 128), (128, 3, 64)}; prefill D {32, 64, 128}
 // x (prefill_kernel warps {4, 8}, prefill2_kernel (warps, keys a step, stages) {(4, 16, 2), (8, 16, 2)}); generic
 // NCH {1, 2, 4, 8, 16} (D <= 512).
 inline cudaError_t launch(const Args& a, const Plan& p, cudaStream_t st) {
   if (a.T == 0 || a.Hq == 0) return cudaSuccess;
   if (p.kind == Kind::Decode) {
     switch (a.D) {
-      case 32: return p.stages >= 4 ? launch_decode_d<32, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<32, 3>(a, p, st) : launch_decode_d<32, 2>(a, p, st);
-      case 64: return p.stages >= 4 ? launch_decode_d<64, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<64, 3>(a, p, st) : launch_decode_d<64, 2>(a, p, st);
-      default: return p.stages >= 4 ? launch_decode_d<128, 4>(a, p, st) : p.stages == 3 ? launch_decode_d<128, 3>(a, p, st) : launch_decode_d<128, 2>(a, p, st);
+      case 32: return launch_decode_any<32>(a, p, st);
+      case 64: return launch_decode_any<64>(a, p, st);
+      default: return launch_decode_any<128>(a, p, st);
     }
   }
   if (p.kind == Kind::Prefill) {

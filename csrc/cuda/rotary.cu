@@ -4,6 +4,8 @@
 // product) and the rotation uses explicitly rounded products (no FMA contraction), so the only difference from
 // the CPU is the last-ulp behaviour of sincosf against the host libm.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "ops.h"
 #include "util.cuh"
@@ -44,6 +46,41 @@ __device__ __forceinline__ bool fill_inv_freq(float* tab, int64_t half, int64_t 
   return use;
 }
 
+// Programmatic dependent launch (sm_90; dattn, issue 12: 40 of these a decode token, each a launch's worth of
+// latency plus the f64 pow of the inv_freq table): the fused kernels are launched with the PDL attribute, fill their
+// inv_freq table (a function of the arguments alone) BEFORE griddepcontrol.wait, so the pow overlaps the tail of the
+// kernel before (the qkv GEMV, which triggers its dependents early), then wait (every read of q/k/v/pos/rows and every
+// write comes after it) and trigger their own dependents (the attention split kernel, which waits in turn).
+// GLM4_ROTARY_PDL=0 launches them plainly (read once a process).
+__device__ __forceinline__ void rot_pdl_wait_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+bool rotary_pdl() {
+  static const bool on = [] {
+    const char* e = std::getenv("GLM4_ROTARY_PDL");
+    if (e && std::strcmp(e, "0") == 0) return false;
+    return current_device_attrs().major >= 9;
+  }();
+  return on;
+}
+template <typename K, typename... A>
+void launch_rot(K kernel, dim3 grid, cudaStream_t st, A... args) {
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = grid;
+  lc.blockDim = dim3(256, 1, 1);
+  lc.dynamicSmemBytes = 0;
+  lc.stream = st;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = at;
+  lc.numAttrs = rotary_pdl() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&lc, kernel, args...));
+}
+
 // rotary(q) + rotary(k) + kv_write(k, v) in one launch: one thread per (t, head slot, element pair), the head
 // slots being the Hq query heads, then the Hkv key heads, then the Hkv value heads. A pair below rot_dim of a
 // q or k head is rotated with rotary_kernel's exact expressions and written back in place; k and v pairs are then
@@ -58,6 +95,7 @@ __global__ void __launch_bounds__(256)
                            int64_t t0) {
   __shared__ float inv_tab[kInvFreqTable];
   const bool tab = fill_inv_freq(inv_tab, half, rot_dim, theta);
+  rot_pdl_wait_trigger();
   const int slots = Hq + 2 * Hkv, n = slots * pairs;
   const int64_t t = t0 + blockIdx.y;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -118,6 +156,7 @@ __global__ void __launch_bounds__(256)
                                int64_t t0) {
   __shared__ float inv_tab[kInvFreqTable];
   const bool tab = fill_inv_freq(inv_tab, half, rot_dim, theta);
+  rot_pdl_wait_trigger();
   const int slots = Hq + 2 * Hkv, n = slots * pairs;
   const int64_t t = t0 + blockIdx.y;
   const float* src_row = qkv + t * static_cast<int64_t>(slots) * D;
@@ -169,17 +208,15 @@ void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const T
   for (int64_t t0 = 0; t0 < T; t0 += 65535) {  // grid.y <= 65535 tokens a launch
     const dim3 grid(bx, static_cast<unsigned>(std::min<int64_t>(T - t0, 65535)));
     if (kc.dtype() == DType::BF16)
-      rotary_kv_write_qkv_kernel<Bf16><<<grid, 256, 0, st>>>(q.data<float>(), qkv.data<float>(), kc.data<Bf16>(),
-                                                             vc.data<Bf16>(), pos.data<int32_t>(), rows.data<int32_t>(),
-                                                             static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D),
-                                                             static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta,
-                                                             S, t0);
+      launch_rot(rotary_kv_write_qkv_kernel<Bf16>, grid, st, q.data<float>(), static_cast<const float*>(qkv.data<float>()),
+                 kc.data<Bf16>(), vc.data<Bf16>(), static_cast<const int32_t*>(pos.data<int32_t>()),
+                 static_cast<const int32_t*>(rows.data<int32_t>()), static_cast<int>(Hq), static_cast<int>(Hkv),
+                 static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
     else
-      rotary_kv_write_qkv_kernel<float><<<grid, 256, 0, st>>>(q.data<float>(), qkv.data<float>(), kc.data<float>(),
-                                                              vc.data<float>(), pos.data<int32_t>(), rows.data<int32_t>(),
-                                                              static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D),
-                                                              static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta,
-                                                              S, t0);
+      launch_rot(rotary_kv_write_qkv_kernel<float>, grid, st, q.data<float>(), static_cast<const float*>(qkv.data<float>()),
+                 kc.data<float>(), vc.data<float>(), static_cast<const int32_t*>(pos.data<int32_t>()),
+                 static_cast<const int32_t*>(rows.data<int32_t>()), static_cast<int>(Hq), static_cast<int>(Hkv),
+                 static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
   }
   CUDA_CHECK_LAUNCH("rotary_kv_write_qkv");
 }
@@ -197,16 +234,15 @@ void rotary_kv_write(Context& c, const Tensor& q, const Tensor& k, const Tensor&
   for (int64_t t0 = 0; t0 < T; t0 += 65535) {  // grid.y <= 65535 tokens a launch
     const dim3 grid(bx, static_cast<unsigned>(std::min<int64_t>(T - t0, 65535)));
     if (kc.dtype() == DType::BF16)
-      rotary_kv_write_kernel<Bf16><<<grid, 256, 0, st>>>(q.data<float>(), k.data<float>(), v.data<float>(), kc.data<Bf16>(),
-                                                         vc.data<Bf16>(), pos.data<int32_t>(), rows.data<int32_t>(),
-                                                         static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D),
-                                                         static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
+      launch_rot(rotary_kv_write_kernel<Bf16>, grid, st, q.data<float>(), k.data<float>(), static_cast<const float*>(v.data<float>()),
+                 kc.data<Bf16>(), vc.data<Bf16>(), static_cast<const int32_t*>(pos.data<int32_t>()),
+                 static_cast<const int32_t*>(rows.data<int32_t>()), static_cast<int>(Hq), static_cast<int>(Hkv),
+                 static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
     else
-      rotary_kv_write_kernel<float><<<grid, 256, 0, st>>>(q.data<float>(), k.data<float>(), v.data<float>(),
-                                                          kc.data<float>(), vc.data<float>(), pos.data<int32_t>(),
-                                                          rows.data<int32_t>(), static_cast<int>(Hq), static_cast<int>(Hkv),
-                                                          static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half),
-                                                          rot_dim, theta, S, t0);
+      launch_rot(rotary_kv_write_kernel<float>, grid, st, q.data<float>(), k.data<float>(), static_cast<const float*>(v.data<float>()),
+                 kc.data<float>(), vc.data<float>(), static_cast<const int32_t*>(pos.data<int32_t>()),
+                 static_cast<const int32_t*>(rows.data<int32_t>()), static_cast<int>(Hq), static_cast<int>(Hkv),
+                 static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
   }
   CUDA_CHECK_LAUNCH("rotary_kv_write");
 }
