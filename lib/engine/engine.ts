@@ -474,6 +474,18 @@ export class Engine {
     return p;
   }
 
+  /** Slots whose logits still sit in `buf` (a step plan's) and are not among `stepped`: moved to slotLogits first. */
+  private moveLogitsOut(buf: NativeTensor, stepped: readonly number[]): void {
+    if (this.slots.length === 1) return;
+    const keep = new Set(stepped);
+    this.where.forEach((w, s) => {
+      if (w && w.t === buf && !keep.has(s)) {
+        this.copyRow(this.slotLogits, s, w);
+        this.where[s] = { t: this.slotLogits, row: s };
+      }
+    });
+  }
+
   /** Records a copy of row `from.row` of `from.t` into row `to` of `dst`. */
   private copyRow(dst: NativeTensor, to: number, from: LogitsAt): void {
     const d = dst.slice0(to, to + 1), s = from.t.slice0(from.row, from.row + 1);
@@ -510,16 +522,7 @@ export class Engine {
         const group = entries.length <= most ? entries : entries.slice(g, g + most);
         const p = await this.ensurePlan(stepBucket(group.length));
         const pad = p.b - group.length;
-        // Slots whose logits still sit in this plan's buffer and are not stepped now: move them out first.
-        if (this.slots.length > 1) {
-          const inGroup = new Set(group.map((e) => e.slot));
-          this.where.forEach((w, s) => {
-            if (w && w.t === p.logits && !inGroup.has(s)) {
-              this.copyRow(this.slotLogits, s, w);
-              this.where[s] = { t: this.slotLogits, row: s };
-            }
-          });
-        }
+        this.moveLogitsOut(p.logits, group.map((e) => e.slot));
         // Rows past the group: the dummy sequence (token 0 at position 0 of the pad block).
         const at = [...group.map((e) => ({ slot: e.slot, pos: this.slots[e.slot].length })), ...Array.from({ length: pad }, () => ({ slot: this.kv.padSlot, pos: 0 }))];
         const ids = [...group.map((e) => e.token), ...new Array<number>(pad).fill(0)];
@@ -673,16 +676,7 @@ export class Engine {
     try {
       const p = await this.ensurePlan(stepBucket(n));
       const b = p.b;
-      // Slots whose logits still sit in this plan's buffer and are not in this run: move them out first.
-      if (this.slots.length > 1) {
-        const mine = new Set(slots);
-        this.where.forEach((w, s) => {
-          if (w && w.t === p.logits && !mine.has(s)) {
-            this.copyRow(this.slotLogits, s, w);
-            this.where[s] = { t: this.slotLogits, row: s };
-          }
-        });
-      }
+      this.moveLogitsOut(p.logits, slots);
       // Positions and cache rows of every round (the pad rows: position 0 of the pad block), the slots once, into
       // the plan's round buffers (whole-buffer writes: no views to make a run).
       const R = roundBufs(ctx, p);
