@@ -694,11 +694,16 @@ export class Engine {
       const anySampled = sampled.some(Boolean);
       if (anySampled) {
         // One sample op for every row: a greedy row goes through it at temperature 0 (its argmax).
+        // Rounds [0, k), rows [0, n): the sample op reads no others. No array a value: this runs every run.
         const pv = new Float32Array(kRoundsMax * b * 5);
-        for (let j = 0; j < kRoundsMax; j++) {
-          for (let i = 0; i < b; i++) {
-            const q = rows[i]?.params;
-            pv.set(j < k && i < n && sampled[i] ? [q!.temperature, q!.topP, q!.minP, uOf(i, j), 1] : [0, 1, 0, 0, 1], (j * b + i) * 5);
+        for (let j = 0; j < k; j++) {
+          for (let i = 0; i < n; i++) {
+            const o = (j * b + i) * 5, q = rows[i].params, on = sampled[i];
+            pv[o] = on ? q.temperature : 0;
+            pv[o + 1] = on ? q.topP : 1;
+            pv[o + 2] = on ? q.minP : 0;
+            pv[o + 3] = on ? uOf(i, j) : 0;
+            pv[o + 4] = 1;
           }
         }
         R.params.write(pv);
