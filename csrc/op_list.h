@@ -38,13 +38,15 @@
      scales and zeros moved bit for bit; dst must not overlap src. Layout 1 needs N % 16 == 0 and K % 64 == 0. */   \
   X(repack_int4, "repackInt4", (Context& c, const QWeight& dst, const QWeight& src))                                \
   /* out f32[M,N] = x f32[M,K] * W^T (+ bias bf16|f32 [N] when defined; optional). CUDA, layout 1, M > 8: x may   \
-     be bf16 (the tensor-core GEMM's input; f32 is converted first), see kInt4GemvMaxM in ops.h */                  \
+     be bf16 (the tensor-core GEMM's input; f32 is converted first), and out bf16 (the f32 result rounded to      \
+     nearest even, from whole tiles: no K pieces), see kInt4GemvMaxM in ops.h */                                    \
   X(matmul_int4, "matmulInt4", (Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias)) \
   /* The fused INT4 linear of decode: y = xn W^T (+ bias), xn = x, or rmsnorm(x) * norm_weight (eps) like rmsnorm()  \
      when norm_weight is given; then by mode (LinearMode, ops.h): 0 out f32[M,N] = y, 1 out f32[M,N] += y (residual \
      add), 2 out f32[M,N/2] = silu(y[:, :N/2]) * y[:, N/2:] (gate first). x f32[M,K]; bias bf16|f32 [N] and         \
      norm_weight bf16|f32 [K] optional; out must not overlap x. CPU: layout 0, exactly rmsnorm + matmul_int4 +      \
-     add|swiglu; CUDA: layout 1, the tensor-core GEMV (x rounded to bf16 as it is staged), 8 tokens a launch. */    \
+     add|swiglu; CUDA: layout 1, the tensor-core GEMV (x rounded to bf16 as it is staged), 8 tokens a launch;      \
+     x bf16 with M > 8, no norm_weight, mode 0 or 1: the tensor-core GEMM, the add in its epilogue (CUDA only). */  \
   X(linear_int4, "linearInt4", (Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps,          \
                                 int64_t mode, const Tensor& bias, const Tensor& norm_weight))                       \
   /* out f32[M,N] = x f32[M,K] * w^T (+ bias; optional);  w bf16|f32 [N,K] */                                       \

@@ -74,6 +74,9 @@ void attention_run(Context& c, const Tensor& out, const Tensor& q, const Tensor&
 Tensor linear_int4_workspace(Context& c, const Tensor& x, const QWeight& w, int64_t mode);
 void linear_int4_run(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, float eps, int64_t mode,
                      const Tensor& bias, const Tensor& norm_weight, const Tensor& work);
+// linear_int4 of a bf16 x with M > kInt4GemvMaxM (layout 1, no norm, mode Store or Accumulate): the tensor-core
+// GEMM with the store or the residual add in its epilogue (gemm_int4.cu).
+void linear_int4_gemm(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, int64_t mode, const Tensor& bias);
 }  // namespace cuda
 
 }  // namespace glm4

@@ -160,14 +160,18 @@ void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
   const char* op = "matmul_int4";
   check_q(op, c, w);
   on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
-  check_dtype(op, "out", out, DType::F32);
-  // x is f32, or bf16 where the tensor-core GEMM reads it (CUDA, layout 1, M > kInt4GemvMaxM).
+  // x and out are f32, or bf16 where the tensor-core GEMM reads x / writes out (CUDA, layout 1, M > kInt4GemvMaxM;
+  // a bf16 out holds the f32 result rounded to nearest even).
   const bool tc_path = is_cuda(c) && w.layout == 1 && x.ndim() == 2 && x.dim(0) > kInt4GemvMaxM;
-  if (tc_path)
+  if (tc_path) {
     check_dtype2(op, "x", x, DType::F32, DType::BF16);
-  else
+    check_dtype2(op, "out", out, DType::F32, DType::BF16);
+  } else {
     GLM4_CHECK(x.dtype() == DType::F32, GLM4_E_DTYPE, op, ": x must be f32 here (bf16 only for CUDA layout 1 with M > ",
                kInt4GemvMaxM, "), got ", x.describe());
+    GLM4_CHECK(out.dtype() == DType::F32, GLM4_E_DTYPE, op, ": out must be f32 here (bf16 only for CUDA layout 1 with M > ",
+               kInt4GemvMaxM, "), got ", out.describe());
+  }
   check_ndim(op, "x", x, 2); check_ndim(op, "out", out, 2);
   GLM4_CHECK(x.dim(1) == w.k, GLM4_E_SHAPE, op, ": x ", x.describe(), " has K=", x.dim(1), " but the weight is [", w.n,
              ",", w.k, "]");
@@ -206,10 +210,18 @@ void linear_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
   const char* op = "linear_int4";
   check_q(op, c, w);
   on_ctx(op, c, out, "out"); on_ctx(op, c, x, "x");
-  check_dtype(op, "out", out, DType::F32); check_dtype(op, "x", x, DType::F32);
   check_ndim(op, "x", x, 2); check_ndim(op, "out", out, 2);
+  check_dtype(op, "out", out, DType::F32);
   GLM4_CHECK(mode >= 0 && mode <= 2, GLM4_E_INVALID_ARG, op, ": unknown mode ", mode, " (0 store, 1 accumulate, 2 swiglu)");
   const bool swiglu = mode == static_cast<int64_t>(LinearMode::SwiGlu);
+  // x bf16: the tensor-core GEMM's input (CUDA, layout 1, M > kInt4GemvMaxM, no norm, store or accumulate), which
+  // runs the op with the store or the residual add in its epilogue. Everywhere else x is f32.
+  const bool gemm_x = is_cuda(c) && w.layout == kInt4LayoutTiled && x.dim(0) > kInt4GemvMaxM && !norm_weight.defined() && !swiglu;
+  if (gemm_x)
+    check_dtype2(op, "x", x, DType::F32, DType::BF16);
+  else
+    GLM4_CHECK(x.dtype() == DType::F32, GLM4_E_DTYPE, op, ": x must be f32 here (bf16 only for CUDA layout 1 with M > ",
+               kInt4GemvMaxM, ", no norm_weight, mode 0 or 1), got ", x.describe());
   GLM4_CHECK(x.dim(1) == w.k, GLM4_E_SHAPE, op, ": x ", x.describe(), " has K=", x.dim(1), " but the weight is [", w.n,
              ",", w.k, "]");
   GLM4_CHECK(!swiglu || w.n % 2 == 0, GLM4_E_SHAPE, op, ": swiglu needs an even N (gate | up), got ", w.n);
@@ -231,6 +243,10 @@ void linear_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& 
     GLM4_CHECK(eps > 0.f && std::isfinite(eps), GLM4_E_INVALID_ARG, op, ": eps must be positive and finite, got ", eps);
   }
 #if defined(GLM4_WITH_CUDA)
+  if (is_cuda(c) && x.dtype() == DType::BF16) {
+    c.enqueue([=](Context& cx) { cuda::linear_int4_gemm(cx, out, x, w, mode, bias); }, "linear_int4");
+    return;
+  }
   if (is_cuda(c)) {
     // the v3 GEMV's split-K scratch is taken now and held by the recorded op (as attention's)
     const Tensor work = cuda::linear_int4_workspace(c, x, w, mode);

@@ -88,6 +88,11 @@ static bool old_plan() {
   static const bool v = env_is("GLM4_INT4_GEMM_PLAN", "old");
   return v;
 }
+// GLM4_DETERMINISTIC=1: whole tiles only (no K pieces meeting in arrival order through red.global), so that two runs
+// of the same inputs give the same bits (the GEMV, attention and sampling kernels are deterministic already). Read
+// at each plan (an op recorded or a step captured after setting it takes it). Costs the K pieces' balance: small M
+// and the last round of large M.
+static bool deterministic() { return env_is("GLM4_DETERMINISTIC", "1"); }
 
 LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
   LinearPlan p;
@@ -108,19 +113,24 @@ LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
     p.tiles = sp.sched.tiles;
     p.dp = sp.sched.dp;
     p.grid = sp.grid;
+    if (deterministic() && p.splits > 1 && p.dp < p.tiles) {
+      p.splits = 1;
+      p.dp = p.tiles;
+      p.grid = std::min(p.tiles, d.sms);
+    }
     return p;
   }
   p.kind = LinearKind::Mma;
   p.cfg = m <= 16 ? 3 : m <= 32 ? 2 : m <= 64 ? 1 : 0;
   const CfgInfo& ci = kMma[p.cfg];
   const int64_t tiles = cdiv(m, ci.tokens) * cdiv(n, ci.rows);
-  p.splits = gemmk::choose_splits_uniform(tiles, ktiles, 2 * static_cast<int64_t>(d.sms));
+  p.splits = deterministic() ? 1 : gemmk::choose_splits_uniform(tiles, ktiles, 2 * static_cast<int64_t>(d.sms));
   p.grid = static_cast<int>(tiles * p.splits);
   return p;
 }
 
 void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias,
-                       const LinearPlan& plan) {
+                       const LinearPlan& plan, bool accumulate) {
   const int64_t m = x.dim(0);
   GLM4_CHECK(x.dtype() == DType::BF16, GLM4_E_DTYPE, "matmul_int4 (tensor cores): x must be bf16 here, got ", x.describe());
   GLM4_CHECK(w.n % 16 == 0 && w.k % 64 == 0, GLM4_E_SHAPE, "matmul_int4: layout 1 needs N % 16 == 0 and K % 64 == 0, got [",
@@ -132,7 +142,11 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
   if (m == 0 || w.n == 0) return;
   gemmk::L1Weight lw{w.codes.data<uint8_t>(), w.scales.data<uint16_t>(), w.zeros.data<uint16_t>(), static_cast<int>(w.n),
                      static_cast<int>(w.k), w.group, w.codebook};
-  gemmk::Out o{out.data<float>(), nullptr, nullptr, static_cast<int>(m), static_cast<int>(w.n)};
+  const bool obf = out.dtype() == DType::BF16;
+  GLM4_CHECK(!(obf && accumulate), GLM4_E_DTYPE, "matmul_int4 (tensor cores): accumulate needs an f32 out, got ", out.describe());
+  gemmk::Out o{obf ? nullptr : out.data<float>(), nullptr, nullptr, static_cast<int>(m), static_cast<int>(w.n)};
+  if (obf) o.ybf = out.data<uint16_t>();
+  o.acc = accumulate;
   if (bias.defined()) {
     if (bias.dtype() == DType::F32)
       o.bias_f32 = bias.data<float>();
@@ -148,21 +162,28 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
     sp.cfg = plan.cfg;
     sp.sched = gemmk::Sched{plan.tiles, plan.dp, plan.splits};
     sp.grid = plan.grid;
+    if (obf && plan.splits > 1 && plan.dp < plan.tiles) {  // a bf16 out cannot take K pieces: whole tiles
+      sp.sched = gemmk::Sched{plan.tiles, plan.tiles, 1};
+      sp.grid = std::min(plan.tiles, device_info().sms);
+    }
     e = gemmk::launch_plan_sm90(st, xb, lw, o, sp);  // zeroes what the K pieces add into
     if (e == cudaErrorNotSupported) {  // the driver cannot encode tensor maps: the mma.sync path serves
       (void)cudaGetLastError();
       kind = LinearKind::Mma;
     }
   }
-  if (kind == LinearKind::Mma && plan.splits > 1)
+  // the mma path's K splits: none for a bf16 out; with accumulate
+  // they add into out as it is
+  const int msplits = obf ? 1 : plan.splits;
+  if (kind == LinearKind::Mma && msplits > 1 && !accumulate)
     CUDA_CHECK(cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(m) * w.n, st));
   if (kind == LinearKind::Mma) {
     const int cfg = kind == plan.kind ? plan.cfg : (m <= 16 ? 3 : m <= 32 ? 2 : m <= 64 ? 1 : 0);
     switch (cfg) {
-      case 0: e = gemmk::launch_gemm_int4_mma<M0>(st, xb, lw, o, plan.splits); break;
-      case 1: e = gemmk::launch_gemm_int4_mma<M1>(st, xb, lw, o, plan.splits); break;
-      case 2: e = gemmk::launch_gemm_int4_mma<M2>(st, xb, lw, o, plan.splits); break;
-      default: e = gemmk::launch_gemm_int4_mma<M3>(st, xb, lw, o, plan.splits); break;
+      case 0: e = gemmk::launch_gemm_int4_mma<M0>(st, xb, lw, o, msplits); break;
+      case 1: e = gemmk::launch_gemm_int4_mma<M1>(st, xb, lw, o, msplits); break;
+      case 2: e = gemmk::launch_gemm_int4_mma<M2>(st, xb, lw, o, msplits); break;
+      default: e = gemmk::launch_gemm_int4_mma<M3>(st, xb, lw, o, msplits); break;
     }
   }
   if (e != cudaSuccess) {
@@ -170,6 +191,14 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
     GLM4_FAIL(GLM4_E_CUDA, "matmul_int4 (", plan.label(), ", M=", m, " N=", w.n, " K=", w.k, "): launch failed: ",
               cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
   }
+}
+
+void linear_int4_gemm(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, int64_t mode, const Tensor& bias) {
+  const int64_t m = x.dim(0);
+  const LinearPlan plan = linear_plan(m, w.n, w.k, w.group, w.layout);
+  GLM4_CHECK(plan.kind == LinearKind::Wgmma || plan.kind == LinearKind::Mma, GLM4_E_UNSUPPORTED,
+             "linear_int4: a bf16 x needs the tensor-core GEMM (layout 1, M > ", kInt4GemvMaxM, "), got M=", m);
+  gemm_int4_layout1(c, out, x, w, bias, plan, mode == static_cast<int64_t>(LinearMode::Accumulate));
 }
 
 }  // namespace cuda

@@ -31,9 +31,11 @@ struct LinearPlan {
 LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout);
 
 // out f32[M,N] = x bf16[M,K] W^T (+ bias) through plan (kind Wgmma or Mma); W in layout 1, either codebook
-// (NF4 through a 256-entry bf16-pair table in shared memory).
+// (NF4 through a 256-entry bf16-pair table in shared memory). Epilogue fusions: out bf16 (the f32 result rounded to
+// nearest even; the plan's K pieces are dropped: whole tiles only), accumulate (out f32 += result: the residual
+// add; K pieces add into out as it is).
 void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias,
-                       const LinearPlan& plan);
+                       const LinearPlan& plan, bool accumulate = false);
 
 }  // namespace cuda
 }  // namespace glm4

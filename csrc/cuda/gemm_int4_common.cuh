@@ -28,10 +28,15 @@ struct L1Weight {
 // Output: y f32 [M, N] row-major; bias (at most one of the two) added once per element. accumulate: several
 // K splits add into y with atomics (y zeroed first by the launcher; bias added by split 0).
 struct Out {
-  float* y;
+  float* y;                   // f32 [M, N] (null when ybf is set)
   const float* bias_f32;      // [N] or null
   const uint16_t* bias_bf16;  // [N] bf16 or null
   int m, n;
+  // Epilogue modes (the tensor-core GEMM's fusions, ops linear_int4 / matmul_int4 on CUDA layout 1, M > 8):
+  // ybf: bf16 [M, N] out, the f32 result rounded to nearest even (whole tiles only: no K pieces);
+  // acc: y += result (the residual add; K pieces add into y as they are, nothing is zeroed first).
+  uint16_t* ybf = nullptr;
+  bool acc = false;
 };
 
 __device__ __forceinline__ float bias_at(const Out& o, int n) {
@@ -162,7 +167,42 @@ __device__ __forceinline__ void store_column(const Out& o, const float (&acc)[NA
                                              bool add_bias) {
   if (n >= o.n) return;
   const float b = add_bias ? bias_at(o, n) : 0.f;
+  if (o.ybf) {
+    uint16_t* colb = o.ybf + n;
+#pragma unroll
+    for (int i = 0; i < I; ++i)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int m = m0 + 8 * i + e;
+        if (m < o.m) colb[static_cast<int64_t>(m) * o.n] = f2bf_rn(acc[4 * i + off + e] + b);
+      }
+    return;
+  }
   float* col = o.y + n;
+  if (o.acc && !split) {
+    // y += v for whole tiles: the loads of a chunk are issued together before its stores (a load after a store to
+    // another row of y cannot be hoisted by the compiler: one load at a time was 2x the GEMM's time at M = 2048)
+    constexpr int CH = I < 8 ? I : 8;
+#pragma unroll
+    for (int i0 = 0; i0 < I; i0 += CH) {
+      float old[CH][2];
+#pragma unroll
+      for (int i = 0; i < CH; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int m = m0 + 8 * (i0 + i) + e;
+          old[i][e] = m < o.m ? __ldcg(col + static_cast<int64_t>(m) * o.n) : 0.f;
+        }
+#pragma unroll
+      for (int i = 0; i < CH; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int m = m0 + 8 * (i0 + i) + e;
+          if (m < o.m) col[static_cast<int64_t>(m) * o.n] = old[i][e] + (acc[4 * (i0 + i) + off + e] + b);
+        }
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < I; ++i)
 #pragma unroll

@@ -377,7 +377,8 @@ __global__ void __launch_bounds__(256) gemm_zero_tiles_kernel(float* y, int m, i
 }
 
 // Launch on `st` with `grid` persistent blocks (<= sched_units; typically the SM count). Zeroes what the schedule's
-// K pieces add into first (all of y when dp = 0, else the tail tiles). x: bf16 [M, K] with K % 64 == 0 and a
+// K pieces add into first (all of y when dp = 0, else the tail tiles), unless o.acc (they add into y as it is); a
+// bf16 out (o.ybf) takes whole tiles only. x: bf16 [M, K] with K % 64 == 0 and a
 // 16-byte aligned base. Returns cudaErrorNotSupported when the driver cannot encode tensor maps.
 template <class C>
 inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
@@ -394,7 +395,8 @@ inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloa
   ok = ok && make_map_2d(&m.z, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, w.zeros, KG * 16, N / 16, KG * 32, 16 * gps, C::RT,
                          CU_TENSOR_MAP_SWIZZLE_NONE);
   if (!ok) return cudaErrorNotSupported;
-  if (sched.splits > 1 && sched.dp < sched.tiles) {
+  if (o.ybf && sched.splits > 1 && sched.dp < sched.tiles) return cudaErrorInvalidValue;  // bf16 out: whole tiles only
+  if (sched.splits > 1 && sched.dp < sched.tiles && !o.acc) {
     if (sched.dp == 0) {
       const cudaError_t ez = cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(o.m) * o.n, st);
       if (ez != cudaSuccess) return ez;

@@ -20,16 +20,24 @@ import type { KvAddress, KvCache } from "./kv-cache.js";
  *   reads q, k, v out of it (one weight pass and one launch instead of three; per-row results equal the three row
  *   views' on the CPU). Every loader places the fused weight (both namings and GPTQ imports, lib/engine/assembler.ts:
  *   q, k, v are row views of it); a layer without one keeps the three GEMMs.
+ * - fusedAdd: with bf16 (the GEMM path), the residual adds of o_proj and down run in the GEMM's epilogue
+ *   (linear_int4 mode 1 with a bf16 x: x += y, K pieces adding into x as it is) and the norms after them are plain
+ *   rmsnorm: no f32 o buffer written and read back, no zeroing pass for K pieces. The add's order changes where K is
+ *   split (x + p0 + p1 instead of x + (p0 + p1)): rounding only.
+ * - gu16: with bf16, the gate_up GEMM writes its output in bf16 (the f32 result rounded once) and swiglu reads that:
+ *   half the bytes of the largest activation (2F wide) written and read back.
  */
 export interface LayerPath {
   bf16: boolean;
   packedQkv: boolean;
+  fusedAdd: boolean;
+  gu16: boolean;
 }
 
 /**
  * The LayerPath of T tokens for these weights. GLM4_LAYER_PATH (a measurement and test aid, read at each call: a
- * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed" by default; ""
- * or "none" is the path before (f32 activations, three QKV GEMMs).
+ * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed,add" by default;
+ * "" or "none" is the path before (f32 activations, three QKV GEMMs, separate residual adds).
  */
 export function layerPath(w: ModelWeights, T: number): LayerPath {
   const allow = allowedParts();
@@ -38,12 +46,14 @@ export function layerPath(w: ModelWeights, T: number): LayerPath {
     // 2..8 rows on the fused GEMVs take the packed QKV too: the k and v row views were two more launches of 256
     // rows each (10.7 us apiece at 8 rows on the H200, 0.86 ms of a 4.86 ms B = 8 step; run7's ncu).
     packedQkv: allow.has("packed") && (T > kGemvRowsMax || (T > 1 && tiledLayers(w))) && w.layers.every((L) => L.qkv !== undefined),
+    fusedAdd: allow.has("add") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
+    gu16: allow.has("gu16") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
   };
 }
 
 function allowedParts(): Set<string> {
   const env = process.env.GLM4_LAYER_PATH;
-  return new Set(env === undefined ? ["bf16", "packed"] : env.split(",").map((x) => x.trim()));
+  return new Set(env === undefined ? ["bf16", "packed", "add"] : env.split(",").map((x) => x.trim()));
 }
 
 /** Rows up to which the INT4 linears run the GEMV (csrc/ops.h kInt4GemvMaxM); past it the tensor-core GEMM. */
@@ -58,7 +68,7 @@ export class Scratch {
   readonly v: NativeTensor; // f32 [T, Hkv, D]
   readonly attn: NativeTensor; // f32 | bf16 (path.bf16) [T, Hq, D]
   readonly o: NativeTensor; // f32 [T, H]
-  readonly gu: NativeTensor; // f32 [T, 2F]
+  readonly gu: NativeTensor; // f32 | bf16 (path.gu16) [T, 2F]
   readonly act: NativeTensor; // f32 | bf16 (path.bf16) [T, F]
   readonly pos: NativeTensor; // i32 [T]
   /**
@@ -69,7 +79,7 @@ export class Scratch {
   readonly path: LayerPath;
   constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number, path?: Partial<LayerPath>) {
     const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
-    this.path = { bf16: path?.bf16 ?? false, packedQkv: t > 1 && (path?.packedQkv ?? false) };
+    this.path = { bf16: path?.bf16 ?? false, packedQkv: t > 1 && (path?.packedQkv ?? false), fusedAdd: (path?.bf16 ?? false) && (path?.fusedAdd ?? false), gu16: (path?.bf16 ?? false) && (path?.gu16 ?? false) };
     const act = this.path.bf16 ? "bf16" : "f32";
     this.x = ctx.empty("f32", [t, H]);
     this.h = ctx.empty(act, [t, H]);
@@ -88,7 +98,7 @@ export class Scratch {
     }
     this.attn = ctx.empty(act, [t, Hq, D]);
     this.o = ctx.empty("f32", [t, H]);
-    this.gu = ctx.empty("f32", [t, 2 * F]);
+    this.gu = ctx.empty(this.path.gu16 ? "bf16" : "f32", [t, 2 * F]);
     this.act = ctx.empty(act, [t, F]);
     this.pos = ctx.empty("i32", [t]);
   }
@@ -191,6 +201,18 @@ export function recordLayers(ctx: NativeContext, cfg: Glm4Config, w: ModelWeight
     }
     if (addr) ctx.attention(s.attn, s.q, kcache[i], vcache[i], s.pos, scale, kv.blockSize, addr.table, addr.seq);
     else ctx.attention(s.attn, s.q, kcache[i], vcache[i], s.pos, scale, 0);
+    if (s.path.fusedAdd && L.attnOut.kind === "int4" && L.down.kind === "int4") {
+      // The residual adds in the GEMM epilogues (x += a W^T), then plain norms.
+      ctx.linearInt4(s.x, a2, L.attnOut.q, cfg.rmsEps, 1, null, null); // x += attn Wo^T
+      ctx.rmsnorm(s.h, s.x, L.ffnNorm, cfg.rmsEps);
+      recordLinear(ctx, s.gu, s.h, L.gateUp);
+      ctx.swiglu(s.act, s.gu);
+      ctx.linearInt4(s.x, s.act, L.down.q, cfg.rmsEps, 1, null, null); // x += act Wd^T
+      if (i + 1 < cfg.numLayers) ctx.rmsnorm(s.h, s.x, w.layers[i + 1].attnNorm, cfg.rmsEps);
+      else if (final) ctx.rmsnorm(final.out, s.x, final.norm, cfg.rmsEps);
+      afterLayer?.(i);
+      continue;
+    }
     recordLinear(ctx, s.o, a2, L.attnOut);
     ctx.addRmsnorm(s.h, s.x, s.o, L.ffnNorm, cfg.rmsEps);
     recordLinear(ctx, s.gu, s.h, L.gateUp);

@@ -87,15 +87,19 @@ describe.skipIf(!hasGpu)("GEMM-path layer variants on the GPU (tiny int4)", () =
     else expect(nerr(a, b), `${what}: within run-to-run noise (split-K GEMM)`).toBeLessThan(1e-6);
   };
 
-  it("prefill: bf16 activations equal f32 + convert bit for bit; the packed QKV GEMM agrees within 1e-6", async () => {
+  it("prefill: bf16 activations equal f32 + convert bit for bit; the packed QKV GEMM and the residual adds in the GEMM epilogue agree within 1e-6", async () => {
     const none = await prefillLogits({ GLM4_LAYER_PATH: "none" });
     const none2 = await prefillLogits({ GLM4_LAYER_PATH: "none" });
     const bf16 = await prefillLogits({ GLM4_LAYER_PATH: "bf16" });
     const packed = await prefillLogits({ GLM4_LAYER_PATH: "packed" });
     const packed2 = await prefillLogits({ GLM4_LAYER_PATH: "packed" });
-    const both = await prefillLogits({ GLM4_LAYER_PATH: undefined });
+    const both = await prefillLogits({ GLM4_LAYER_PATH: "bf16,packed" });
+    const all = await prefillLogits({ GLM4_LAYER_PATH: undefined });
     same(bf16, none, none2, "bf16 vs none");
     same(both, packed, packed2, "bf16+packed vs packed");
+    // the adds in the epilogue compute x + (acc + b) as add_rmsnorm did (whole tiles), K pieces add into x in arrival
+    // order instead of into a zeroed buffer first: rounding only (~1e-9 expected); a lost or doubled add costs > 1e-2
+    expect(nerr(all, both), "bf16+packed+add vs bf16+packed").toBeLessThan(1e-6);
     // float32 sums in another order inside the QKV GEMM (~1e-7 relative; a flipped bf16 rounding of an activation
     // downstream costs ~2^-8 of one element): ~1e-9 expected; a wrong head, row or bias lands above 1e-3
     expect(nerr(packed, none)).toBeLessThan(1e-6);
@@ -108,15 +112,17 @@ describe.skipIf(!hasGpu)("GEMM-path layer variants on the GPU (tiny int4)", () =
     same(dev, js, js2, "device-widened vs JS gather");
   });
 
-  it("a decode step of 12 rows: bf16 activations (and bf16 embedding rows) bit for bit; packed within 1e-6", async () => {
+  it("a decode step of 12 rows: bf16 activations (and bf16 embedding rows) bit for bit; packed and the epilogue adds within 1e-6", async () => {
     const none = await stepLogits({ GLM4_LAYER_PATH: "none", GLM4_EMBED_GATHER: "js" });
     const none2 = await stepLogits({ GLM4_LAYER_PATH: "none", GLM4_EMBED_GATHER: "js" });
     const bf16 = await stepLogits({ GLM4_LAYER_PATH: "bf16", GLM4_EMBED_GATHER: "js" });
-    const both = await stepLogits({ GLM4_LAYER_PATH: undefined, GLM4_EMBED_GATHER: undefined });
+    const both = await stepLogits({ GLM4_LAYER_PATH: "bf16,packed", GLM4_EMBED_GATHER: undefined });
+    const all = await stepLogits({ GLM4_LAYER_PATH: undefined, GLM4_EMBED_GATHER: undefined });
     const packed = await stepLogits({ GLM4_LAYER_PATH: "packed", GLM4_EMBED_GATHER: "js" });
     const packed2 = await stepLogits({ GLM4_LAYER_PATH: "packed", GLM4_EMBED_GATHER: "js" });
     bf16.forEach((l, i) => same(l, none[i], none2[i], `row ${i}, bf16 vs none`));
     both.forEach((l, i) => same(l, packed[i], packed2[i], `row ${i}, bf16+packed vs packed`));
+    all.forEach((l, i) => expect(nerr(l, both[i]), `row ${i}, bf16+packed+add vs bf16+packed`).toBeLessThan(1e-6));
     packed.forEach((l, i) => expect(nerr(l, none[i]), `row ${i}`).toBeLessThan(1e-6));
   });
 });

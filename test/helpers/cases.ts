@@ -627,9 +627,9 @@ function gemmInt4Case(
   n: number,
   k: number,
   g: 32 | 64 | 128,
-  opts: { bias?: "f32" | "bf16"; xbf16?: boolean; nf4?: boolean } = {},
+  opts: { bias?: "f32" | "bf16"; xbf16?: boolean; nf4?: boolean; outbf16?: boolean } = {},
 ): OpCase {
-  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.xbf16 ? ",x=bf16" : "") + (opts.nf4 ? ",codebook=nf4" : "");
+  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.xbf16 ? ",x=bf16" : "") + (opts.nf4 ? ",codebook=nf4" : "") + (opts.outbf16 ? ",out=bf16" : "");
   const codebook = opts.nf4 ? 1 : 0;
   return {
     name: `matmul_int4(M=${m},N=${n},K=${k},G=${g},cuda layout 1 GEMM${extra})`,
@@ -652,10 +652,12 @@ function gemmInt4Case(
       // bf16 x is for the CUDA GEMM only; the CPU gets the same values in f32
       const xt = opts.xbf16 && env.ctx.device === "cpu" ? env.floats("f32", [m, k], x.v).t : x.t;
       const b = opts.bias ? env.randn(opts.bias, [n], 0.3) : null;
-      const out = env.out("f32", [m, n]);
+      // out bf16 (CUDA GEMM only: the f32 result rounded once, whole tiles); the CPU writes f32
+      const out = env.out(opts.outbf16 && env.ctx.device !== "cpu" ? "bf16" : "f32", [m, n]);
       env.ctx.matmulInt4(out, xt, w, b ? b.t : null);
       const deq = R.dequantizeInt4Ref(packed, scales, zeros, n, k, g, codebook);
-      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol: TOL.matmul }];
+      const tol = opts.outbf16 ? bf16OutTol(TOL.matmul) : TOL.matmul;
+      return [{ name: "out", mode: "norm", got: readF64(out), ref: R.matmulRef(x.v, m, k, deq, n, b ? b.v : null), tol }];
     },
   };
 }
@@ -696,17 +698,21 @@ function linearInt4Case(
   n: number,
   k: number,
   g: 32 | 64 | 128,
-  opts: { mode: LinearMode; bias?: "f32" | "bf16"; norm?: "f32" | "bf16"; nf4?: boolean },
+  opts: { mode: LinearMode; bias?: "f32" | "bf16"; norm?: "f32" | "bf16"; nf4?: boolean; xbf16?: boolean },
 ): OpCase {
   const codebook = opts.nf4 ? 1 : 0;
   const modeName = ["store", "accumulate", "swiglu"][opts.mode];
-  const extra = (opts.bias ? `,bias=${opts.bias}` : "") + (opts.norm ? `,norm=${opts.norm}` : "") + (codebook ? ",codebook=nf4" : "");
+  const extra =
+    (opts.bias ? `,bias=${opts.bias}` : "") + (opts.norm ? `,norm=${opts.norm}` : "") + (codebook ? ",codebook=nf4" : "") + (opts.xbf16 ? ",x=bf16 (cuda GEMM)" : "");
   return {
     name: `linear_int4(M=${m},N=${n},K=${k},G=${g},${modeName}${extra})`,
     op: "linear_int4",
     build(env) {
       const eps = 1.5625e-7;
-      const x = env.randn("f32", [m, k], opts.norm ? 3 : 1);
+      // x bf16 (M > 8, no norm, store | accumulate): CUDA runs the tensor-core GEMM with the add in its epilogue;
+      // the CPU gets the same values in f32 (x.v holds the bf16 values), so the cross-check compares the two paths
+      const xb = opts.xbf16 ? env.randn("bf16", [m, k]) : null;
+      const x = xb && env.ctx.device === "cpu" ? env.floats("f32", [m, k], xb.v) : xb ?? env.randn("f32", [m, k], opts.norm ? 3 : 1);
       const canonical = givenQWeight(env, n, k, g, codebook).q;
       const deq = R.dequantizeInt4Ref(readBits(canonical.codes), readBits(canonical.scales), readBits(canonical.zeros), n, k, g, codebook);
       const q = env.ctx.device === "cpu" ? canonical : repacked(env, canonical);
@@ -729,6 +735,15 @@ function linearInt4Case(
         else if (opts.mode === 1) env.ctx.add(o2, o2, y);
         else env.ctx.swiglu(o2, y);
         outs.push({ name: "out == unfused ops (cpu)", mode: "exact", got: readBits(out), ref: readBits(o2), nanClass: "f32", cross: "skip" });
+      } else if (xb) {
+        // CUDA GEMM path: the add in the epilogue equals matmul_int4 into f32 then add on the same device, up to the
+        // order of the K pieces' sums (x + p0 + p1 vs x + (p0 + p1): f32 rounding, ~1e-14 squared)
+        const y = env.out("f32", [m, n]);
+        env.ctx.matmulInt4(y, x.t, q, b ? b.t : null);
+        const o2 = base ? env.floats("f32", [m, nout], base.v).t : env.out("f32", [m, nout]);
+        if (opts.mode === 0) env.ctx.copy(o2, y);
+        else env.ctx.add(o2, o2, y);
+        outs.push({ name: "out == matmul_int4 then add (cuda)", mode: "norm", got, ref: readF64(o2), tol: { cpu: 1e-12, gpu: 1e-10 }, cross: "skip" });
       } else {
         // CUDA: token 0 run alone gets bit for bit what it gets in the batch (the decomposition never depends on M)
         const o1 = base ? env.floats("f32", [1, nout], base.v.subarray(0, nout)).t : env.out("f32", [1, nout]);
@@ -1882,6 +1897,14 @@ function buildTable(): OpCase[] {
     gemmInt4Case(33, 64, 2048, 128, { xbf16: true, bias: "bf16" }),
     gemmInt4Case(2049, 144, 192, 32),
     gemmInt4Case(40, 112, 256, 64, { nf4: true, bias: "bf16" }),
+    gemmInt4Case(17, 208, 320, 32, { xbf16: true, outbf16: true, bias: "bf16" }),
+    gemmInt4Case(33, 64, 2048, 128, { xbf16: true, outbf16: true }),
+    gemmInt4Case(2049, 144, 192, 32, { outbf16: true }),
+    linearInt4Case(17, 208, 320, 32, { mode: 1, xbf16: true, bias: "bf16" }),
+    linearInt4Case(64, 48, 256, 128, { mode: 1, xbf16: true }),
+    linearInt4Case(118, 272, 384, 64, { mode: 0, xbf16: true, bias: "f32" }),
+    linearInt4Case(33, 64, 2048, 128, { mode: 1, xbf16: true }),
+    linearInt4Case(2049, 144, 192, 32, { mode: 1, xbf16: true }),
   );
   // matmul_int4 through the layout-1 GEMV on CUDA: M = 1, 3, 8 and 17 (launches of 8, 8, 1), N a multiple of 16 but
   // not of 64, every group size, biases, NF4
