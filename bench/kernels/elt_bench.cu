@@ -145,9 +145,18 @@ cudaError_t run_rotary(int ver, bool pdl, cudaStream_t st, const RotShape& s, fl
     return launch(rotary_qkv_v1_kernel<KV>, grid, dim3(256), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D, pairs,
                   half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
   }
+  // ver 2: the op's v2 (kRotItems float4s a thread); 3 / 4: the same kernel with 2 / 8 a thread (harness-only variants)
   const int n4 = (s.Hq + 2 * s.Hkv) * s.D / 4;
-  return launch(rotary_qkv_v2_kernel<KV, kRotItems>, dim3(s.T), dim3(rotary_v2_threads(n4)), st, pdl, q, qkv, kc, vc, pos,
-                rows, s.Hq, s.Hkv, s.D, half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
+  if (ver == 2)
+    return launch(rotary_qkv_v2_kernel<KV, kRotItems>, dim3(s.T), dim3(rotary_v2_threads(n4)), st, pdl, q, qkv, kc, vc, pos,
+                  rows, s.Hq, s.Hkv, s.D, half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
+  const int items = ver == 3 ? 2 : 8;
+  const int thr = std::min(1024, std::max(32, ((n4 + items - 1) / items + 31) / 32 * 32));
+  if (ver == 3)
+    return launch(rotary_qkv_v2_kernel<KV, 2>, dim3(s.T), dim3(thr), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D,
+                  half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
+  return launch(rotary_qkv_v2_kernel<KV, 8>, dim3(s.T), dim3(thr), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D,
+                half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
 }
 
 template <typename KV>
@@ -203,10 +212,11 @@ void validate_rotary(const RotShape& s) {
         if (h < s.Hq) rq[size_t(t) * nq + h * s.D + e] = y;
         else rk[size_t(t) * nkv + (h - s.Hq) * s.D + e] = y;
       }
-  for (int ver : {1, 2}) {
+  for (int ver : {1, 2, 3, 4}) {
     for (bool pdl : {false, true}) {
-      if (ver == 2 && !rotary_v2_ok(s.D, s.rot / 2, ref.q, qkv, ref.kc, ref.vc, s.f32cache)) continue;
-      const std::string vn = std::string("v") + char('0' + ver) + (pdl ? " pdl" : "");
+      if (ver >= 2 && !rotary_v2_ok(s.D, s.rot / 2, ref.q, qkv, ref.kc, ref.vc, s.f32cache)) continue;
+      if (ver >= 3 && !pdl) continue;
+      const std::string vn = (ver <= 2 ? std::string("v") + char('0' + ver) : std::string(ver == 3 ? "v2 i2" : "v2 i8")) + (pdl ? " pdl" : "");
       Out o = make();
       CK(run_rotary<KV>(ver, pdl, 0, s, o.q, qkv, o.kc, o.vc, pos, rows));
       CK(run_rotary<KV>(ver, pdl, 0, s, o.q, qkv, o.kc, o.vc, pos, rows));  // twice: idempotent
@@ -230,7 +240,7 @@ void validate_rotary(const RotShape& s) {
       const double ek = nerr(gk, wk);
       report(name, vn, ek < (s.f32cache ? 1e-5 : 8e-3), ek, "k cache rows vs float64");
       report(name, vn, vok, 0, "v cache rows exact");
-      if (ver == 2 || pdl) {
+      if (ver >= 2 || pdl) {
         const bool b = same_bits(o.q, ref.q, size_t(s.T) * nq) && same_bits(o.kc, ref.kc, ncache) && same_bits(o.vc, ref.vc, ncache);
         report(name, vn, b, b ? 0 : 1, "== v1 bit for bit (q, kc, vc)");
       }
@@ -324,6 +334,10 @@ void validate_norm(int T, int H, bool alias) {
 template <typename TI, typename TO>
 cudaError_t run_swiglu(int ver, bool pdl, cudaStream_t st, int M, int F, TO* out, const TI* gu) {
   if (ver == 2) return launch_swiglu_v2<TI, TO>(st, pdl, out, gu, M, F);
+  if (ver == 3) {  // harness-only: 4 vectors a thread
+    const int nv = static_cast<int>(int64_t{M} * (F / SwigluVec<TI>::N));
+    return launch(swiglu_v2_kernel<TI, TO, 4>, dim3((nv + 1023) / 1024), dim3(256), st, pdl, out, gu, F, nv);
+  }
   return launch_swiglu_v1<TI, TO>(st, out, gu, M, F);
 }
 template <typename TI, typename TO>
@@ -343,13 +357,14 @@ void validate_swiglu(int M, int F) {
       ref[size_t(m) * F + j] = g / (1 + std::exp(-g)) * u;
     }
   TO* refout = nullptr;
-  for (int ver : {1, 2}) {
+  for (int ver : {1, 2, 3}) {
     for (bool pdl : {false, true}) {
       if (ver == 1 && pdl) continue;
-      const std::string vn = std::string("v") + char('0' + ver) + (pdl ? " pdl" : "");
+      if (ver == 3 && !pdl) continue;
+      const std::string vn = (ver == 3 ? std::string("v2 i4") : std::string("v") + char('0' + ver)) + (pdl ? " pdl" : "");
       TO* out = dalloc<TO>(n);
       CK(cudaMemset(out, 0xff, n * sizeof(TO)));
-      if (ver == 2 && !swiglu_v2_ok<TI>(M, F, gu, out)) {
+      if (ver >= 2 && !swiglu_v2_ok<TI>(M, F, gu, out)) {
         CK(cudaFree(out));
         continue;
       }
@@ -531,6 +546,11 @@ void time_T(int T, Bf16* w) {
       Set& s = at(i);
       return run_rotary<Bf16>(2, pdl, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
     });
+  for (int ver : {3, 4})
+    timed("rotary", T, ver == 3 ? "v2 i2 pdl" : "v2 i8 pdl", rot_bytes, [&, ver](cudaStream_t st, int i) {
+      Set& s = at(i);
+      return run_rotary<Bf16>(ver, true, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
+    });
   timed("rotary", T, "copy same bytes", rot_bytes, copy(rot_bytes));
   timed("rotary", T, "empty grid pdl", 0, empty(T, 288, true));
   // rmsnorm (h bf16 = norm(x)), add_rmsnorm (x += o; h bf16 = norm(x)); w bf16 (the model's)
@@ -558,6 +578,7 @@ void time_T(int T, Bf16* w) {
   for (bool pdl : {true, false})
     timed("swiglu bf16", T, pdl ? "v2 pdl" : "v2 nopdl", sw16_bytes,
           [&, pdl](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(2, pdl, st, T, kF, at(i).act, at(i).gu16); });
+  timed("swiglu bf16", T, "v2 i4 pdl", sw16_bytes, [&](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(3, true, st, T, kF, at(i).act, at(i).gu16); });
   timed("swiglu bf16", T, "copy same bytes", sw16_bytes, copy(sw16_bytes));
   // the chain: a layer's small ops in their order, 40 layers a graph ("us" = a layer's four ops): old = v1 with the
   // f32 gate_up and add_rmsnorm (today's step); new = v2 with PDL, bf16 gate_up; new nopdl = v2 without PDL.

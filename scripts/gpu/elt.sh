@@ -56,6 +56,7 @@ start=$SECONDS
     echo "op tests with $envv exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
   done
 } > "$log" 2>&1
+grep -E "harness exit|validation: |op tests .*exit|Tests |no time left" "$log" | tail -8
 python3 - "$tmp" "$out/elt.json" <<'PY' | tee -a "$log"
 import json, os, sys
 tmp, dst = sys.argv[1], sys.argv[2]
@@ -89,6 +90,11 @@ for op in ["rotary", "rmsnorm", "add_rmsnorm", "swiglu f32", "swiglu bf16"]:
         n = get(op, T, "v2 pdl"); n0 = get(op, T, "v2 nopdl"); c = get(op, T, "copy same bytes")
         x = f"{o['us'] / n['us']:.2f}" if o and n else "-"
         print(f"{op:<13}{T:>5}{f(o):>9}{f(n):>9}{pc(n):>6}{f(n0):>10}{x:>6}{f(c):>8}{pc(c):>8}")
+print("every timed variant (us):")
+for op in ["rotary", "rmsnorm", "add_rmsnorm", "swiglu f32", "swiglu bf16"]:
+    for T in sorted({r["T"] for r in t}, reverse=True):
+        vs = [r for r in t if r["op"] == op and r["T"] == T]
+        print(f"  {op:<12} T={T:<5} " + "  ".join(f"{r['variant']} {r['us']:.2f}" for r in vs))
 for T in sorted({r["T"] for r in t}, reverse=True):
     e1 = get("rmsnorm", T, "empty grid pdl"); e0 = get("rmsnorm", T, "empty grid nopdl")
     print(f"empty grid of {T} blocks: pdl {f(e1)} us, plain {f(e0)} us")
@@ -98,5 +104,4 @@ for T in sorted({r["T"] for r in t}, reverse=True):
     sav = f"{40 * (a['us'] - b['us']) / 1000:.3f} ms" if a and b else "-"
     print(f"  T={T:<5} old {f(a)}  new {f(b)}  new nopdl {f(c)}  -> x40 saving {sav}")
 PY
-grep -E "harness exit|validation: |op tests .*exit|Tests |no time left" "$log" | tail -8
 rm -rf "$tmp"
