@@ -87,7 +87,8 @@
   X(attention, "attention", (Context& c, const Tensor& out, const Tensor& q, const Tensor& kcache,                  \
                              const Tensor& vcache, const Tensor& positions, float scale, int64_t block_size,        \
                              const Tensor& table, const Tensor& seq))                                              \
-  /* out f32|bf16 [M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32[M,2F] (gate first); bf16: the f32 result rounded */  \
+  /* out f32|bf16 [M,F] = silu(gu[:, :F]) * gu[:, F:];  gu f32|bf16 [M,2F] (gate first; a bf16 gu gives exactly    \
+     convert(gu) to f32 + this op: the GEMM's bf16 gate_up at T > 8); bf16 out: the f32 result rounded */           \
   X(swiglu, "swiglu", (Context& c, const Tensor& out, const Tensor& gate_up))                                       \
   /* out = a + b, all f32 same shape (out may alias a or b) */                                                      \
   X(add, "add", (Context& c, const Tensor& out, const Tensor& a, const Tensor& b))                                  \

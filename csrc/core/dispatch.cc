@@ -419,7 +419,7 @@ void attention(Context& c, const Tensor& out, const Tensor& q, const Tensor& kc,
 void swiglu(Context& c, const Tensor& out, const Tensor& gu) {
   const char* op = "swiglu";
   on_ctx(op, c, out, "out"); on_ctx(op, c, gu, "gate_up");
-  check_act_out(op, out); check_dtype(op, "gate_up", gu, DType::F32);
+  check_act_out(op, out); check_dtype2(op, "gate_up", gu, DType::F32, DType::BF16);
   check_ndim(op, "out", out, 2); check_ndim(op, "gate_up", gu, 2);
   GLM4_CHECK(gu.dim(0) == out.dim(0) && gu.dim(1) == 2 * out.dim(1), GLM4_E_SHAPE, op, ": gate_up ", gu.describe(),
              " must be [M, 2F] for out ", out.describe());

@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common.h"
 #include "core/random.h"
@@ -8,10 +9,18 @@
 namespace glm4 {
 namespace cpu {
 
+// gu f32 or bf16: a bf16 row is converted to f32 first (exact), then the same math: swiglu(convert(gu)) bit for bit.
 void swiglu(Context&, const Tensor& out, const Tensor& gu) {
   const int64_t m = out.dim(0), f = out.dim(1);
+  std::vector<float> row(gu.dtype() == DType::F32 ? 0 : static_cast<size_t>(2 * f));
   for (int64_t i = 0; i < m; ++i) {
-    const float* g = gu.data<float>() + i * 2 * f;
+    const float* g;
+    if (gu.dtype() == DType::F32) {
+      g = gu.data<float>() + i * 2 * f;
+    } else {
+      for (int64_t j = 0; j < 2 * f; ++j) row[static_cast<size_t>(j)] = load(gu, i * 2 * f + j);
+      g = row.data();
+    }
     const float* u = g + f;
     if (out.dtype() == DType::F32) {
       float* o = out.data<float>() + i * f;

@@ -1,4 +1,4 @@
-// Elementwise ops on CUDA: swiglu, add, convert (f32 / bf16 / f16, any pair), fill_random, copy.
+// Elementwise ops on CUDA: swiglu (kernels in elt_kernels.cuh), add, convert (f32 / bf16 / f16, any pair), fill_random, copy.
 // Grid-stride loops of 256 threads; each uses the CPU's expression with explicit rounding where nvcc would
 // otherwise contract into an FMA, so results match csrc/cpu/elementwise.cc up to the device libm (expf, logf,
 // cosf) in the last ulp.
@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "core/random.h"
+#include "elt_kernels.cuh"
 #include "ops.h"
 #include "util.cuh"
 
@@ -19,52 +20,18 @@ inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>(std::min<in
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-// out f32|bf16 [M,F] = silu(gu[:, :F]) * gu[:, F:] (bf16: the f32 value rounded to nearest even, convert's rounding).
-// grid.y = rows (no 64-bit division per element), grid.x strides over the row; VEC = 4 when F % 4 == 0 and the
-// tensors are 16-byte aligned (float4 loads of gate and up), else 1. The expression is the same for every VEC
-// (g / (1 + expf(-g)) * u, IEEE division), so f32 and bf16 outs and both variants agree bit for bit.
-__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
-template <typename TO, int VEC>
-__global__ void __launch_bounds__(256) swiglu_kernel(TO* __restrict__ out, const float* __restrict__ gu, int64_t F) {
-  const int64_t m = blockIdx.y;
-  const float* g = gu + m * 2 * F;
-  const float* u = g + F;
-  TO* o = out + m * F;
-  const int64_t n = F / VEC;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    if constexpr (VEC == 4) {
-      // 16-byte loads, and one 16-byte (f32) or 8-byte (bf16) store a thread: four scalar stores at a 16-byte
-      // stride held swiglu to ~2.1 TB/s on the H200 (157 us for 2048 x 13696).
-      const float4 a = __ldcs(reinterpret_cast<const float4*>(g + 4 * i));  // read once: streaming
-      const float4 b = __ldcs(reinterpret_cast<const float4*>(u + 4 * i));
-      const float4 r = make_float4(silu_mul(a.x, b.x), silu_mul(a.y, b.y), silu_mul(a.z, b.z), silu_mul(a.w, b.w));
-      if constexpr (std::is_same_v<TO, float>) {
-        *reinterpret_cast<float4*>(o + 4 * i) = r;
-      } else {
-        const uint32_t lo = static_cast<uint32_t>(f_to_bf16_bits(r.x)) | (static_cast<uint32_t>(f_to_bf16_bits(r.y)) << 16);
-        const uint32_t hi = static_cast<uint32_t>(f_to_bf16_bits(r.z)) | (static_cast<uint32_t>(f_to_bf16_bits(r.w)) << 16);
-        *reinterpret_cast<uint2*>(o + 4 * i) = make_uint2(lo, hi);
-      }
-    } else {
-      store_f(o, i, silu_mul(g[i], u[i]));
-    }
-  }
-}
-
-template <typename TO>
+// swiglu: out f32|bf16 [M,F] = silu(gu[:, :F]) * gu[:, F:], gu f32|bf16 [M, 2F] (elt_kernels.cuh). v2 (flat grid,
+// 16-byte vectors, two a thread, PDL) where F % 4 (f32 gu) or F % 8 (bf16 gu) == 0 and the tensors are 16-byte
+// aligned; v1 otherwise and under GLM4_ELT_OLD=swiglu. Same bits either way.
+template <typename TI, typename TO>
 void launch_swiglu(cudaStream_t st, const Tensor& out, const Tensor& gu) {
   const int64_t M = out.dim(0), F = out.dim(1);
-  const bool vec = F % 4 == 0 && aligned16(gu.raw()) && aligned16(out.raw());
-  const int64_t n = vec ? F / 4 : F;
-  const unsigned bx = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1024));
-  for (int64_t m0 = 0; m0 < M; m0 += 65535) {  // grid.y <= 65535 rows a launch
-    const unsigned rows = static_cast<unsigned>(std::min<int64_t>(M - m0, 65535));
-    TO* o = out.data<TO>() + m0 * F;
-    const float* g = gu.data<float>() + m0 * 2 * F;
-    if (vec) swiglu_kernel<TO, 4><<<dim3(bx, rows), 256, 0, st>>>(o, g, F);
-    else swiglu_kernel<TO, 1><<<dim3(bx, rows), 256, 0, st>>>(o, g, F);
-  }
+  TO* o = out.data<TO>();
+  const TI* g = gu.data<TI>();
+  if (!elt::elt_old("swiglu") && elt::swiglu_v2_ok<TI>(M, F, g, o))
+    CUDA_CHECK((elt::launch_swiglu_v2<TI, TO>(st, elt::elt_pdl(), o, g, M, F)));
+  else
+    CUDA_CHECK((elt::launch_swiglu_v1<TI, TO>(st, o, g, M, F)));
 }
 
 // out may alias a or b: no __restrict__.
@@ -97,8 +64,15 @@ void convert_from(cudaStream_t st, const Tensor& out, const TI* in, int64_t n) {
 
 void swiglu(Context& c, const Tensor& out, const Tensor& gu) {
   if (out.numel() == 0) return;
-  if (out.dtype() == DType::BF16) launch_swiglu<Bf16>(stream_of(c), out, gu);
-  else launch_swiglu<float>(stream_of(c), out, gu);
+  // The instantiated pairs: gate_up {f32, bf16} x out {f32, bf16}.
+  const bool in_bf16 = gu.dtype() == DType::BF16;
+  if (out.dtype() == DType::BF16) {
+    if (in_bf16) launch_swiglu<Bf16, Bf16>(stream_of(c), out, gu);
+    else launch_swiglu<float, Bf16>(stream_of(c), out, gu);
+  } else {
+    if (in_bf16) launch_swiglu<Bf16, float>(stream_of(c), out, gu);
+    else launch_swiglu<float, float>(stream_of(c), out, gu);
+  }
   CUDA_CHECK_LAUNCH("swiglu");
 }
 

@@ -5,6 +5,9 @@
 // 4 V values once with 16-byte loads (x, o), keeps them in registers for the output, and the row is read once
 // instead of twice (a 2048-token chunk's add_rmsnorm took 48 us, ~2x its bytes at the copy rate). The sum of squares is accumulated in f64 like the CPU reference (cheap: H values a row),
 // and the output uses the CPU's expression (x * inv) * w, so results agree to the last bit in most rows.
+#include <type_traits>
+
+#include "elt_kernels.cuh"
 #include "ops.h"
 #include "util.cuh"
 
@@ -56,70 +59,17 @@ __global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(TO* out, float* x
   for (int64_t i = threadIdx.x; i < H; i += kThreads) store_f(yr, i, xr[i] * inv * load_f(w, i));
 }
 
-// The instantiated pairs: weight {bf16, f32} x out {f32, bf16}.
-// The register form (H == 4 * kThreads * V): thread t owns the float4s t, t + kThreads, ... of the row.
-template <typename TW, typename TO, int V, bool ADD>
-__global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(TO* out, float* x, const float* o, const TW* __restrict__ w,
-                                                               float eps) {
-  constexpr int64_t H = 4 * kThreads * V;
-  __shared__ double red[32];
-  const int64_t row = blockIdx.x;
-  float4* xr = reinterpret_cast<float4*>(x + row * H);
-  TO* yr = out + row * H;
-  float4 v[V];
-  double ss = 0.0;
-#pragma unroll
-  for (int j = 0; j < V; ++j) v[j] = xr[j * kThreads + threadIdx.x];
-  if constexpr (ADD) {
-    const float4* orow = reinterpret_cast<const float4*>(o + row * H);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const float4 b = orow[j * kThreads + threadIdx.x];
-      v[j].x = __fadd_rn(v[j].x, b.x);
-      v[j].y = __fadd_rn(v[j].y, b.y);
-      v[j].z = __fadd_rn(v[j].z, b.z);
-      v[j].w = __fadd_rn(v[j].w, b.w);
-      xr[j * kThreads + threadIdx.x] = v[j];
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    const double a = v[j].x, b = v[j].y, c = v[j].z, d = v[j].w;
-    ss += a * a;
-    ss += b * b;
-    ss += c * c;
-    ss += d * d;
-  }
-  ss = block_reduce(ss, red, SumOp{});
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(H) + static_cast<double>(eps)));
-#pragma unroll
-  for (int j = 0; j < V; ++j) {
-    const int64_t i = 4 * (static_cast<int64_t>(j) * kThreads + threadIdx.x);
-    store_f(yr, i, v[j].x * inv * load_f(w, i));
-    store_f(yr, i + 1, v[j].y * inv * load_f(w, i + 1));
-    store_f(yr, i + 2, v[j].z * inv * load_f(w, i + 2));
-    store_f(yr, i + 3, v[j].w * inv * load_f(w, i + 3));
-  }
-}
-
-// V of the register form for a row of H (0: the plain kernels), with the 16-byte alignment it needs.
-int vec_of(int64_t H, const void* a, const void* b) {
-  if (H % (4 * kThreads) != 0) return 0;
-  const int64_t v = H / (4 * kThreads);
-  if (v != 1 && v != 2 && v != 4 && v != 8) return 0;
-  if ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b)) & 15) return 0;
-  return static_cast<int>(v);
-}
-
+// The register form (H = 1024 V, 16-byte aligned x and o): elt_kernels.cuh's v2 (weights before
+// griddepcontrol.wait, vector stores, PDL) where its alignment holds, v1 under GLM4_ELT_OLD=rmsnorm. Both give the
+// same bits. The instantiated pairs: weight {bf16, f32} x out {f32, bf16}.
 template <typename TW, typename TO, bool ADD>
 bool launch_vec(cudaStream_t st, unsigned blocks, TO* out, float* x, const float* o, const TW* w, int64_t H, float eps) {
-  switch (vec_of(H, x, ADD ? static_cast<const void*>(o) : static_cast<const void*>(x))) {
-    case 1: rmsnorm_vec_kernel<TW, TO, 1, ADD><<<blocks, kThreads, 0, st>>>(out, x, o, w, eps); return true;
-    case 2: rmsnorm_vec_kernel<TW, TO, 2, ADD><<<blocks, kThreads, 0, st>>>(out, x, o, w, eps); return true;
-    case 4: rmsnorm_vec_kernel<TW, TO, 4, ADD><<<blocks, kThreads, 0, st>>>(out, x, o, w, eps); return true;
-    case 8: rmsnorm_vec_kernel<TW, TO, 8, ADD><<<blocks, kThreads, 0, st>>>(out, x, o, w, eps); return true;
-    default: return false;
-  }
+  const int V = elt::rmsnorm_vec_of(H, x, ADD ? static_cast<const void*>(o) : static_cast<const void*>(x));
+  if (V == 0) return false;
+  const bool v2 = !elt::elt_old("rmsnorm") &&
+                  elt::rmsnorm_v2_aligned(out, std::is_same_v<TO, float>, w, std::is_same_v<TW, float>);
+  CUDA_CHECK((elt::launch_rmsnorm_vec<TW, TO, ADD>(V, v2, v2 && elt::elt_pdl(), st, blocks, out, x, o, w, eps)));
+  return true;
 }
 
 template <typename TO>

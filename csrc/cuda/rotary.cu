@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "elt_kernels.cuh"
 #include "ops.h"
 #include "util.cuh"
 
@@ -31,38 +32,25 @@ __global__ void __launch_bounds__(256) rotary_kernel(float* __restrict__ x, cons
   }
 }
 
-// inv_freq = theta^(-2j/rot_dim), the f64 pow rounded to f32 (rotary_kernel's expression). The fused kernels compute
-// it once a block into shared memory when half <= kInvFreqTable (the same value, bit for bit) instead of once a
-// thread: the f64 pow dominated rotary_kv_write (66 us for T = 2048 on the H200 against ~18 us of memory traffic).
-constexpr int kInvFreqTable = 256;
-__device__ __forceinline__ float inv_freq_of(int64_t j, int64_t rot_dim, float theta) {
-  return static_cast<float>(1.0 / pow(static_cast<double>(theta), 2.0 * static_cast<double>(j) / static_cast<double>(rot_dim)));
-}
-__device__ __forceinline__ bool fill_inv_freq(float* tab, int64_t half, int64_t rot_dim, float theta) {
-  const bool use = half <= kInvFreqTable;
-  if (use)
-    for (int64_t j = threadIdx.x; j < half; j += blockDim.x) tab[j] = inv_freq_of(j, rot_dim, theta);
-  __syncthreads();
-  return use;
-}
+using elt::fill_inv_freq;
+using elt::inv_freq_of;
+using elt::kInvFreqTable;
 
 // Programmatic dependent launch (sm_90; dattn, issue 12: 40 of these a decode token, each a launch's worth of
 // latency plus the f64 pow of the inv_freq table): the fused kernels are launched with the PDL attribute, fill their
 // inv_freq table (a function of the arguments alone) BEFORE griddepcontrol.wait, so the pow overlaps the tail of the
 // kernel before (the qkv GEMV, which triggers its dependents early), then wait (every read of q/k/v/pos/rows and every
 // write comes after it) and trigger their own dependents (the attention split kernel, which waits in turn).
-// GLM4_ROTARY_PDL=0 launches them plainly (read once a process).
+// GLM4_ROTARY_PDL=0 (or GLM4_ELT_PDL=0) launches them plainly (read once a process).
 __device__ __forceinline__ void rot_pdl_wait_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
+  elt::pdl_wait();
+  elt::pdl_trigger();
 }
 bool rotary_pdl() {
   static const bool on = [] {
     const char* e = std::getenv("GLM4_ROTARY_PDL");
     if (e && std::strcmp(e, "0") == 0) return false;
-    return current_device_attrs().major >= 9;
+    return elt::elt_pdl();
   }();
   return on;
 }
@@ -141,60 +129,10 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// rotary_kv_write_kernel on q, k, v read out of one packed QKV row qkv[t] = [q heads | k heads | v heads] (row
-// stride W = (Hq + 2 Hkv) D): the rotated q goes to q (contiguous [T, Hq, D], what attention reads), the rotated k
-// and v only to the cache (nothing else reads k after the write). Same thread mapping and the same expressions as
-// rotary_kv_write_kernel, so q and the cache rows agree with the unpacked op bit for bit.
-// Grid: blockIdx.y = token (t0 + y), x strides over the token's (slot, pair) items with 32-bit indices: the 64-bit
-// divisions of a flat (t, slot, pair) index cost more than the memory traffic (run3, H200: 72 us for T = 2048 against
-// ~20 us for its 73 MB).
-template <typename KV>
-__global__ void __launch_bounds__(256)
-    rotary_kv_write_qkv_kernel(float* __restrict__ q, const float* __restrict__ qkv, KV* __restrict__ kc,
-                               KV* __restrict__ vc, const int32_t* __restrict__ pos, const int32_t* __restrict__ rows,
-                               int Hq, int Hkv, int D, int pairs, int half, int64_t rot_dim, float theta, int64_t S,
-                               int64_t t0) {
-  __shared__ float inv_tab[kInvFreqTable];
-  const bool tab = fill_inv_freq(inv_tab, half, rot_dim, theta);
-  rot_pdl_wait_trigger();
-  const int slots = Hq + 2 * Hkv, n = slots * pairs;
-  const int64_t t = t0 + blockIdx.y;
-  const float* src_row = qkv + t * static_cast<int64_t>(slots) * D;
-  const int32_t p = pos[t];
-  const int64_t r = rows[t];
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int h = i / pairs, j = i - h * pairs;
-    const int e = 2 * j;
-    const bool two = e + 1 < D;
-    const float* src = src_row + h * D + e;
-    float x0 = src[0], x1 = two ? src[1] : 0.f;
-    const bool is_v = h >= Hq + Hkv;
-    if (!is_v && j < half) {
-      const float inv_freq = tab ? inv_tab[j] : inv_freq_of(j, rot_dim, theta);
-      const float a = static_cast<float>(p) * inv_freq;
-      float sn, cs;
-      sincosf(a, &sn, &cs);
-      const float y0 = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
-      const float y1 = __fadd_rn(__fmul_rn(x1, cs), __fmul_rn(x0, sn));
-      x0 = y0;
-      x1 = y1;
-    }
-    if (h < Hq) {
-      float* dst = q + (t * Hq + h) * D + e;
-      dst[0] = x0;
-      if (two) dst[1] = x1;
-    } else {
-      const int kvh = is_v ? h - Hq - Hkv : h - Hq;
-      if (r < 0 || r >= S) continue;  // outside the cache: never write out of bounds
-      KV* dst = (is_v ? vc : kc) + (r * Hkv + kvh) * D + e;
-      store_f(dst, 0, x0);
-      if (two) store_f(dst, 1, x1);
-    }
-  }
-}
-
 }  // namespace
 
+// v2 (elt_kernels.cuh: one block a token, float4s, sin/cos once a (token, pair)) where it applies: D % 4 == 0,
+// rot_dim / 2 <= 256, 16-byte aligned rows; v1 otherwise and under GLM4_ELT_OLD=rotary. Bit-identical either way.
 void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const Tensor& kc, const Tensor& vc,
                          const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = kc.dim(1), S = kc.dim(0);
@@ -203,20 +141,40 @@ void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const T
   if (T == 0 || n == 0) return;
   GLM4_CHECK(n < (int64_t{1} << 30) && D < (int64_t{1} << 30), GLM4_E_UNSUPPORTED, "rotary_kv_write_qkv: ", Hq, " + 2 x ",
              Hkv, " heads of ", D, " is too many for one token's 32-bit indices");
-  const unsigned bx = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1024));
   cudaStream_t st = stream_of(c);
+  const bool f32 = kc.dtype() != DType::BF16;
+  float* qp = q.data<float>();
+  const float* src = static_cast<const float*>(qkv.data<float>());
+  const int32_t* pp = static_cast<const int32_t*>(pos.data<int32_t>());
+  const int32_t* rp = static_cast<const int32_t*>(rows.data<int32_t>());
+  if (!elt::elt_old("rotary") && elt::rotary_v2_ok(D, half, qp, src, kc.raw(), vc.raw(), f32)) {
+    const int n4 = static_cast<int>((Hq + 2 * Hkv) * D / 4);
+    const dim3 block(static_cast<unsigned>(elt::rotary_v2_threads(n4)));
+    for (int64_t t0 = 0; t0 < T; t0 += int64_t{1} << 30) {  // grid.x <= 2^31 - 1 tokens a launch
+      const dim3 grid(static_cast<unsigned>(std::min<int64_t>(T - t0, int64_t{1} << 30)));
+      if (f32)
+        CUDA_CHECK(elt::launch(elt::rotary_qkv_v2_kernel<float, elt::kRotItems>, grid, block, st, rotary_pdl(), qp, src,
+                               kc.data<float>(), vc.data<float>(), pp, rp, static_cast<int>(Hq), static_cast<int>(Hkv),
+                               static_cast<int>(D), static_cast<int>(half), rot_dim, theta, S, t0));
+      else
+        CUDA_CHECK(elt::launch(elt::rotary_qkv_v2_kernel<Bf16, elt::kRotItems>, grid, block, st, rotary_pdl(), qp, src,
+                               kc.data<Bf16>(), vc.data<Bf16>(), pp, rp, static_cast<int>(Hq), static_cast<int>(Hkv),
+                               static_cast<int>(D), static_cast<int>(half), rot_dim, theta, S, t0));
+    }
+    CUDA_CHECK_LAUNCH("rotary_kv_write_qkv");
+    return;
+  }
+  const unsigned bx = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1024));
   for (int64_t t0 = 0; t0 < T; t0 += 65535) {  // grid.y <= 65535 tokens a launch
     const dim3 grid(bx, static_cast<unsigned>(std::min<int64_t>(T - t0, 65535)));
-    if (kc.dtype() == DType::BF16)
-      launch_rot(rotary_kv_write_qkv_kernel<Bf16>, grid, st, q.data<float>(), static_cast<const float*>(qkv.data<float>()),
-                 kc.data<Bf16>(), vc.data<Bf16>(), static_cast<const int32_t*>(pos.data<int32_t>()),
-                 static_cast<const int32_t*>(rows.data<int32_t>()), static_cast<int>(Hq), static_cast<int>(Hkv),
-                 static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
+    if (!f32)
+      launch_rot(elt::rotary_qkv_v1_kernel<Bf16>, grid, st, qp, src, kc.data<Bf16>(), vc.data<Bf16>(), pp, rp,
+                 static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(pairs),
+                 static_cast<int>(half), rot_dim, theta, S, t0);
     else
-      launch_rot(rotary_kv_write_qkv_kernel<float>, grid, st, q.data<float>(), static_cast<const float*>(qkv.data<float>()),
-                 kc.data<float>(), vc.data<float>(), static_cast<const int32_t*>(pos.data<int32_t>()),
-                 static_cast<const int32_t*>(rows.data<int32_t>()), static_cast<int>(Hq), static_cast<int>(Hkv),
-                 static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta, S, t0);
+      launch_rot(elt::rotary_qkv_v1_kernel<float>, grid, st, qp, src, kc.data<float>(), vc.data<float>(), pp, rp,
+                 static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(pairs),
+                 static_cast<int>(half), rot_dim, theta, S, t0);
   }
   CUDA_CHECK_LAUNCH("rotary_kv_write_qkv");
 }

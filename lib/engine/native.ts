@@ -175,7 +175,7 @@ export interface NativeContext {
    * sequence seq[t] (seq i32[T]; null: sequence 0). out f32 or bf16 (the f32 result rounded to nearest even).
    */
   attention(out: NativeTensor, q: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, scale: number, blockSize: number, table?: NativeTensor | null, seq?: NativeTensor | null): void;
-  /** out f32 or bf16 (the f32 result rounded) [M, F] = silu(gateUp[:, :F]) * gateUp[:, F:]. */
+  /** out f32 or bf16 (the f32 result rounded) [M, F] = silu(gateUp[:, :F]) * gateUp[:, F:]; gateUp f32 or bf16 [M, 2F]. */
   swiglu(out: NativeTensor, gateUp: NativeTensor): void;
   add(out: NativeTensor, a: NativeTensor, b: NativeTensor): void;
   /** x += o in place, then out (f32 or bf16) = rmsnorm(x) * weight: add(x, x, o) + rmsnorm(out, x, weight, eps), bit-identical. */

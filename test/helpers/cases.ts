@@ -1205,16 +1205,27 @@ function attentionPagedCase(sp: PagedSpec): OpCase {
 
 // ------------------------------------------------------------------ cases: elementwise
 
-function swigluCase(m: number, f: number, outBf16 = false): OpCase {
+/**
+ * swiglu on an f32 or a bf16 gate_up (the GEMM's bf16 output at T > 8). The float64 reference takes the stored values
+ * (bf16 decoded exactly); a bf16 gate_up is also checked bit for bit against swiglu on its f32 copy (convert, exact)
+ * on the same device: the op promises that a bf16 input changes nothing but the input's own rounding.
+ */
+function swigluCase(m: number, f: number, outBf16 = false, inBf16 = false): OpCase {
   return {
-    name: `swiglu(M=${m},F=${f}${outBf16 ? ",out=bf16" : ""})`,
+    name: `swiglu(M=${m},F=${f}${inBf16 ? ",gate_up=bf16" : ""}${outBf16 ? ",out=bf16" : ""})`,
     op: "swiglu",
     build(env) {
-      const gu = env.randn("f32", [m, 2 * f], 2);
+      const gu = env.randn(inBf16 ? "bf16" : "f32", [m, 2 * f], 2);
       const out = env.out("f32", [m, f]);
       env.ctx.swiglu(out, gu.t);
       const ref = R.swigluRef(gu.v, m, f);
       const outs: Output[] = [{ name: "out", mode: "norm", got: readF64(out), ref, tol: TOL.elementwise }];
+      if (inBf16) {
+        const gu32 = env.floats("f32", [m, 2 * f], gu.v);
+        const out32 = env.out("f32", [m, f]);
+        env.ctx.swiglu(out32, gu32.t);
+        outs.push({ name: "out == swiglu(f32 copy of gate_up) (same device)", mode: "exact", got: readBits(out), ref: readBits(out32), nanClass: "f32", cross: "skip" });
+      }
       if (outBf16) {
         const outB = env.out("bf16", [m, f]);
         env.ctx.swiglu(outB, gu.t);
@@ -1976,6 +1987,9 @@ function buildTable(): OpCase[] {
     rotaryKvWriteQkvCase(5, 4, 2, 8, 4, 11, "f32", 1e4),
     rotaryKvWriteQkvCase(3, 2, 1, 7, 2, 5, "bf16", 1e4),
     rotaryKvWriteQkvCase(7, 6, 3, 16, 16, 13, "bf16", 1e4),
+    // rot_dim % 4 == 2 (CUDA's float4 form rotates the first pair of the last float4 only), f32 cache
+    rotaryKvWriteQkvCase(9, 4, 2, 8, 6, 12, "f32", 1e4),
+    rotaryKvWriteQkvCase(33, 32, 2, 128, 64, 70, "f32"),
   );
   // kv_write: odd T, scattered positions incl. 0 and S-1, both cache dtypes, the very last row
   c.push(kvWriteCase(3, 2, 64, 40, "bf16"), kvWriteCase(17, 4, 32, 64, "f32"), kvWriteCase(1, 2, 128, 2048, "bf16", [2047]), kvWriteCase(5, 1, 128, 9, "f32"));
@@ -2027,6 +2041,16 @@ function buildTable(): OpCase[] {
   // and add_rmsnorm at GLM-4's hidden size and odd ones, attention through each CUDA kernel: decode with one and two
   // merge levels, batched decode, prefill (one and several sequences), and the plain fallback (f32 cache, D = 80)
   c.push(swigluCase(17, 96, true), swigluCase(3, 97, true), swigluCase(118, 50, true));
+  // a bf16 gate_up (the GEMM's bf16 output at T > 8): CUDA's 8-wide vector form (F % 8 == 0, GLM-4's F = 13696 at 3
+  // rows), F % 4 == 0 only and odd F (the scalar form), both outs
+  c.push(
+    swigluCase(1, 96, false, true),
+    swigluCase(17, 104, true, true),
+    swigluCase(3, 13696, true, true),
+    swigluCase(5, 100, true, true),
+    swigluCase(3, 97, true, true),
+    swigluCase(118, 50, false, true),
+  );
   c.push(rmsnormCase(17, 4096, "bf16", 1.5625e-7, { outBf16: true }), rmsnormCase(3, 100, "f32", 1e-5, { outBf16: true, alias: true }));
   c.push(addRmsnormBf16Case(17, 4096, "bf16", 1.5625e-7), addRmsnormBf16Case(5, 97, "f32", 1e-5));
   c.push(
