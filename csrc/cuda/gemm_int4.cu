@@ -94,7 +94,31 @@ static bool old_plan() {
 // and the last round of large M.
 static bool deterministic() { return env_is("GLM4_DETERMINISTIC", "1"); }
 
-LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
+// The cheapest whole-tile plan (no K pieces): the configuration p chose at M <= 64; above, r128 t256 / t192 /
+// t128 w8 by the same k-step costs as plan_sm90, in whole rounds (qkv at M = 2048: r128 t192, 396 tiles = 3 rounds).
+static gemmk::Sm90Plan whole_tiles(const gemmk::Sm90Plan& p, int64_t m, int64_t n, int64_t k, int sms) {
+  if (p.sched.splits <= 1 || p.sched.dp >= p.sched.tiles) return p;
+  gemmk::Sm90Plan best;
+  double best_cost = 1e300;
+  auto consider = [&](int cfg) {
+    const int tiles = gemmk::sm90_tiles_of(cfg, m, n);
+    const double ks = gemmk::kSm90Cfgs[cfg].kstep > 0 ? gemmk::kSm90Cfgs[cfg].kstep : 1.0;
+    const double cost = static_cast<double>(gemmk::plan_cdiv(tiles, sms)) * static_cast<double>(k / 64 + 1) * ks;
+    if (cost < best_cost) {
+      best_cost = cost;
+      best.cfg = cfg;
+      best.sched = gemmk::Sched{tiles, tiles, 1};
+      best.grid = std::min(tiles, sms);
+    }
+  };
+  if (m > 64)
+    for (int cfg : {5, 8, 9}) consider(cfg);
+  else
+    consider(p.cfg);
+  return best;
+}
+
+LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout, bool whole) {
   LinearPlan p;
   if (m <= kInt4GemvMaxM) return p;
   if (layout != 1) {
@@ -107,24 +131,20 @@ LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
     p.kind = LinearKind::Wgmma;
     GLM4_CHECK(m < (int64_t{1} << 30) && n < (int64_t{1} << 30) && k < (int64_t{1} << 30), GLM4_E_UNSUPPORTED,
                "matmul_int4: [", m, ",", k, "] x [", n, ",", k, "] exceeds the GEMM's 32-bit tile counts");
-    const gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms) : gemmk::plan_sm90(m, n, k, d.sms);
+    gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms) : gemmk::plan_sm90(m, n, k, d.sms);
+    if (whole || deterministic()) sp = whole_tiles(sp, m, n, k, d.sms);
     p.cfg = sp.cfg;
     p.splits = sp.sched.splits;
     p.tiles = sp.sched.tiles;
     p.dp = sp.sched.dp;
     p.grid = sp.grid;
-    if (deterministic() && p.splits > 1 && p.dp < p.tiles) {
-      p.splits = 1;
-      p.dp = p.tiles;
-      p.grid = std::min(p.tiles, d.sms);
-    }
     return p;
   }
   p.kind = LinearKind::Mma;
   p.cfg = m <= 16 ? 3 : m <= 32 ? 2 : m <= 64 ? 1 : 0;
   const CfgInfo& ci = kMma[p.cfg];
   const int64_t tiles = cdiv(m, ci.tokens) * cdiv(n, ci.rows);
-  p.splits = deterministic() ? 1 : gemmk::choose_splits_uniform(tiles, ktiles, 2 * static_cast<int64_t>(d.sms));
+  p.splits = whole || deterministic() ? 1 : gemmk::choose_splits_uniform(tiles, ktiles, 2 * static_cast<int64_t>(d.sms));
   p.grid = static_cast<int>(tiles * p.splits);
   return p;
 }

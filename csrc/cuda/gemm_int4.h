@@ -28,7 +28,8 @@ struct LinearPlan {
 
 // The choice for out[M, N] = x[M, K] W^T with W in `layout`, on the current device. The measurements behind
 // the thresholds are written beside the function (gemm_int4.cu).
-LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout);
+// whole: whole tiles only (a bf16 out, which K pieces cannot add into): the cheapest whole-tile configuration.
+LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout, bool whole = false);
 
 // out f32[M,N] = x bf16[M,K] W^T (+ bias) through plan (kind Wgmma or Mma); W in layout 1, either codebook
 // (NF4 through a 256-entry bf16-pair table in shared memory). Epilogue fusions: out bf16 (the f32 result rounded to

@@ -472,7 +472,7 @@ void dequantize_int4(Context& c, const Tensor& out, const QWeight& q) {
 void matmul_int4(Context& c, const Tensor& out, const Tensor& x, const QWeight& w, const Tensor& bias) {
   const int64_t m = x.dim(0);
   if (w.layout == kInt4LayoutTiled) {  // the kernel layout: linear_plan (gemm_int4.cu) picks the kernel
-    const LinearPlan plan = linear_plan(m, w.n, w.k, w.group, w.layout);
+    const LinearPlan plan = linear_plan(m, w.n, w.k, w.group, w.layout, out.dtype() == DType::BF16);
     if (plan.kind == LinearKind::Gemv) {
       matmul_int4_tiled(c, out, x, w, bias);  // gemv_int4.cu: the tensor-core GEMV
       return;
