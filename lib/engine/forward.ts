@@ -26,12 +26,15 @@ import type { KvAddress, KvCache } from "./kv-cache.js";
  *   split (x + p0 + p1 instead of x + (p0 + p1)): rounding only.
  * - gu16: with bf16, the gate_up GEMM writes its output in bf16 (the f32 result rounded once) and swiglu reads that:
  *   half the bytes of the largest activation (2F wide) written and read back.
+ * - qkv16: with bf16 and packedQkv, the QKV GEMM writes bf16 and rotary_kv_write_qkv reads it (k and v land in the
+ *   bf16 cache and q is rounded to bf16 by attention anyway: one more rounding of q and k before the rotation).
  */
 export interface LayerPath {
   bf16: boolean;
   packedQkv: boolean;
   fusedAdd: boolean;
   gu16: boolean;
+  qkv16: boolean;
 }
 
 /**
@@ -48,6 +51,7 @@ export function layerPath(w: ModelWeights, T: number): LayerPath {
     packedQkv: allow.has("packed") && (T > kGemvRowsMax || (T > 1 && tiledLayers(w))) && w.layers.every((L) => L.qkv !== undefined),
     fusedAdd: allow.has("add") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
     gu16: allow.has("gu16") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
+    qkv16: allow.has("qkv16") && allow.has("bf16") && allow.has("packed") && T > kGemvRowsMax && tiledLayers(w) && w.layers.every((L) => L.qkv !== undefined),
   };
 }
 
@@ -79,7 +83,8 @@ export class Scratch {
   readonly path: LayerPath;
   constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number, path?: Partial<LayerPath>) {
     const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
-    this.path = { bf16: path?.bf16 ?? false, packedQkv: t > 1 && (path?.packedQkv ?? false), fusedAdd: (path?.bf16 ?? false) && (path?.fusedAdd ?? false), gu16: (path?.bf16 ?? false) && (path?.gu16 ?? false) };
+    this.path = { bf16: path?.bf16 ?? false, packedQkv: t > 1 && (path?.packedQkv ?? false), fusedAdd: (path?.bf16 ?? false) && (path?.fusedAdd ?? false), gu16: (path?.bf16 ?? false) && (path?.gu16 ?? false), qkv16: false };
+    this.path.qkv16 = this.path.bf16 && this.path.packedQkv && (path?.qkv16 ?? false);
     const act = this.path.bf16 ? "bf16" : "f32";
     this.x = ctx.empty("f32", [t, H]);
     this.h = ctx.empty(act, [t, H]);
@@ -91,7 +96,7 @@ export class Scratch {
       this.qkv = qkv.reshape([1, (Hq + 2 * Hkv) * D]);
       qkv.dispose();
     } else {
-      this.qkv = this.path.packedQkv ? ctx.empty("f32", [t, (Hq + 2 * Hkv) * D]) : null;
+      this.qkv = this.path.packedQkv ? ctx.empty(this.path.qkv16 ? "bf16" : "f32", [t, (Hq + 2 * Hkv) * D]) : null;
       this.q = ctx.empty("f32", [t, Hq, D]);
       this.k = ctx.empty("f32", [t, Hkv, D]);
       this.v = ctx.empty("f32", [t, Hkv, D]);
