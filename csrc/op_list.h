@@ -66,10 +66,10 @@
   X(rotary_kv_write, "rotaryKvWrite", (Context& c, const Tensor& q, const Tensor& k, const Tensor& v,               \
                                        const Tensor& kcache, const Tensor& vcache, const Tensor& positions,         \
                                        const Tensor& rows, int64_t rot_dim, float theta))                           \
-  /* rotary_kv_write reading q, k, v out of one packed QKV row: qkv f32[T,(Hq+2Hkv)*D] (the fused QKV GEMM's     \
-     output: q heads, then k heads, then v heads; left unchanged). q f32[T,Hq,D] (out) = the rotated q heads;        \
-     cache[rows[t]] = rotated k[t], v[t] (Hkv, D from the cache). Bit-identical to rotary_kv_write on the unpacked   \
-     q, k, v on each backend. q must not overlap qkv. */                                                            \
+  /* rotary_kv_write reading q, k, v out of one packed QKV row: qkv f32|bf16 [T,(Hq+2Hkv)*D] (the fused QKV       \
+     GEMM's output: q heads, then k heads, then v heads; left unchanged; bf16 values are widened exactly, as by     \
+     convert). q f32[T,Hq,D] (out) = the rotated q heads; cache[rows[t]] = rotated k[t], v[t] (Hkv, D from the      \
+     cache). Bit-identical to rotary_kv_write on the unpacked (f32) q, k, v on each backend. q must not overlap qkv. */ \
   X(rotary_kv_write_qkv, "rotaryKvWriteQkv", (Context& c, const Tensor& q, const Tensor& qkv, const Tensor& kcache,  \
                                               const Tensor& vcache, const Tensor& positions, const Tensor& rows,    \
                                               int64_t rot_dim, float theta))                                        \

@@ -144,39 +144,48 @@ struct RotShape {
   bool f32cache;
   float theta;
 };
-template <typename KV>
-cudaError_t run_rotary(int ver, bool pdl, cudaStream_t st, const RotShape& s, float* q, const float* qkv, KV* kc, KV* vc,
+// ver 1: v1; 2: v2 as the op launches it (items by T); 3 / 4 / 5: v2 with 2 / 8 / 4 groups a thread (harness variants)
+template <typename TI, typename KV>
+cudaError_t run_rotary(int ver, bool pdl, cudaStream_t st, const RotShape& s, float* q, const TI* qkv, KV* kc, KV* vc,
                        const int32_t* pos, const int32_t* rows) {
   const int half = s.rot / 2, pairs = (s.D + 1) / 2;
   if (ver == 1) {
     const int n = (s.Hq + 2 * s.Hkv) * pairs;
     const dim3 grid(std::min((n + 255) / 256, 1024), s.T);
-    return launch(rotary_qkv_v1_kernel<KV>, grid, dim3(256), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D, pairs,
+    return launch(rotary_qkv_v1_kernel<TI, KV>, grid, dim3(256), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D, pairs,
                   half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
   }
-  // ver 2: the op's v2 (kRotItems float4s a thread); 3 / 4: the same kernel with 2 / 8 a thread (harness-only variants)
   const int n4 = (s.Hq + 2 * s.Hkv) * s.D / 4;
-  if (ver == 2)
-    return launch(rotary_qkv_v2_kernel<KV, kRotItems>, dim3(s.T), dim3(rotary_v2_threads(n4)), st, pdl, q, qkv, kc, vc, pos,
-                  rows, s.Hq, s.Hkv, s.D, half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
-  const int items = ver == 3 ? 2 : 8;
-  const int thr = std::min(1024, std::max(32, ((n4 + items - 1) / items + 31) / 32 * 32));
-  if (ver == 3)
-    return launch(rotary_qkv_v2_kernel<KV, 2>, dim3(s.T), dim3(thr), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D,
-                  half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
-  return launch(rotary_qkv_v2_kernel<KV, 8>, dim3(s.T), dim3(thr), st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D,
-                half, static_cast<int64_t>(s.rot), s.theta, s.S, int64_t{0});
+  const int items = ver == 2 ? rotary_v2_items(s.T) : ver == 3 ? 2 : ver == 4 ? 8 : 4;
+  const dim3 grid(s.T), block(rotary_v2_threads(n4, items));
+  const int64_t rot = s.rot, t0 = 0;
+  if (items == 2)
+    return launch(rotary_qkv_v2_kernel<TI, KV, 2>, grid, block, st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D, half,
+                  rot, s.theta, s.S, t0);
+  if (items == 8)
+    return launch(rotary_qkv_v2_kernel<TI, KV, 8>, grid, block, st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D, half,
+                  rot, s.theta, s.S, t0);
+  return launch(rotary_qkv_v2_kernel<TI, KV, 4>, grid, block, st, pdl, q, qkv, kc, vc, pos, rows, s.Hq, s.Hkv, s.D, half,
+                rot, s.theta, s.S, t0);
 }
 
-template <typename KV>
+template <typename KV, typename TI = float>
 void validate_rotary(const RotShape& s) {
+  constexpr bool in32 = std::is_same_v<TI, float>;
   char name[128];
-  std::snprintf(name, sizeof name, "rotary(T=%d,Hq=%d,Hkv=%d,D=%d,rot=%d,S=%lld,%s)", s.T, s.Hq, s.Hkv, s.D, s.rot,
-                static_cast<long long>(s.S), s.f32cache ? "f32" : "bf16");
+  std::snprintf(name, sizeof name, "rotary(T=%d,Hq=%d,Hkv=%d,D=%d,rot=%d,S=%lld,%s%s)", s.T, s.Hq, s.Hkv, s.D, s.rot,
+                static_cast<long long>(s.S), s.f32cache ? "f32" : "bf16", in32 ? "" : ",qkv=bf16");
   const int W = (s.Hq + 2 * s.Hkv) * s.D, nq = s.Hq * s.D, nkv = s.Hkv * s.D;
   const size_t ncache = static_cast<size_t>(s.S) * nkv;
+  // v1 on an f32 qkv is the reference; a bf16 qkv holds the same values rounded, and the f32 reference reads them widened
+  TI* qin = dalloc<TI>(size_t(s.T) * W);
+  fill(qin, size_t(s.T) * W, 11, 2.f);
   float* qkv = dalloc<float>(size_t(s.T) * W);
-  fill(qkv, size_t(s.T) * W, 11, 2.f);
+  {
+    auto h = to_f64(d2h(qin, size_t(s.T) * W));
+    std::vector<float> f(h.begin(), h.end());
+    CK(cudaMemcpy(qkv, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+  }
   std::vector<int32_t> hp(s.T), hr(s.T);
   for (int t = 0; t < s.T; ++t) {
     hp[t] = static_cast<int32_t>(hash32(77 + t) % 8192);
@@ -200,7 +209,7 @@ void validate_rotary(const RotShape& s) {
     return o;
   };
   Out ref = make();
-  CK(run_rotary<KV>(1, false, 0, s, ref.q, qkv, ref.kc, ref.vc, pos, rows));
+  CK((run_rotary<float, KV>(1, false, 0, s, ref.q, qkv, ref.kc, ref.vc, pos, rows)));
   CK(cudaDeviceSynchronize());
   // float64 reference of q (the f32 angle, like every implementation), and of the cache rows
   auto hqkv = d2h(qkv, size_t(s.T) * W);
@@ -221,14 +230,15 @@ void validate_rotary(const RotShape& s) {
         if (h < s.Hq) rq[size_t(t) * nq + h * s.D + e] = y;
         else rk[size_t(t) * nkv + (h - s.Hq) * s.D + e] = y;
       }
-  for (int ver : {1, 2, 3, 4}) {
+  for (int ver : {1, 2, 3, 4, 5}) {
     for (bool pdl : {false, true}) {
-      if (ver >= 2 && !rotary_v2_ok(s.D, s.rot / 2, ref.q, qkv, ref.kc, ref.vc, s.f32cache)) continue;
+      if (ver >= 2 && !rotary_v2_ok(s.D, s.rot / 2, ref.q, qin, ref.kc, ref.vc, s.f32cache, in32)) continue;
       if (ver >= 3 && !pdl) continue;
-      const std::string vn = (ver <= 2 ? std::string("v") + char('0' + ver) : std::string(ver == 3 ? "v2 i2" : "v2 i8")) + (pdl ? " pdl" : "");
+      const char* vnames[] = {"", "v1", "v2", "v2 i2", "v2 i8", "v2 i4"};
+      const std::string vn = std::string(vnames[ver]) + (pdl ? " pdl" : "");
       Out o = make();
-      CK(run_rotary<KV>(ver, pdl, 0, s, o.q, qkv, o.kc, o.vc, pos, rows));
-      CK(run_rotary<KV>(ver, pdl, 0, s, o.q, qkv, o.kc, o.vc, pos, rows));  // twice: idempotent
+      CK((run_rotary<TI, KV>(ver, pdl, 0, s, o.q, qin, o.kc, o.vc, pos, rows)));
+      CK((run_rotary<TI, KV>(ver, pdl, 0, s, o.q, qin, o.kc, o.vc, pos, rows)));  // twice: idempotent
       CK(cudaDeviceSynchronize());
       const double eq = nerr(to_f64(d2h(o.q, size_t(s.T) * nq)), rq);
       report(name, vn, eq < 1e-5, eq, "q vs float64");
@@ -249,9 +259,9 @@ void validate_rotary(const RotShape& s) {
       const double ek = nerr(gk, wk);
       report(name, vn, ek < (s.f32cache ? 1e-5 : 8e-3), ek, "k cache rows vs float64");
       report(name, vn, vok, 0, "v cache rows exact");
-      if (ver >= 2 || pdl) {
+      if (ver >= 2 || pdl || !in32) {
         const bool b = same_bits(o.q, ref.q, size_t(s.T) * nq) && same_bits(o.kc, ref.kc, ncache) && same_bits(o.vc, ref.vc, ncache);
-        report(name, vn, b, b ? 0 : 1, "== v1 bit for bit (q, kc, vc)");
+        report(name, vn, b, b ? 0 : 1, in32 ? "== v1 bit for bit (q, kc, vc)" : "== v1 on the f32 copy, bit for bit");
       }
       CK(cudaFree(o.q));
       CK(cudaFree(o.kc));
@@ -263,6 +273,7 @@ void validate_rotary(const RotShape& s) {
   CK(cudaFree(ref.kc));
   CK(cudaFree(ref.vc));
   CK(cudaFree(qkv));
+  CK(cudaFree(qin));
   CK(cudaFree(pos));
   CK(cudaFree(rows));
 }
@@ -342,11 +353,8 @@ void validate_norm(int T, int H, bool alias) {
 // ------------------------------------------------------------------------------------------- swiglu
 template <typename TI, typename TO>
 cudaError_t run_swiglu(int ver, bool pdl, cudaStream_t st, int M, int F, TO* out, const TI* gu) {
-  if (ver == 2) return launch_swiglu_v2<TI, TO>(st, pdl, out, gu, M, F);
-  if (ver == 3) {  // harness-only: 4 vectors a thread
-    const int nv = static_cast<int>(int64_t{M} * (F / SwigluVec<TI>::N));
-    return launch(swiglu_v2_kernel<TI, TO, 4>, dim3((nv + 1023) / 1024), dim3(256), st, pdl, out, gu, F, nv);
-  }
+  // ver 2: as the op launches it (vectors a thread by size); 3 / 4 / 5: 4 / 1 / 2 vectors a thread
+  if (ver >= 2) return launch_swiglu_v2<TI, TO>(st, pdl, out, gu, M, F, ver == 2 ? 0 : ver == 3 ? 4 : ver == 4 ? 1 : 2);
   return launch_swiglu_v1<TI, TO>(st, out, gu, M, F);
 }
 template <typename TI, typename TO>
@@ -366,11 +374,12 @@ void validate_swiglu(int M, int F) {
       ref[size_t(m) * F + j] = g / (1 + std::exp(-g)) * u;
     }
   TO* refout = nullptr;
-  for (int ver : {1, 2, 3}) {
+  for (int ver : {1, 2, 3, 4, 5}) {
     for (bool pdl : {false, true}) {
       if (ver == 1 && pdl) continue;
-      if (ver == 3 && !pdl) continue;
-      const std::string vn = (ver == 3 ? std::string("v2 i4") : std::string("v") + char('0' + ver)) + (pdl ? " pdl" : "");
+      if (ver >= 3 && !pdl) continue;
+      const char* vnames[] = {"", "v1", "v2", "v2 i4", "v2 i1", "v2 i2"};
+      const std::string vn = std::string(vnames[ver]) + (pdl ? " pdl" : "");
       TO* out = dalloc<TO>(n);
       CK(cudaMemset(out, 0xff, n * sizeof(TO)));
       if (ver >= 2 && !swiglu_v2_ok<TI>(M, F, gu, out)) {
@@ -481,7 +490,7 @@ constexpr float kTheta = 5e6f, kEps = 1.5625e-7f;
 
 struct Set {  // one set of a layer's buffers at T tokens
   float *qkv, *q, *x, *o, *gu32;
-  Bf16 *kc, *vc, *h, *gu16, *act;
+  Bf16 *qkv16, *kc, *vc, *h, *gu16, *act;
   int32_t *pos, *rows;
   float* copy_src;
   float* copy_dst;
@@ -490,6 +499,7 @@ Set make_set(int T, int64_t S, uint64_t seed) {
   Set s{};
   const size_t W = (kHq + 2 * kHkv) * kD;
   s.qkv = dalloc<float>(T * W);
+  s.qkv16 = dalloc<Bf16>(T * W);
   s.q = dalloc<float>(size_t(T) * kHq * kD);
   s.x = dalloc<float>(size_t(T) * kH);
   s.o = dalloc<float>(size_t(T) * kH);
@@ -504,6 +514,7 @@ Set make_set(int T, int64_t S, uint64_t seed) {
   s.copy_src = dalloc<float>(size_t(T) * 2 * kF);  // half the largest op's traffic (swiglu f32: 10 F bytes a row)
   s.copy_dst = dalloc<float>(size_t(T) * 2 * kF);
   fill(s.qkv, T * W, seed + 1);
+  fill(s.qkv16, T * W, seed + 7);
   fill(s.x, size_t(T) * kH, seed + 2);
   fill(s.o, size_t(T) * kH, seed + 3);
   fill(s.gu32, size_t(T) * 2 * kF, seed + 4, 4.f);
@@ -516,7 +527,7 @@ Set make_set(int T, int64_t S, uint64_t seed) {
   return s;
 }
 void free_set(Set& s) {
-  for (void* p : {(void*)s.qkv, (void*)s.q, (void*)s.x, (void*)s.o, (void*)s.gu32, (void*)s.kc, (void*)s.vc, (void*)s.h,
+  for (void* p : {(void*)s.qkv, (void*)s.qkv16, (void*)s.q, (void*)s.x, (void*)s.o, (void*)s.gu32, (void*)s.kc, (void*)s.vc, (void*)s.h,
                   (void*)s.gu16, (void*)s.act, (void*)s.pos, (void*)s.rows, (void*)s.copy_src, (void*)s.copy_dst})
     CK(cudaFree(p));
 }
@@ -548,18 +559,30 @@ void time_T(int T, Bf16* w) {
   // rotary_kv_write_qkv (v1 "old" = production before: PDL launch, GLM4_ROTARY_PDL's default)
   timed("rotary", T, "v1 old", rot_bytes, [&](cudaStream_t st, int i) {
     Set& s = at(i);
-    return run_rotary<Bf16>(1, true, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
+    return run_rotary<float, Bf16>(1, true, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
   });
   for (bool pdl : {true, false})
     timed("rotary", T, pdl ? "v2 pdl" : "v2 nopdl", rot_bytes, [&, pdl](cudaStream_t st, int i) {
       Set& s = at(i);
-      return run_rotary<Bf16>(2, pdl, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
+      return run_rotary<float, Bf16>(2, pdl, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
     });
-  for (int ver : {3, 4})
-    timed("rotary", T, ver == 3 ? "v2 i2 pdl" : "v2 i8 pdl", rot_bytes, [&, ver](cudaStream_t st, int i) {
+  for (int ver : {3, 5, 4})
+    timed("rotary", T, ver == 3 ? "v2 i2 pdl" : ver == 4 ? "v2 i8 pdl" : "v2 i4 pdl", rot_bytes, [&, ver](cudaStream_t st, int i) {
       Set& s = at(i);
-      return run_rotary<Bf16>(ver, true, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
+      return run_rotary<float, Bf16>(ver, true, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
     });
+  // a bf16 qkv (the QKV GEMM's bf16 output): half the read
+  const double rot16_bytes = rot_bytes - T * W * 2;
+  timed("rotary bf16", T, "v1 pdl", rot16_bytes, [&](cudaStream_t st, int i) {
+    Set& s = at(i);
+    return run_rotary<Bf16, Bf16>(1, true, st, rs, s.q, s.qkv16, s.kc, s.vc, s.pos, s.rows);
+  });
+  for (int ver : {2, 3, 5})
+    timed("rotary bf16", T, ver == 2 ? "v2 pdl" : ver == 3 ? "v2 i2 pdl" : "v2 i4 pdl", rot16_bytes, [&, ver](cudaStream_t st, int i) {
+      Set& s = at(i);
+      return run_rotary<Bf16, Bf16>(ver, true, st, rs, s.q, s.qkv16, s.kc, s.vc, s.pos, s.rows);
+    });
+  timed("rotary bf16", T, "copy same bytes", rot16_bytes, copy(rot16_bytes));
   timed("rotary", T, "copy same bytes", rot_bytes, copy(rot_bytes));
   timed("rotary", T, "empty grid pdl", 0, empty(T, 288, true));
   // rmsnorm (h bf16 = norm(x)), add_rmsnorm (x += o; h bf16 = norm(x)); w bf16 (the model's)
@@ -582,24 +605,31 @@ void time_T(int T, Bf16* w) {
   // swiglu: f32 gu (v1 old, v2) and bf16 gu (v1 scalar form, v2), act bf16
   timed("swiglu f32", T, "v1 old", sw32_bytes, [&](cudaStream_t st, int i) { return run_swiglu<float, Bf16>(1, false, st, T, kF, at(i).act, at(i).gu32); });
   timed("swiglu f32", T, "v2 pdl", sw32_bytes, [&](cudaStream_t st, int i) { return run_swiglu<float, Bf16>(2, true, st, T, kF, at(i).act, at(i).gu32); });
+  timed("swiglu f32", T, "v2 i1 pdl", sw32_bytes, [&](cudaStream_t st, int i) { return run_swiglu<float, Bf16>(4, true, st, T, kF, at(i).act, at(i).gu32); });
+  timed("swiglu f32", T, "v2 i2 pdl", sw32_bytes, [&](cudaStream_t st, int i) { return run_swiglu<float, Bf16>(5, true, st, T, kF, at(i).act, at(i).gu32); });
   timed("swiglu f32", T, "copy same bytes", sw32_bytes, copy(sw32_bytes));
   timed("swiglu bf16", T, "v1 scalar", sw16_bytes, [&](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(1, false, st, T, kF, at(i).act, at(i).gu16); });
   for (bool pdl : {true, false})
     timed("swiglu bf16", T, pdl ? "v2 pdl" : "v2 nopdl", sw16_bytes,
           [&, pdl](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(2, pdl, st, T, kF, at(i).act, at(i).gu16); });
   timed("swiglu bf16", T, "v2 i4 pdl", sw16_bytes, [&](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(3, true, st, T, kF, at(i).act, at(i).gu16); });
+  timed("swiglu bf16", T, "v2 i1 pdl", sw16_bytes, [&](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(4, true, st, T, kF, at(i).act, at(i).gu16); });
+  timed("swiglu bf16", T, "v2 i2 pdl", sw16_bytes, [&](cudaStream_t st, int i) { return run_swiglu<Bf16, Bf16>(5, true, st, T, kF, at(i).act, at(i).gu16); });
   timed("swiglu bf16", T, "copy same bytes", sw16_bytes, copy(sw16_bytes));
   // the chain: a layer's small ops in their order, 40 layers a graph ("us" = a layer's four ops): old = v1 with the
-  // f32 gate_up and add_rmsnorm (today's step); new = v2 with PDL, bf16 gate_up; new nopdl = v2 without PDL.
+  // f32 qkv and gate_up and add_rmsnorm (run12's step); new = v2 with PDL on the bf16 qkv and gate_up (the GEMMs' bf16
+  // outputs); new nopdl = the same without PDL.
   for (int mode = 0; mode < 3; ++mode) {
     const char* vn = mode == 0 ? "old (v1, f32 gu)" : mode == 1 ? "new (v2 pdl, bf16 gu)" : "new nopdl";
-    const double bytes = norm_bytes + rot_bytes + addnorm_bytes + (mode == 0 ? sw32_bytes : sw16_bytes);
+    const double bytes = norm_bytes + addnorm_bytes + (mode == 0 ? rot_bytes + sw32_bytes : rot16_bytes + sw16_bytes);
     timed("chain/layer", T, vn, bytes, [&, mode](cudaStream_t st, int i) {
       Set& s = at(i);
       const int ver = mode == 0 ? 1 : 2;
       const bool pdl = mode == 1;
       cudaError_t e = run_norm<Bf16, Bf16, false>(ver, pdl, st, T, kH, s.h, s.x, nullptr, w, kEps);
-      if (e == cudaSuccess) e = run_rotary<Bf16>(ver, mode == 0 || pdl, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows);
+      if (e == cudaSuccess)
+        e = mode == 0 ? run_rotary<float, Bf16>(1, true, st, rs, s.q, s.qkv, s.kc, s.vc, s.pos, s.rows)
+                      : run_rotary<Bf16, Bf16>(2, pdl, st, rs, s.q, s.qkv16, s.kc, s.vc, s.pos, s.rows);
       if (e == cudaSuccess) e = run_norm<Bf16, Bf16, true>(ver, pdl, st, T, kH, s.h, s.x, s.o, w, kEps);
       if (e == cudaSuccess)
         e = mode == 0 ? run_swiglu<float, Bf16>(1, false, st, T, kF, s.act, s.gu32) : run_swiglu<Bf16, Bf16>(2, pdl, st, T, kF, s.act, s.gu16);
@@ -651,6 +681,10 @@ int main(int argc, char** argv) {
   validate_rotary<Bf16>({7, 6, 3, 16, 16, 13, false, 1e4f});  // full rotation
   validate_rotary<Bf16>({3, 2, 1, 7, 2, 5, false, 1e4f});     // odd D: v1 only
   validate_rotary<Bf16>({9, 64, 8, 256, 256, 20, false, 1e4f});  // a token of 5120 float4s: v2 loops (> 1024 x 4)
+  validate_rotary<Bf16, Bf16>({300, 32, 2, 128, 64, 320, false, 5e6f});  // bf16 qkv: 4 groups a thread past 256 tokens
+  validate_rotary<float, Bf16>({33, 32, 2, 128, 64, 70, true, 5e6f});
+  validate_rotary<Bf16, Bf16>({5, 4, 2, 8, 6, 11, false, 1e4f});
+  validate_rotary<Bf16, Bf16>({3, 2, 1, 7, 2, 5, false, 1e4f});  // odd D: v1
   validate_norm<Bf16, Bf16, false>(17, 4096, false);
   validate_norm<Bf16, Bf16, true>(64, 4096, false);
   validate_norm<float, float, true>(3, 1024, false);

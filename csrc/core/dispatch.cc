@@ -351,7 +351,7 @@ void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const T
   const char* op = "rotary_kv_write_qkv";
   check_cache(op, c, kc, vc);
   on_ctx(op, c, q, "q"); on_ctx(op, c, qkv, "qkv");
-  check_dtype(op, "q", q, DType::F32); check_dtype(op, "qkv", qkv, DType::F32);
+  check_dtype(op, "q", q, DType::F32); check_dtype2(op, "qkv", qkv, DType::F32, DType::BF16);
   check_ndim(op, "q", q, 3); check_ndim(op, "qkv", qkv, 2);
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = kc.dim(1);
   GLM4_CHECK(D == kc.dim(2), GLM4_E_SHAPE, op, ": head dim of q ", q.describe(), " and cache ", kc.describe(), " differ");

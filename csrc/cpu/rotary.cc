@@ -49,7 +49,10 @@ void rotary_kv_write_qkv(Context&, const Tensor& q, const Tensor& qkv, const Ten
                          const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
   const int64_t t = q.dim(0), hq = q.dim(1), d = q.dim(2), hkv = kc.dim(1), s = kc.dim(0);
   const int64_t width = (hq + 2 * hkv) * d, nq = hq * d, nkv = hkv * d;
-  const float* src = qkv.data<float>();
+  // A bf16 qkv is widened to f32 first (exact): the same arithmetic as on its f32 copy, bit for bit.
+  std::vector<float> wide(qkv.dtype() == DType::F32 ? 0 : static_cast<size_t>(t * width));
+  for (size_t i = 0; i < wide.size(); ++i) wide[i] = load(qkv, static_cast<int64_t>(i));
+  const float* src = qkv.dtype() == DType::F32 ? qkv.data<float>() : wide.data();
   float* qs = q.data<float>();
   std::vector<float> kb(static_cast<size_t>(t * nkv));
   for (int64_t i = 0; i < t; ++i) {

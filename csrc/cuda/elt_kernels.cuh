@@ -106,12 +106,14 @@ __device__ __forceinline__ void rotate_pair(float& x0, float& x1, float sn, floa
 }
 
 // v1: rotary_kv_write_kernel (rotary.cu) on q, k, v read out of one packed QKV row qkv[t] = [q heads | k heads | v
-// heads] (row stride W = (Hq + 2 Hkv) D): the rotated q goes to q (contiguous [T, Hq, D], what attention reads), the
-// rotated k and v only to the cache. One thread per (slot, pair) of a token, blockIdx.y = token t0 + y, x strides over
+// heads] (row stride W = (Hq + 2 Hkv) D; f32, or bf16 widened exactly: the f32 op on the widened copy, bit for bit):
+// the rotated q goes to q (contiguous [T, Hq, D], what attention reads), the rotated k and v only to the cache. One thread per (slot, pair) of a token, blockIdx.y = token t0 + y, x strides over
 // the token's items with 32-bit indices; sincosf per (head, pair); scalar loads and stores (D may be odd).
-template <typename KV>
+__device__ __forceinline__ float load_qkv(const float* p, int i) { return p[i]; }
+__device__ __forceinline__ float load_qkv(const Bf16* p, int i) { return bf16_bits_to_f(p[i].v); }
+template <typename TI, typename KV>
 __global__ void __launch_bounds__(256)
-    rotary_qkv_v1_kernel(float* __restrict__ q, const float* __restrict__ qkv, KV* __restrict__ kc, KV* __restrict__ vc,
+    rotary_qkv_v1_kernel(float* __restrict__ q, const TI* __restrict__ qkv, KV* __restrict__ kc, KV* __restrict__ vc,
                          const int32_t* __restrict__ pos, const int32_t* __restrict__ rows, int Hq, int Hkv, int D,
                          int pairs, int half, int64_t rot_dim, float theta, int64_t S, int64_t t0) {
   __shared__ float inv_tab[kInvFreqTable];
@@ -120,15 +122,15 @@ __global__ void __launch_bounds__(256)
   pdl_trigger();
   const int slots = Hq + 2 * Hkv, n = slots * pairs;
   const int64_t t = t0 + blockIdx.y;
-  const float* src_row = qkv + t * static_cast<int64_t>(slots) * D;
+  const TI* src_row = qkv + t * static_cast<int64_t>(slots) * D;
   const int32_t p = pos[t];
   const int64_t r = rows[t];
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int h = i / pairs, j = i - h * pairs;
     const int e = 2 * j;
     const bool two = e + 1 < D;
-    const float* src = src_row + h * D + e;
-    float x0 = src[0], x1 = two ? src[1] : 0.f;
+    const TI* src = src_row + h * D + e;
+    float x0 = load_qkv(src, 0), x1 = two ? load_qkv(src, 1) : 0.f;
     const bool is_v = h >= Hq + Hkv;
     if (!is_v && j < half) {
       const float inv_freq = tab ? inv_tab[j] : inv_freq_of(j, rot_dim, theta);
@@ -169,9 +171,15 @@ __device__ __forceinline__ void store4(KV* dst, float4 v) {
   }
 }
 constexpr int kRotItems = 4;
-template <typename KV, int ITEMS>
+// Four consecutive qkv values as floats: one 16-byte (f32) or 8-byte (bf16, widened exactly) load, streaming.
+__device__ __forceinline__ float4 load_qkv4(const float* p, int64_t i) { return __ldcs(reinterpret_cast<const float4*>(p) + i); }
+__device__ __forceinline__ float4 load_qkv4(const Bf16* p, int64_t i) {
+  const uint2 u = __ldcs(reinterpret_cast<const uint2*>(p) + i);
+  return make_float4(bf16lo(u.x), bf16hi(u.x), bf16lo(u.y), bf16hi(u.y));
+}
+template <typename TI, typename KV, int ITEMS>
 __global__ void __launch_bounds__(1024)
-    rotary_qkv_v2_kernel(float* __restrict__ q, const float* __restrict__ qkv, KV* __restrict__ kc, KV* __restrict__ vc,
+    rotary_qkv_v2_kernel(float* __restrict__ q, const TI* __restrict__ qkv, KV* __restrict__ kc, KV* __restrict__ vc,
                          const int32_t* __restrict__ pos, const int32_t* __restrict__ rows, int Hq, int Hkv, int D,
                          int half, int64_t rot_dim, float theta, int64_t S, int64_t t0) {
   __shared__ float inv_tab[kInvFreqTable];
@@ -182,14 +190,14 @@ __global__ void __launch_bounds__(1024)
   pdl_trigger();
   const int D4 = D >> 2, n4 = (Hq + 2 * Hkv) * D4, nq4 = Hq * D4, nk4 = (Hq + Hkv) * D4;
   const int64_t t = t0 + blockIdx.x;
-  const float4* src = reinterpret_cast<const float4*>(qkv) + t * n4;
+  const int64_t src0 = t * n4;  // the token's first group of 4 values
   float4* qd = reinterpret_cast<float4*>(q) + t * nq4;
   float4 v[ITEMS];
   auto load = [&](int base) {
 #pragma unroll
     for (int k = 0; k < ITEMS; ++k) {
       const int i = base + k * bd + tid;
-      if (i < n4) v[k] = __ldcs(src + i);  // read once: streaming
+      if (i < n4) v[k] = load_qkv4(qkv, src0 + i);  // read once: streaming
     }
   };
   load(0);
@@ -230,15 +238,21 @@ __global__ void __launch_bounds__(1024)
     }
   }
 }
-// Threads a token for v2 (W / 4 float4s, ITEMS each, whole warps; the kernel loops when the token needs more).
-inline int rotary_v2_threads(int n4) {
-  const int want = (n4 + kRotItems - 1) / kRotItems;
+// Threads a token for v2 (W / 4 groups of 4 values, `items` each, whole warps; the kernel loops when the token needs
+// more). Items a thread by T (run14, H200, GLM-4 rows, bf16 cache, us in a graph): T = 2048: 2 / 4 / 8 a thread 27.6 /
+// 20.9 / 20.8 (4: enough bytes in flight at ~4 blocks an SM); T = 64: 1.69 / 1.97 / 2.91, T = 32: 1.59 / 1.92 / 2.83
+// (2: twice the threads, half the serial loads a thread, when the grid is a fraction of the GPU). Same bits either way.
+constexpr int kRotItemsSmallT = 2, kRotSmallT = 256;
+inline int rotary_v2_items(int64_t T) { return T <= kRotSmallT ? kRotItemsSmallT : kRotItems; }
+inline int rotary_v2_threads(int n4, int items = kRotItems) {
+  const int want = (n4 + items - 1) / items;
   return std::min(1024, std::max(32, (want + 31) / 32 * 32));
 }
+// qkv: 16-byte (f32) or 8-byte (bf16) aligned rows (D % 4 == 0 makes every row start so when the base is).
 inline bool rotary_v2_ok(int64_t D, int64_t half, const void* q, const void* qkv, const void* kc, const void* vc,
-                         bool kv_f32) {
-  const uintptr_t kvmask = kv_f32 ? 15u : 7u;
-  return D % 4 == 0 && half <= kInvFreqTable && aligned16(q) && aligned16(qkv) &&
+                         bool kv_f32, bool qkv_f32 = true) {
+  const uintptr_t kvmask = kv_f32 ? 15u : 7u, inmask = qkv_f32 ? 15u : 7u;
+  return D % 4 == 0 && half <= kInvFreqTable && aligned16(q) && (reinterpret_cast<uintptr_t>(qkv) & inmask) == 0 &&
          ((reinterpret_cast<uintptr_t>(kc) | reinterpret_cast<uintptr_t>(vc)) & kvmask) == 0;
 }
 
@@ -433,7 +447,7 @@ __global__ void __launch_bounds__(256) swiglu_v1_kernel(TO* __restrict__ out, co
 }
 
 // v2: one flat index over the M x F / VEC vectors (no partly idle block at each row's end; one 32-bit division a
-// vector), ITEMS vectors a thread with every load issued before the first use; VEC = 4 (f32 gu: float4 of gate and
+// vector), ITEMS vectors a thread (2, or 1 for small sizes: swiglu_v2_items) with every load issued before the first use; VEC = 4 (f32 gu: float4 of gate and
 // of up) or 8 (bf16 gu: 16 bytes = 8 values of each); griddepcontrol.wait first (no constants to read), then the
 // trigger. Needs F % VEC == 0, gu and out 16-byte aligned (a bf16 out of VEC 4: 8), M * F / VEC < 2^31.
 constexpr int kSwigluItems = 2;
@@ -494,11 +508,18 @@ inline bool swiglu_v2_ok(int64_t M, int64_t F, const void* gu, const void* out) 
   constexpr int N = SwigluVec<TI>::N;
   return F > 0 && F % N == 0 && aligned16(gu) && aligned16(out) && M * (F / N) < (int64_t{1} << 31) - 256 * kSwigluItems;
 }
+// Vectors a thread by size (run14, H200, us in a graph): a bf16 gate_up of 2048 x 13696: 2 / 4 a thread 52.8 / 54.6;
+// 64 rows: 2.86 / 3.73, and an f32 one of 64 rows 3.10 against v1's 2.72 with 1 a thread and twice the blocks: below
+// ~1M vectors (a few MB) the grid is a fraction of the GPU and the shorter chain a thread wins, so 1 there.
+constexpr int kSwigluSmall = 1 << 20;
+inline int swiglu_v2_items(int64_t nv) { return nv <= kSwigluSmall ? 1 : kSwigluItems; }
 template <typename TI, typename TO>
-cudaError_t launch_swiglu_v2(cudaStream_t st, bool pdl, TO* out, const TI* gu, int64_t M, int64_t F) {
+cudaError_t launch_swiglu_v2(cudaStream_t st, bool pdl, TO* out, const TI* gu, int64_t M, int64_t F, int items = 0) {
   const int nv = static_cast<int>(M * (F / SwigluVec<TI>::N));
-  const unsigned blocks = static_cast<unsigned>((nv + 256 * kSwigluItems - 1) / (256 * kSwigluItems));
-  return launch(swiglu_v2_kernel<TI, TO, kSwigluItems>, dim3(blocks), dim3(256), st, pdl, out, gu, static_cast<int>(F), nv);
+  if (items == 0) items = swiglu_v2_items(nv);
+  const unsigned blocks = static_cast<unsigned>((nv + 256 * items - 1) / (256 * items));
+  auto kernel = items == 1 ? swiglu_v2_kernel<TI, TO, 1> : items == 4 ? swiglu_v2_kernel<TI, TO, 4> : swiglu_v2_kernel<TI, TO, kSwigluItems>;
+  return launch(kernel, dim3(blocks), dim3(256), st, pdl, out, gu, static_cast<int>(F), nv);
 }
 // v1 over any shape (grid.y <= 65535 rows a launch).
 template <typename TI, typename TO>

@@ -131,8 +131,37 @@ __global__ void __launch_bounds__(256)
 
 }  // namespace
 
-// v2 (elt_kernels.cuh: one block a token, float4s, sin/cos once a (token, pair)) where it applies: D % 4 == 0,
-// rot_dim / 2 <= 256, 16-byte aligned rows; v1 otherwise and under GLM4_ELT_OLD=rotary. Bit-identical either way.
+namespace {
+// qkv f32 or bf16 (TI), cache f32 or bf16 (KV): v2 with `items` groups a thread, or v1.
+template <typename TI, typename KV>
+void launch_qkv(cudaStream_t st, bool v2, int items, float* q, const TI* qkv, KV* kc, KV* vc, const int32_t* pos,
+                const int32_t* rows, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t rot_dim, float theta, int64_t S) {
+  const int64_t pairs = (D + 1) / 2, half = rot_dim / 2;
+  if (v2) {
+    const int n4 = static_cast<int>((Hq + 2 * Hkv) * D / 4);
+    const dim3 block(static_cast<unsigned>(elt::rotary_v2_threads(n4, items)));
+    auto kernel = items == 2 ? elt::rotary_qkv_v2_kernel<TI, KV, 2> : elt::rotary_qkv_v2_kernel<TI, KV, elt::kRotItems>;
+    for (int64_t t0 = 0; t0 < T; t0 += int64_t{1} << 30) {  // grid.x <= 2^31 - 1 tokens a launch
+      const dim3 grid(static_cast<unsigned>(std::min<int64_t>(T - t0, int64_t{1} << 30)));
+      CUDA_CHECK(elt::launch(kernel, grid, block, st, rotary_pdl(), q, qkv, kc, vc, pos, rows, static_cast<int>(Hq),
+                             static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(half), rot_dim, theta, S, t0));
+    }
+    return;
+  }
+  const int64_t n = (Hq + 2 * Hkv) * pairs;
+  const unsigned bx = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1024));
+  for (int64_t t0 = 0; t0 < T; t0 += 65535) {  // grid.y <= 65535 tokens a launch
+    const dim3 grid(bx, static_cast<unsigned>(std::min<int64_t>(T - t0, 65535)));
+    launch_rot(elt::rotary_qkv_v1_kernel<TI, KV>, grid, st, q, qkv, kc, vc, pos, rows, static_cast<int>(Hq),
+               static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(pairs), static_cast<int>(half), rot_dim, theta,
+               S, t0);
+  }
+}
+}  // namespace
+
+// v2 (elt_kernels.cuh: one block a token, 4 values a load, sin/cos once a (token, pair); 2 groups a thread up to 256
+// tokens, 4 above) where it applies: D % 4 == 0, rot_dim / 2 <= 256, aligned rows; v1 otherwise and under
+// GLM4_ELT_OLD=rotary. Bit-identical either way. qkv f32 or bf16 (the bf16 GEMM output at T > 8: half the read).
 void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const Tensor& kc, const Tensor& vc,
                          const Tensor& pos, const Tensor& rows, int64_t rot_dim, float theta) {
   const int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = kc.dim(1), S = kc.dim(0);
@@ -142,39 +171,20 @@ void rotary_kv_write_qkv(Context& c, const Tensor& q, const Tensor& qkv, const T
   GLM4_CHECK(n < (int64_t{1} << 30) && D < (int64_t{1} << 30), GLM4_E_UNSUPPORTED, "rotary_kv_write_qkv: ", Hq, " + 2 x ",
              Hkv, " heads of ", D, " is too many for one token's 32-bit indices");
   cudaStream_t st = stream_of(c);
-  const bool f32 = kc.dtype() != DType::BF16;
+  const bool kv32 = kc.dtype() != DType::BF16, in32 = qkv.dtype() != DType::BF16;
   float* qp = q.data<float>();
-  const float* src = static_cast<const float*>(qkv.data<float>());
   const int32_t* pp = static_cast<const int32_t*>(pos.data<int32_t>());
   const int32_t* rp = static_cast<const int32_t*>(rows.data<int32_t>());
-  if (!elt::elt_old("rotary") && elt::rotary_v2_ok(D, half, qp, src, kc.raw(), vc.raw(), f32)) {
-    const int n4 = static_cast<int>((Hq + 2 * Hkv) * D / 4);
-    const dim3 block(static_cast<unsigned>(elt::rotary_v2_threads(n4)));
-    for (int64_t t0 = 0; t0 < T; t0 += int64_t{1} << 30) {  // grid.x <= 2^31 - 1 tokens a launch
-      const dim3 grid(static_cast<unsigned>(std::min<int64_t>(T - t0, int64_t{1} << 30)));
-      if (f32)
-        CUDA_CHECK(elt::launch(elt::rotary_qkv_v2_kernel<float, elt::kRotItems>, grid, block, st, rotary_pdl(), qp, src,
-                               kc.data<float>(), vc.data<float>(), pp, rp, static_cast<int>(Hq), static_cast<int>(Hkv),
-                               static_cast<int>(D), static_cast<int>(half), rot_dim, theta, S, t0));
-      else
-        CUDA_CHECK(elt::launch(elt::rotary_qkv_v2_kernel<Bf16, elt::kRotItems>, grid, block, st, rotary_pdl(), qp, src,
-                               kc.data<Bf16>(), vc.data<Bf16>(), pp, rp, static_cast<int>(Hq), static_cast<int>(Hkv),
-                               static_cast<int>(D), static_cast<int>(half), rot_dim, theta, S, t0));
-    }
-    CUDA_CHECK_LAUNCH("rotary_kv_write_qkv");
-    return;
-  }
-  const unsigned bx = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1024));
-  for (int64_t t0 = 0; t0 < T; t0 += 65535) {  // grid.y <= 65535 tokens a launch
-    const dim3 grid(bx, static_cast<unsigned>(std::min<int64_t>(T - t0, 65535)));
-    if (!f32)
-      launch_rot(elt::rotary_qkv_v1_kernel<Bf16>, grid, st, qp, src, kc.data<Bf16>(), vc.data<Bf16>(), pp, rp,
-                 static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(pairs),
-                 static_cast<int>(half), rot_dim, theta, S, t0);
-    else
-      launch_rot(elt::rotary_qkv_v1_kernel<float>, grid, st, qp, src, kc.data<float>(), vc.data<float>(), pp, rp,
-                 static_cast<int>(Hq), static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(pairs),
-                 static_cast<int>(half), rot_dim, theta, S, t0);
+  const bool v2 = !elt::elt_old("rotary") && elt::rotary_v2_ok(D, half, qp, qkv.raw(), kc.raw(), vc.raw(), kv32, in32);
+  const int items = elt::rotary_v2_items(T);
+  if (in32) {
+    const float* src = static_cast<const float*>(qkv.data<float>());
+    if (kv32) launch_qkv(st, v2, items, qp, src, kc.data<float>(), vc.data<float>(), pp, rp, T, Hq, Hkv, D, rot_dim, theta, S);
+    else launch_qkv(st, v2, items, qp, src, kc.data<Bf16>(), vc.data<Bf16>(), pp, rp, T, Hq, Hkv, D, rot_dim, theta, S);
+  } else {
+    const Bf16* src = static_cast<const Bf16*>(qkv.data<Bf16>());
+    if (kv32) launch_qkv(st, v2, items, qp, src, kc.data<float>(), vc.data<float>(), pp, rp, T, Hq, Hkv, D, rot_dim, theta, S);
+    else launch_qkv(st, v2, items, qp, src, kc.data<Bf16>(), vc.data<Bf16>(), pp, rp, T, Hq, Hkv, D, rot_dim, theta, S);
   }
   CUDA_CHECK_LAUNCH("rotary_kv_write_qkv");
 }

@@ -162,9 +162,9 @@ export interface NativeContext {
    */
   rotaryKvWrite(q: NativeTensor, k: NativeTensor, v: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
   /**
-   * rotaryKvWrite reading q, k, v out of the packed rows of the fused QKV GEMM: qkv f32[T,(Hq+2Hkv)*D] (q heads, then
-   * k heads, then v heads; left unchanged); q f32[T,Hq,D] receives the rotated q heads, the cache rows rows[t] the
-   * rotated k and v. Bit-identical to rotaryKvWrite on the unpacked q, k, v.
+   * rotaryKvWrite reading q, k, v out of the packed rows of the fused QKV GEMM: qkv f32 or bf16 [T,(Hq+2Hkv)*D] (q
+   * heads, then k heads, then v heads; left unchanged; bf16 widened exactly); q f32[T,Hq,D] receives the rotated q
+   * heads, the cache rows rows[t] the rotated k and v. Bit-identical to rotaryKvWrite on the unpacked (f32) q, k, v.
    */
   rotaryKvWriteQkv(q: NativeTensor, qkv: NativeTensor, kcache: NativeTensor, vcache: NativeTensor, positions: NativeTensor, rows: NativeTensor, rotDim: number, theta: number): void;
   /**

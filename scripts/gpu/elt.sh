@@ -84,21 +84,22 @@ pc = lambda r: f"{100 * r['gbs'] / copy:.0f}" if r and r["bytes"] else "-"
 print("us per launch in a graph (T = 2048: inputs from DRAM; 64/32: L2-warm); % = bytes / time over cudaMemcpy copy;")
 print("copy = a float4 copy kernel moving the same bytes; empty = an empty grid of the op's blocks with PDL")
 print(f"{'op':<13}{'T':>5}{'v1 old':>9}{'v2 pdl':>9}{'v2 %':>6}{'v2 nopdl':>10}{'x':>6}{'copy':>8}{'copy %':>8}")
-for op in ["rotary", "rmsnorm", "add_rmsnorm", "swiglu f32", "swiglu bf16"]:
+for op in ["rotary", "rotary bf16", "rmsnorm", "add_rmsnorm", "swiglu f32", "swiglu bf16"]:
     for T in sorted({r["T"] for r in t}, reverse=True):
-        o = get(op, T, "v1 old") or get(op, T, "v1 scalar")
+        o = get(op, T, "v1 old") or get(op, T, "v1 scalar") or get(op, T, "v1 pdl")
         n = get(op, T, "v2 pdl"); n0 = get(op, T, "v2 nopdl"); c = get(op, T, "copy same bytes")
         x = f"{o['us'] / n['us']:.2f}" if o and n else "-"
         print(f"{op:<13}{T:>5}{f(o):>9}{f(n):>9}{pc(n):>6}{f(n0):>10}{x:>6}{f(c):>8}{pc(c):>8}")
 print("every timed variant (us):")
-for op in ["rotary", "rmsnorm", "add_rmsnorm", "swiglu f32", "swiglu bf16"]:
+for op in ["rotary", "rotary bf16", "rmsnorm", "add_rmsnorm", "swiglu f32", "swiglu bf16"]:
     for T in sorted({r["T"] for r in t}, reverse=True):
         vs = [r for r in t if r["op"] == op and r["T"] == T]
         print(f"  {op:<12} T={T:<5} " + "  ".join(f"{r['variant']} {r['us']:.2f}" for r in vs))
 for T in sorted({r["T"] for r in t}, reverse=True):
     e1 = get("rmsnorm", T, "empty grid pdl"); e0 = get("rmsnorm", T, "empty grid nopdl")
     print(f"empty grid of {T} blocks: pdl {f(e1)} us, plain {f(e0)} us")
-print("chain: a layer's rmsnorm + rotary + add_rmsnorm + swiglu back to back, us a layer (x 40 = a step's or a chunk's share):")
+print("chain: a layer's rmsnorm + rotary + add_rmsnorm + swiglu back to back, us a layer (x 40 = a step's or a chunk's share);")
+print("old = v1 on f32 qkv and gate_up; new = v2 on bf16 qkv and gate_up:")
 for T in sorted({r["T"] for r in t}, reverse=True):
     a, b, c = get("chain/layer", T, "old (v1, f32 gu)"), get("chain/layer", T, "new (v2 pdl, bf16 gu)"), get("chain/layer", T, "new nopdl")
     sav = f"{40 * (a['us'] - b['us']) / 1000:.3f} ms" if a and b else "-"

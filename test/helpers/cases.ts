@@ -922,9 +922,9 @@ function rotaryKvWriteCase(t: number, hq: number, hkv: number, d: number, rotDim
  * the unpacked q, k, v (copies of the same values) on the same device: q and both caches; q also against the
  * float64 rotary; qkv left unchanged; cache rows not written keep their contents.
  */
-function rotaryKvWriteQkvCase(t: number, hq: number, hkv: number, d: number, rotDim: number, s: number, cache: "bf16" | "f32", theta = 5e6): OpCase {
+function rotaryKvWriteQkvCase(t: number, hq: number, hkv: number, d: number, rotDim: number, s: number, cache: "bf16" | "f32", theta = 5e6, qkvType: "f32" | "bf16" = "f32"): OpCase {
   return {
-    name: `rotary_kv_write_qkv(T=${t},Hq=${hq},Hkv=${hkv},D=${d},rot=${rotDim},S=${s},cache=${cache},theta=${theta})`,
+    name: `rotary_kv_write_qkv(T=${t},Hq=${hq},Hkv=${hkv},D=${d},rot=${rotDim},S=${s},cache=${cache},theta=${theta}${qkvType === "bf16" ? ",qkv=bf16" : ""})`,
     op: "rotary_kv_write_qkv",
     build(env) {
       const p = Array.from({ length: t }, () => env.rng.int(8192));
@@ -932,7 +932,8 @@ function rotaryKvWriteQkvCase(t: number, hq: number, hkv: number, d: number, rot
       const W = (hq + 2 * hkv) * d;
       const kc = env.randn(cache, [s, hkv, d]);
       const vc = env.randn(cache, [s, hkv, d]);
-      const qkv = env.randn("f32", [t, W]);
+      // a bf16 qkv: the unpacked f32 reference below takes its exact (widened) values
+      const qkv = env.randn(qkvType, [t, W]);
       const part = (a: number, b: number) => {
         const v = new Float64Array(t * (b - a));
         for (let i = 0; i < t; ++i) v.set(qkv.v.subarray(i * W + a, i * W + b), i * (b - a));
@@ -964,7 +965,7 @@ function rotaryKvWriteQkvCase(t: number, hq: number, hkv: number, d: number, rot
       return [
         { name: "q", mode: "norm", got: readF64(q), ref: R.rotaryRef(qv, t, hq, d, p, rotDim, th), tol: rotaryTol(p, d, rotDim, th) },
         { name: "vcache", mode: "exact", got: readBits(vc.t), ref: bitsOf(cache, wantV), nanClass: cache },
-        { name: "qkv unchanged", mode: "exact", got: readBits(qkv.t), ref: new Uint32Array(Float32Array.from(qkv.v).buffer), nanClass: "f32" },
+        { name: "qkv unchanged", mode: "exact", got: readBits(qkv.t), ref: bitsOf(qkvType, qkv.v), nanClass: qkvType },
         same("q", q, q2.t, "f32"),
         same("kcache", kc.t, kc2.t, cache),
         same("vcache", vc.t, vc2.t, cache),
@@ -1990,6 +1991,12 @@ function buildTable(): OpCase[] {
     // rot_dim % 4 == 2 (CUDA's float4 form rotates the first pair of the last float4 only), f32 cache
     rotaryKvWriteQkvCase(9, 4, 2, 8, 6, 12, "f32", 1e4),
     rotaryKvWriteQkvCase(33, 32, 2, 128, 64, 70, "f32"),
+    // a bf16 qkv (the QKV GEMM's bf16 output at T > 8): GLM-4 dims past 256 tokens (CUDA: 4 groups a thread) and at
+    // decode T (2 a thread), rot % 4 == 2, odd D (CUDA's scalar form), both caches
+    rotaryKvWriteQkvCase(300, 32, 2, 128, 64, 320, "bf16", 5e6, "bf16"),
+    rotaryKvWriteQkvCase(17, 32, 2, 128, 64, 40, "f32", 5e6, "bf16"),
+    rotaryKvWriteQkvCase(9, 4, 2, 8, 6, 12, "bf16", 1e4, "bf16"),
+    rotaryKvWriteQkvCase(3, 2, 1, 7, 2, 5, "f32", 1e4, "bf16"),
   );
   // kv_write: odd T, scattered positions incl. 0 and S-1, both cache dtypes, the very last row
   c.push(kvWriteCase(3, 2, 64, 40, "bf16"), kvWriteCase(17, 4, 32, 64, "f32"), kvWriteCase(1, 2, 128, 2048, "bf16", [2047]), kvWriteCase(5, 1, 128, 9, "f32"));
