@@ -75,7 +75,8 @@ std::string LinearPlan::label() const {
 //   other archs, layout 1: mma.sync 128 x 16/32/64 for M <= 64, 128 x 128 above (not measured yet).
 // GLM4_INT4_GEMM=mma forces the mma.sync kernels on sm_90a too (a way around a wgmma problem without a rebuild);
 // GLM4_INT4_GEMM_PLAN=old takes the first version's wgmma choice (gemmk::plan_sm90_old: r256 t128 tiles above
-// M = 64, uniform K split), the way back if the new plan measures worse. Both read once a process.
+// M = 64, uniform K split), the way back if the new plan measures worse; GLM4_INT4_GEMM_PLAN=v3 keeps today's plan
+// above 64 rows and the third version's at M <= 64 (before smallm's configurations). All read once a process.
 static bool env_is(const char* name, const char* value) {
   const char* e = std::getenv(name);
   return e != nullptr && std::string(e) == value;
@@ -86,6 +87,10 @@ static bool force_mma() {
 }
 static bool old_plan() {
   static const bool v = env_is("GLM4_INT4_GEMM_PLAN", "old");
+  return v;
+}
+static bool v3_plan() {  // the third version's M <= 64 choice (before smallm; gemmk::plan_small_v3)
+  static const bool v = env_is("GLM4_INT4_GEMM_PLAN", "v3");
   return v;
 }
 
@@ -102,7 +107,7 @@ LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout) {
     p.kind = LinearKind::Wgmma;
     GLM4_CHECK(m < (int64_t{1} << 30) && n < (int64_t{1} << 30) && k < (int64_t{1} << 30), GLM4_E_UNSUPPORTED,
                "matmul_int4: [", m, ",", k, "] x [", n, ",", k, "] exceeds the GEMM's 32-bit tile counts");
-    const gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms) : gemmk::plan_sm90(m, n, k, d.sms);
+    const gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms) : gemmk::plan_sm90(m, n, k, d.sms, v3_plan());
     p.cfg = sp.cfg;
     p.splits = sp.sched.splits;
     p.tiles = sp.sched.tiles;

@@ -34,14 +34,34 @@ namespace gemmk {
 // variant that the harness times beside the rolling one).
 // WIN: A register sets of the rolling window (4: up to 3 groups in flight; 8: up to 7, over two stages, the
 // stage buffers released one stage later: for small tiles whose wgmma is short next to its latency; ROLL only).
-template <int WR_, int TT_, int STAGES_, bool ROLL_ = true, int WIN_ = 4>
+// NC: consumer warpgroups a block (2: the first version's; 4: 640 threads, more independent wgmma chains an SM).
+// MINB: blocks an SM (2: two persistent blocks of ~100 KB each share an SM: twice the consumer warpgroups and
+// accumulator chains, half the stages each). ACCS: accumulator sets a row tile (2: consecutive k16 wgmmas of a
+// warpgroup alternate between two accumulators, summed in the epilogue, so that no wgmma waits on the one before
+// it for its C operand). Registers: the launch gives each thread R0 = 64K / (THREADS * MINB) (rounded down to 8);
+// the producer keeps PREG = 40 and the consumers share the rest (setmaxnreg): 232 for 384 x 1 (as before), 96 for
+// 384 x 2, 104 for 640 x 1.
+// PROBE (harness diagnosis only, never planned: the output is wrong by design): 1 = no wgmma (the dequantization,
+// barriers and loads of the real kernel, no tensor work), 2 = no dequantization (the raw words go to wgmma as A;
+// no scale/zero loads). What each saves against PROBE 0 says which part of the consumer's k-step bounds it.
+template <int WR_, int TT_, int STAGES_, bool ROLL_ = true, int WIN_ = 4, int NC_ = 2, int MINB_ = 1, int ACCS_ = 1,
+          int PROBE_ = 0>
 struct Sm90Cfg {
   static constexpr int WR = WR_, TT = TT_, STAGES = STAGES_;
   static constexpr bool ROLL = ROLL_;
   static constexpr int WIN = WIN_;
+  static constexpr int NC = NC_, MINB = MINB_, ACCS = ACCS_, PROBE = PROBE_;
+  static_assert(PROBE == 0 || (WIN == 4 && ROLL_), "probes: the rolling WIN 4 loop only");
   static_assert(WIN == 4 || (WIN == 8 && ROLL_ && STAGES_ >= 6), "WIN 8: rolling, and stages for 3 held + loads");
-  static constexpr int THREADS = 384;
-  static constexpr int RT = 2 * WR * 4;  // 16-row tiles per block
+  static_assert(NC == 2 || NC == 4, "2 or 4 consumer warpgroups");
+  static_assert(MINB == 1 || MINB == 2, "1 or 2 blocks an SM");
+  static_assert(ACCS == 1 || ACCS == 2, "1 or 2 accumulator sets");
+  static constexpr int THREADS = 128 * (NC + 1);
+  static constexpr int R0 = (65536 / (THREADS * MINB) > 255 ? 255 : 65536 / (THREADS * MINB)) & ~7;
+  static constexpr int PREG = 40;
+  static constexpr int CREG_RAW = ((R0 * THREADS - 128 * PREG) / (128 * NC)) & ~7;
+  static constexpr int CREG = CREG_RAW > 232 ? 232 : CREG_RAW;
+  static constexpr int RT = NC * WR * 4;  // 16-row tiles per block
   static constexpr int BR = RT * 16;
   static constexpr int X_BYTES = TT * 128;            // multiple of 1024 for TT % 8 == 0: keeps the swizzle atoms aligned
   static constexpr int W_BYTES = RT * 512;
@@ -50,6 +70,7 @@ struct Sm90Cfg {
   static constexpr int SMEM = STAGES * STAGE_BYTES + 1024 /* alignment */ + 2 * STAGES * 8 /* mbarriers */ + kNf4LutBytes;
   static_assert(STAGE_BYTES % 1024 == 0, "stages must keep X 1024-byte aligned (128B swizzle)");
   static_assert(TT % 16 == 0 && TT <= 256, "wgmma N");
+  static_assert(SMEM <= 232448 && (SMEM + 1024) * MINB <= 233472, "shared memory of MINB blocks must fit an SM (228 KB, 1 KB a block reserved)");
 };
 
 // ---------------------------------------------------------------- PTX: mbarrier, TMA, wgmma bookkeeping
@@ -118,7 +139,7 @@ __host__ __device__ __forceinline__ Unit sched_unit(const Sched& s, int u) {
 }
 
 template <class C>
-__global__ void __launch_bounds__(384, 1)
+__global__ void __launch_bounds__(C::THREADS, C::MINB)
     gemm_int4_sm90_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
                           const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
                           int group, int ktiles, Sched sched, int codebook) {
@@ -136,7 +157,7 @@ __global__ void __launch_bounds__(384, 1)
   if (tid == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
       mbar_init(bars + 8 * s, 1);                   // full: the producer's expect_tx arrival + the bytes
-      mbar_init(bars + 8 * (C::STAGES + s), 8);     // empty: one arrival per consumer warp
+      mbar_init(bars + 8 * (C::STAGES + s), 4 * C::NC);  // empty: one arrival per consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -146,7 +167,7 @@ __global__ void __launch_bounds__(384, 1)
 
   if (wg == 0) {
     // ------------------------------------------------ producer
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(C::PREG));
     if (warp == 0 && lane == 0) {
       const uint32_t tx = C::X_BYTES + C::W_BYTES + 2 * (C::RT * 32 * gps);
       int stage = 0;
@@ -176,10 +197,10 @@ __global__ void __launch_bounds__(384, 1)
     }
   } else {
     // ------------------------------------------------ consumers
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(C::CREG));
     using MMA = Wgmma<C::TT>;
     const int c = wg - 1, g = lane >> 2;
-    float acc[C::WR][MMA::kAcc];
+    float acc[C::ACCS][C::WR][MMA::kAcc];  // set j % ACCS takes k16 sub-step j
     uint32_t A[C::WIN][C::WR][4];
 #pragma unroll
     for (int j = 0; j < C::WIN; ++j)
@@ -195,9 +216,11 @@ __global__ void __launch_bounds__(384, 1)
       const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * un.split / un.nsplit);
       const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (un.split + 1) / un.nsplit);
 #pragma unroll
-      for (int r = 0; r < C::WR; ++r)
+      for (int a = 0; a < C::ACCS; ++a)
 #pragma unroll
-        for (int i = 0; i < MMA::kAcc; ++i) acc[r][i] = 0.f;
+        for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+          for (int i = 0; i < MMA::kAcc; ++i) acc[a][r][i] = 0.f;
       int prev = -1;
       if constexpr (C::WIN == 8) {
         // Stages in pairs: stage parity P picks register sets 4P..4P+3 (compile-time indices: no local memory).
@@ -241,7 +264,7 @@ __global__ void __launch_bounds__(384, 1)
             wgmma_fence();
 #pragma unroll
             for (int r = 0; r < C::WR; ++r)
-              MMA::mma(acc[r], A[p4 + j][r][0], A[p4 + j][r][1], A[p4 + j][r][2], A[p4 + j][r][3], desc + 2 * j);
+              MMA::mma(acc[j % C::ACCS][r], A[p4 + j][r][0], A[p4 + j][r][1], A[p4 + j][r][2], A[p4 + j][r][3], desc + 2 * j);
             wgmma_commit();
           }
           prev2 = prev;
@@ -270,6 +293,7 @@ __global__ void __launch_bounds__(384, 1)
         for (int r = 0; r < C::WR; ++r) {
           const int rt = (c * C::WR + r) * 4 + warp;
           raw[r] = lds128(sw + rt * 512 + lane * 16);
+          if constexpr (C::PROBE == 2) continue;
           const uint32_t o0 = rt * 32 * gps + g * 2;  // TMA box: [RT][16 * gps] bf16; row g + 8 is 16 bytes on
           gsz[r][0] = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16), zc);
           gsz[r][1] = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48), zc)
@@ -290,15 +314,20 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int e = 0; e < 4; ++e) keep(A[j][r][e]);
             const uint32_t word = j == 0 ? raw[r].x : j == 1 ? raw[r].y : j == 2 ? raw[r].z : raw[r].w;
-            if (codebook == 1)
+            if constexpr (C::PROBE == 2) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) A[j][r][e] = word >> e;
+            } else if (codebook == 1)
               dequant_word_nf4(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), lut, A[j][r]);
             else
               dequant_word(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), A[j][r]);
           }
           wgmma_fence();
+          if constexpr (C::PROBE != 1) {
 #pragma unroll
-          for (int r = 0; r < C::WR; ++r)
-            MMA::mma(acc[r], A[j][r][0], A[j][r][1], A[j][r][2], A[j][r][3], desc + 2 * j);  // +32 bytes per k16
+            for (int r = 0; r < C::WR; ++r)
+              MMA::mma(acc[j % C::ACCS][r], A[j][r][0], A[j][r][1], A[j][r][2], A[j][r][3], desc + 2 * j);  // +32 bytes per k16
+          }
           wgmma_commit();
         }
         if constexpr (!C::ROLL) {  // drain: this stage's groups are complete, its buffers free at once
@@ -313,9 +342,17 @@ __global__ void __launch_bounds__(384, 1)
       }
       wgmma_wait<0>();
 #pragma unroll
-      for (int r = 0; r < C::WR; ++r)
+      for (int a = 0; a < C::ACCS; ++a)
 #pragma unroll
-        for (int i = 0; i < MMA::kAcc; ++i) keep(acc[r][i]);
+        for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+          for (int i = 0; i < MMA::kAcc; ++i) keep(acc[a][r][i]);
+      if constexpr (C::ACCS == 2) {
+#pragma unroll
+        for (int r = 0; r < C::WR; ++r)
+#pragma unroll
+          for (int i = 0; i < MMA::kAcc; ++i) acc[0][r][i] += acc[1][r][i];
+      }
       if (prev >= 0 && lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev));
 
       // acc[r][4i + 2h + e] = D[row 16 warp + g + 8h][col 8i + 2t + e]
@@ -325,7 +362,7 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int n = tc.nb * C::BR + (c * C::WR + r) * 64 + warp * 16 + g + 8 * h;
-          store_column<MMA::kAcc / 4>(o, acc[r], 2 * h, m0, n, un.nsplit > 1, un.split == 0);
+          store_column<MMA::kAcc / 4>(o, acc[0][r], 2 * h, m0, n, un.nsplit > 1, un.split == 0);
         }
     }
   }
