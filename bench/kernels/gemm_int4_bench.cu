@@ -278,13 +278,19 @@ static std::vector<Variant> variants() {
   v.push_back(sm90_variant<W14>("a2_r128_t32_sk", Policy::Sched));
   v.push_back(sm90_variant<W15>("wg4_r256_t64_sk", Policy::Sched));
   v.push_back(sm90_variant<W16>("wg4_r256_t32_sk", Policy::Sched));
-  v.push_back(sm90_variant<W17>("wg4a2_r256_t64_sk", Policy::Sched));
+  v.push_back(sm90_variant<W17>("wg4a2_r256_t32_sk", Policy::Sched));
+  v.push_back(Variant{"swap_r256_t64_sk", true, W19::BR, W19::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
+                        return launch_gemm_int4_sm90_swap<W19>(st, p.x, p.w, p.o, r.sched, r.grid);
+                      }});
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 8>>("w8_r256_t64_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 32, 14, true, 8>>("w8_r256_t32_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 1>>("probe_nomma_r256_t64_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 2>>("probe_nodeq_r256_t64_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 32, 14, true, 4, 2, 1, 1, 1>>("probe_nomma_r256_t32_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 32, 14, true, 4, 2, 1, 1, 2>>("probe_nodeq_r256_t32_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 3>>("probe_ss_r256_t64_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<2, 32, 14, true, 4, 2, 1, 1, 3>>("probe_ss_r256_t32_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 4>>("probe_swap_r256_t64_sk", Policy::Sched));
   // sm_90a wgmma: block weight rows 2*WR*64, tokens TT; stages fill ~200 KB of shared memory (W0..W7 of the plan).
   v.push_back(sm90_variant<W0>("wgmma_r256_t128"));
   v.push_back(sm90_variant<W5>("wgmma_r128_t256"));
@@ -737,7 +743,7 @@ int main(int argc, char** argv) {
       for (size_t vi = 0; vi < vs.size(); ++vi) {
         const Variant& v = vs[vi];
         if (!passed[vi]) continue;
-        if (v.tile_tokens > 2 * M && M < 512) continue;  // a tile mostly empty: not a candidate
+        if (v.tile_tokens > 2 * M && M < 512 && v.name.rfind("swap", 0) != 0) continue;  // a tile mostly empty: not a candidate
         if (v.tile_tokens > 0 && v.tile_tokens < 64 && M >= 512) continue;
         const Run r = plan_run(v, M, s.n, s.k);
         const double us = time_variant(st, v, M, s, G, use, x, y, r, calls);

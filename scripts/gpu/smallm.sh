@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# GPU run of the smallm helper (issue 14: the wgmma INT4 GEMM at M = 17..64, batched decode). Budget: 120 s, H200.
+# Build here first (sm_90a; carry bench/kernels/bin/ and, for step 5, build/Release/):
+#   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o bench/kernels/bin/gemm_int4_bench bench/kernels/gemm_int4_bench.cu
+# Run from the repository root after `. .gpu/prelude.sh`:  bash scripts/gpu/smallm.sh
+# Writes $OUT/smallm.log (everything), $OUT/smallm.json (validation + figures), $OUT/sass_*.txt; table LAST.
+#   1. SASS of two kernels (r256 t64 as planned today, and its 2-accumulator twin): HGMMA / WARPGROUP.DEPBAR /
+#      WARPGROUP.ARRIVE counts (a wgmma serialized by ptxas shows a DEPBAR after every HGMMA);
+#   2. each non-probe variant validated in its own process (poisoned y, odd M 9/17/33/47/63/118/2049, G 32/64/128,
+#      bias, NF4, f64 samples, the real shapes' K pieces): a fault or hang loses that variant only;
+#   3. the ones that passed + the probes, validated again (quick cases) and timed at M = 16, 32, 48, 64 on the
+#      five GLM-4 shapes (weights rotated over copies so that L2 does not serve them);
+#   4. the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts), budget permitting;
+#   5. the table: per (shape, M) the plan vs every variant (us), x of the weight read at the copy rate and of bf16
+#      at 790 TFLOP/s; the probes' k-step split.
+set -u
+OUT=${OUT:-/tmp/smallm-out}
+mkdir -p "$OUT"
+TMPD=$(mktemp -d)
+BIN=bench/kernels/bin/gemm_int4_bench
+VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk wgmma_r256_t32_sk wgmma_r128_t32_sk c2_r128_t64_sk c2_r128_t32_sk c2a2_r128_t32_sk a2_r256_t64_sk a2_r256_t32_sk a2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk wg4a2_r256_t32_sk w8_r256_t64_sk w8_r256_t32_sk swap_r256_t64_sk"
+PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk probe_swap_r256_t64_sk probe_nomma_r256_t32_sk probe_nodeq_r256_t32_sk probe_ss_r256_t32_sk"
+{
+  echo "== smallm.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
+  timeout 5 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.sm,memory.total --format=csv,noheader || true
+  if [ ! -x "$BIN" ]; then
+    echo "building $BIN"
+    mkdir -p bench/kernels/bin
+    timeout 100 nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o "$BIN" bench/kernels/gemm_int4_bench.cu
+  fi
+  if command -v cuobjdump >/dev/null; then
+    timeout 20 cuobjdump -sass "$BIN" > "$TMPD/sass.txt" 2>/dev/null
+    for pat in "Sm90CfgILi2ELi64ELi12ELb1ELi4ELi2ELi1ELi1ELi0E" "Sm90CfgILi2ELi64ELi12ELb1ELi4ELi2ELi1ELi2ELi0E"; do
+      awk -v p="$pat" '/Function : /{on = (index($0, p) > 0 && index($0, "sm90_kernel") > 0)} on' "$TMPD/sass.txt" > "$OUT/sass_$pat.txt"
+      echo "SASS $pat: $(wc -l < "$OUT/sass_$pat.txt") lines, HGMMA $(grep -c HGMMA "$OUT/sass_$pat.txt"), WARPGROUP.DEPBAR $(grep -c 'WARPGROUP.DEPBAR' "$OUT/sass_$pat.txt"), WARPGROUP.ARRIVE $(grep -c 'WARPGROUP.ARRIVE' "$OUT/sass_$pat.txt"), LDL $(grep -c LDL "$OUT/sass_$pat.txt")"
+      grep -E "HGMMA|WARPGROUP|SYNCS|LDS" "$OUT/sass_$pat.txt" | head -60 > "$OUT/sass_${pat}_mainloop.txt"
+    done
+  else
+    echo "(no cuobjdump: SASS step skipped)"
+  fi
+  ok=""
+  bad=""
+  for v in $VALIDATE; do
+    if [ "$SECONDS" -gt 55 ]; then bad="$bad,$v"; echo "$v: not validated (budget)"; continue; fi
+    timeout 10 "$BIN" --variants "$v" --validate-only > "$TMPD/val_$v.txt" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then ok="$ok,$v"; else bad="$bad,$v"; echo "$v: exit $rc"; fi
+    grep -E "^$v|f64|error|FAILED" "$TMPD/val_$v.txt" | head -3
+  done
+  echo "validated in separate processes ($SECONDS s): ok=[${ok#,}] failed=[${bad#,}]"
+  echo "[\"${bad#,}\"]" | sed 's/,/","/g' > "$TMPD/failed.json"
+  sel="${ok#,}"
+  for p in $PROBES; do sel="$sel,$p"; done
+  left=$(( 92 - SECONDS )); [ "$left" -lt 15 ] && left=15
+  timeout "$left" "$BIN" --quick --variants "${sel#,}" --ms 16,32,48,64 --json "$TMPD/kernels.json"
+  echo "harness exit: $? ($SECONDS s)"
+  if [ "$SECONDS" -lt 98 ] && [ -f build/Release/glm4_native.node ]; then
+    timeout $(( 116 - SECONDS )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "matmul_int4|linearPath" 2>&1 | grep -E "✓|✗|×|FAIL|passed|failed|Error" | grep -v "^ *✓ matmul" | head -30
+    echo "ops tests done ($SECONDS s)"
+  else
+    echo "(op cases skipped: $SECONDS s used, or no addon binary)"
+  fi
+  python3 scripts/gpu/smallm_summary.py "$TMPD/kernels.json" "$OUT/smallm.json" "$TMPD/failed.json"
+} 2>&1 | tee "$OUT/smallm.log"
+rm -rf "$TMPD"
