@@ -158,8 +158,10 @@ inline int plan_small(int64_t m, int64_t n) {
   return plan_small_v3(m, n);
 }
 
-// v3: the third version's M <= 64 choice (above 64 the same as plan_sm90).
-inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms, bool v3 = false) {
+// v3: the third version's M <= 64 choice (above 64 the same as plan_sm90). force_small in [0, kSm90CfgCount): that
+// configuration for M = 17..64 (GLM4_INT4_GEMM_SMALL: A/B of the candidates in the engine without a rebuild).
+inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms, bool v3 = false, int force_small = -1) {
+  if (m > 16 && m <= 64 && force_small >= 0 && force_small < kSm90CfgCount) return plan_with_sched(force_small, m, n, k, sms);
   if (m <= 64) return plan_with_sched(v3 ? plan_small_v3(m, n) : plan_small(m, n), m, n, k, sms);
   Sm90Plan best;
   double best_cost = 1e300;

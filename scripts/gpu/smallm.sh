@@ -10,7 +10,9 @@
 #      bias, NF4, f64 samples, the real shapes' K pieces): a fault or hang loses that variant only;
 #   3. the ones that passed + the probes, validated again (quick cases) and timed at M = 16, 32, 48, 64 on the
 #      five GLM-4 shapes (weights rotated over copies so that L2 does not serve them);
-#   4. the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts), budget permitting;
+#   4. the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts) with the plan, then with the swap (19),
+#      4-warpgroup (15) and 2-blocks-an-SM (10) configurations forced at M = 17..64 (GLM4_INT4_GEMM_SMALL), budget
+#      permitting;
 #   5. the table: per (shape, M) the plan vs every variant (us), x of the weight read at the copy rate and of bf16
 #      at 790 TFLOP/s; the probes' k-step split.
 set -u
@@ -54,12 +56,16 @@ PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk pro
   left=$(( 92 - SECONDS )); [ "$left" -lt 15 ] && left=15
   timeout "$left" "$BIN" --quick --variants "${sel#,}" --ms 16,32,48,64 --json "$TMPD/kernels.json"
   echo "harness exit: $? ($SECONDS s)"
-  if [ "$SECONDS" -lt 98 ] && [ -f build/Release/glm4_native.node ]; then
-    timeout $(( 116 - SECONDS )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "matmul_int4|linearPath" 2>&1 | grep -E "✓|✗|×|FAIL|passed|failed|Error" | grep -v "^ *✓ matmul" | head -30
-    echo "ops tests done ($SECONDS s)"
-  else
-    echo "(op cases skipped: $SECONDS s used, or no addon binary)"
-  fi
+  # the addon's op cases (M = 9..2049, GEMM at 17/33/40/64 rows) with the plan, then with candidates forced at 17..64
+  for small in "" 19 15 10; do
+    if [ "$SECONDS" -lt 100 ] && [ -f build/Release/glm4_native.node ]; then
+      echo "-- ops.test matmul_int4|linearPath, GLM4_INT4_GEMM_SMALL=${small:-unset} ($SECONDS s)"
+      GLM4_INT4_GEMM_SMALL=$small timeout $(( 117 - SECONDS )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "matmul_int4|linearPath" > "$TMPD/ops.txt" 2>&1
+      echo "   exit $?"; grep -E "✗|×|FAIL|Tests |Error" "$TMPD/ops.txt" | head -12
+    else
+      echo "(op cases GLM4_INT4_GEMM_SMALL=${small:-unset} skipped: $SECONDS s used, or no addon binary)"
+    fi
+  done
   python3 scripts/gpu/smallm_summary.py "$TMPD/kernels.json" "$OUT/smallm.json" "$TMPD/failed.json"
 } 2>&1 | tee "$OUT/smallm.log"
 rm -rf "$TMPD"
