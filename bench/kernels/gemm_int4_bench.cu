@@ -325,6 +325,20 @@ static std::vector<Variant> variants() {
   return v;
 }
 
+// Resident blocks an SM the runtime grants a configuration (2 expected for MINB = 2): the premise of the 2-block
+// variants, printed once a run.
+template <class C>
+static void print_occupancy(const char* name, int smem) {
+  (void)cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (C::MINB > 1)
+    (void)cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  int n = -1;
+  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemm_int4_sm90_kernel<C>, C::THREADS, smem);
+  printf("occupancy %-26s %d block(s) an SM (threads %d, smem %d, regs at launch %d, consumers %d)%s\n", name, n, C::THREADS,
+         smem, C::R0, C::CREG, e == cudaSuccess ? "" : cudaGetErrorString(e));
+  (void)cudaGetLastError();
+}
+
 static Run plan_run(const Variant& v, int M, int N, int K) {
   Run r;
   if (v.policy == Policy::PlanNew || v.policy == Policy::PlanOld || v.policy == Policy::PlanV3) {
@@ -638,6 +652,12 @@ int main(int argc, char** argv) {
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
 
   bool all_ok = check_layout_host();
+  if (hopper) {
+    print_occupancy<W1>("r256 t64 (W1)", W1::SMEM);
+    print_occupancy<W10>("2cta r128 t64 (W10)", W10::SMEM);
+    print_occupancy<W11>("2cta r128 t32 (W11)", W11::SMEM);
+    print_occupancy<W15>("4wg r256 t64 (W15)", W15::SMEM);
+  }
   std::vector<Variant> vs;
   for (Variant& v : variants())
     if (only.empty() || only.find("," + v.name + ",") != std::string::npos) vs.push_back(std::move(v));

@@ -667,6 +667,11 @@ inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloa
   }
   const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
   if (e != cudaSuccess) return e;
+  if constexpr (C::MINB > 1) {  // all of the unified L1 as shared memory, so that MINB blocks fit an SM
+    const cudaError_t ec = cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                                cudaSharedmemCarveoutMaxShared);
+    if (ec != cudaSuccess) return ec;
+  }
   gemm_int4_sm90_kernel<C><<<grid, C::THREADS, C::SMEM, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, sched, w.codebook);
   return cudaGetLastError();
 }
