@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU run of the smallm helper (issue 14: the wgmma INT4 GEMM at M = 17..64, batched decode). Budget: 120 s, H200.
-# Build here first (sm_90a; carry bench/kernels/bin/ and, for step 5, build/Release/):
+# Build here first (sm_90a; carry bench/kernels/bin/, and for steps 4-5 build/Release/ and dist/):
 #   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc -o bench/kernels/bin/gemm_int4_bench bench/kernels/gemm_int4_bench.cu
 # Run from the repository root after `. .gpu/prelude.sh`:  bash scripts/gpu/smallm.sh
 # Writes $OUT/smallm.log (everything), $OUT/smallm.json (validation + figures), $OUT/sass_*.txt; table LAST.
@@ -10,11 +10,12 @@
 #      bias, NF4, f64 samples, the real shapes' K pieces): a fault or hang loses that variant only;
 #   3. the ones that passed + the probes, validated again (quick cases) and timed at M = 16, 32, 48, 64 on the
 #      five GLM-4 shapes (weights rotated over copies so that L2 does not serve them);
-#   4. the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts) with the plan, then with the swap (19),
-#      4-warpgroup (15) and 2-blocks-an-SM (10) configurations forced at M = 17..64 (GLM4_INT4_GEMM_SMALL), budget
-#      permitting;
-#   5. the table: per (shape, M) the plan vs every variant (us), x of the weight read at the copy rate and of bf16
-#      at 790 TFLOP/s; the probes' k-step split.
+#   4. (after 5, budget permitting) the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts) with the
+#      plan, then with the swap kernel (19) forced at M = 17..64 (GLM4_INT4_GEMM_SMALL);
+#   5. the decode step graph (synthetic GLM-4-9B, context 128) at B = 32 / 64 replayed: the plan, then each validated
+#      candidate forced at M = 17..64 (GLM4_INT4_GEMM_SMALL=19 swap, 15 4 warpgroups, 10 2 blocks, 12 2 accumulators);
+#   6. the table: per (shape, M) the plan vs every variant (us), x of the weight read at the copy rate and of bf16
+#      at 790 TFLOP/s; the probes' k-step split; the step times.
 set -u
 OUT=${OUT:-/tmp/smallm-out}
 mkdir -p "$OUT"
@@ -56,8 +57,20 @@ PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk pro
   left=$(( 92 - SECONDS )); [ "$left" -lt 15 ] && left=15
   timeout "$left" "$BIN" --quick --variants "${sel#,}" --ms 16,32,48,64 --json "$TMPD/kernels.json"
   echo "harness exit: $? ($SECONDS s)"
+  # the decode step graph at B = 32 / 64 with the plan, then with each candidate forced at M = 17..64 (only those
+  # whose harness variant validated above): ms a step, tok/s
+  : > "$TMPD/steps.txt"
+  for pair in ":plan_new" "19:swap_r256_t64_sk" "15:wg4_r256_t64_sk" "10:c2_r128_t64_sk" "12:a2_r256_t64_sk"; do
+    small=${pair%%:*}; var=${pair#*:}
+    case ",${ok#,}," in *",$var,"*) ;; *) echo "(step with GLM4_INT4_GEMM_SMALL=$small skipped: $var not validated)"; continue ;; esac
+    if [ "$SECONDS" -lt 84 ] && [ -f build/Release/glm4_native.node ] && [ -f dist/index.js ]; then
+      GLM4_INT4_GEMM_SMALL=$small timeout 15 node scripts/gpu/smallm-step.mjs 2>&1 | grep -E "STEP|Error|error" | head -4 | tee -a "$TMPD/steps.txt"
+    else
+      echo "(step with GLM4_INT4_GEMM_SMALL=${small:-unset} skipped: $SECONDS s used, or no addon / dist)"
+    fi
+  done
   # the addon's op cases (M = 9..2049, GEMM at 17/33/40/64 rows) with the plan, then with candidates forced at 17..64
-  for small in "" 19 15 10; do
+  for small in "" 19; do
     if [ "$SECONDS" -lt 100 ] && [ -f build/Release/glm4_native.node ]; then
       echo "-- ops.test matmul_int4|linearPath, GLM4_INT4_GEMM_SMALL=${small:-unset} ($SECONDS s)"
       GLM4_INT4_GEMM_SMALL=$small timeout $(( 117 - SECONDS )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "matmul_int4|linearPath" > "$TMPD/ops.txt" 2>&1
@@ -66,6 +79,6 @@ PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk pro
       echo "(op cases GLM4_INT4_GEMM_SMALL=${small:-unset} skipped: $SECONDS s used, or no addon binary)"
     fi
   done
-  python3 scripts/gpu/smallm_summary.py "$TMPD/kernels.json" "$OUT/smallm.json" "$TMPD/failed.json"
+  python3 scripts/gpu/smallm_summary.py "$TMPD/kernels.json" "$OUT/smallm.json" "$TMPD/failed.json" "$TMPD/steps.txt"
 } 2>&1 | tee "$OUT/smallm.log"
 rm -rf "$TMPD"

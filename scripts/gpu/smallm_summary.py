@@ -2,7 +2,7 @@
 """Table of scripts/gpu/smallm.sh: per (shape, M = 16/32/48/64) the addon's plan against every smallm variant (us),
 the best variant's time over the INT4 weight read (at the copy rate measured in the same run) and over bf16 at
 790 TFLOP/s, and the probes (no wgmma / no dequantization) beside their real kernel. Merges everything into one JSON.
-Usage: smallm_summary.py KERNELS.json OUT.json [FAILED.json]"""
+Usage: smallm_summary.py KERNELS.json OUT.json [FAILED.json [STEPS.txt]]"""
 import json
 import sys
 
@@ -54,6 +54,18 @@ def main():
         if cells:
             print(f"{shape:8s} {m:3d}  " + "   ".join(cells))
     print("\nvalidation failures:", ", ".join(failed) if failed else "none")
+    steps = []
+    if len(sys.argv) > 4:
+        try:
+            steps = [l.strip() for l in open(sys.argv[4]) if l.startswith("STEP")]
+        except Exception as e:
+            print(f"(no step figures: {e})")
+    print("\n== decode step graph, context 128 (plan = this commit's; small=i: kSm90Cfgs[i] forced at M = 17..64)")
+    for l in steps:
+        print("  " + l)
+    if not steps:
+        print("  (none)")
+    print("\nplan per (shape, M): " + "; ".join(f"{s} {m}: {tmap[(s, m, 'plan_new')]['plan']}" for s, m in keys if (s, m, "plan_new") in tmap))
     print("\n== smallm: us per call; plan = the addon's plan_sm90 now, v3 = main's before smallm (GLM4_INT4_GEMM_PLAN=v3)")
     print("   read = INT4 weights + scales/zeros at the copy rate of this run; bf16 = 2MNK at 790 TFLOP/s")
     head = f"{'shape':8s} {'M':>3s} " + " ".join(f"{s:>7s}" for _, s in COLS) + "  best: variant, us, x read, x bf16, plan/best"
@@ -72,8 +84,7 @@ def main():
         print(f"{shape:8s} {m:3d} {cells}{btxt}")
         rows.append({"shape": shape, "m": m, "variants": {v: r for (v, _), r in zip(COLS, vals) if r},
                      "best": best["variant"] if best else None})
-    print("\nplan per (shape, M): " + "; ".join(f"{s} {m}: {tmap[(s, m, 'plan_new')]['plan']}" for s, m in keys if (s, m, "plan_new") in tmap))
-    json.dump({"checks": checks, "rows": rows, "failed": failed, "times": times}, open(sys.argv[2], "w"), indent=1)
+    json.dump({"checks": checks, "rows": rows, "failed": failed, "times": times, "steps": steps}, open(sys.argv[2], "w"), indent=1)
 
 
 if __name__ == "__main__":
