@@ -282,6 +282,9 @@ static std::vector<Variant> variants() {
   v.push_back(Variant{"swap_r256_t64_sk", true, W19::BR, W19::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
                         return launch_gemm_int4_sm90_swap<W19>(st, p.x, p.w, p.o, r.sched, r.grid);
                       }});
+  v.push_back(Variant{"swap256_r256_t64_sk", true, W20::BR, W20::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
+                        return launch_gemm_int4_sm90_swap<W20, true>(st, p.x, p.w, p.o, r.sched, r.grid);
+                      }});
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 8>>("w8_r256_t64_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 32, 14, true, 8>>("w8_r256_t32_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 1>>("probe_nomma_r256_t64_sk", Policy::Sched));

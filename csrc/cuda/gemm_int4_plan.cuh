@@ -35,6 +35,7 @@ using W17 = Sm90Cfg<1, 32, 15, true, 4, 4, 1, 2>;  // r256 t32, 4 consumer warpg
                                                    // serializes the wgmmas at 104 registers, C7512)
 using W18 = Sm90Cfg<1, 32, 12, true, 4, 2, 2, 2>;  // r128 t32, 2 blocks an SM, 2 accumulator sets
 using W19 = Sm90Cfg<2, 64, 8>;                     // r256 t64 with swapped operands (gemm_int4_sm90_swap_kernel)
+using W20 = Sm90Cfg<2, 64, 7>;                     // the same, FULL: one m64n256k16 a k16 (3 B buffers: 7 stages)
 
 struct Sm90CfgInfo {
   const char* name;
@@ -62,7 +63,8 @@ constexpr Sm90CfgInfo kSm90Cfgs[] = {
     {"wgmma r256 t32 4wg", W16::BR, W16::TT, 0.0},
     {"wgmma r256 t32 4wg acc2", W17::BR, W17::TT, 0.0},
     {"wgmma r128 t32 2cta acc2", W18::BR, W18::TT, 0.0, 2},
-    {"wgmma swap r256 t64", W19::BR, W19::TT, 0.0}};
+    {"wgmma swap r256 t64", W19::BR, W19::TT, 0.0},
+    {"wgmma swap256 r256 t64", W20::BR, W20::TT, 0.0}};
 constexpr int kSm90CfgCount = static_cast<int>(sizeof(kSm90Cfgs) / sizeof(kSm90Cfgs[0]));
 
 inline int64_t plan_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -204,6 +206,7 @@ inline cudaError_t launch_plan_sm90(cudaStream_t st, const __nv_bfloat16* x, con
     case 17: return launch_gemm_int4_sm90_sched<W17>(st, x, w, o, p.sched, p.grid);
     case 18: return launch_gemm_int4_sm90_sched<W18>(st, x, w, o, p.sched, p.grid);
     case 19: return launch_gemm_int4_sm90_swap<W19>(st, x, w, o, p.sched, p.grid);
+    case 20: return launch_gemm_int4_sm90_swap<W20, true>(st, x, w, o, p.sched, p.grid);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -108,8 +108,9 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
-// Shared-memory A (SS) wgmma, for the probes only (PROBE 3 and 4: what the tensor cores cost when A comes from shared
-// memory instead of registers, and with the operands swapped so that N = weight rows): d += A(desc) B(desc).
+// Shared-memory A (SS) wgmma: d += A(desc) B(desc). The probes (PROBE 3 and 4: what the tensor cores cost when A comes
+// from shared memory instead of registers, and with the operands swapped so that N = weight rows) and the swapped
+// kernels (gemm_int4_sm90_swap_kernel: A = the X tile, B = dequantized weights).
 template <int N>
 struct WgmmaSS;
 template <>
@@ -139,6 +140,16 @@ struct WgmmaSS<128> {
         "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b));
+  }
+};
+template <>
+struct WgmmaSS<256> {
+  __device__ __forceinline__ static void mma(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "l"(desc_a), "l"(desc_b));
   }
 };
@@ -430,15 +441,18 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
 // cost follows the instruction count, not the tensor time (bench/NOTES.md "smallm"). Tokens past M are zero rows of
 // the X box (TMA fills out-of-bounds rows with zeros) and are not stored. B buffers: 2 a warpgroup (16 KB each),
 // buffer b of k-step kt rewritten at kt + 2 after wgmma.wait_group 1 (the group that read it is complete).
-template <class C>
+// FULL: both warpgroups dequantize into one 256-row buffer (3 of them) and warpgroup 1 alone issues ONE
+// wgmma.m64n256k16 per k16 (a quarter of today's instruction count); warpgroup 2 only dequantizes.
+template <class C, bool FULL = false>
 struct SwapSmem {
   static_assert(C::WR == 2 && C::NC == 2 && C::TT == 64 && C::MINB == 1 && C::ACCS == 1 && C::PROBE == 0, "swap: r256 t64");
-  static constexpr int B_BYTES = 2 * 2 * 128 * 128;  // 2 warpgroups x 2 buffers x 128 rows x 128 bytes
+  static constexpr int NBUF = FULL ? 3 : 2;                   // B buffers (FULL: of both warpgroups' 256 rows)
+  static constexpr int B_BYTES = NBUF * 2 * 128 * 128;  // 2 warpgroups' 128 rows x 128 bytes a buffer
   static constexpr int SMEM = C::STAGES * C::STAGE_BYTES + B_BYTES + 1024 + 2 * C::STAGES * 8 + kNf4LutBytes;
   static_assert(SMEM <= 232448, "swap: shared memory");
 };
 
-template <class C>
+template <class C, bool FULL = false>
 __global__ void __launch_bounds__(384, 1)
     gemm_int4_sm90_swap_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
                                const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
@@ -448,7 +462,7 @@ __global__ void __launch_bounds__(384, 1)
   const uint32_t sraw = smem_u32(smem_raw);
   const uint32_t sbase = (sraw + 1023) & ~1023u;
   const uint32_t bbuf = sbase + C::STAGES * C::STAGE_BYTES;  // 1024-aligned: STAGE_BYTES % 1024 == 0
-  const uint32_t bars = bbuf + SwapSmem<C>::B_BYTES;
+  const uint32_t bars = bbuf + SwapSmem<C, FULL>::B_BYTES;
   const uint32_t lut = bars + 16 * C::STAGES;
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int n_mb = (o.m + C::TT - 1) / C::TT, n_nb = (o.n / 16 + C::RT - 1) / C::RT;
@@ -458,7 +472,7 @@ __global__ void __launch_bounds__(384, 1)
   if (tid == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
       mbar_init(bars + 8 * s, 1);
-      mbar_init(bars + 8 * (C::STAGES + s), 8);
+      mbar_init(bars + 8 * (C::STAGES + s), FULL ? 4 : 8);  // FULL: warpgroup 1's warps release (see below)
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -497,6 +511,114 @@ __global__ void __launch_bounds__(384, 1)
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    if constexpr (FULL) {
+      // Both warpgroups: load + dequantize their 128 rows of the stage, store them into B buffer kq % 3 (256 rows),
+      // then meet at a 256-thread barrier; warpgroup 1 (c = 0) issues the k-step's 4 wgmma.m64n256k16 and, before
+      // the NEXT barrier, waits until at most one group is in flight: buffer kq % 3 is rewritten at kq + 3 only after
+      // the group that read it (kq) is complete, and a stage is released two k-steps later (count 4: c = 0's warps).
+      const int g = lane >> 2, t4 = lane & 3;
+      // The loop is instantiated once for each warpgroup role (MMA = c == 0) so that no wgmma sits in a branch that
+      // ptxas must treat as divergent (C7518: it would serialize them).
+      auto run = [&](auto mma_role) {
+      constexpr bool MMA = decltype(mma_role)::value;
+      constexpr int c = MMA ? 0 : 1;
+      float acc[MMA ? 128 : 1];  // c = 0: D[token 16 warp + g + 8h][row 8i + 2t + e] at acc[4i + 2h + e], i < 32
+      int stage = 0;
+      uint32_t phase = 0, kq = 0;
+      int prev = -1, prev2 = -1;
+      for (int t = blockIdx.x; t < total; t += gridDim.x) {
+        const Unit un = sched_unit(sched, t);
+        const TileCoord tc = tile_coord(un.tile, n_mb, n_nb);
+        const int kb = static_cast<int>(static_cast<int64_t>(ktiles) * un.split / un.nsplit);
+        const int ke = static_cast<int>(static_cast<int64_t>(ktiles) * (un.split + 1) / un.nsplit);
+#pragma unroll
+        for (int i = 0; i < (MMA ? 128 : 1); ++i) acc[i] = 0.f;
+        for (int kt = kb; kt < ke; ++kt) {
+          mbar_wait(bars + 8 * stage, phase);
+          const uint32_t st = sbase + stage * C::STAGE_BYTES;
+          const uint32_t sw = st + C::X_BYTES, ss = sw + C::W_BYTES, sz = ss + C::SZ_BYTES;
+          const uint32_t bb = bbuf + (kq % 3u) * 32768u;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int rt = (c * 2 + r) * 4 + warp;
+            const uint4 raw = lds128(sw + rt * 512 + lane * 16);
+            const uint32_t o0 = rt * 32 * gps + g * 2;
+            const GroupSZ s0 = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16), zc);
+            const GroupSZ s1 = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48), zc) : s0;
+            const uint32_t row0 = bb + (c * 128 + (r * 4 + warp) * 16 + g) * 128, row1 = row0 + 8 * 128;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const uint32_t word = j == 0 ? raw.x : j == 1 ? raw.y : j == 2 ? raw.z : raw.w;
+              uint32_t a[4];
+              if (codebook == 1)
+                dequant_word_nf4(word, pick(gps == 2 && j >= 2, s0, s1), lut, a);
+              else
+                dequant_word(word, pick(gps == 2 && j >= 2, s0, s1), a);
+              const uint32_t c0 = ((2 * j) ^ g) * 16 + 4 * t4, c1 = ((2 * j + 1) ^ g) * 16 + 4 * t4;
+              asm volatile("st.shared.b32 [%0], %1;" ::"r"(row0 + c0), "r"(a[0]) : "memory");
+              asm volatile("st.shared.b32 [%0], %1;" ::"r"(row1 + c0), "r"(a[1]) : "memory");
+              asm volatile("st.shared.b32 [%0], %1;" ::"r"(row0 + c1), "r"(a[2]) : "memory");
+              asm volatile("st.shared.b32 [%0], %1;" ::"r"(row1 + c1), "r"(a[3]) : "memory");
+            }
+          }
+          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+          if constexpr (MMA) {
+            wgmma_wait<1>();  // groups up to kt - 2 complete: stage prev2 free; buffer (kq + 1) % 3 free for the next step
+            if (prev2 >= 0 && lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev2));
+          }
+          asm volatile("bar.sync 1, 256;" ::: "memory");  // both warpgroups' rows are in buffer kq % 3
+          if constexpr (MMA) {
+            wgmma_fence();
+            const uint64_t da = desc_sw128(st), db = desc_sw128(bb);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) WgmmaSS<256>::mma(acc, da + 2 * j, db + 2 * j);
+            wgmma_commit();
+            prev2 = prev;
+            prev = stage;
+          }
+          ++kq;
+          if (++stage == C::STAGES) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+        if constexpr (MMA) {
+          wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < 128; ++i) keep(acc[i]);
+          if (lane == 0) {
+            if (prev2 >= 0) mbar_arrive(bars + 8 * (C::STAGES + prev2));
+            if (prev >= 0) mbar_arrive(bars + 8 * (C::STAGES + prev));
+          }
+          prev = prev2 = -1;
+          const bool split = un.nsplit > 1, add_bias = un.split == 0;
+          const int nbase = tc.nb * C::BR + 2 * t4;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int m = tc.mb * C::TT + 16 * warp + g + 8 * h;
+            if (m >= o.m) continue;
+            float* yrow = o.y + static_cast<int64_t>(m) * o.n;
+#pragma unroll
+            for (int i = 0; i < 32; ++i)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int n = nbase + 8 * i + e;
+                if (n >= o.n) continue;
+                const float v = acc[4 * i + 2 * h + e] + (add_bias ? bias_at(o, n) : 0.f);
+                if (split)
+                  red_add(yrow + n, v);
+                else
+                  yrow[n] = v;
+              }
+          }
+        }
+      }
+      };
+      if (wg == 1)
+        run(std::true_type{});
+      else
+        run(std::false_type{});
+    } else {
     const int c = wg - 1, g = lane >> 2, t4 = lane & 3;
     const uint32_t bwg = bbuf + c * 32768;  // this warpgroup's two B buffers
     float acc[64];                          // D[token 16 warp + g + 8h][row 8i + 2t + e] at acc[4i + 2h + e]
@@ -591,6 +713,7 @@ __global__ void __launch_bounds__(384, 1)
           }
       }
     }
+    }  // !FULL
   }
 #endif
 }
@@ -677,7 +800,7 @@ inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloa
 }
 
 // The swapped-operand kernel (gemm_int4_sm90_swap_kernel<C>, C = r256 t64): the same maps, zeroing and schedule.
-template <class C>
+template <class C, bool FULL = false>
 inline cudaError_t launch_gemm_int4_sm90_swap(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
                                               const Sched& sched, int grid) {
   Sm90Maps m;
@@ -700,10 +823,10 @@ inline cudaError_t launch_gemm_int4_sm90_swap(cudaStream_t st, const __nv_bfloat
       gemm_zero_tiles_kernel<C><<<sched.tiles - sched.dp, 256, 0, st>>>(o.y, o.m, o.n, sched);
     }
   }
-  constexpr int smem = SwapSmem<C>::SMEM;
-  const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_swap_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  constexpr int smem = SwapSmem<C, FULL>::SMEM;
+  const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_swap_kernel<C, FULL>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  gemm_int4_sm90_swap_kernel<C><<<grid, C::THREADS, smem, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, sched, w.codebook);
+  gemm_int4_sm90_swap_kernel<C, FULL><<<grid, C::THREADS, smem, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, sched, w.codebook);
   return cudaGetLastError();
 }
 

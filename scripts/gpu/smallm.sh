@@ -21,7 +21,7 @@ OUT=${OUT:-/tmp/smallm-out}
 mkdir -p "$OUT"
 TMPD=$(mktemp -d)
 BIN=bench/kernels/bin/gemm_int4_bench
-VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk wgmma_r256_t32_sk wgmma_r128_t32_sk c2_r128_t64_sk c2_r128_t32_sk c2a2_r128_t32_sk a2_r256_t64_sk a2_r256_t32_sk a2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk wg4a2_r256_t32_sk w8_r256_t64_sk w8_r256_t32_sk swap_r256_t64_sk"
+VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk wgmma_r256_t32_sk wgmma_r128_t32_sk c2_r128_t64_sk c2_r128_t32_sk c2a2_r128_t32_sk a2_r256_t64_sk a2_r256_t32_sk a2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk wg4a2_r256_t32_sk w8_r256_t64_sk w8_r256_t32_sk swap_r256_t64_sk swap256_r256_t64_sk"
 PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk probe_swap_r256_t64_sk probe_nomma_r256_t32_sk probe_nodeq_r256_t32_sk probe_ss_r256_t32_sk"
 {
   echo "== smallm.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
@@ -60,7 +60,7 @@ PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk pro
   # the decode step graph at B = 32 / 64 with the plan, then with each candidate forced at M = 17..64 (only those
   # whose harness variant validated above): ms a step, tok/s
   : > "$TMPD/steps.txt"
-  for pair in ":plan_new" "19:swap_r256_t64_sk" "15:wg4_r256_t64_sk" "10:c2_r128_t64_sk" "12:a2_r256_t64_sk"; do
+  for pair in ":plan_new" "20:swap256_r256_t64_sk" "19:swap_r256_t64_sk" "15:wg4_r256_t64_sk" "10:c2_r128_t64_sk" "12:a2_r256_t64_sk"; do
     small=${pair%%:*}; var=${pair#*:}
     case ",${ok#,}," in *",$var,"*) ;; *) echo "(step with GLM4_INT4_GEMM_SMALL=$small skipped: $var not validated)"; continue ;; esac
     if [ "$SECONDS" -lt 84 ] && [ -f build/Release/glm4_native.node ] && [ -f dist/index.js ]; then

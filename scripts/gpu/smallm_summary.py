@@ -13,6 +13,7 @@ COLS = [  # (variant, short name)
     ("a2_r256_t64_sk", "a2t64"), ("a2_r256_t32_sk", "a2t32"), ("a2_r128_t32_sk", "a2r128"),
     ("wg4_r256_t64_sk", "wg4t64"), ("wg4_r256_t32_sk", "wg4t32"), ("wg4a2_r256_t32_sk", "wg4a2"),
     ("w8_r256_t64_sk", "w8t64"), ("w8_r256_t32_sk", "w8t32"), ("swap_r256_t64_sk", "swap"),
+    ("swap256_r256_t64_sk", "swap256"),
 ]
 PROBES = [("wgmma_r256_t64_sk", "probe_nomma_r256_t64_sk", "probe_nodeq_r256_t64_sk", "probe_ss_r256_t64_sk", "probe_swap_r256_t64_sk"),
           ("wgmma_r256_t32_sk", "probe_nomma_r256_t32_sk", "probe_nodeq_r256_t32_sk", "probe_ss_r256_t32_sk", None)]
