@@ -285,6 +285,30 @@ static std::vector<Variant> variants() {
   v.push_back(Variant{"swap256_r256_t64_sk", true, W20::BR, W20::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
                         return launch_gemm_int4_sm90_swap<W20, true>(st, p.x, p.w, p.o, r.sched, r.grid);
                       }});
+  // look-ahead dequantization (sub-step j+1's A before sub-step j's wgmma) on today's and smallm's winning tiles
+  v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 0, true>>("la_r256_t64_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<1, 64, 11, true, 4, 4, 1, 1, 0, true>>("la_wg4_r256_t64_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<1, 64, 8, true, 4, 2, 2, 1, 0, true>>("la_c2_r128_t64_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<1, 32, 15, true, 4, 4, 1, 1, 0, true>>("la_wg4_r256_t32_sk", Policy::Sched));
+  v.push_back(sm90_variant<Sm90Cfg<1, 32, 12, true, 4, 2, 2, 1, 0, true>>("la_c2_r128_t32_sk", Policy::Sched));
+  // swap kernel diagnosis (run14: 68-70 us on gate_up against 26 us for its probe without stores/fence/barrier)
+  {
+    Variant pv{"probe_swap_nofence_sk", true, W19::BR, W19::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
+                 return launch_gemm_int4_sm90_swap<W19, false, 1>(st, p.x, p.w, p.o, r.sched, r.grid);
+               }};
+    pv.probe = true;
+    v.push_back(pv);
+    pv.name = "probe_swap_nobar_sk";
+    pv.launch = [](cudaStream_t st, const Problem& p, const Run& r) {
+      return launch_gemm_int4_sm90_swap<W19, false, 2>(st, p.x, p.w, p.o, r.sched, r.grid);
+    };
+    v.push_back(pv);
+    pv.name = "probe_swap_nosts_sk";
+    pv.launch = [](cudaStream_t st, const Problem& p, const Run& r) {
+      return launch_gemm_int4_sm90_swap<W19, false, 3>(st, p.x, p.w, p.o, r.sched, r.grid);
+    };
+    v.push_back(pv);
+  }
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 8>>("w8_r256_t64_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 32, 14, true, 8>>("w8_r256_t32_sk", Policy::Sched));
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 1>>("probe_nomma_r256_t64_sk", Policy::Sched));
@@ -766,7 +790,7 @@ int main(int argc, char** argv) {
       for (size_t vi = 0; vi < vs.size(); ++vi) {
         const Variant& v = vs[vi];
         if (!passed[vi]) continue;
-        if (v.tile_tokens > 2 * M && M < 512 && v.name.rfind("swap", 0) != 0) continue;  // a tile mostly empty: not a candidate
+        if (v.tile_tokens > 2 * M && M < 512 && v.name.find("swap") == std::string::npos) continue;  // a tile mostly empty: not a candidate
         if (v.tile_tokens > 0 && v.tile_tokens < 64 && M >= 512) continue;
         const Run r = plan_run(v, M, s.n, s.k);
         const double us = time_variant(st, v, M, s, G, use, x, y, r, calls);

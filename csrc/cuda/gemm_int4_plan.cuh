@@ -155,16 +155,30 @@ inline int plan_small_v3(int64_t m, int64_t n) {
   if (m <= 32) return n <= 8192 ? 6 : 2;
   return 1;
 }
-// smallm's choice at M = 17..64 (bench/NOTES.md "smallm"; M <= 16 keeps v3's).
-inline int plan_small(int64_t m, int64_t n) {
-  return plan_small_v3(m, n);
+// smallm's choice at M = 17..64 (bench/NOTES.md "smallm"; M <= 16 keeps v3's): more independent wgmma chains an SM,
+// as 2 blocks of r128 (2 x 2 consumer warpgroups) on the small matrices and 4 consumer warpgroups of 64 rows in one
+// r256 block on the wide ones. H200 run14 (scripts/gpu/smallm.sh, 2026-12-03), us, v3's plan -> this one (best of
+// the 16 validated variants in brackets where another won):
+//   M = 32: qkv 13.6 -> 12.1 (2cta r128 t32), o 11.8 -> 11.3 (same), gate_up 43.3 -> 41.4 (4wg r256 t32),
+//           down 25.3 -> 22.4 (same), output 195.6 -> 182.3 (same)
+//   M = 48: qkv 15.1 -> 13.8 (2cta r128 t64), o 13.9 -> 13.0 (same), down 27.2 -> 25.6 (same; 4wg 25.7),
+//           gate_up 51.3 -> 46.9 (4wg r256 t64), output 249.8 -> 207.5 (same)
+//   M = 64: qkv 16.1 -> 14.4, o 14.8 -> 13.9, down 27.7 -> 26.0 (2cta r128 t64); gate_up 51.4 -> 47.3, output 243.6 ->
+//           212.4 (4wg r256 t64)
+//   the decode step graph (context 128) with 4wg r256 t64 / 2cta r128 t64 forced at every shape: B = 64 5.514 -> 5.274
+//   / 5.281 ms; the 2 accumulator sets (a2_*), WIN 8 (w8_*) and the swapped-operand kernel (swap, 68-70 us on
+//   gate_up) lost everywhere.
+inline int plan_small(int64_t m, int64_t n, int64_t k) {
+  if (m <= 16) return plan_small_v3(m, n);
+  if (m <= 32) return n <= 8192 && k <= 4096 ? 11 : 16;
+  return n <= 8192 ? 10 : 15;
 }
 
 // v3: the third version's M <= 64 choice (above 64 the same as plan_sm90). force_small in [0, kSm90CfgCount): that
 // configuration for M = 17..64 (GLM4_INT4_GEMM_SMALL: A/B of the candidates in the engine without a rebuild).
 inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms, bool v3 = false, int force_small = -1) {
   if (m > 16 && m <= 64 && force_small >= 0 && force_small < kSm90CfgCount) return plan_with_sched(force_small, m, n, k, sms);
-  if (m <= 64) return plan_with_sched(v3 ? plan_small_v3(m, n) : plan_small(m, n), m, n, k, sms);
+  if (m <= 64) return plan_with_sched(v3 ? plan_small_v3(m, n) : plan_small(m, n, k), m, n, k, sms);
   Sm90Plan best;
   double best_cost = 1e300;
   for (int cfg : {5, 8, 9}) {

@@ -47,13 +47,17 @@ namespace gemmk {
 // still runs), 4 = swapped operands: per k16 one m64n128k16 SS a warpgroup (A = the 64-token X tile, B = 128 rows
 // of the stage), the tile's work in a quarter of the instructions (no store of dequantized weights: a lower bound
 // of a weights-as-B kernel). What each saves against PROBE 0 says which part of the consumer's k-step bounds it.
+// LA: look-ahead dequantization (rolling WIN 4 only): sub-step j+1's A registers are dequantized before sub-step
+// j's wgmma is issued, so that no wgmma waits on registers written just before it (2-3 groups in flight instead of 3).
 template <int WR_, int TT_, int STAGES_, bool ROLL_ = true, int WIN_ = 4, int NC_ = 2, int MINB_ = 1, int ACCS_ = 1,
-          int PROBE_ = 0>
+          int PROBE_ = 0, bool LA_ = false>
 struct Sm90Cfg {
   static constexpr int WR = WR_, TT = TT_, STAGES = STAGES_;
   static constexpr bool ROLL = ROLL_;
   static constexpr int WIN = WIN_;
   static constexpr int NC = NC_, MINB = MINB_, ACCS = ACCS_, PROBE = PROBE_;
+  static constexpr bool LA = LA_;
+  static_assert(!LA || (WIN == 4 && ROLL_ && PROBE_ == 0), "look-ahead: the rolling WIN 4 loop");
   static_assert(PROBE == 0 || (WIN == 4 && ROLL_), "probes: the rolling WIN 4 loop only");
   static_assert(PROBE != 4 || (WR_ == 2 && TT_ == 64 && NC_ == 2 && ACCS_ == 1), "probe 4: r256 t64 only");
   static_assert(WIN == 4 || (WIN == 8 && ROLL_ && STAGES_ >= 6), "WIN 8: rolling, and stages for 3 held + loads");
@@ -352,6 +356,44 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
                                : gsz[r][0];
         }
         const uint64_t desc = desc_sw128(st);
+        if constexpr (C::LA) {
+          auto deq = [&](auto J) {
+            constexpr int j = decltype(J)::value;
+#pragma unroll
+            for (int r = 0; r < C::WR; ++r) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) keep(A[j][r][e]);
+              const uint32_t word = j == 0 ? raw[r].x : j == 1 ? raw[r].y : j == 2 ? raw[r].z : raw[r].w;
+              if (codebook == 1)
+                dequant_word_nf4(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), lut, A[j][r]);
+              else
+                dequant_word(word, pick(gps == 2 && j >= 2, gsz[r][0], gsz[r][1]), A[j][r]);
+            }
+          };
+          auto issue = [&](auto J) {
+            constexpr int j = decltype(J)::value;
+            wgmma_fence();
+#pragma unroll
+            for (int r = 0; r < C::WR; ++r)
+              MMA::mma(acc[j % C::ACCS][r], A[j][r][0], A[j][r][1], A[j][r][2], A[j][r][3], desc + 2 * j);
+            wgmma_commit();
+          };
+          // Commits since the previous stage's group j: 3 - j of that stage + j of this one before group j is issued.
+          wgmma_wait<3>();  // the group that read A[0] is complete
+          deq(std::integral_constant<int, 0>{});
+          wgmma_wait<2>();  // A[1]'s reader (the previous stage's group 1) is complete
+          deq(std::integral_constant<int, 1>{});
+          issue(std::integral_constant<int, 0>{});
+          wgmma_wait<2>();  // A[2]'s reader
+          deq(std::integral_constant<int, 2>{});
+          issue(std::integral_constant<int, 1>{});
+          wgmma_wait<2>();  // A[3]'s reader, the previous stage's last group: all of its groups are complete
+          if (prev >= 0 && lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev));
+          prev = -1;
+          deq(std::integral_constant<int, 3>{});
+          issue(std::integral_constant<int, 2>{});
+          issue(std::integral_constant<int, 3>{});
+        } else
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           if constexpr (C::ROLL) {
@@ -452,7 +494,9 @@ struct SwapSmem {
   static_assert(SMEM <= 232448, "swap: shared memory");
 };
 
-template <class C, bool FULL = false>
+// SPROBE (harness diagnosis of the non-FULL path; output wrong by design): 1 = no fence.proxy.async, 2 = no named
+// barrier, 3 = no stores of the dequantized weights (the wgmma reads whatever the buffer holds).
+template <class C, bool FULL = false, int SPROBE = 0>
 __global__ void __launch_bounds__(384, 1)
     gemm_int4_sm90_swap_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
                                const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
@@ -663,14 +707,19 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const uint32_t c0 = ((2 * j) ^ g) * 16 + 4 * t4, c1 = ((2 * j + 1) ^ g) * 16 + 4 * t4;  // k 16j + 2t, 16j + 8 + 2t
+            if constexpr (SPROBE == 3) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) keep(a[r][j][e]);
+              continue;
+            }
             asm volatile("st.shared.b32 [%0], %1;" ::"r"(row0 + c0), "r"(a[r][j][0]) : "memory");
             asm volatile("st.shared.b32 [%0], %1;" ::"r"(row1 + c0), "r"(a[r][j][1]) : "memory");
             asm volatile("st.shared.b32 [%0], %1;" ::"r"(row0 + c1), "r"(a[r][j][2]) : "memory");
             asm volatile("st.shared.b32 [%0], %1;" ::"r"(row1 + c1), "r"(a[r][j][3]) : "memory");
           }
         }
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // generic-proxy stores -> visible to wgmma
-        asm volatile("bar.sync %0, 128;" ::"r"(1 + c) : "memory");     // the warpgroup's 4 warps have stored
+        if constexpr (SPROBE != 1) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // generic-proxy stores -> visible to wgmma
+        if constexpr (SPROBE != 2) asm volatile("bar.sync %0, 128;" ::"r"(1 + c) : "memory");     // the warpgroup's 4 warps have stored
         wgmma_fence();
         const uint64_t da = desc_sw128(st), db = desc_sw128(bb);
 #pragma unroll
@@ -800,7 +849,7 @@ inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloa
 }
 
 // The swapped-operand kernel (gemm_int4_sm90_swap_kernel<C>, C = r256 t64): the same maps, zeroing and schedule.
-template <class C, bool FULL = false>
+template <class C, bool FULL = false, int SPROBE = 0>
 inline cudaError_t launch_gemm_int4_sm90_swap(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
                                               const Sched& sched, int grid) {
   Sm90Maps m;
@@ -824,9 +873,9 @@ inline cudaError_t launch_gemm_int4_sm90_swap(cudaStream_t st, const __nv_bfloat
     }
   }
   constexpr int smem = SwapSmem<C, FULL>::SMEM;
-  const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_swap_kernel<C, FULL>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_swap_kernel<C, FULL, SPROBE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  gemm_int4_sm90_swap_kernel<C, FULL><<<grid, C::THREADS, smem, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, sched, w.codebook);
+  gemm_int4_sm90_swap_kernel<C, FULL, SPROBE><<<grid, C::THREADS, smem, st>>>(m.x, m.w, m.s, m.z, o, w.group, w.k / 64, sched, w.codebook);
   return cudaGetLastError();
 }
 

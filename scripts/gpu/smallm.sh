@@ -10,10 +10,9 @@
 #      bias, NF4, f64 samples, the real shapes' K pieces): a fault or hang loses that variant only;
 #   3. the ones that passed + the probes, validated again (quick cases) and timed at M = 16, 32, 48, 64 on the
 #      five GLM-4 shapes (weights rotated over copies so that L2 does not serve them);
-#   4. (after 5, budget permitting) the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts) with the
-#      plan, then with the swap kernel (19) forced at M = 17..64 (GLM4_INT4_GEMM_SMALL);
-#   5. the decode step graph (synthetic GLM-4-9B, context 128) at B = 32 / 64 replayed: the plan, then each validated
-#      candidate forced at M = 17..64 (GLM4_INT4_GEMM_SMALL=19 swap, 15 4 warpgroups, 10 2 blocks, 12 2 accumulators);
+#   4. (after 5, budget permitting) the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts) with the plan;
+#   5. the decode step graph (synthetic GLM-4-9B, context 128) at B = 32 / 64 replayed: the plan (smallm's), main's
+#      v3 (GLM4_INT4_GEMM_PLAN=v3), and swap256 forced at M = 17..64 (GLM4_INT4_GEMM_SMALL=20) if it validated;
 #   6. the table: per (shape, M) the plan vs every variant (us), x of the weight read at the copy rate and of bf16
 #      at 790 TFLOP/s; the probes' k-step split; the step times.
 set -u
@@ -21,8 +20,8 @@ OUT=${OUT:-/tmp/smallm-out}
 mkdir -p "$OUT"
 TMPD=$(mktemp -d)
 BIN=bench/kernels/bin/gemm_int4_bench
-VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk wgmma_r256_t32_sk wgmma_r128_t32_sk c2_r128_t64_sk c2_r128_t32_sk c2a2_r128_t32_sk a2_r256_t64_sk a2_r256_t32_sk a2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk wg4a2_r256_t32_sk w8_r256_t64_sk w8_r256_t32_sk swap_r256_t64_sk swap256_r256_t64_sk"
-PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk probe_swap_r256_t64_sk probe_nomma_r256_t32_sk probe_nodeq_r256_t32_sk probe_ss_r256_t32_sk"
+VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk c2_r128_t64_sk c2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk swap_r256_t64_sk swap256_r256_t64_sk la_r256_t64_sk la_wg4_r256_t64_sk la_c2_r128_t64_sk la_wg4_r256_t32_sk la_c2_r128_t32_sk"
+PROBES="probe_swap_nofence_sk probe_swap_nobar_sk probe_swap_nosts_sk probe_swap_r256_t64_sk probe_nomma_r256_t64_sk probe_ss_r256_t64_sk"
 {
   echo "== smallm.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
   timeout 5 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.sm,memory.total --format=csv,noheader || true
@@ -60,17 +59,18 @@ PROBES="probe_nomma_r256_t64_sk probe_nodeq_r256_t64_sk probe_ss_r256_t64_sk pro
   # the decode step graph at B = 32 / 64 with the plan, then with each candidate forced at M = 17..64 (only those
   # whose harness variant validated above): ms a step, tok/s
   : > "$TMPD/steps.txt"
-  for pair in ":plan_new" "20:swap256_r256_t64_sk" "19:swap_r256_t64_sk" "15:wg4_r256_t64_sk" "10:c2_r128_t64_sk" "12:a2_r256_t64_sk"; do
+  for pair in ":plan_new" "v3:plan_v3" "20:swap256_r256_t64_sk"; do
     small=${pair%%:*}; var=${pair#*:}
     case ",${ok#,}," in *",$var,"*) ;; *) echo "(step with GLM4_INT4_GEMM_SMALL=$small skipped: $var not validated)"; continue ;; esac
-    if [ "$SECONDS" -lt 84 ] && [ -f build/Release/glm4_native.node ] && [ -f dist/index.js ]; then
-      GLM4_INT4_GEMM_SMALL=$small timeout 15 node scripts/gpu/smallm-step.mjs 2>&1 | grep -E "STEP|Error|error" | head -4 | tee -a "$TMPD/steps.txt"
+    if [ "$SECONDS" -lt 90 ] && [ -f build/Release/glm4_native.node ] && [ -f dist/index.js ]; then
+      if [ "$small" = v3 ]; then pl=v3; small=""; else pl=""; fi
+      GLM4_INT4_GEMM_PLAN=$pl GLM4_INT4_GEMM_SMALL=$small timeout 15 node scripts/gpu/smallm-step.mjs 2>&1 | grep -E "STEP|Error|error" | head -4 | tee -a "$TMPD/steps.txt"
     else
       echo "(step with GLM4_INT4_GEMM_SMALL=${small:-unset} skipped: $SECONDS s used, or no addon / dist)"
     fi
   done
   # the addon's op cases (M = 9..2049, GEMM at 17/33/40/64 rows) with the plan, then with candidates forced at 17..64
-  for small in "" 19; do
+  for small in ""; do
     if [ "$SECONDS" -lt 100 ] && [ -f build/Release/glm4_native.node ]; then
       echo "-- ops.test matmul_int4|linearPath, GLM4_INT4_GEMM_SMALL=${small:-unset} ($SECONDS s)"
       GLM4_INT4_GEMM_SMALL=$small timeout $(( 117 - SECONDS )) npx vitest run --config vitest.gpu.config.ts test/gpu/ops.test.ts -t "matmul_int4|linearPath" > "$TMPD/ops.txt" 2>&1

@@ -8,15 +8,16 @@ import sys
 
 COLS = [  # (variant, short name)
     ("plan_new", "plan"), ("plan_v3", "v3"),
-    ("wgmma_r256_t64_sk", "r256t64"), ("wgmma_r256_t32_sk", "r256t32"), ("wgmma_r128_t32_sk", "r128t32"),
-    ("c2_r128_t64_sk", "c2t64"), ("c2_r128_t32_sk", "c2t32"), ("c2a2_r128_t32_sk", "c2a2t32"),
-    ("a2_r256_t64_sk", "a2t64"), ("a2_r256_t32_sk", "a2t32"), ("a2_r128_t32_sk", "a2r128"),
-    ("wg4_r256_t64_sk", "wg4t64"), ("wg4_r256_t32_sk", "wg4t32"), ("wg4a2_r256_t32_sk", "wg4a2"),
-    ("w8_r256_t64_sk", "w8t64"), ("w8_r256_t32_sk", "w8t32"), ("swap_r256_t64_sk", "swap"),
-    ("swap256_r256_t64_sk", "swap256"),
+    ("wgmma_r256_t64_sk", "r256t64"), ("c2_r128_t64_sk", "c2t64"), ("c2_r128_t32_sk", "c2t32"),
+    ("wg4_r256_t64_sk", "wg4t64"), ("wg4_r256_t32_sk", "wg4t32"),
+    ("la_r256_t64_sk", "la_t64"), ("la_c2_r128_t64_sk", "la_c2t64"), ("la_c2_r128_t32_sk", "la_c2t32"),
+    ("la_wg4_r256_t64_sk", "la_wg4t64"), ("la_wg4_r256_t32_sk", "la_wg4t32"),
+    ("swap_r256_t64_sk", "swap"), ("swap256_r256_t64_sk", "swap256"),
+    # run14's other variants (2 accumulator sets, WIN 8, r256/r128 t32 with choose_sched), if timed
+    ("a2_r256_t64_sk", "a2t64"), ("w8_r256_t64_sk", "w8t64"),
 ]
-PROBES = [("wgmma_r256_t64_sk", "probe_nomma_r256_t64_sk", "probe_nodeq_r256_t64_sk", "probe_ss_r256_t64_sk", "probe_swap_r256_t64_sk"),
-          ("wgmma_r256_t32_sk", "probe_nomma_r256_t32_sk", "probe_nodeq_r256_t32_sk", "probe_ss_r256_t32_sk", None)]
+PROBES = [("wgmma_r256_t64_sk", "probe_nomma_r256_t64_sk", "probe_ss_r256_t64_sk", "probe_swap_r256_t64_sk", None),
+          ("swap_r256_t64_sk", "probe_swap_nofence_sk", "probe_swap_nobar_sk", "probe_swap_nosts_sk", None)]
 
 
 def load(path, fix_cut=False):
@@ -44,14 +45,14 @@ def main():
     order = {"qkv": 0, "o": 1, "gate_up": 2, "down": 3, "output": 4}
     keys = sorted({(r["shape"], r["m"]) for r in times}, key=lambda t: (order.get(t[0], 9), t[1]))
     rows = []
-    print("\n== probes (us; same pipeline and loads): real kernel | no wgmma | no dequant | A from smem (SS) | swapped m64n128 SS")
+    print("\n== probes (us): r256t64: real | no wgmma | A from smem (SS) | swapped m64n128 SS;   swap: real | no fence.proxy.async | no named barrier | no st.shared")
     for shape, m in keys:
         cells = []
         for vs in PROBES:
             rs = [tmap.get((shape, m, v)) if v else None for v in vs]
             if any(rs):
                 f = lambda r: f"{r['us']:7.1f}" if r else f"{'-':>7s}"
-                cells.append(f"{vs[0].split('_')[2]}: " + " ".join(f(r) for r in rs))
+                cells.append(f"{vs[0].split('_')[0]}: " + " ".join(f(r) for r in rs))
         if cells:
             print(f"{shape:8s} {m:3d}  " + "   ".join(cells))
     print("\nvalidation failures:", ", ".join(failed) if failed else "none")
@@ -69,11 +70,11 @@ def main():
     print("\nplan per (shape, M): " + "; ".join(f"{s} {m}: {tmap[(s, m, 'plan_new')]['plan']}" for s, m in keys if (s, m, "plan_new") in tmap))
     print("\n== smallm: us per call; plan = the addon's plan_sm90 now, v3 = main's before smallm (GLM4_INT4_GEMM_PLAN=v3)")
     print("   read = INT4 weights + scales/zeros at the copy rate of this run; bf16 = 2MNK at 790 TFLOP/s")
-    head = f"{'shape':8s} {'M':>3s} " + " ".join(f"{s:>7s}" for _, s in COLS) + "  best: variant, us, x read, x bf16, plan/best"
+    head = f"{'shape':8s} {'M':>3s} " + " ".join(f"{s:>9s}" for _, s in COLS) + "  best: variant, us, x read, x bf16, plan/best"
     print(head)
     for shape, m in keys:
         vals = [tmap.get((shape, m, v)) for v, _ in COLS]
-        cells = " ".join(f"{r['us']:7.1f}" if r else f"{'-':>7s}" for r in vals)
+        cells = " ".join(f"{r['us']:9.1f}" if r else f"{'-':>9s}" for r in vals)
         cand = [r for r in vals[2:] if r]
         best = min(cand, key=lambda r: r["us"]) if cand else None
         plan = vals[0]
