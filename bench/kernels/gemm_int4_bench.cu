@@ -283,7 +283,10 @@ static std::vector<Variant> variants() {
                         return launch_gemm_int4_sm90_swap<W19>(st, p.x, p.w, p.o, r.sched, r.grid);
                       }});
   v.push_back(Variant{"swap256_r256_t64_sk", true, W20::BR, W20::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
-                        return launch_gemm_int4_sm90_swap<W20, true>(st, p.x, p.w, p.o, r.sched, r.grid);
+                        return launch_gemm_int4_sm90_swap<W20, 1>(st, p.x, p.w, p.o, r.sched, r.grid);
+                      }});
+  v.push_back(Variant{"swapdq_r256_t64_sk", true, W20::BR, W20::TT, Policy::Sched, [](cudaStream_t st, const Problem& p, const Run& r) {
+                        return launch_gemm_int4_sm90_swap<W20, 2>(st, p.x, p.w, p.o, r.sched, r.grid);
                       }});
   // look-ahead dequantization (sub-step j+1's A before sub-step j's wgmma) on today's and smallm's winning tiles
   v.push_back(sm90_variant<Sm90Cfg<2, 64, 12, true, 4, 2, 1, 1, 0, true>>("la_r256_t64_sk", Policy::Sched));

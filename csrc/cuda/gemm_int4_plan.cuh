@@ -64,7 +64,8 @@ constexpr Sm90CfgInfo kSm90Cfgs[] = {
     {"wgmma r256 t32 4wg acc2", W17::BR, W17::TT, 0.0},
     {"wgmma r128 t32 2cta acc2", W18::BR, W18::TT, 0.0, 2},
     {"wgmma swap r256 t64", W19::BR, W19::TT, 0.0},
-    {"wgmma swap256 r256 t64", W20::BR, W20::TT, 0.0}};
+    {"wgmma swap256 r256 t64", W20::BR, W20::TT, 0.0},
+    {"wgmma swapdq r256 t64", W20::BR, W20::TT, 0.0}};  // W20, FULL 2: one warpgroup dequantizes, one issues
 constexpr int kSm90CfgCount = static_cast<int>(sizeof(kSm90Cfgs) / sizeof(kSm90Cfgs[0]));
 
 inline int64_t plan_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -220,7 +221,8 @@ inline cudaError_t launch_plan_sm90(cudaStream_t st, const __nv_bfloat16* x, con
     case 17: return launch_gemm_int4_sm90_sched<W17>(st, x, w, o, p.sched, p.grid);
     case 18: return launch_gemm_int4_sm90_sched<W18>(st, x, w, o, p.sched, p.grid);
     case 19: return launch_gemm_int4_sm90_swap<W19>(st, x, w, o, p.sched, p.grid);
-    case 20: return launch_gemm_int4_sm90_swap<W20, true>(st, x, w, o, p.sched, p.grid);
+    case 20: return launch_gemm_int4_sm90_swap<W20, 1>(st, x, w, o, p.sched, p.grid);
+    case 21: return launch_gemm_int4_sm90_swap<W20, 2>(st, x, w, o, p.sched, p.grid);
     default: return cudaErrorInvalidValue;
   }
 }

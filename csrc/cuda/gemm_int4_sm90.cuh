@@ -483,9 +483,11 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB)
 // cost follows the instruction count, not the tensor time (bench/NOTES.md "smallm"). Tokens past M are zero rows of
 // the X box (TMA fills out-of-bounds rows with zeros) and are not stored. B buffers: 2 a warpgroup (16 KB each),
 // buffer b of k-step kt rewritten at kt + 2 after wgmma.wait_group 1 (the group that read it is complete).
-// FULL: both warpgroups dequantize into one 256-row buffer (3 of them) and warpgroup 1 alone issues ONE
-// wgmma.m64n256k16 per k16 (a quarter of today's instruction count); warpgroup 2 only dequantizes.
-template <class C, bool FULL = false>
+// FULL 1: both warpgroups dequantize into one 256-row buffer (3 of them) and warpgroup 1 alone issues ONE
+// wgmma.m64n256k16 per k16 (a quarter of today's instruction count). FULL 2: warpgroup 2 alone dequantizes and
+// stores all 256 rows; warpgroup 1 only issues the wgmmas (no ALU work, no generic stores or proxy fence while its
+// wgmmas are in flight: run14 measured the store + fence path of the swap kernel at ~1.7x its probe).
+template <class C, int FULL = 0>
 struct SwapSmem {
   static_assert(C::WR == 2 && C::NC == 2 && C::TT == 64 && C::MINB == 1 && C::ACCS == 1 && C::PROBE == 0, "swap: r256 t64");
   static constexpr int NBUF = FULL ? 3 : 2;                   // B buffers (FULL: of both warpgroups' 256 rows)
@@ -496,7 +498,7 @@ struct SwapSmem {
 
 // SPROBE (harness diagnosis of the non-FULL path; output wrong by design): 1 = no fence.proxy.async, 2 = no named
 // barrier, 3 = no stores of the dequantized weights (the wgmma reads whatever the buffer holds).
-template <class C, bool FULL = false, int SPROBE = 0>
+template <class C, int FULL = 0, int SPROBE = 0>
 __global__ void __launch_bounds__(384, 1)
     gemm_int4_sm90_swap_kernel(const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw,
                                const __grid_constant__ CUtensorMap tms, const __grid_constant__ CUtensorMap tmz, Out o,
@@ -582,14 +584,15 @@ __global__ void __launch_bounds__(384, 1)
           const uint32_t st = sbase + stage * C::STAGE_BYTES;
           const uint32_t sw = st + C::X_BYTES, ss = sw + C::W_BYTES, sz = ss + C::SZ_BYTES;
           const uint32_t bb = bbuf + (kq % 3u) * 32768u;
+          constexpr int NR = FULL == 2 ? (MMA ? 0 : 4) : 2;  // row tiles a warp dequantizes
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int rt = (c * 2 + r) * 4 + warp;
+          for (int r = 0; r < NR; ++r) {
+            const int rt = FULL == 2 ? r * 4 + warp : (c * 2 + r) * 4 + warp;
             const uint4 raw = lds128(sw + rt * 512 + lane * 16);
             const uint32_t o0 = rt * 32 * gps + g * 2;
             const GroupSZ s0 = make_sz(lds16(ss + o0), lds16(sz + o0), lds16(ss + o0 + 16), lds16(sz + o0 + 16), zc);
             const GroupSZ s1 = gps == 2 ? make_sz(lds16(ss + o0 + 32), lds16(sz + o0 + 32), lds16(ss + o0 + 48), lds16(sz + o0 + 48), zc) : s0;
-            const uint32_t row0 = bb + (c * 128 + (r * 4 + warp) * 16 + g) * 128, row1 = row0 + 8 * 128;
+            const uint32_t row0 = bb + (rt * 16 + g) * 128, row1 = row0 + 8 * 128;  // tile rt's rows g, g + 8
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
               const uint32_t word = j == 0 ? raw.x : j == 1 ? raw.y : j == 2 ? raw.z : raw.w;
@@ -605,7 +608,7 @@ __global__ void __launch_bounds__(384, 1)
               asm volatile("st.shared.b32 [%0], %1;" ::"r"(row1 + c1), "r"(a[3]) : "memory");
             }
           }
-          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+          if constexpr (NR > 0) asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
           if constexpr (MMA) {
             wgmma_wait<1>();  // groups up to kt - 2 complete: stage prev2 free; buffer (kq + 1) % 3 free for the next step
             if (prev2 >= 0 && lane == 0) mbar_arrive(bars + 8 * (C::STAGES + prev2));
@@ -849,7 +852,7 @@ inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloa
 }
 
 // The swapped-operand kernel (gemm_int4_sm90_swap_kernel<C>, C = r256 t64): the same maps, zeroing and schedule.
-template <class C, bool FULL = false, int SPROBE = 0>
+template <class C, int FULL = 0, int SPROBE = 0>
 inline cudaError_t launch_gemm_int4_sm90_swap(cudaStream_t st, const __nv_bfloat16* x, const L1Weight& w, const Out& o,
                                               const Sched& sched, int grid) {
   Sm90Maps m;

@@ -12,7 +12,8 @@
 #      five GLM-4 shapes (weights rotated over copies so that L2 does not serve them);
 #   4. (after 5, budget permitting) the addon's matmul_int4 op cases + linearPath (test/gpu/ops.test.ts) with the plan;
 #   5. the decode step graph (synthetic GLM-4-9B, context 128) at B = 32 / 64 replayed: the plan (smallm's), main's
-#      v3 (GLM4_INT4_GEMM_PLAN=v3), and swap256 forced at M = 17..64 (GLM4_INT4_GEMM_SMALL=20) if it validated;
+#      v3 (GLM4_INT4_GEMM_PLAN=v3), swapdq and swap256 forced at M = 17..64 (GLM4_INT4_GEMM_SMALL=21 / 20) if they
+#      validated;
 #   6. the table: per (shape, M) the plan vs every variant (us), x of the weight read at the copy rate and of bf16
 #      at 790 TFLOP/s; the probes' k-step split; the step times.
 set -u
@@ -20,7 +21,7 @@ OUT=${OUT:-/tmp/smallm-out}
 mkdir -p "$OUT"
 TMPD=$(mktemp -d)
 BIN=bench/kernels/bin/gemm_int4_bench
-VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk c2_r128_t64_sk c2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk swap_r256_t64_sk swap256_r256_t64_sk la_r256_t64_sk la_wg4_r256_t64_sk la_c2_r128_t64_sk la_wg4_r256_t32_sk la_c2_r128_t32_sk"
+VALIDATE="plan_new plan_v3 wgmma_r256_t64_sk c2_r128_t64_sk c2_r128_t32_sk wg4_r256_t64_sk wg4_r256_t32_sk swap_r256_t64_sk swap256_r256_t64_sk swapdq_r256_t64_sk la_r256_t64_sk la_wg4_r256_t64_sk la_c2_r128_t64_sk la_wg4_r256_t32_sk la_c2_r128_t32_sk"
 PROBES="probe_swap_nofence_sk probe_swap_nobar_sk probe_swap_nosts_sk probe_swap_r256_t64_sk probe_nomma_r256_t64_sk probe_ss_r256_t64_sk"
 {
   echo "== smallm.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
@@ -59,7 +60,7 @@ PROBES="probe_swap_nofence_sk probe_swap_nobar_sk probe_swap_nosts_sk probe_swap
   # the decode step graph at B = 32 / 64 with the plan, then with each candidate forced at M = 17..64 (only those
   # whose harness variant validated above): ms a step, tok/s
   : > "$TMPD/steps.txt"
-  for pair in ":plan_new" "v3:plan_v3" "20:swap256_r256_t64_sk"; do
+  for pair in ":plan_new" "v3:plan_v3" "21:swapdq_r256_t64_sk" "20:swap256_r256_t64_sk"; do
     small=${pair%%:*}; var=${pair#*:}
     case ",${ok#,}," in *",$var,"*) ;; *) echo "(step with GLM4_INT4_GEMM_SMALL=$small skipped: $var not validated)"; continue ;; esac
     if [ "$SECONDS" -lt 90 ] && [ -f build/Release/glm4_native.node ] && [ -f dist/index.js ]; then

@@ -12,7 +12,7 @@ COLS = [  # (variant, short name)
     ("wg4_r256_t64_sk", "wg4t64"), ("wg4_r256_t32_sk", "wg4t32"),
     ("la_r256_t64_sk", "la_t64"), ("la_c2_r128_t64_sk", "la_c2t64"), ("la_c2_r128_t32_sk", "la_c2t32"),
     ("la_wg4_r256_t64_sk", "la_wg4t64"), ("la_wg4_r256_t32_sk", "la_wg4t32"),
-    ("swap_r256_t64_sk", "swap"), ("swap256_r256_t64_sk", "swap256"),
+    ("swap_r256_t64_sk", "swap"), ("swap256_r256_t64_sk", "swap256"), ("swapdq_r256_t64_sk", "swapdq"),
     # run14's other variants (2 accumulator sets, WIN 8, r256/r128 t32 with choose_sched), if timed
     ("a2_r256_t64_sk", "a2t64"), ("w8_r256_t64_sk", "w8t64"),
 ]
