@@ -75,7 +75,9 @@ std::string LinearPlan::label() const {
 //   other archs, layout 1: mma.sync 128 x 16/32/64 for M <= 64, 128 x 128 above (not measured yet).
 // GLM4_INT4_GEMM=mma forces the mma.sync kernels on sm_90a too (a way around a wgmma problem without a rebuild);
 // GLM4_INT4_GEMM_PLAN=old takes the first version's wgmma choice (gemmk::plan_sm90_old: r256 t128 tiles above
-// M = 64, uniform K split), the way back if the new plan measures worse. Both read once a process.
+// M = 64, uniform K split), the way back if the new plan measures worse; GLM4_INT4_GEMM_PLAN=v3 keeps today's plan
+// above 64 rows and the third version's at M <= 64 (before smallm's configurations); GLM4_INT4_GEMM_SMALL=<i> runs
+// configuration i of gemmk::kSm90Cfgs at M = 17..64 (smallm's candidates: 10..19). All read once a process.
 static bool env_is(const char* name, const char* value) {
   const char* e = std::getenv(name);
   return e != nullptr && std::string(e) == value;
@@ -93,6 +95,20 @@ static bool old_plan() {
 // at each plan (an op recorded or a step captured after setting it takes it). Costs the K pieces' balance: small M
 // and the last round of large M.
 static bool deterministic() { return env_is("GLM4_DETERMINISTIC", "1"); }
+static bool v3_plan() {  // the third version's M <= 64 choice (before smallm; gemmk::plan_small_v3)
+  static const bool v = env_is("GLM4_INT4_GEMM_PLAN", "v3");
+  return v;
+}
+static int forced_small_cfg() {  // GLM4_INT4_GEMM_SMALL=<index into gemmk::kSm90Cfgs>: that config at M = 17..64
+  static const int v = [] {
+    const char* e = std::getenv("GLM4_INT4_GEMM_SMALL");
+    if (e == nullptr || *e == 0) return -1;
+    char* end = nullptr;
+    const long i = std::strtol(e, &end, 10);
+    return end != nullptr && *end == 0 && i >= 0 && i < gemmk::kSm90CfgCount ? static_cast<int>(i) : -1;
+  }();
+  return v;
+}
 
 // The cheapest whole-tile plan (no K pieces): the configuration p chose at M <= 64; above, r128 t256 / t192 /
 // t128 w8 by the same k-step costs as plan_sm90, in whole rounds (qkv at M = 2048: r128 t192, 396 tiles = 3 rounds).
@@ -131,7 +147,8 @@ LinearPlan linear_plan(int64_t m, int64_t n, int64_t k, int group, int layout, b
     p.kind = LinearKind::Wgmma;
     GLM4_CHECK(m < (int64_t{1} << 30) && n < (int64_t{1} << 30) && k < (int64_t{1} << 30), GLM4_E_UNSUPPORTED,
                "matmul_int4: [", m, ",", k, "] x [", n, ",", k, "] exceeds the GEMM's 32-bit tile counts");
-    gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms) : gemmk::plan_sm90(m, n, k, d.sms);
+    gemmk::Sm90Plan sp = old_plan() ? gemmk::plan_sm90_old(m, n, k, d.sms)
+                                    : gemmk::plan_sm90(m, n, k, d.sms, v3_plan(), forced_small_cfg());
     if (whole || deterministic()) sp = whole_tiles(sp, m, n, k, d.sms);
     p.cfg = sp.cfg;
     p.splits = sp.sched.splits;

@@ -219,6 +219,60 @@ __device__ __forceinline__ void store_column(const Out& o, const float (&acc)[NA
     }
 }
 
+// Row m of the output at columns nbase + 8 i + e (i < I, e < 2), values val(i, e, n), by the Out's mode (bf16 out,
+// K piece red.add, accumulate, store): the epilogue of the kernels whose lanes hold output rows (the swapped-operand
+// kernels). Accumulate loads a chunk of values before storing them (see store_column).
+template <int I, class F>
+__device__ __forceinline__ void store_row(const Out& o, int m, int nbase, bool split, F&& val) {
+  if (o.ybf) {
+    uint16_t* r = o.ybf + static_cast<int64_t>(m) * o.n;
+#pragma unroll
+    for (int i = 0; i < I; ++i)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int n = nbase + 8 * i + e;
+        if (n < o.n) r[n] = f2bf_rn(val(i, e, n));
+      }
+    return;
+  }
+  float* r = o.y + static_cast<int64_t>(m) * o.n;
+  if (o.acc && !split) {
+    constexpr int CH = I < 8 ? I : 8;
+#pragma unroll
+    for (int i0 = 0; i0 < I; i0 += CH) {
+      float old[CH][2];
+#pragma unroll
+      for (int i = 0; i < CH; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int n = nbase + 8 * (i0 + i) + e;
+          old[i][e] = n < o.n ? __ldcg(r + n) : 0.f;
+        }
+#pragma unroll
+      for (int i = 0; i < CH; ++i)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int n = nbase + 8 * (i0 + i) + e;
+          if (n < o.n) r[n] = old[i][e] + val(i0 + i, e, n);
+        }
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < I; ++i)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int n = nbase + 8 * i + e;
+      if (n < o.n) {
+        const float v = val(i, e, n);
+        if (split)
+          red_add(r + n, v);
+        else
+          r[n] = v;
+      }
+    }
+}
+
 // Tile order shared by the persistent kernels: token blocks in panels of kPanel so that the tiles running at the
 // same time share both their weight rows (consecutive tiles of a panel) and the panel's activations (L2-resident
 // while the row blocks sweep past); K splits slowest.

@@ -22,6 +22,20 @@ using W6 = Sm90Cfg<1, 32, 16>;   // r128 t32
 using W7 = Sm90Cfg<1, 16, 16>;   // r128 t16
 using W8 = Sm90Cfg<1, 192, 7>;            // r128 t192: qkv at M = 512 (108 tiles: one round)
 using W9 = Sm90Cfg<1, 128, 10, true, 8>;  // r128 t128 with 7 wgmma groups in flight (WIN 8): M 65..~256
+// smallm candidates for M = 17..64 (bench/NOTES.md "smallm"): more independent wgmma chains an SM.
+//   Sm90Cfg<WR, TT, STAGES, ROLL, WIN, NC (consumer warpgroups), MINB (blocks an SM), ACCS (accumulator sets)>
+using W10 = Sm90Cfg<1, 64, 8, true, 4, 2, 2, 1>;   // r128 t64, 2 blocks an SM (8 stages of 13 KB each)
+using W11 = Sm90Cfg<1, 32, 12, true, 4, 2, 2, 1>;  // r128 t32, 2 blocks an SM (12 stages of 9 KB)
+using W12 = Sm90Cfg<2, 64, 12, true, 4, 2, 1, 2>;  // r256 t64, 2 accumulator sets
+using W13 = Sm90Cfg<2, 32, 14, true, 4, 2, 1, 2>;  // r256 t32, 2 accumulator sets
+using W14 = Sm90Cfg<1, 32, 16, true, 4, 2, 1, 2>;  // r128 t32, 2 accumulator sets
+using W15 = Sm90Cfg<1, 64, 11, true, 4, 4, 1, 1>;  // r256 t64 as 4 consumer warpgroups of 64 rows (640 threads)
+using W16 = Sm90Cfg<1, 32, 15, true, 4, 4, 1, 1>;  // r256 t32 as 4 consumer warpgroups
+using W17 = Sm90Cfg<1, 32, 15, true, 4, 4, 1, 2>;  // r256 t32, 4 consumer warpgroups, 2 accumulator sets (t64: ptxas
+                                                   // serializes the wgmmas at 104 registers, C7512)
+using W18 = Sm90Cfg<1, 32, 12, true, 4, 2, 2, 2>;  // r128 t32, 2 blocks an SM, 2 accumulator sets
+using W19 = Sm90Cfg<2, 64, 8>;                     // r256 t64 with swapped operands (gemm_int4_sm90_swap_kernel)
+using W20 = Sm90Cfg<2, 64, 7>;                     // the same, FULL: one m64n256k16 a k16 (3 B buffers: 7 stages)
 
 struct Sm90CfgInfo {
   const char* name;
@@ -30,6 +44,7 @@ struct Sm90CfgInfo {
   // M = 2048: 13 rounds of r128 t256 in 642.7 us, 26 of r128 t128 in 999.7 us, 13 of r256 t128 in 788.2 us).
   // 0: not measured so (not a candidate of the M > 64 model).
   double kstep;
+  int ctas = 1;  // persistent blocks an SM
 };
 constexpr Sm90CfgInfo kSm90Cfgs[] = {
     {"wgmma r256 t128", W0::BR, W0::TT, 1.23}, {"wgmma r256 t64", W1::BR, W1::TT, 0.0},
@@ -38,7 +53,19 @@ constexpr Sm90CfgInfo kSm90Cfgs[] = {
     {"wgmma r128 t32", W6::BR, W6::TT, 0.0},   {"wgmma r128 t16", W7::BR, W7::TT, 0.0},
     // run 2 (gate_up at M = 2048: 18 rounds of r128 t192 in 735.8 us vs 13 of r128 t256 in 640.0 us)
     {"wgmma r128 t192", W8::BR, W8::TT, 0.83},
-    {"wgmma r128 t128 w8", W9::BR, W9::TT, 0.78}};
+    {"wgmma r128 t128 w8", W9::BR, W9::TT, 0.78},
+    {"wgmma r128 t64 2cta", W10::BR, W10::TT, 0.0, 2},
+    {"wgmma r128 t32 2cta", W11::BR, W11::TT, 0.0, 2},
+    {"wgmma r256 t64 acc2", W12::BR, W12::TT, 0.0},
+    {"wgmma r256 t32 acc2", W13::BR, W13::TT, 0.0},
+    {"wgmma r128 t32 acc2", W14::BR, W14::TT, 0.0},
+    {"wgmma r256 t64 4wg", W15::BR, W15::TT, 0.0},
+    {"wgmma r256 t32 4wg", W16::BR, W16::TT, 0.0},
+    {"wgmma r256 t32 4wg acc2", W17::BR, W17::TT, 0.0},
+    {"wgmma r128 t32 2cta acc2", W18::BR, W18::TT, 0.0, 2},
+    {"wgmma swap r256 t64", W19::BR, W19::TT, 0.0},
+    {"wgmma swap256 r256 t64", W20::BR, W20::TT, 0.0},
+    {"wgmma swapdq r256 t64", W20::BR, W20::TT, 0.0}};  // W20, FULL 2: one warpgroup dequantizes, one issues
 constexpr int kSm90CfgCount = static_cast<int>(sizeof(kSm90Cfgs) / sizeof(kSm90Cfgs[0]));
 
 inline int64_t plan_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -112,17 +139,47 @@ inline Sm90Plan plan_sm90_old(int64_t m, int64_t n, int64_t k, int sms) {
 //     vs 123.6 (88.2), gate_up 645 vs 935 (579), down 300 vs 411 (285), output 3890 vs 4882 (3652); M=512 qkv 47.1
 //     (r128 t192: 40.8), o 34.1, gate_up 174.7, down 83.3, output 880; M=128 qkv 18.6 (WIN 8: 18.2), o 18.0 (16.7),
 //     gate_up 70.5 (68.2), down 35.5 (32.6), output 318.
-inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms) {
-  auto with_sched = [&](int cfg) {
-    Sm90Plan p;
-    p.cfg = cfg;
-    p.sched = choose_sched(sm90_tiles_of(cfg, m, n), static_cast<int>(k / 64), sms, 1.0, 8.0);
-    p.grid = static_cast<int>(std::min<int64_t>(sched_units(p.sched), sms));
-    return p;
-  };
-  if (m <= 16) return with_sched(n <= 8192 ? 7 : 3);
-  if (m <= 32) return with_sched(n <= 8192 ? 6 : 2);
-  if (m <= 64) return with_sched(1);
+// Config cfg with choose_sched over its persistent slots (blocks an SM x SMs).
+inline Sm90Plan plan_with_sched(int cfg, int64_t m, int64_t n, int64_t k, int sms) {
+  Sm90Plan p;
+  p.cfg = cfg;
+  const int slots = sms * kSm90Cfgs[cfg].ctas;
+  p.sched = choose_sched(sm90_tiles_of(cfg, m, n), static_cast<int>(k / 64), slots, 1.0, 8.0);
+  p.grid = static_cast<int>(std::min<int64_t>(sched_units(p.sched), slots));
+  return p;
+}
+
+// The third version's choice at M <= 64 (main before smallm; GLM4_INT4_GEMM_PLAN=v3): run 1's token tiles, one
+// block an SM, choose_sched.
+inline int plan_small_v3(int64_t m, int64_t n) {
+  if (m <= 16) return n <= 8192 ? 7 : 3;
+  if (m <= 32) return n <= 8192 ? 6 : 2;
+  return 1;
+}
+// smallm's choice at M = 17..64 (bench/NOTES.md "smallm"; M <= 16 keeps v3's): more independent wgmma chains an SM,
+// as 2 blocks of r128 (2 x 2 consumer warpgroups) on the small matrices and 4 consumer warpgroups of 64 rows in one
+// r256 block on the wide ones. H200 run14 (scripts/gpu/smallm.sh, 2026-12-03), us, v3's plan -> this one (best of
+// the 16 validated variants in brackets where another won):
+//   M = 32: qkv 13.6 -> 12.1 (2cta r128 t32), o 11.8 -> 11.3 (same), gate_up 43.3 -> 41.4 (4wg r256 t32),
+//           down 25.3 -> 22.4 (same), output 195.6 -> 182.3 (same)
+//   M = 48: qkv 15.1 -> 13.8 (2cta r128 t64), o 13.9 -> 13.0 (same), down 27.2 -> 25.6 (same; 4wg 25.7),
+//           gate_up 51.3 -> 46.9 (4wg r256 t64), output 249.8 -> 207.5 (same)
+//   M = 64: qkv 16.1 -> 14.4, o 14.8 -> 13.9, down 27.7 -> 26.0 (2cta r128 t64); gate_up 51.4 -> 47.3, output 243.6 ->
+//           212.4 (4wg r256 t64)
+//   the decode step graph (context 128) with 4wg r256 t64 / 2cta r128 t64 forced at every shape: B = 64 5.514 -> 5.274
+//   / 5.281 ms; the 2 accumulator sets (a2_*), WIN 8 (w8_*) and the swapped-operand kernel (swap, 68-70 us on
+//   gate_up) lost everywhere.
+inline int plan_small(int64_t m, int64_t n, int64_t k) {
+  if (m <= 16) return plan_small_v3(m, n);
+  if (m <= 32) return n <= 8192 && k <= 4096 ? 11 : 16;
+  return n <= 8192 ? 10 : 15;
+}
+
+// v3: the third version's M <= 64 choice (above 64 the same as plan_sm90). force_small in [0, kSm90CfgCount): that
+// configuration for M = 17..64 (GLM4_INT4_GEMM_SMALL: A/B of the candidates in the engine without a rebuild).
+inline Sm90Plan plan_sm90(int64_t m, int64_t n, int64_t k, int sms, bool v3 = false, int force_small = -1) {
+  if (m > 16 && m <= 64 && force_small >= 0 && force_small < kSm90CfgCount) return plan_with_sched(force_small, m, n, k, sms);
+  if (m <= 64) return plan_with_sched(v3 ? plan_small_v3(m, n) : plan_small(m, n, k), m, n, k, sms);
   Sm90Plan best;
   double best_cost = 1e300;
   for (int cfg : {5, 8, 9}) {
@@ -154,6 +211,18 @@ inline cudaError_t launch_plan_sm90(cudaStream_t st, const __nv_bfloat16* x, con
     case 7: return launch_gemm_int4_sm90_sched<W7>(st, x, w, o, p.sched, p.grid);
     case 8: return launch_gemm_int4_sm90_sched<W8>(st, x, w, o, p.sched, p.grid);
     case 9: return launch_gemm_int4_sm90_sched<W9>(st, x, w, o, p.sched, p.grid);
+    case 10: return launch_gemm_int4_sm90_sched<W10>(st, x, w, o, p.sched, p.grid);
+    case 11: return launch_gemm_int4_sm90_sched<W11>(st, x, w, o, p.sched, p.grid);
+    case 12: return launch_gemm_int4_sm90_sched<W12>(st, x, w, o, p.sched, p.grid);
+    case 13: return launch_gemm_int4_sm90_sched<W13>(st, x, w, o, p.sched, p.grid);
+    case 14: return launch_gemm_int4_sm90_sched<W14>(st, x, w, o, p.sched, p.grid);
+    case 15: return launch_gemm_int4_sm90_sched<W15>(st, x, w, o, p.sched, p.grid);
+    case 16: return launch_gemm_int4_sm90_sched<W16>(st, x, w, o, p.sched, p.grid);
+    case 17: return launch_gemm_int4_sm90_sched<W17>(st, x, w, o, p.sched, p.grid);
+    case 18: return launch_gemm_int4_sm90_sched<W18>(st, x, w, o, p.sched, p.grid);
+    case 19: return launch_gemm_int4_sm90_swap<W19>(st, x, w, o, p.sched, p.grid);
+    case 20: return launch_gemm_int4_sm90_swap<W20, 1>(st, x, w, o, p.sched, p.grid);
+    case 21: return launch_gemm_int4_sm90_swap<W20, 2>(st, x, w, o, p.sched, p.grid);
     default: return cudaErrorInvalidValue;
   }
 }
