@@ -39,7 +39,7 @@ export interface LayerPath {
 
 /**
  * The LayerPath of T tokens for these weights. GLM4_LAYER_PATH (a measurement and test aid, read at each call: a
- * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed,add,gu16" by default;
+ * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed,add,gu16,qkv16" by default;
  * "" or "none" is the path before (f32 activations, three QKV GEMMs, separate residual adds).
  */
 export function layerPath(w: ModelWeights, T: number): LayerPath {
@@ -57,7 +57,7 @@ export function layerPath(w: ModelWeights, T: number): LayerPath {
 
 function allowedParts(): Set<string> {
   const env = process.env.GLM4_LAYER_PATH;
-  return new Set(env === undefined ? ["bf16", "packed", "add", "gu16"] : env.split(",").map((x) => x.trim()));
+  return new Set(env === undefined ? ["bf16", "packed", "add", "gu16", "qkv16"] : env.split(",").map((x) => x.trim()));
 }
 
 /** Rows up to which the INT4 linears run the GEMV (csrc/ops.h kInt4GemvMaxM); past it the tensor-core GEMM. */
