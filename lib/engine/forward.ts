@@ -7,6 +7,7 @@
 import type { Glm4Config } from "../checkpoint/config.js";
 import type { NativeContext, NativeTensor } from "./native.js";
 import { isTiled, type Linear, type ModelWeights } from "./weights.js";
+import { native } from "./native-binary.js";
 import type { KvAddress, KvCache } from "./kv-cache.js";
 
 /**
@@ -39,10 +40,11 @@ export interface LayerPath {
 
 /**
  * The LayerPath of T tokens for these weights. GLM4_LAYER_PATH (a measurement and test aid, read at each call: a
- * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed,add,gu16,qkv16" by default;
+ * prefill chunk, a decode plan's capture) limits it: a comma list of the parts allowed, "bf16,packed,add,gu16" by default (qkv16: allowed
+ * by naming it; H200 run16 measured no prefill gain for it and 1.7e-4 of logit error on a step row);
  * "" or "none" is the path before (f32 activations, three QKV GEMMs, separate residual adds).
  */
-export function layerPath(w: ModelWeights, T: number): LayerPath {
+export function layerPath(w: ModelWeights, T: number, device = 0): LayerPath {
   const allow = allowedParts();
   return {
     bf16: allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
@@ -50,14 +52,34 @@ export function layerPath(w: ModelWeights, T: number): LayerPath {
     // rows each (10.7 us apiece at 8 rows on the H200, 0.86 ms of a 4.86 ms B = 8 step; run7's ncu).
     packedQkv: allow.has("packed") && (T > kGemvRowsMax || (T > 1 && tiledLayers(w))) && w.layers.every((L) => L.qkv !== undefined),
     fusedAdd: allow.has("add") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
-    gu16: allow.has("gu16") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w),
-    qkv16: allow.has("qkv16") && allow.has("bf16") && allow.has("packed") && T > kGemvRowsMax && tiledLayers(w) && w.layers.every((L) => L.qkv !== undefined),
+    gu16: allow.has("gu16") && allow.has("bf16") && T > kGemvRowsMax && tiledLayers(w) && wholeTiles(w.layers[0]?.gateUp, T, device),
+    qkv16:
+      allow.has("qkv16") && allow.has("bf16") && allow.has("packed") && T > kGemvRowsMax && tiledLayers(w) &&
+      w.layers.every((L) => L.qkv !== undefined) && wholeTiles(w.layers[0]?.qkv, T, device),
   };
+}
+
+/**
+ * Whether the tensor-core GEMM's own plan for this linear at T rows runs whole tiles (no K pieces): a bf16 out takes
+ * whole tiles only, so gu16 / qkv16 are used only where that costs nothing (H200 run16: qkv16 at T = 64 forced
+ * the qkv GEMM's 18 tiles onto 18 SMs, B = 64 steps 5.5 -> 7.0 ms). Asked of the addon (linearPath), cached.
+ */
+const wholeCache = new Map<string, boolean>();
+function wholeTiles(l: Linear | undefined, T: number, device: number): boolean {
+  if (!l || l.kind !== "int4" || (l.q.layout ?? 0) !== 1) return false;
+  const key = `${T},${l.n},${l.k},${l.q.groupSize},${device}`;
+  let v = wholeCache.get(key);
+  if (v === undefined) {
+    const label = native().linearPath(T, l.n, l.k, l.q.groupSize as 32 | 64 | 128, 1, device);
+    v = /^wgmma /.test(label) && / splits=1$/.test(label);
+    wholeCache.set(key, v);
+  }
+  return v;
 }
 
 function allowedParts(): Set<string> {
   const env = process.env.GLM4_LAYER_PATH;
-  return new Set(env === undefined ? ["bf16", "packed", "add", "gu16", "qkv16"] : env.split(",").map((x) => x.trim()));
+  return new Set(env === undefined ? ["bf16", "packed", "add", "gu16"] : env.split(",").map((x) => x.trim()));
 }
 
 /** Rows up to which the INT4 linears run the GEMV (csrc/ops.h kInt4GemvMaxM); past it the tensor-core GEMM. */
