@@ -168,7 +168,9 @@ inline int plan_small_v3(int64_t m, int64_t n) {
 //           212.4 (4wg r256 t64)
 //   the decode step graph (context 128) with 4wg r256 t64 / 2cta r128 t64 forced at every shape: B = 64 5.514 -> 5.274
 //   / 5.281 ms; the 2 accumulator sets (a2_*), WIN 8 (w8_*) and the swapped-operand kernel (swap, 68-70 us on
-//   gate_up) lost everywhere.
+//   gate_up) lost everywhere. Run16 (same script, this plan): <= v3 on every shape and M (M = 64: qkv 14.4 vs 16.0,
+//   o 13.8 vs 14.9, gate_up 47.3 vs 51.5, down 26.5 vs 27.9, output 233 vs 253); look-ahead dequantization within 2 %,
+//   swap256 / swapdq (cfgs 20, 21) 74 / 89 us on gate_up: forced-only (GLM4_INT4_GEMM_SMALL).
 inline int plan_small(int64_t m, int64_t n, int64_t k) {
   if (m <= 16) return plan_small_v3(m, n);
   if (m <= 32) return n <= 8192 && k <= 4096 ? 11 : 16;
