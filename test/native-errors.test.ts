@@ -184,6 +184,11 @@ describe("bad dtypes throw synchronously with ERR_GLM4_DTYPE_MISMATCH", () => {
     expectError(() => ctx.kvWrite(h, h, f32([1, 2, 32]), f32([1, 2, 32]), i32([0])), "ERR_GLM4_DTYPE_MISMATCH", "kv_write", "f16[8,2,32]");
     expectError(() => ctx.kvWrite(bf16([8, 2, 32]), f32([8, 2, 32]), f32([1, 2, 32]), f32([1, 2, 32]), i32([0])), "ERR_GLM4_SHAPE_MISMATCH", "kv_write", "vcache", "f32[8,2,32]");
   });
+  it("the tensor-core GEMM's bf16 x / out outside it (CPU: no GEMM path; linear_int4 x bf16 needs CUDA, M > 8, no norm)", () => {
+    const q = qweight(16, 128, 64);
+    expectError(() => ctx.matmulInt4(bf16([12, 16]), f32([12, 128]), q), "ERR_GLM4_DTYPE_MISMATCH", "matmul_int4", "out must be f32 here", "bf16[12,16]");
+    expectError(() => ctx.linearInt4(f32([12, 16]), bf16([12, 128]), q, 1e-5, 1), "ERR_GLM4_DTYPE_MISMATCH", "linear_int4", "x must be f32 here", "bf16[12,128]");
+  });
   it("copy between dtypes", () => {
     expectError(() => ctx.copy(bf16([4]), f32([4])), "ERR_GLM4_SHAPE_MISMATCH", "copy", "bf16[4]", "f32[4]");
   });
@@ -194,9 +199,9 @@ describe("bad dtypes throw synchronously with ERR_GLM4_DTYPE_MISMATCH", () => {
     expectError(() => ctx.swiglu(f16([3, 8]), f32([3, 16])), "ERR_GLM4_DTYPE_MISMATCH", "swiglu", "out must be f32 or bf16", "f16[3,8]");
     const kc = bf16([16, 2, 32]);
     expectError(() => ctx.attention(f16([1, 4, 32]), f32([1, 4, 32]), kc, kc, i32([0]), 0.1, 0), "ERR_GLM4_DTYPE_MISMATCH", "attention", "out must be f32 or bf16", "f16[1,4,32]");
-    // q and the packed qkv stay f32 (rotary reads and writes them in f32)
+    // q stays f32 (rotary writes it in f32); the packed qkv is f32 or bf16 (the QKV GEMM's bf16 out), nothing else
     expectError(() => ctx.rotaryKvWriteQkv(bf16([3, 4, 32]), f32([3, 256]), kc, kc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_DTYPE_MISMATCH", "rotary_kv_write_qkv", "q", "bf16[3,4,32]");
-    expectError(() => ctx.rotaryKvWriteQkv(f32([3, 4, 32]), bf16([3, 256]), kc, kc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_DTYPE_MISMATCH", "rotary_kv_write_qkv", "qkv", "bf16[3,256]");
+    expectError(() => ctx.rotaryKvWriteQkv(f32([3, 4, 32]), f16([3, 256]), kc, kc, i32([0, 1, 2]), i32([0, 1, 2]), 16, 1e4), "ERR_GLM4_DTYPE_MISMATCH", "rotary_kv_write_qkv", "qkv", "f16[3,256]");
   });
 });
 
