@@ -181,6 +181,8 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
                      static_cast<int>(w.k), w.group, w.codebook};
   const bool obf = out.dtype() == DType::BF16;
   GLM4_CHECK(!(obf && accumulate), GLM4_E_DTYPE, "matmul_int4 (tensor cores): accumulate needs an f32 out, got ", out.describe());
+  GLM4_CHECK(!obf || plan.splits <= 1 || (plan.kind == LinearKind::Wgmma && plan.dp >= plan.tiles), GLM4_E_INVALID_ARG,
+             "matmul_int4 (tensor cores): a bf16 out needs a whole-tile plan (linear_plan with whole), got ", plan.label());
   gemmk::Out o{obf ? nullptr : out.data<float>(), nullptr, nullptr, static_cast<int>(m), static_cast<int>(w.n)};
   if (obf) o.ybf = out.data<uint16_t>();
   o.acc = accumulate;
@@ -199,19 +201,14 @@ void gemm_int4_layout1(Context& c, const Tensor& out, const Tensor& x, const QWe
     sp.cfg = plan.cfg;
     sp.sched = gemmk::Sched{plan.tiles, plan.dp, plan.splits};
     sp.grid = plan.grid;
-    if (obf && plan.splits > 1 && plan.dp < plan.tiles) {  // a bf16 out cannot take K pieces: whole tiles
-      sp.sched = gemmk::Sched{plan.tiles, plan.tiles, 1};
-      sp.grid = std::min(plan.tiles, device_info().sms);
-    }
     e = gemmk::launch_plan_sm90(st, xb, lw, o, sp);  // zeroes what the K pieces add into
     if (e == cudaErrorNotSupported) {  // the driver cannot encode tensor maps: the mma.sync path serves
       (void)cudaGetLastError();
       kind = LinearKind::Mma;
     }
   }
-  // the mma path's K splits: none for a bf16 out; with accumulate
-  // they add into out as it is
-  const int msplits = obf ? 1 : plan.splits;
+  // the mma path's K splits (none for a bf16 out: checked above); with accumulate they add into out as it is
+  const int msplits = plan.splits;
   if (kind == LinearKind::Mma && msplits > 1 && !accumulate)
     CUDA_CHECK(cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(m) * w.n, st));
   if (kind == LinearKind::Mma) {

@@ -794,6 +794,18 @@ __global__ void __launch_bounds__(256) gemm_zero_tiles_kernel(float* y, int m, i
     y[static_cast<int64_t>(m0 + i / cols) * n + n0 + i % cols] = 0.f;
 }
 
+// Before a launch whose schedule has K pieces: a bf16 out cannot take them (whole tiles only); an f32 out is zeroed
+// where they add (all of y when dp = 0, else the tail tiles), unless o.acc (they add into y as it is).
+template <class C>
+inline cudaError_t prepare_pieces(cudaStream_t st, const Out& o, const Sched& sched) {
+  if (sched.splits <= 1 || sched.dp >= sched.tiles) return cudaSuccess;
+  if (o.ybf) return cudaErrorInvalidValue;
+  if (o.acc) return cudaSuccess;
+  if (sched.dp == 0) return cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(o.m) * o.n, st);
+  gemm_zero_tiles_kernel<C><<<sched.tiles - sched.dp, 256, 0, st>>>(o.y, o.m, o.n, sched);
+  return cudaGetLastError();
+}
+
 // Launch on `st` with `grid` persistent blocks (<= sched_units; typically the SM count). Zeroes what the schedule's
 // K pieces add into first (all of y when dp = 0, else the tail tiles), unless o.acc (they add into y as it is); a
 // bf16 out (o.ybf) takes whole tiles only. x: bf16 [M, K] with K % 64 == 0 and a
@@ -813,15 +825,7 @@ inline cudaError_t launch_gemm_int4_sm90_sched(cudaStream_t st, const __nv_bfloa
   ok = ok && make_map_2d(&m.z, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, w.zeros, KG * 16, N / 16, KG * 32, 16 * gps, C::RT,
                          CU_TENSOR_MAP_SWIZZLE_NONE);
   if (!ok) return cudaErrorNotSupported;
-  if (o.ybf && sched.splits > 1 && sched.dp < sched.tiles) return cudaErrorInvalidValue;  // bf16 out: whole tiles only
-  if (sched.splits > 1 && sched.dp < sched.tiles && !o.acc) {
-    if (sched.dp == 0) {
-      const cudaError_t ez = cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(o.m) * o.n, st);
-      if (ez != cudaSuccess) return ez;
-    } else {
-      gemm_zero_tiles_kernel<C><<<sched.tiles - sched.dp, 256, 0, st>>>(o.y, o.m, o.n, sched);
-    }
-  }
+  if (const cudaError_t ez = prepare_pieces<C>(st, o, sched); ez != cudaSuccess) return ez;
   const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
   if (e != cudaSuccess) return e;
   if constexpr (C::MINB > 1) {  // all of the unified L1 as shared memory, so that MINB blocks fit an SM
@@ -849,15 +853,7 @@ inline cudaError_t launch_gemm_int4_sm90_swap(cudaStream_t st, const __nv_bfloat
   ok = ok && make_map_2d(&m.z, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, w.zeros, KG * 16, N / 16, KG * 32, 16 * gps, C::RT,
                          CU_TENSOR_MAP_SWIZZLE_NONE);
   if (!ok) return cudaErrorNotSupported;
-  if (o.ybf && sched.splits > 1 && sched.dp < sched.tiles) return cudaErrorInvalidValue;  // bf16 out: whole tiles only
-  if (sched.splits > 1 && sched.dp < sched.tiles && !o.acc) {
-    if (sched.dp == 0) {
-      const cudaError_t ez = cudaMemsetAsync(o.y, 0, sizeof(float) * static_cast<size_t>(o.m) * o.n, st);
-      if (ez != cudaSuccess) return ez;
-    } else {
-      gemm_zero_tiles_kernel<C><<<sched.tiles - sched.dp, 256, 0, st>>>(o.y, o.m, o.n, sched);
-    }
-  }
+  if (const cudaError_t ez = prepare_pieces<C>(st, o, sched); ez != cudaSuccess) return ez;
   constexpr int smem = SwapSmem<C, FULL>::SMEM;
   const cudaError_t e = cudaFuncSetAttribute(gemm_int4_sm90_swap_kernel<C, FULL, SPROBE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;

@@ -22,6 +22,7 @@ import { glm4_9bConfig } from "../engine/loader.js";
 import { listOpt, loadFromOptsChecked, numOpt } from "./options.js";
 import { loadGlm4, type Glm4Model } from "../glm4.js";
 import { buildInfo, devices, native } from "../engine/native-binary.js";
+import { cudaIndex } from "../engine/device.js";
 import { packageRoot } from "../util.js";
 import type { Glm4Config } from "../checkpoint/config.js";
 import { modelTensors } from "../checkpoint/tensors.js";
@@ -100,7 +101,7 @@ function linearPaths(weights: ModelWeights, device: string, ms: number[]): NonNu
   for (const m of ms)
     for (const [name, l] of linears)
       if (l.kind === "int4")
-        out.push({ m, linear: name, path: native().linearPath(m, l.n, l.k, l.q.groupSize, (l.q.layout ?? 0) as 0 | 1, Number(device.slice(5)) || 0) });
+        out.push({ m, linear: name, path: native().linearPath(m, l.n, l.k, l.q.groupSize, (l.q.layout ?? 0) as 0 | 1, cudaIndex(device)) });
   return out;
 }
 

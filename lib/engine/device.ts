@@ -39,6 +39,11 @@ export function resolveDevice(device: DeviceOption = "auto"): string {
   return `cuda:${idx}`;
 }
 
+/** The CUDA index of a resolved device string ("cuda:1" -> 1); 0 for "cpu". */
+export function cudaIndex(device: string): number {
+  return device.startsWith("cuda:") ? Number(device.slice(5)) : 0;
+}
+
 export function createContext(device: string, threads?: number): NativeContext {
   checkThreads(threads);
   try {

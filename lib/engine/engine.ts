@@ -36,6 +36,7 @@ import type { Glm4Config } from "../checkpoint/config.js";
 import type { DType, NativeContext, NativePlan, NativeTensor } from "./native.js";
 import { Scratch, fusedDecode, layerPath, recordLayers, recordLinear, recordLogits, writeEmbeddings } from "./forward.js";
 import { KvCache, type KvAddress } from "./kv-cache.js";
+import { cudaIndex } from "./device.js";
 export { KV_BLOCK } from "./kv-cache.js";
 import { isTiled, type ModelWeights } from "./weights.js";
 
@@ -386,7 +387,7 @@ export class Engine {
           continue;
         }
         const T = chunk.length;
-        const s = new Scratch(ctx, cfg, T, layerPath(w, T, deviceIndex(ctx.device)));
+        const s = new Scratch(ctx, cfg, T, layerPath(w, T, cudaIndex(ctx.device)));
         let addr: KvAddress | null = null;
         const staged: NativeTensor[] = [];
         try {
@@ -443,7 +444,7 @@ export class Engine {
     const have = this.plans.get(b);
     if (have) return have;
     const { ctx, cfg } = this;
-    const scratch = new Scratch(ctx, cfg, b, layerPath(this.w, b, deviceIndex(ctx.device)));
+    const scratch = new Scratch(ctx, cfg, b, layerPath(this.w, b, cudaIndex(ctx.device)));
     const addr = this.kv.newAddress(ctx, b);
     // Past the GEMV rows, the final norm writes the bf16 the output GEMM reads (layout-1 INT4 output layer).
     const hLast = ctx.empty(scratch.path.bf16 && isTiled(this.w.output) ? "bf16" : "f32", [b, cfg.hiddenSize]);
@@ -783,8 +784,3 @@ export class Engine {
   }
 }
 
-/** The CUDA device index of a context's device string ("cuda:1" -> 1; "cuda" or "cpu" -> 0). */
-function deviceIndex(device: string): number {
-  const i = Number(device.split(":")[1]);
-  return Number.isInteger(i) && i >= 0 ? i : 0;
-}

@@ -105,8 +105,15 @@ export class Scratch {
   readonly path: LayerPath;
   constructor(ctx: NativeContext, cfg: Glm4Config, readonly t: number, path?: Partial<LayerPath>) {
     const { hiddenSize: H, numHeads: Hq, numKvHeads: Hkv, headDim: D, ffnSize: F } = cfg;
-    this.path = { bf16: path?.bf16 ?? false, packedQkv: t > 1 && (path?.packedQkv ?? false), fusedAdd: (path?.bf16 ?? false) && (path?.fusedAdd ?? false), gu16: (path?.bf16 ?? false) && (path?.gu16 ?? false), qkv16: false };
-    this.path.qkv16 = this.path.bf16 && this.path.packedQkv && (path?.qkv16 ?? false);
+    const bf16 = path?.bf16 ?? false;
+    const packedQkv = t > 1 && (path?.packedQkv ?? false);
+    this.path = {
+      bf16,
+      packedQkv,
+      fusedAdd: bf16 && (path?.fusedAdd ?? false),
+      gu16: bf16 && (path?.gu16 ?? false),
+      qkv16: bf16 && packedQkv && (path?.qkv16 ?? false),
+    };
     const act = this.path.bf16 ? "bf16" : "f32";
     this.x = ctx.empty("f32", [t, H]);
     this.h = ctx.empty(act, [t, H]);
